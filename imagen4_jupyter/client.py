@@ -1,0 +1,342 @@
+"""HTTP client for Apikley's task API: envelope decoding, error mapping, retries, downloads.
+
+The body `code` decides the outcome (an HTTP 200 can carry 429). Status checks and downloads are
+retried; `createTask` is never resent once it may have reached the service (no idempotency key).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from . import errors as E
+from .images import ImageStore
+from .request import GenerationRequest
+from .task import Job, Result, TaskRecord
+
+DEFAULT_BASE_URL = "https://api.apikley.ru"
+CREATE_PATH = "/api/v1/jobs/createTask"
+RECORD_PATH = "/api/v1/jobs/recordInfo"
+CREDIT_PATH = "/api/v1/chat/credit"
+TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+USER_AGENT = "imagen4-jupyter/0.1"
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter; `Retry-After` is honoured up to `max_retry_after` seconds."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 20.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        backoff = random.uniform(0, min(self.cap, self.base * 2 ** attempt))
+        if retry_after is not None:
+            return max(min(retry_after, self.max_retry_after), backoff * 0.1)
+        return backoff
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imagen4_jupyter" / "images"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
+    """Normalise the base URL; refuse credentials in it and plain http to a non-loopback host."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise E.ConfigurationError(f"The base URL must look like https://api.apikley.ru, not {parts.scheme or url!r}.")
+    if parts.username or parts.password:
+        raise E.ConfigurationError("The base URL contains a user name or password; remove it "
+                                   "(the key goes in APIKLEY_API_KEY).")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
+        raise E.ConfigurationError(
+            f"Refusing to send the API key over plain http to {parts.hostname}. Use https, or pass "
+            "allow_insecure_http=True (or set APIKLEY_ALLOW_INSECURE_HTTP=1) if you know the network is safe.")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """True if the request certainly never reached the server (connection refused, connect timeout)."""
+    import urllib3.exceptions as U
+
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (requests.ConnectTimeout, U.NewConnectionError, U.ConnectTimeoutError,
+                          ConnectionRefusedError)):
+            return True
+        if isinstance(e, BaseException):
+            stack.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
+    return False
+
+
+class Imagen4Client:
+    """Talks to Apikley (or the simulator). Safe to share between threads.
+
+    `submit()` creates a task and returns a `Job` at once; a background poller follows it and downloads
+    its images into `cache_dir` (content-addressed). `generate()` is submit + wait.
+    """
+
+    def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
+                 timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Any = None,
+                 retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
+                 allow_insecure_http: bool | None = None, max_workers: int = 3,
+                 max_download_bytes: int = 50 * 1024 * 1024):
+        from .poller import Poller, PollSchedule
+
+        if allow_insecure_http is None:
+            allow_insecure_http = os.environ.get("APIKLEY_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
+        self.base_url = check_base_url(base_url or os.environ.get("APIKLEY_BASE_URL") or DEFAULT_BASE_URL,
+                                       allow_insecure_http=allow_insecure_http)
+        self.__key = (api_key if api_key is not None else os.environ.get("APIKLEY_API_KEY", "")).strip()
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.store = ImageStore(cache_dir or default_cache_dir())
+        self.max_download_bytes = max_download_bytes
+        self.schedule = schedule or PollSchedule()
+        self._http = requests.Session()
+        self._http.headers["User-Agent"] = USER_AGENT
+        self._http.trust_env = False if _is_loopback(urlsplit(self.base_url).hostname or "") else True
+        self._local = threading.local()
+        self.poller = Poller(self, max_workers=max_workers)
+
+    def __repr__(self) -> str:
+        return f"Imagen4Client(base_url={self.base_url!r}, api_key={'set' if self.__key else 'missing'})"
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.__key)
+
+    # -- the three endpoints ------------------------------------------------------------------
+    def create_task(self, request: GenerationRequest) -> str:
+        """POST createTask once; return the task id. Never resent after an ambiguous failure."""
+        data = self._call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False)
+        task_id = data.get("taskId") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise E.OutcomeUnknownError("createTask answered success but without a taskId; a task may have "
+                                        "been created. It was not resent.")
+        return task_id
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        """GET recordInfo (retried on 429/455/5xx and connection failures) and parse the record."""
+        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params={"taskId": check_task_id(task_id)},
+                                               task_id=task_id), task_id)
+
+    def get_task_once(self, task_id: str) -> TaskRecord:
+        """One recordInfo request without retrying (the poller schedules its own retries)."""
+        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params={"taskId": check_task_id(task_id)},
+                                               task_id=task_id, retry=False), task_id)
+
+    def credits(self) -> float:
+        """The account's remaining credits."""
+        data = self._call("GET", CREDIT_PATH)
+        if isinstance(data, dict):
+            data = data.get("credits", data.get("balance"))
+        try:
+            return float(data)
+        except (TypeError, ValueError):
+            raise E.ProtocolError(f"The credit endpoint answered {data!r}, not a number.") from None
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def submit(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str = "1:1",
+               num_images: int | str = 1, seed: str | int | None = None,
+               callback_url: str | None = None) -> Job:
+        """Validate, create the task, and return a `Job` that the background poller follows."""
+        req = GenerationRequest.create(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio,
+                                       num_images=num_images, seed=seed, callback_url=callback_url)
+        return self.submit_request(req)
+
+    def submit_request(self, request: GenerationRequest, *, on_created=None) -> Job:
+        """Create a task for a validated request. `on_created(job)` runs before polling starts."""
+        job = Job(self.create_task(request), request)
+        if on_created is not None:
+            on_created(job)
+        self.poller.track(job)
+        return job
+
+    def track(self, task_id: str, request: GenerationRequest | None = None, *,
+              created_at: float | None = None) -> Job:
+        """Follow an existing task (for example one left unfinished by a kernel restart); creates nothing."""
+        job = Job(check_task_id(task_id), request, created_at=created_at)
+        self.poller.track(job)
+        return job
+
+    def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Result:
+        """Submit and wait: returns the Result with downloaded images, or raises."""
+        return self.submit(prompt, **options).wait(timeout)
+
+    def close(self) -> None:
+        self.poller.stop()
+        self._http.close()
+
+    def __enter__(self) -> "Imagen4Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
+              idempotent: bool = True, task_id: str | None = None, retry: bool = True) -> Any:
+        """One API call with retries; returns the envelope's `data` or raises the mapped error."""
+        attempt = 0
+        while True:
+            try:
+                return self._call_once(method, path, params=params, json=json, idempotent=idempotent,
+                                       task_id=task_id)
+            except E.Imagen4Error as err:
+                retry_ok = err.retryable and (idempotent or getattr(err, "not_sent", False)
+                                              or err.code in (429, 455))
+                attempt += 1
+                if not (retry and retry_ok and attempt < self.retry.attempts):
+                    raise
+                time.sleep(self.retry.delay(attempt - 1, err.retry_after))
+
+    def _call_once(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
+                   idempotent: bool = True, task_id: str | None = None) -> Any:
+        if not self.__key:
+            raise E.ConfigurationError("No API key. Set the APIKLEY_API_KEY environment variable (or pass "
+                                       "api_key=...) to a key from the Apikley key management page.")
+        if any(c.isspace() or ord(c) < 32 for c in self.__key):
+            raise E.ConfigurationError("The API key contains spaces or control characters; check APIKLEY_API_KEY.")
+        where = path.rsplit("/", 1)[-1]
+        try:
+            resp = self._http.request(method, self.base_url + path, params=params, json=json,
+                                      headers={"Authorization": f"Bearer {self.__key}"},
+                                      timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, where, idempotent, task_id) from None
+        return self._decode(resp, where, idempotent, task_id)
+
+    def _transport_error(self, exc: requests.RequestException, where: str, idempotent: bool,
+                         task_id: str | None) -> E.Imagen4Error:
+        kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+        if _not_sent(exc):
+            err = E.TransportError(f"Could not connect to {self.base_url} ({where} {kind}). Check the network "
+                                   "and APIKLEY_BASE_URL.", task_id=task_id)
+            err.not_sent = True
+            return err
+        if not idempotent:
+            return E.OutcomeUnknownError(f"The {where} request {kind} after it was sent "
+                                         f"({type(exc).__name__}). " + E.OutcomeUnknownError.hint, task_id=task_id)
+        return E.TransportError(f"The {where} request {kind} ({type(exc).__name__}); it will be retried.",
+                                task_id=task_id)
+
+    def _decode(self, resp: requests.Response, where: str, idempotent: bool, task_id: str | None) -> Any:
+        status = resp.status_code
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "code" not in body:
+            if 300 <= status < 400:
+                raise E.ProtocolError(f"The service redirected {where} to {resp.headers.get('Location')!r}; "
+                                      "check APIKLEY_BASE_URL.", task_id=task_id)
+            if status == 401:
+                raise E.AuthenticationError(task_id=task_id)
+            if status >= 500 or status == 429:
+                if not idempotent and status not in (429, 503):
+                    raise E.OutcomeUnknownError(f"createTask got HTTP {status} with an error page, so it is "
+                                                "unknown whether a task was created. " + E.OutcomeUnknownError.hint,
+                                                task_id=task_id)
+                err_cls = E.RateLimitError if status == 429 else E.ServerError
+                raise err_cls(f"{where} got HTTP {status} with a non-JSON error page; the service is having "
+                              "trouble. Try again after a while.", task_id=task_id, code=status,
+                              retry_after=retry_after)
+            what = "invalid JSON" if body is None else "JSON without a `code` field"
+            raise E.ProtocolError(f"{where} answered HTTP {status} with {what}.", task_id=task_id)
+        code = body.get("code")
+        try:
+            code = int(code)
+        except (TypeError, ValueError):
+            raise E.ProtocolError(f"{where} answered with a non-numeric code {code!r}.", task_id=task_id) from None
+        message = body.get("msg") if body.get("msg") is not None else body.get("message")
+        if code == 200:
+            return body.get("data")
+        raise E.error_for_code(code, str(message) if message is not None else None, task_id=task_id,
+                               retry_after=retry_after)
+
+    def download(self, url: str, *, task_id: str | None = None) -> bytes:
+        """GET an image URL (no credentials sent); checks status, type, size cap and completeness."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id)
+        try:
+            with self._http.get(url, timeout=self.timeout, stream=True) as resp:
+                if resp.status_code in (404, 410):
+                    err = E.DownloadError(f"The image URL answered {resp.status_code}: it has expired or never "
+                                          "existed (result URLs last about 24 h).", task_id=task_id)
+                    err.retryable = False
+                    raise err
+                if resp.status_code != 200:
+                    raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
+                                          retry_after=_retry_after(resp.headers.get("Retry-After")))
+                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if ctype and not (ctype.startswith("image/") or ctype in ("application/octet-stream",
+                                                                           "binary/octet-stream")):
+                    err = E.DownloadError(f"The image URL served {ctype!r}, not an image.", task_id=task_id)
+                    err.retryable = False
+                    raise err
+                length = int(resp.headers.get("Content-Length") or 0)
+                if length > self.max_download_bytes:
+                    raise _too_big(self.max_download_bytes, task_id)
+                chunks, total = [], 0
+                for chunk in resp.iter_content(64 * 1024):
+                    total += len(chunk)
+                    if total > self.max_download_bytes:
+                        raise _too_big(self.max_download_bytes, task_id)
+                    chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise E.DownloadError(f"Downloading an image failed ({type(exc).__name__}).", task_id=task_id) from None
+        data = b"".join(chunks)
+        if length and len(data) != length:
+            raise E.DownloadError(f"The image download is truncated ({len(data)} of {length} bytes).",
+                                  task_id=task_id)
+        return data
+
+
+def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
+    err = E.DownloadError(f"The image is larger than the {cap // (1024 * 1024)} MB cap.", task_id=task_id)
+    err.retryable = False
+    return err
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def check_task_id(task_id: Any) -> str:
+    """Task ids are short tokens; anything else (`../`, spaces, slashes) is refused before sending."""
+    if not isinstance(task_id, str) or not TASK_ID.match(task_id) or ".." in task_id:
+        raise E.InvalidRequestError(f"{str(task_id)[:60]!r} is not a valid task id (expected something like "
+                                    "task_google_1765172350621).")
+    return task_id

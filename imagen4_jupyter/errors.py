@@ -1,0 +1,185 @@
+"""One exception class per failure kind. Each message says what happened and what to do next.
+
+Messages never contain the API key. `task_id` is set whenever a task is known.
+"""
+from __future__ import annotations
+
+
+class Imagen4Error(Exception):
+    """Base class of every error this package raises."""
+
+    code: int | None = None
+    retryable = False
+    hint = ""
+
+    def __init__(self, message: str = "", *, task_id: str | None = None, code: int | None = None,
+                 service_message: str | None = None, retry_after: float | None = None):
+        self.task_id = task_id
+        if code is not None:
+            self.code = code
+        self.service_message = service_message
+        self.retry_after = retry_after
+        self.detail = message or self.hint
+        super().__init__(self._compose())
+
+    def _compose(self) -> str:
+        text = self.detail
+        if self.task_id:
+            text = f"{text} (task {self.task_id})"
+        return text
+
+    def short(self) -> str:
+        """One line for a notebook: the class name in words and the message."""
+        return f"{self.title}: {self}"
+
+    @property
+    def title(self) -> str:
+        return type(self).__name__
+
+
+class InvalidRequestError(Imagen4Error, ValueError):
+    """The request was rejected locally, before anything was sent."""
+
+    title = "Invalid request"
+
+
+class ConfigurationError(Imagen4Error):
+    """Missing key, unsafe base URL and similar set-up problems."""
+
+    title = "Configuration problem"
+
+
+class AuthenticationError(Imagen4Error):
+    code = 401
+    title = "API key rejected"
+    hint = ("The API key is missing or invalid. Set APIKLEY_API_KEY (or pass api_key=...) "
+            "to a key from the Apikley key management page.")
+
+
+class InsufficientCreditsError(Imagen4Error):
+    code = 402
+    title = "Not enough credits"
+    hint = "Your Apikley account does not have enough credits. Top up, then run again."
+
+
+class NotFoundError(Imagen4Error):
+    code = 404
+    title = "Not found"
+    hint = "The service does not know this task or endpoint. Check the task id and the base URL."
+
+
+class ServiceValidationError(Imagen4Error):
+    code = 422
+    title = "Rejected by the service"
+    hint = "The service rejected the request's parameters."
+
+    def _compose(self) -> str:
+        text = self.detail
+        if self.service_message:
+            text = f"{text} The service said: {self.service_message}"
+        if self.task_id:
+            text = f"{text} (task {self.task_id})"
+        return text
+
+
+class RateLimitError(Imagen4Error):
+    code = 429
+    retryable = True
+    title = "Rate limited"
+    hint = "The service is rate limiting this key. Wait a little and try again, or lower the concurrency."
+
+
+class MaintenanceError(Imagen4Error):
+    code = 455
+    retryable = True
+    title = "Service under maintenance"
+    hint = "The service is under maintenance. Try again later."
+
+
+class ServerError(Imagen4Error):
+    code = 500
+    retryable = True
+    title = "Server error"
+    hint = "The service had an internal error. Try again after a while."
+
+
+class GenerationFailedError(Imagen4Error):
+    code = 501
+    title = "Generation failed"
+    hint = "The service could not generate this image. Change the prompt (it may have been filtered) and retry."
+
+    def __init__(self, message: str = "", *, fail_code: str | None = None, **kw):
+        self.fail_code = fail_code
+        super().__init__(message, **kw)
+
+    def _compose(self) -> str:
+        text = self.detail
+        if self.service_message:
+            text = f"{text} The service said: {self.service_message}"
+            if self.fail_code:
+                text += f" (failCode {self.fail_code})"
+        if self.task_id:
+            text = f"{text} (task {self.task_id})"
+        return text
+
+
+class FeatureDisabledError(Imagen4Error):
+    code = 505
+    title = "Feature disabled"
+    hint = "The service has disabled this feature for now. Try again later or contact Apikley support."
+
+
+class ProtocolError(Imagen4Error):
+    title = "Unexpected answer"
+    hint = "The service answered in a form this client does not understand."
+
+
+class TransportError(Imagen4Error):
+    """Connection refused, dropped or timed out on a request that is safe to repeat."""
+
+    retryable = True
+    title = "Connection problem"
+    hint = "Could not reach the service. Check the network and APIKLEY_BASE_URL."
+
+
+class OutcomeUnknownError(Imagen4Error):
+    title = "Outcome unknown"
+    hint = ("The task request was sent but no answer came back, so it is unknown whether a task was "
+            "created (and billed). It was NOT resent, to avoid paying twice. Check your Apikley "
+            "dashboard or `%imagen4 history` before submitting again.")
+
+
+class TimeoutError(Imagen4Error):  # noqa: A001 - deliberately scoped to this package
+    title = "Timed out"
+    hint = ("The task did not finish in time. It may still finish on the service: "
+            "`%imagen4 resume` or `client.get_task(task_id)` picks it up later.")
+
+
+class DownloadError(Imagen4Error):
+    retryable = True
+    title = "Download failed"
+    hint = "An image of a finished task could not be downloaded. Resume to try again (URLs expire after ~24 h)."
+
+
+BY_CODE: dict[int, type[Imagen4Error]] = {
+    cls.code: cls
+    for cls in (AuthenticationError, InsufficientCreditsError, NotFoundError, ServiceValidationError,
+                RateLimitError, MaintenanceError, ServerError, GenerationFailedError, FeatureDisabledError)
+}
+
+
+def error_for_code(code: int, service_message: str | None = None, *, task_id: str | None = None,
+                   retry_after: float | None = None) -> Imagen4Error:
+    """The exception for a non-200 body `code` (unknown codes: 5xx as ServerError, others ProtocolError)."""
+    cls = BY_CODE.get(code)
+    if cls is None:
+        if 500 <= code < 600:
+            cls = ServerError
+        else:
+            return ProtocolError(f"The service answered with unknown code {code}: {service_message or ''}".strip(),
+                                 task_id=task_id, code=code, service_message=service_message)
+    err = cls(task_id=task_id, code=code, service_message=service_message, retry_after=retry_after)
+    if service_message and cls not in (ServiceValidationError, GenerationFailedError):
+        err.detail = f"{err.detail} The service said: {service_message}"
+        err.args = (err._compose(),)
+    return err

@@ -1,0 +1,277 @@
+"""Per-notebook history: an append-only JSON Lines event log in `.imagen4/` beside the notebook.
+
+Events: `submitted` (written before polling starts), `state`, `succeeded`, `failed`, `outcome_unknown`,
+`credits`. Lines are appended under an exclusive lock in one write; the file is never rewritten.
+Reading is incremental (only new bytes are parsed) so lookups stay fast at 10,000 tasks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+from .images import StoredImage
+from .request import GenerationRequest
+
+FOLDER = ".imagen4"
+FINAL_ERRORS = {"GenerationFailedError", "InvalidRequestError", "NotFoundError", "AuthenticationError"}
+
+
+@dataclass
+class TaskEntry:
+    """Everything the history knows about one task, folded from its events."""
+
+    task_id: str
+    request: dict | None = None
+    request_key: str | None = None
+    submitted_at: float | None = None
+    cell: Any = None
+    source: str | None = None
+    state: str = "submitted"
+    urls: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    error: dict | None = None
+    cost_time_ms: int | None = None
+    finished_at: float | None = None
+    credits_before: float | None = None
+    credits_after: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded, or failed for good (timeouts and download/connection problems can be resumed)."""
+        return self.state == "success" or (self.error is not None and bool(self.error.get("final")))
+
+    def generation_request(self) -> GenerationRequest | None:
+        try:
+            return GenerationRequest.from_dict(self.request) if self.request else None
+        except Exception:
+            return None
+
+
+def find_notebook(user_ns: dict | None = None, configured: str | None = None) -> tuple[Path | None, str]:
+    """The notebook path and how it was found: configuration, JupyterLab's JPY_SESSION_NAME, VS Code."""
+    if configured:
+        return Path(configured).expanduser().resolve(), "configuration"
+    env = os.environ.get("JPY_SESSION_NAME")
+    if env and env.endswith(".ipynb"):
+        path = Path(env)
+        if not path.is_absolute():
+            path = (Path.cwd() / path.name) if not (Path.cwd() / path).exists() else Path.cwd() / path
+        return path.resolve(), "JPY_SESSION_NAME"
+    vsc = (user_ns or {}).get("__vsc_ipynb_file__")
+    if isinstance(vsc, str) and vsc:
+        return Path(vsc).resolve(), "VS Code"
+    return None, "working directory"
+
+
+def history_path(notebook: Path | None, folder: str | None = None) -> Path:
+    """`<notebook dir>/.imagen4/<notebook stem>.jsonl`, or `<cwd>/.imagen4/history.jsonl`."""
+    if folder:
+        base = Path(folder).expanduser()
+        return base / (f"{notebook.stem}.jsonl" if notebook else "history.jsonl")
+    if notebook is None:
+        return Path.cwd() / FOLDER / "history.jsonl"
+    return notebook.parent / FOLDER / f"{notebook.stem}.jsonl"
+
+
+class History:
+    """Reads and appends one history file. Thread-safe within a process, lock-safe across processes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.folder = self.path.parent
+        self.tasks: dict[str, TaskEntry] = {}
+        self.unknown: list[dict] = []
+        self.by_key: dict[str, list[str]] = {}
+        self.bad_lines = 0
+        self._offset = 0
+        self._partial = b""
+        self._warned = False
+        import threading
+
+        self._lock = threading.RLock()
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(self, event: dict) -> None:
+        """Append one event as one line, under an exclusive lock; never touches earlier lines."""
+        event = {"v": 1, "time": round(time.time(), 3), **event}
+        line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if fcntl:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size and not self._ends_with_newline(fd, size):
+                        line = b"\n" + line  # a torn last line from a crash stays on its own line
+                    os.write(fd, line)
+                    os.fsync(fd) if os.environ.get("IMAGEN4_FSYNC") else None
+                finally:
+                    if fcntl:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+            self.refresh()
+
+    @staticmethod
+    def _ends_with_newline(fd: int, size: int) -> bool:
+        return os.pread(fd, 1, size - 1) == b"\n"
+
+    # -- reading ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Parse whatever was appended since the last call (by this or any other process)."""
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                return
+            if size < self._offset:  # replaced by someone else: start over
+                self.__init__(self.path)
+            if size == self._offset:
+                return
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read(size - self._offset)
+            self._offset += len(chunk)
+            data = self._partial + chunk
+            lines = data.split(b"\n")
+            self._partial = lines.pop()  # an incomplete last line waits for its end
+            for raw in lines:
+                if raw.strip():
+                    self._apply_line(raw)
+            if self.bad_lines and not self._warned:
+                self._warned = True
+                warnings.warn(f"imagen4: skipped {self.bad_lines} unreadable line(s) in {self.path}; "
+                              "the rest of the history loaded. The file was not changed.", stacklevel=3)
+
+    def _apply_line(self, raw: bytes) -> None:
+        try:
+            event = json.loads(raw)
+            if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+                raise ValueError("not an event")
+            self._apply(event)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self.bad_lines += 1
+
+    def _apply(self, ev: dict) -> None:
+        kind = ev["event"]
+        if kind == "outcome_unknown":
+            self.unknown.append(ev)
+            return
+        if kind == "credits":
+            return
+        tid = ev["task_id"]
+        if not isinstance(tid, str):
+            raise TypeError("task_id")
+        entry = self.tasks.get(tid)
+        if entry is None:
+            entry = self.tasks[tid] = TaskEntry(task_id=tid)
+        if kind == "submitted":
+            req = ev.get("request")
+            if not isinstance(req, dict):
+                raise TypeError("request")
+            entry.request, entry.request_key = req, ev.get("request_key")
+            entry.submitted_at, entry.cell, entry.source = ev.get("time"), ev.get("cell"), ev.get("source")
+            entry.credits_before = ev.get("credits_before")
+        elif kind == "state":
+            if entry.state not in ("success",):
+                entry.state = str(ev["state"])
+        elif kind == "succeeded":
+            images = ev.get("images") or []
+            if not isinstance(images, list):
+                raise TypeError("images")
+            entry.state, entry.urls, entry.images, entry.error = "success", list(ev.get("urls") or []), images, None
+            entry.cost_time_ms, entry.finished_at = ev.get("cost_time_ms"), ev.get("time")
+            if entry.request_key:
+                keys = self.by_key.setdefault(entry.request_key, [])
+                if tid not in keys:
+                    keys.append(tid)
+        elif kind == "failed":
+            if entry.state != "success":
+                entry.state = "fail" if ev.get("final") else "error"
+                entry.error = {k: ev.get(k) for k in ("code", "kind", "message", "final")}
+                entry.finished_at = ev.get("time")
+        elif kind == "credits_after":
+            entry.credits_after = ev.get("credits")
+
+    # -- queries ------------------------------------------------------------------------------
+    def entries(self) -> list[TaskEntry]:
+        self.refresh()
+        return list(self.tasks.values())
+
+    def get(self, task_id: str) -> TaskEntry | None:
+        self.refresh()
+        return self.tasks.get(task_id)
+
+    def find_reusable(self, request: GenerationRequest) -> TaskEntry | None:
+        """The newest succeeded task with exactly this request whose image files are all still on disk."""
+        self.refresh()
+        for tid in reversed(self.by_key.get(request.key(), [])):
+            entry = self.tasks[tid]
+            if entry.images and all(self.resolve(im["path"]).exists() for im in entry.images):
+                return entry
+        return None
+
+    def unfinished(self) -> list[TaskEntry]:
+        """Tasks created but not finished for good: the ones `%imagen4 resume` continues."""
+        self.refresh()
+        return [e for e in self.tasks.values() if e.request is not None and not e.finished]
+
+    def search(self, text: str | None = None, limit: int | None = None) -> list[TaskEntry]:
+        """Newest first; `text` matches prompt, negative prompt, task id or seed, case-insensitively."""
+        self.refresh()
+        found: list[TaskEntry] = []
+        needle = (text or "").lower()
+        for entry in reversed(list(self.tasks.values())):
+            if needle:
+                req = entry.request or {}
+                hay = " ".join(str(req.get(k) or "") for k in ("prompt", "negative_prompt", "seed")) + entry.task_id
+                if needle not in hay.lower():
+                    continue
+            found.append(entry)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def iter_events(self) -> Iterator[dict]:
+        """Every readable event in file order (for export); unreadable lines are skipped."""
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                try:
+                    ev = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict):
+                    yield ev
+
+    # -- paths ----------------------------------------------------------------------------------
+    def relative(self, path: str | os.PathLike) -> str:
+        """Image paths are stored relative to the `.imagen4/` folder, so a moved project still works."""
+        try:
+            return os.path.relpath(Path(path).resolve(), self.folder.resolve())
+        except ValueError:
+            return str(path)
+
+    def resolve(self, stored: str) -> Path:
+        path = Path(stored)
+        return path if path.is_absolute() else self.folder / path
+
+    def stored_images(self, entry: TaskEntry) -> list[StoredImage]:
+        out = []
+        for d in entry.images:
+            im = StoredImage.from_dict(d)
+            im.path = self.resolve(d["path"])
+            out.append(im)
+        return out

@@ -1,0 +1,137 @@
+"""Downloaded images: type sniffing, completeness checks, sha256 content-addressed files, bounded previews.
+
+Pillow is imported lazily (only for previews and non-PNG sizes) so importing the package stays fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DownloadError
+
+MIME_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def sniff(data: bytes) -> str | None:
+    """The image MIME type from the magic bytes, or None if these are not image bytes we accept."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def check_complete(data: bytes, mime: str) -> bool:
+    """True if the bytes end the way a whole file of this type ends (catches truncated downloads)."""
+    if mime == "image/png":
+        return data[-12:-4] == b"\x00\x00\x00\x00IEND"
+    if mime == "image/jpeg":
+        return data.rstrip(b"\x00")[-2:] == b"\xff\xd9"  # some encoders pad after EOI
+    if mime == "image/webp":
+        return len(data) >= 8 + struct.unpack("<I", data[4:8])[0]
+    return False
+
+
+def dimensions(data: bytes, mime: str) -> tuple[int, int]:
+    if mime == "image/png" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+@dataclass
+class StoredImage:
+    """One image file on disk, named by its sha256. `data` reads the bytes."""
+
+    path: Path
+    sha256: str
+    mime: str
+    width: int
+    height: int
+    size: int
+    url: str | None = None
+    index: int = 0
+    meta: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def data(self) -> bytes:
+        return Path(self.path).read_bytes()
+
+    def _repr_png_(self):
+        return self.data if self.mime == "image/png" else None
+
+    def _repr_jpeg_(self):
+        return self.data if self.mime == "image/jpeg" else None
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, "mime": self.mime, "width": self.width,
+                "height": self.height, "size": self.size, "url": self.url, "index": self.index}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StoredImage":
+        return cls(path=Path(d["path"]), sha256=d["sha256"], mime=d["mime"], width=int(d["width"]),
+                   height=int(d["height"]), size=int(d["size"]), url=d.get("url"), index=int(d.get("index", 0)))
+
+
+class ImageStore:
+    """A folder of images named `<sha256>.<ext>`; writes are atomic and never leave the folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def put(self, data: bytes, *, url: str | None = None, index: int = 0, task_id: str | None = None) -> StoredImage:
+        mime = sniff(data)
+        if mime is None:
+            raise DownloadError("The downloaded file is not a PNG, JPEG or WebP image.", task_id=task_id)
+        if not check_complete(data, mime):
+            raise DownloadError("The downloaded image is truncated.", task_id=task_id)
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path_for(digest, mime)
+        if not path.exists() or path.stat().st_size != len(data):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        width, height = dimensions(data, mime)
+        return StoredImage(path=path, sha256=digest, mime=mime, width=width, height=height, size=len(data),
+                           url=url, index=index)
+
+    def path_for(self, digest: str, mime: str) -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("not a sha256 hex digest")
+        return self.root / f"{digest}.{MIME_EXT[mime]}"
+
+    def verify(self, image: StoredImage) -> bool:
+        """True if the file is still there and still has its sha256."""
+        try:
+            return hashlib.sha256(Path(image.path).read_bytes()).hexdigest() == image.sha256
+        except OSError:
+            return False
+
+
+def preview(data: bytes, max_side: int = 768, quality: int = 85) -> tuple[bytes, str]:
+    """A bounded preview: at most `max_side` pixels on the longer side, as JPEG (or the original if smaller)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        if max(im.size) <= max_side and len(data) <= 300_000:
+            return data, sniff(data) or "image/png"
+        im = im.convert("RGB")
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        im.save(out, format="JPEG", quality=quality, optimize=True)
+        return out.getvalue(), "image/jpeg"

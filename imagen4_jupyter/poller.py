@@ -1,0 +1,177 @@
+"""The background poller: one scheduler thread and a few HTTP workers, whatever the number of tasks.
+
+Each tracked job has one entry in a time-ordered heap. When it is due, a worker asks for the task's
+state once; the job is rescheduled by the polling schedule, or with backoff after a retryable error.
+A task that succeeds has its images downloaded at once (result URLs expire).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import errors as E
+from .task import Job
+
+if TYPE_CHECKING:
+    from .client import Imagen4Client
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """The provider's advice: every 2-3 s for 30 s, 5-10 s until 2 min, 15-30 s after; give up at 15 min.
+
+    `phases` are (until elapsed seconds, interval seconds); `max_wait` is the overall limit.
+    """
+
+    phases: tuple[tuple[float, float], ...] = ((30.0, 2.5), (120.0, 7.5), (math.inf, 22.5))
+    max_wait: float = 900.0
+
+    @classmethod
+    def fixed(cls, interval: float, max_wait: float = 900.0) -> "PollSchedule":
+        return cls(phases=((math.inf, interval),), max_wait=max_wait)
+
+    def scaled(self, factor: float) -> "PollSchedule":
+        """The same shape with every time multiplied by `factor` (tests and benchmarks)."""
+        return PollSchedule(tuple((u * factor, i * factor) for u, i in self.phases), self.max_wait * factor)
+
+    def next_delay(self, job: Job, now: float) -> float:
+        elapsed = now - job.created_at
+        for until, interval in self.phases:
+            if elapsed < until:
+                return interval
+        return self.phases[-1][1]
+
+
+class Poller:
+    """Follows jobs in the background for one client. Threads start on first use."""
+
+    def __init__(self, client: "Imagen4Client", max_workers: int = 3):
+        self.client = client
+        self.max_workers = max_workers
+        self._heap: list[tuple[float, int, Job, str]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._stopped = False
+        self._errors: dict[str, int] = {}
+        self.active: dict[str, Job] = {}
+
+    # -- public -------------------------------------------------------------------------------
+    def track(self, job: Job, delay: float | None = None) -> None:
+        now = time.time()
+        job.tracked_at = now
+        if delay is None:
+            delay = self.client.schedule.next_delay(job, now) if job.created_at > now - 1 else 0.0
+        with self._cond:
+            self.active[job.task_id] = job
+            self._push(now + delay, job, "check")
+            self._ensure_started()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def poke(self, task_id: str) -> None:
+        """Check a task now (for example when its callback arrived)."""
+        with self._cond:
+            for i, (_, seq, job, action) in enumerate(self._heap):
+                if job.task_id == task_id:
+                    self._heap[i] = (0.0, seq, job, action)
+                    heapq.heapify(self._heap)
+                    self._cond.notify()
+                    return
+
+    # -- scheduler ----------------------------------------------------------------------------
+    def _push(self, due: float, job: Job, action: str) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), job, action))
+        self._cond.notify()
+
+    def _ensure_started(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stopped = False
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="imagen4-http")
+            self._thread = threading.Thread(target=self._run, name="imagen4-poller", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.time()):
+                    timeout = (self._heap[0][0] - time.time()) if self._heap else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, job, action = heapq.heappop(self._heap)
+            try:
+                self._pool.submit(self._work, job, action)
+            except RuntimeError:  # pool shut down
+                return
+
+    # -- work (in a pool thread) --------------------------------------------------------------
+    def _work(self, job: Job, action: str) -> None:
+        try:
+            if action == "check":
+                self._check(job)
+            else:
+                self._download(job)
+        except E.Imagen4Error as err:
+            self._retry_or_fail(job, action, err)
+        except Exception as exc:  # never lose a job to an unexpected bug: report it on the job
+            self._end(job, error=E.ProtocolError(f"Unexpected error while following the task: {exc!r}",
+                                                 task_id=job.task_id))
+
+    def _check(self, job: Job) -> None:
+        record = self.client.get_task_once(job.task_id)
+        job.checks += 1
+        self._errors.pop(job.task_id, None)
+        job._set_state(record.state, record)
+        if record.state == "success":
+            self._download(job)
+        elif record.state == "fail":
+            self._end(job, error=E.GenerationFailedError(service_message=record.fail_msg or "no reason given",
+                                                         fail_code=record.fail_code, task_id=job.task_id))
+        else:
+            now = time.time()
+            max_wait = self.client.schedule.max_wait
+            if now - job.tracked_at > max_wait:
+                self._end(job, error=E.TimeoutError(
+                    f"Still {record.state} after {max_wait:g} s, so this client stopped waiting. "
+                    + E.TimeoutError.hint, task_id=job.task_id))
+            else:
+                with self._cond:
+                    self._push(now + self.client.schedule.next_delay(job, now), job, "check")
+
+    def _download(self, job: Job) -> None:
+        assert job.record is not None
+        images = []
+        for index, url in enumerate(job.record.result_urls):
+            data = self.client.download(url, task_id=job.task_id)
+            images.append(self.client.store.put(data, url=url, index=index, task_id=job.task_id))
+        self._end(job, images=images)
+
+    def _retry_or_fail(self, job: Job, action: str, err: E.Imagen4Error) -> None:
+        count = self._errors.get(job.task_id, 0) + 1
+        self._errors[job.task_id] = count
+        within_time = time.time() - job.tracked_at < self.client.schedule.max_wait
+        if err.retryable and count < self.client.retry.attempts + 2 and within_time:
+            delay = self.client.retry.delay(count - 1, err.retry_after)
+            with self._cond:
+                self._push(time.time() + delay, job, action)
+            return
+        self._end(job, error=err)
+
+    def _end(self, job: Job, **outcome) -> None:
+        with self._cond:
+            self.active.pop(job.task_id, None)
+            self._errors.pop(job.task_id, None)
+        job._finish(**outcome)

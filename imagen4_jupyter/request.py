@@ -1,0 +1,189 @@
+"""The generation request: fields, defaults, validation against the schema, payload, interpolation.
+
+Pure code: nothing here does I/O. The schema is `seed-createTask-openapi.txt` (model google/imagen4).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import InvalidRequestError
+
+MODEL = "google/imagen4"
+ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
+MAX_PROMPT = 5000
+MAX_SEED = 500
+MAX_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One text-to-image request, already validated and normalised (`num_images` an int, `seed` a str or None)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    aspect_ratio: str = "1:1"
+    num_images: int = 1
+    seed: str | None = None
+    callback_url: str | None = None
+
+    @classmethod
+    def create(cls, prompt: Any, *, negative_prompt: Any = None, aspect_ratio: Any = "1:1",
+               num_images: Any = 1, seed: Any = None, callback_url: Any = None) -> "GenerationRequest":
+        """Validate user input and build a request; raises InvalidRequestError saying what to fix."""
+        return cls(
+            prompt=_check_prompt(prompt, "prompt", required=True),
+            negative_prompt=_check_prompt(negative_prompt, "negative prompt", required=False) or None,
+            aspect_ratio=_check_ratio(aspect_ratio),
+            num_images=_check_num_images(num_images),
+            seed=_check_seed(seed),
+            callback_url=_check_callback(callback_url),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRequest":
+        """Rebuild from `to_dict()` output (history records), validating again."""
+        return cls.create(data.get("prompt"), negative_prompt=data.get("negative_prompt"),
+                          aspect_ratio=data.get("aspect_ratio", "1:1"), num_images=data.get("num_images", 1),
+                          seed=data.get("seed"), callback_url=data.get("callback_url"))
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "GenerationRequest":
+        """Rebuild from a createTask body (for example the `param` of a task record)."""
+        inp = payload.get("input") or {}
+        return cls.create(inp.get("prompt"), negative_prompt=inp.get("negative_prompt"),
+                          aspect_ratio=inp.get("aspect_ratio", "1:1"), num_images=inp.get("num_images", "1"),
+                          seed=inp.get("seed"), callback_url=payload.get("callBackUrl"))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The exact createTask JSON body: strings where the schema says string; callBackUrl only if given."""
+        inp: dict[str, Any] = {"prompt": self.prompt, "aspect_ratio": self.aspect_ratio,
+                               "num_images": str(self.num_images)}
+        if self.negative_prompt:
+            inp["negative_prompt"] = self.negative_prompt
+        if self.seed is not None:
+            inp["seed"] = self.seed
+        body: dict[str, Any] = {"model": MODEL, "input": inp}
+        if self.callback_url:
+            body["callBackUrl"] = self.callback_url
+        return body
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> str:
+        """A stable hash of everything that decides the images (callback URL excluded), for reuse lookup."""
+        ident = {k: v for k, v in self.to_dict().items() if k != "callback_url"}
+        raw = json.dumps(ident, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    def replace(self, **changes: Any) -> "GenerationRequest":
+        data = self.to_dict()
+        data.update(changes)
+        return GenerationRequest.from_dict(data)
+
+
+def _check_prompt(value: Any, what: str, *, required: bool) -> str:
+    if value is None:
+        if required:
+            raise InvalidRequestError(f"The {what} is empty: write what you want to see.")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"The {what} must be text, not {type(value).__name__}.")
+    if "\x00" in value:
+        raise InvalidRequestError(f"The {what} contains a NUL character; remove it.")
+    if required and not value.strip():
+        raise InvalidRequestError(f"The {what} is empty: write what you want to see.")
+    if len(value) > MAX_PROMPT:
+        raise InvalidRequestError(
+            f"The {what} has {len(value)} characters; the limit is {MAX_PROMPT}. "
+            f"Shorten it by {len(value) - MAX_PROMPT}.")
+    return value
+
+
+def _check_ratio(value: Any) -> str:
+    if value is None:
+        return "1:1"
+    text = str(value).strip()
+    if text not in ASPECT_RATIOS:
+        raise InvalidRequestError(f"Aspect ratio {value!r} is not supported; use one of {', '.join(ASPECT_RATIOS)}.")
+    return text
+
+
+def _check_num_images(value: Any) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, bool):
+        raise InvalidRequestError("The number of images must be a whole number from 1 to 4.")
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if not isinstance(number, int) or isinstance(value, float) and value != int(value):
+        raise InvalidRequestError(f"The number of images must be a whole number from 1 to 4, not {value!r}.")
+    if not 1 <= number <= MAX_IMAGES:
+        raise InvalidRequestError(f"The number of images must be from 1 to {MAX_IMAGES}, not {number}.")
+    return number
+
+
+def _check_seed(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRequestError(f"The seed must be text or a whole number, not {type(value).__name__}.")
+    text = str(value)
+    if text == "":
+        return None
+    if "\x00" in text:
+        raise InvalidRequestError("The seed contains a NUL character; remove it.")
+    if len(text) > MAX_SEED:
+        raise InvalidRequestError(f"The seed has {len(text)} characters; the limit is {MAX_SEED}.")
+    return text
+
+
+def _check_callback(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError("The callback URL must be text.")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise InvalidRequestError("The callback URL must be an http(s) URL such as https://example.com/hook, "
+                                  f"not {value!r}.")
+    if parts.username or parts.password:
+        raise InvalidRequestError("The callback URL must not contain a user name or password.")
+    return value
+
+
+_NAME = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+
+
+def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
+    """Replace `{name}` / `{name.attr}` from `namespace`; `{{` and `}}` are literal braces.
+
+    Any other brace (JSON, code, a lone `{`) is left as it is. An unknown name is an InvalidRequestError.
+    """
+    def sub(match: re.Match) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        first, *attrs = match.group(1).split(".")
+        if first not in namespace:
+            raise InvalidRequestError(
+                f"{{{match.group(1)}}} in the prompt names no variable `{first}`. "
+                "Define it first, or write {{ and }} for literal braces.")
+        value = namespace[first]
+        for attr in attrs:
+            if attr.startswith("_") or not hasattr(value, attr):
+                raise InvalidRequestError(f"{{{match.group(1)}}}: `{first}` has no attribute `{attr}`.")
+            value = getattr(value, attr)
+        return str(value)
+
+    return _NAME.sub(sub, text)

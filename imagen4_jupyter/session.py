@@ -1,0 +1,213 @@
+"""One session per kernel: history lookup and reuse, submit, resume. Magic and panel both call this.
+
+Front-ends hold no protocol or history logic: they build a GenerationRequest and call `Session.submit`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import errors as E
+from .client import Imagen4Client
+from .history import History, TaskEntry, find_notebook, history_path
+from .images import ImageStore
+from .request import GenerationRequest
+from .task import Job, Result, TaskRecord
+
+REUSE_POLICIES = ("seeded", "always", "never")
+
+
+class Session:
+    """Owns the client, the history and the jobs of one kernel (or one script)."""
+
+    def __init__(self, *, client: Imagen4Client | None = None, history: History | None = None,
+                 notebook: str | None = None, history_folder: str | None = None, user_ns: dict | None = None,
+                 reuse: str = "seeded", client_options: dict | None = None):
+        nb, found_by = find_notebook(user_ns, notebook)
+        self.notebook, self.found_by = nb, found_by
+        self.history = history or History(history_path(nb, history_folder))
+        self.reuse = reuse
+        self._client = client
+        self._client_options = dict(client_options or {})
+        self.jobs: dict[str, Job] = {}
+        self._listeners: list[Callable[[Job], None]] = []
+        self._lock = threading.Lock()
+
+    # -- the client, created on first use -----------------------------------------------------
+    @property
+    def client(self) -> Imagen4Client:
+        if self._client is None:
+            opts = {"cache_dir": self.history.folder / "images", **self._client_options}
+            self._client = Imagen4Client(**opts)
+        return self._client
+
+    def configure_client(self, **options: Any) -> None:
+        """Change client options (schedule, timeout ...); the client is rebuilt on next use if needed."""
+        self._client_options.update(options)
+        if self._client is not None:
+            for name in ("schedule", "timeout", "retry"):
+                if name in options:
+                    setattr(self._client, name, options[name])
+
+    @property
+    def store(self) -> ImageStore:
+        return self.client.store
+
+    def where(self) -> str:
+        """One line: where the history is kept and why."""
+        if self.found_by == "working directory":
+            return (f"imagen4 history: {self.history.path} (notebook not detected; set "
+                    "%config Imagen4Magics.notebook = 'name.ipynb' to keep one history per notebook)")
+        return f"imagen4 history: {self.history.path} (notebook found through {self.found_by})"
+
+    # -- listeners (panels, displays) ---------------------------------------------------------
+    def subscribe(self, fn: Callable[[Job], None]) -> None:
+        """`fn(job)` is called for every new job and every state change of any job of this session."""
+        self._listeners.append(fn)
+
+    def unsubscribe(self, fn: Callable[[Job], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def _notify(self, job: Job) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(job)
+            except Exception:
+                import logging
+
+                logging.getLogger("imagen4_jupyter").exception("session listener failed")
+
+    # -- submitting ---------------------------------------------------------------------------
+    def find_reusable(self, request: GenerationRequest, reuse: str | None = None) -> TaskEntry | None:
+        policy = reuse or self.reuse
+        if policy not in REUSE_POLICIES:
+            raise E.InvalidRequestError(f"reuse must be one of {', '.join(REUSE_POLICIES)}, not {policy!r}.")
+        if policy == "never" or (policy == "seeded" and request.seed is None):
+            return None
+        return self.history.find_reusable(request)
+
+    def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
+               source: str = "api", cell: Any = None) -> Job:
+        """Reuse a stored result when the policy allows, else create a task (recorded before polling)."""
+        if not force:
+            entry = self.find_reusable(request, reuse)
+            if entry is not None:
+                job = self.job_from_history(entry, reused=True)
+                self._notify(job)
+                return job
+
+        def created(job: Job) -> None:
+            self.history.append({"event": "submitted", "task_id": job.task_id, "request": request.to_dict(),
+                                 "request_key": request.key(), "cell": cell, "source": source})
+            self._adopt(job)
+
+        try:
+            return self.client.submit_request(request, on_created=created)
+        except E.OutcomeUnknownError as err:
+            self.history.append({"event": "outcome_unknown", "request": request.to_dict(),
+                                 "request_key": request.key(), "cell": cell, "source": source,
+                                 "message": str(err)})
+            raise
+
+    def _adopt(self, job: Job) -> None:
+        with self._lock:
+            self.jobs[job.task_id] = job
+        job.on_change(self._record_change)
+        self._notify(job)
+
+    def _record_change(self, job: Job) -> None:
+        if not job.done():
+            self.history.append({"event": "state", "task_id": job.task_id, "state": job.status})
+        elif job.error is None:
+            rec = job.record
+            self.history.append({
+                "event": "succeeded", "task_id": job.task_id, "urls": rec.result_urls if rec else [],
+                "images": [{**im.to_dict(), "path": self.history.relative(im.path)} for im in job.images],
+                "cost_time_ms": rec.cost_time_ms if rec else None,
+                "create_time_ms": rec.create_time_ms if rec else None,
+                "complete_time_ms": rec.complete_time_ms if rec else None})
+        else:
+            err = job.error
+            final = isinstance(err, (E.GenerationFailedError, E.NotFoundError)) or (
+                isinstance(err, E.DownloadError) and not err.retryable)
+            self.history.append({"event": "failed", "task_id": job.task_id, "kind": type(err).__name__,
+                                 "code": err.code, "message": str(err), "final": final,
+                                 "fail_code": getattr(err, "fail_code", None)})
+        self._notify(job)
+
+    # -- history-backed jobs ------------------------------------------------------------------
+    def job_from_history(self, entry: TaskEntry, *, reused: bool = False) -> Job:
+        """A finished Job rebuilt from the history (no request sent)."""
+        job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time())
+        job.reused = reused
+        if entry.state == "success":
+            job.record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
+                                    cost_time_ms=entry.cost_time_ms)
+            job._finish(images=self.history.stored_images(entry), reused=reused)
+        elif entry.error is not None:
+            cls = getattr(E, entry.error.get("kind") or "", E.Imagen4Error)
+            if not (isinstance(cls, type) and issubclass(cls, E.Imagen4Error)):
+                cls = E.Imagen4Error
+            err = cls.__new__(cls)
+            E.Imagen4Error.__init__(err, entry.error.get("message") or "failed")
+            job._finish(error=err)
+        return job
+
+    def resume(self) -> list[Job]:
+        """Follow every unfinished task of the history again (zero createTask requests)."""
+        resumed = []
+        for entry in self.history.unfinished():
+            live = self.jobs.get(entry.task_id)
+            if live is not None and not live.done():
+                continue
+            job = self.client.track(entry.task_id, entry.generation_request(), created_at=entry.submitted_at)
+            self._adopt(job)
+            resumed.append(job)
+        return resumed
+
+    def pending(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self.jobs.values() if not j.done()]
+
+    def wait_all(self, timeout: float | None = None) -> list[Job]:
+        """Block until every job of this session is done; returns them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            pending = self.pending()
+            if not pending:
+                return list(self.jobs.values())
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if remaining == 0.0:
+                raise E.TimeoutError(f"{len(pending)} task(s) still running after {timeout:g} s.")
+            pending[0]._done.wait(remaining)
+
+    def result_of(self, task_id: str) -> Result | None:
+        job = self.jobs.get(task_id)
+        if job is None:
+            entry = self.history.get(task_id)
+            job = self.job_from_history(entry) if entry and entry.state == "success" else None
+        return job.wait(0) if job is not None and job.done() and job.error is None else None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+_current: Session | None = None
+
+
+def get_session(**kwargs: Any) -> Session:
+    """The kernel's session (created on first use)."""
+    global _current
+    if _current is None:
+        _current = Session(**kwargs)
+    return _current
+
+
+def set_session(session: Session | None) -> None:
+    global _current
+    _current = session
+

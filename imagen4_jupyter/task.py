@@ -1,0 +1,244 @@
+"""The parsed task record, the `Job` handle users hold, and the finished `Result`."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Imagen4Error, ProtocolError, TimeoutError
+from .images import StoredImage
+from .request import GenerationRequest
+
+RUNNING_STATES = ("waiting", "queuing", "generating")
+FINAL_STATES = ("success", "fail")
+
+
+def _decode_twice(value: Any, what: str, task_id: str | None) -> Any:
+    """`param` and `resultJson` are JSON encoded as strings inside the JSON answer."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (dict, list)):
+        return value
+    if not isinstance(value, str):
+        raise ProtocolError(f"`{what}` should be a JSON string, got {type(value).__name__}.", task_id=task_id)
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ProtocolError(f"`{what}` is not valid JSON: {value[:80]!r}.", task_id=task_id) from None
+
+
+def _ms(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class TaskRecord:
+    """One answer of recordInfo, decoded. Times are Unix milliseconds."""
+
+    task_id: str
+    state: str
+    model: str | None = None
+    param: dict | None = None
+    result_urls: list[str] = field(default_factory=list)
+    fail_code: str | None = None
+    fail_msg: str | None = None
+    cost_time_ms: int | None = None
+    create_time_ms: int | None = None
+    update_time_ms: int | None = None
+    complete_time_ms: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @classmethod
+    def from_data(cls, data: Any, task_id: str | None = None) -> "TaskRecord":
+        """Parse `data` of a recordInfo answer; a malformed one raises ProtocolError naming what was wrong."""
+        if not isinstance(data, dict):
+            raise ProtocolError(f"recordInfo returned no task data (got {type(data).__name__}).", task_id=task_id)
+        tid = data.get("taskId") or task_id
+        if not isinstance(tid, str) or not tid:
+            raise ProtocolError("recordInfo answer has no taskId.", task_id=task_id)
+        state = data.get("state")
+        if state not in RUNNING_STATES + FINAL_STATES:
+            raise ProtocolError(f"recordInfo answer has unknown state {state!r}.", task_id=tid)
+        param = _decode_twice(data.get("param"), "param", tid)
+        urls: list[str] = []
+        if state == "success":
+            result = _decode_twice(data.get("resultJson"), "resultJson", tid)
+            if not isinstance(result, dict) or "resultUrls" not in result:
+                raise ProtocolError("The task succeeded but `resultJson` has no `resultUrls`.", task_id=tid)
+            urls = result["resultUrls"]
+            if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
+                raise ProtocolError("`resultUrls` is not a list of URLs.", task_id=tid)
+            if not urls:
+                raise ProtocolError("The task succeeded but returned no image URLs.", task_id=tid)
+        return cls(task_id=tid, state=state, model=data.get("model"),
+                   param=param if isinstance(param, dict) else None, result_urls=list(urls),
+                   fail_code=str(data["failCode"]) if data.get("failCode") not in (None, "") else None,
+                   fail_msg=data.get("failMsg") or None, cost_time_ms=_ms(data.get("costTime")),
+                   create_time_ms=_ms(data.get("createTime")), update_time_ms=_ms(data.get("updateTime")),
+                   complete_time_ms=_ms(data.get("completeTime")))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished, successful task with its images downloaded and stored."""
+
+    task_id: str
+    request: GenerationRequest | None
+    state: str
+    result_urls: list[str]
+    images: list[StoredImage]
+    record: TaskRecord | None = None
+    reused: bool = False
+
+    @property
+    def cost_time_ms(self) -> int | None:
+        return self.record.cost_time_ms if self.record else None
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(im.path) for im in self.images]
+
+    def _repr_html_(self) -> str:
+        from .display import result_html
+
+        return result_html(self)
+
+
+class Job:
+    """A submitted task. Thread-safe; updated by the poller.
+
+    `status` is the latest state; `wait()` blocks until done and returns the Result (or raises);
+    `add_done_callback(fn)` and `on_change(fn)` call `fn(job)` from the poller thread.
+    """
+
+    def __init__(self, task_id: str, request: GenerationRequest | None, *, created_at: float | None = None):
+        self.task_id = task_id
+        self.request = request
+        self.created_at = created_at if created_at is not None else time.time()
+        self.tracked_at = time.time()  # overall timeout counts from here (a resumed task gets a fresh limit)
+        self.reused = False
+        self.status = "submitted"
+        self.record: TaskRecord | None = None
+        self.images: list[StoredImage] = []
+        self.error: Imagen4Error | None = None
+        self.checks = 0
+        self.first_generating_at: float | None = None
+        self.finished_at: float | None = None
+        self._result: Result | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._done_callbacks: list[Callable[[Job], None]] = []
+        self._change_callbacks: list[Callable[[Job], None]] = []
+
+    # -- reading ------------------------------------------------------------------------------
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return max(0.0, end - self.created_at)
+
+    def wait(self, timeout: float | None = None) -> Result:
+        """Block until the task is finished and its images are stored; raise its error if it failed."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"Still {self.status} after waiting {timeout:g} s; call wait() again later.",
+                               task_id=self.task_id)
+        if self.error is not None:
+            raise self.error
+        assert self._result is not None
+        return self._result
+
+    result = wait
+
+    def exception(self, timeout: float | None = None) -> Imagen4Error | None:
+        self._done.wait(timeout)
+        return self.error
+
+    def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._done_callbacks.append(fn)
+                return
+        fn(self)
+
+    def on_change(self, fn: Callable[["Job"], None]) -> None:
+        with self._lock:
+            self._change_callbacks.append(fn)
+
+    # -- updating (poller side) ---------------------------------------------------------------
+    def _set_state(self, status: str, record: TaskRecord | None = None) -> None:
+        with self._lock:
+            changed = status != self.status
+            self.status = status
+            if record is not None:
+                self.record = record
+            if status == "generating" and self.first_generating_at is None:
+                self.first_generating_at = time.time()
+            callbacks = list(self._change_callbacks) if changed else []
+        self._fire(callbacks)
+
+    def _finish(self, *, images: list[StoredImage] | None = None, error: Imagen4Error | None = None,
+                reused: bool = False) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self.finished_at = time.time()
+            if error is not None:
+                self.error = error
+                self.status = "fail" if (self.record and self.record.state == "fail") else "error"
+            else:
+                self.images = list(images or [])
+                self.status = "success"
+                self._result = Result(task_id=self.task_id, request=self.request, state="success",
+                                      result_urls=self.record.result_urls if self.record else
+                                      [im.url or "" for im in self.images],
+                                      images=self.images, record=self.record, reused=reused)
+            self._done.set()
+            callbacks = self._change_callbacks + self._done_callbacks
+            self._done_callbacks = []
+        self._fire(callbacks)
+
+    def _fire(self, callbacks: list[Callable[["Job"], None]]) -> None:
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:  # a display callback must never kill the poller
+                import logging
+
+                logging.getLogger("imagen4_jupyter").exception("callback failed for task %s", self.task_id)
+
+    # -- display ------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        prompt = (self.request.prompt[:40] + "…") if self.request and len(self.request.prompt) > 40 else (
+            self.request.prompt if self.request else "")
+        return f"<Job {self.task_id} {self.status} {self.elapsed:.1f}s {prompt!r}>"
+
+    def _repr_html_(self) -> str:
+        from .display import job_html
+
+        return job_html(self)
+
+
+def job_summary(job: Job) -> str:
+    """One plain-text line about a job, for terminals and logs."""
+    line = f"[imagen4] {job.task_id}: {job.status} ({job.elapsed:.1f} s)"
+    if job.error is not None:
+        line += f" - {job.error}"
+    elif job.images:
+        line += " - " + ", ".join(str(im.path) for im in job.images)
+    return line

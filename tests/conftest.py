@@ -1,0 +1,42 @@
+"""Shared fixtures: a simulator on a free loopback port per test, and clients wired to it."""
+from __future__ import annotations
+
+import pytest
+
+from imagen4_jupyter import Imagen4Client, PollSchedule, RetryPolicy
+from imagen4_jupyter.simulator import Simulator
+
+KEY = "test-key-0123456789"
+FAST_POLL = PollSchedule.fixed(0.02, max_wait=30.0)
+FAST_RETRY = RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=0.2)
+
+
+@pytest.fixture
+def sim():
+    """A fast simulator: tasks finish in ~50 ms with tiny images."""
+    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05),
+                   image_scale=0.0625) as s:
+        yield s
+
+
+@pytest.fixture
+def make_client(sim, tmp_path):
+    """Build clients against `sim` with fast polling and retries; all are closed after the test."""
+    made = []
+
+    def make(**kw) -> Imagen4Client:
+        opts = dict(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
+                    cache_dir=tmp_path / "cache", timeout=(2.0, 5.0))
+        opts.update(kw)
+        c = Imagen4Client(**opts)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
