@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -118,14 +119,19 @@ def _check_ratio(value: Any) -> str:
 def _check_num_images(value: Any) -> int:
     if value is None:
         return 1
-    if isinstance(value, bool):
-        raise InvalidRequestError("The number of images must be a whole number from 1 to 4.")
-    try:
-        number = int(str(value).strip()) if isinstance(value, str) else value
-    except ValueError:
-        number = None
-    if not isinstance(number, int) or isinstance(value, float) and value != int(value):
-        raise InvalidRequestError(f"The number of images must be a whole number from 1 to 4, not {value!r}.")
+    bad = InvalidRequestError(f"The number of images must be a whole number from 1 to {MAX_IMAGES}, not {value!r}.")
+    if isinstance(value, (bool, float)):
+        raise bad
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):  # "٣".isdigit() is True but not ASCII
+            raise bad
+        number = int(text)
+    else:
+        try:
+            number = operator.index(value)  # int, numpy integers; not floats or bools
+        except TypeError:
+            raise bad from None
     if not 1 <= number <= MAX_IMAGES:
         raise InvalidRequestError(f"The number of images must be from 1 to {MAX_IMAGES}, not {number}.")
     return number
