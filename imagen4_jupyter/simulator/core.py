@@ -49,6 +49,8 @@ class Simulator:
         callback_timeout: float = 5.0,
     ) -> None:
         self.port = port
+        if isinstance(api_keys, str):
+            api_keys = (api_keys,)
         self.api_keys: tuple[str, ...] | None = tuple(api_keys) if api_keys is not None else None
         self.queue_time: Duration = queue_time
         self.generation_time: Duration = generation_time
@@ -70,6 +72,7 @@ class Simulator:
         self._records: list[Recorded] = []
         self._callbacks: list[tuple[str, dict[str, Any], int | str]] = []
         self._counter = itertools.count(1)
+        self._schedule_seq = itertools.count()
 
         self._server: SimHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
@@ -91,7 +94,7 @@ class Simulator:
             self._server = server
             self._bound_port = server.server_address[1]
             self._serve_thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="apikley-sim", daemon=True
+                target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="apikley-sim", daemon=True
             )
             self._scheduler = threading.Thread(target=self._run_scheduler, name="apikley-sim-cb", daemon=True)
         self._serve_thread.start()
@@ -106,11 +109,10 @@ class Simulator:
             self._schedule_cv.notify_all()
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._serve_thread is not None:
-            self._serve_thread.join(timeout=2)
+        server.stop_serving()
+        for thread in (self._serve_thread, self._scheduler):
+            if thread is not None:
+                thread.join(timeout=2)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -208,7 +210,25 @@ class Simulator:
 
     # -- faults --------------------------------------------------------------
     def inject(self, endpoint: str, times: int | None = 1, **fault: Any) -> Fault:
-        """Make the next ``times`` requests to ``endpoint`` misbehave (see package docs)."""
+        """Make the next ``times`` requests to ``endpoint`` misbehave (None = forever).
+
+        ``endpoint``: "createTask", "recordInfo", "credit", "image", "other" or
+        "*". ``fault`` is one kind; kinds marked (*) replace processing, so
+        nothing is created or billed:
+
+        * ``code=N`` (*) HTTP 200 + ``{"code": N, "msg": ..., "data": null}``;
+          options ``http_status``, ``retry_after`` (header), ``msg`` (text).
+        * ``http_status=S`` / ``html=True`` (*) nginx-style HTML error page.
+        * ``delay=SECONDS`` sleep, then answer normally (combinable).
+        * ``drop=True`` (*) close the connection without answering.
+        * ``drop_after=True`` process (createTask: create and bill), then close.
+        * ``malformed=True`` (*) HTTP 200 with truncated JSON; for images a
+          corrupt PNG with a consistent Content-Length (processed).
+        * ``truncate=True`` process, send full Content-Length but half the body.
+        * ``redirect=URL`` (*) 302 to URL.
+        * ``content_type=CT`` process, answer with that Content-Type.
+        * ``expired=True`` (*) 404 page, as for an expired image URL.
+        """
         return self._faults.add(make_fault(endpoint, times, fault))
 
     def clear_faults(self) -> None:
@@ -233,10 +253,14 @@ class Simulator:
         with self._lock:
             cost = self.cost_per_image * num_images
             if self._credits < cost:
-                return 402, (
-                    f"The current credits are insufficient. Please top up. "
-                    f"(balance {self._balance_number()}, this task needs {cost:g})"
-                ), None
+                return (
+                    402,
+                    (
+                        f"The current credits are insufficient. Please top up. "
+                        f"(balance {self._balance_number()}, this task needs {cost:g})"
+                    ),
+                    None,
+                )
             try:
                 outcome = Outcome.parse(self.next_outcomes[0]) if self.next_outcomes else Outcome()
             except (ValueError, TypeError) as exc:
@@ -272,7 +296,7 @@ class Simulator:
             self._tasks[task_id] = task
             self._tokens[task.token] = task_id
             if task.callback_url:
-                heapq.heappush(self._schedule, (task.complete_mono, next(self._counter), task_id))
+                heapq.heappush(self._schedule, (task.complete_mono, next(self._schedule_seq), task_id))
                 self._schedule_cv.notify_all()
         return 200, "success", {"taskId": task_id}
 

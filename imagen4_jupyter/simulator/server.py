@@ -97,6 +97,19 @@ class SimHTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Stay quiet: clients hanging up mid-answer is routine here."""
 
+    def stop_serving(self) -> None:
+        """Stop ``serve_forever`` promptly (poking the socket to wake it), then close."""
+        stopper = threading.Thread(target=self.shutdown, daemon=True)
+        stopper.start()
+        while stopper.is_alive():
+            try:
+                socket.create_connection(self.server_address[:2], timeout=0.2).close()
+            except OSError:
+                pass
+            stopper.join(0.01)
+        self.server_close()
+        self.close_connections()
+
     def close_connections(self) -> None:
         """Shut down every open client connection."""
         with self._conns_lock:
@@ -116,9 +129,13 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "nginx"
     sys_version = ""
     timeout = 120
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """No per-request logging."""
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self) -> None:  # noqa: N802
         self._handle()
