@@ -1,0 +1,120 @@
+"""Smart polling: sparse while queued, dense only around the predicted end of generation.
+
+Time in the queue varies with load; time spent generating is steady for a given aspect ratio and image
+count. When a check first sees `generating`, the record's `updateTime` says when generation started (server
+clock, mapped to ours through `createTime`). From generation durations seen before (this session, or the
+history), completion is predicted; no request is spent until just before the earliest likely moment, then
+checks come every `fine` seconds until the latest likely moment. With nothing learned yet, the provider's
+advised schedule applies unchanged.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .poller import PollSchedule
+from .task import Job
+
+MIN_SAMPLES = 3
+
+
+def _key(job: Job) -> tuple[str, int]:
+    req = job.request
+    return (req.aspect_ratio, req.num_images) if req else ("?", 0)
+
+
+@dataclass
+class SmartSchedule:
+    """Learns generation durations and polls densely only where completion is likely.
+
+    `queue_interval`: the shortest interval while waiting/queuing; `fine`: interval inside the predicted window;
+    `low`/`high`: quantiles of the learned durations that bound the window; `margin`: seconds added on
+    both sides. Falls back to `fallback` (the provider's advice) while fewer than MIN_SAMPLES are known.
+    """
+
+    fallback: PollSchedule = field(default_factory=PollSchedule)
+    queue_interval: float = 3.0
+    fine: float = 0.35
+    low: float = 0.05
+    high: float = 0.95
+    margin: float = 0.1
+    max_samples: int = 200
+    _samples: dict = field(default_factory=lambda: defaultdict(list), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def max_wait(self) -> float:
+        return self.fallback.max_wait
+
+    # -- learning -----------------------------------------------------------------------------
+    def learn(self, aspect_ratio: str, num_images: int, seconds: float) -> None:
+        """Record one observed generation duration (seconds from `generating` to completion)."""
+        if not (0 < seconds < 3600):
+            return
+        with self._lock:
+            for key in ((aspect_ratio, num_images), ("*", 0)):
+                samples = self._samples[key]
+                bisect.insort(samples, seconds)
+                if len(samples) > self.max_samples:
+                    samples.pop(0 if len(samples) % 2 else -1)  # keep the spread, trim both ends in turn
+
+    def observe(self, job: Job) -> None:
+        """Learn from a finished job whose generation start and completion times are known."""
+        rec = job.record
+        start = getattr(job, "generating_since_ms", None)
+        if rec is None or start is None or job.error is not None or not rec.complete_time_ms:
+            return
+        self.learn(*_key(job), (rec.complete_time_ms - start) / 1000.0)
+
+    def window(self, job: Job) -> tuple[float, float] | None:
+        """(earliest, latest) likely generation durations for this job, or None if not enough known."""
+        with self._lock:
+            samples = self._samples.get(_key(job)) or []
+            if len(samples) < MIN_SAMPLES:
+                samples = self._samples.get(("*", 0)) or []
+            if len(samples) < MIN_SAMPLES:
+                return None
+            n = len(samples)
+            lo = samples[max(0, math.floor(self.low * (n - 1)))]
+            hi = samples[min(n - 1, math.ceil(self.high * (n - 1)))]
+        return max(0.0, lo - self.margin), hi + self.margin
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def next_delay(self, job: Job, now: float) -> float:
+        rec = job.record
+        if rec is None or rec.state in ("waiting", "queuing"):
+            win = self.window(job)
+            if win is None:
+                return self.fallback.next_delay(job, now)
+            # one check anywhere in the generating phase reveals its start (updateTime), so while queued it
+            # is enough to look a little more often than the shortest generation lasts
+            return max(self.queue_interval, 0.8 * win[0])
+        if rec.state != "generating":
+            return self.fallback.next_delay(job, now)
+        start_local = self._generation_start(job, now)
+        win = self.window(job)
+        if win is None:
+            return self.fallback.next_delay(job, now)
+        earliest, latest = start_local + win[0], start_local + win[1]
+        if now < earliest - self.fine:
+            return earliest - now
+        if now <= latest:
+            return self.fine
+        # later than anything seen before: back off gradually towards the advised schedule
+        return min(self.fallback.next_delay(job, now), max(self.fine, (now - latest) / 2))
+
+    def _generation_start(self, job: Job, now: float) -> float:
+        """Local time when generation started, from the record's server times (remembered on the job)."""
+        rec = job.record
+        if getattr(job, "generating_since_ms", None) is None:
+            server_start = rec.update_time_ms if rec.update_time_ms else None
+            job.generating_since_ms = server_start if server_start else int(now * 1000)
+            job.add_done_callback(self.observe)
+            if rec.create_time_ms and server_start:
+                job._clock_offset = job.created_at - rec.create_time_ms / 1000.0
+            else:
+                job._clock_offset = now - job.generating_since_ms / 1000.0
+        return job.generating_since_ms / 1000.0 + getattr(job, "_clock_offset", 0.0)
