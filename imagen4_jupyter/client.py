@@ -255,21 +255,25 @@ class Imagen4Client:
         except ValueError:
             body = None
         if not isinstance(body, dict) or "code" not in body:
+            what = "invalid JSON" if body is None else "JSON without a `code` field"
             if 300 <= status < 400:
                 raise E.ProtocolError(f"The service redirected {where} to {resp.headers.get('Location')!r}; "
                                       "check APIKLEY_BASE_URL.", task_id=task_id)
             if status == 401:
                 raise E.AuthenticationError(task_id=task_id)
-            if status >= 500 or status == 429:
-                if not idempotent and status not in (429, 503):
-                    raise E.OutcomeUnknownError(f"createTask got HTTP {status} with an error page, so it is "
-                                                "unknown whether a task was created. " + E.OutcomeUnknownError.hint,
-                                                task_id=task_id)
-                err_cls = E.RateLimitError if status == 429 else E.ServerError
-                raise err_cls(f"{where} got HTTP {status} with a non-JSON error page; the service is having "
-                              "trouble. Try again after a while.", task_id=task_id, code=status,
-                              retry_after=retry_after)
-            what = "invalid JSON" if body is None else "JSON without a `code` field"
+            if status == 404:
+                raise E.NotFoundError(f"{where} got HTTP 404 with {what}: this is probably not the Apikley API. "
+                                      "Check APIKLEY_BASE_URL (and the task id).", task_id=task_id, code=404)
+            if status == 429:
+                raise E.RateLimitError(task_id=task_id, retry_after=retry_after)
+            if not idempotent and status != 503:
+                # The request reached something that answered garbage: a task may have been created.
+                raise E.OutcomeUnknownError(f"{where} got HTTP {status} with {what}, so it is unknown whether a "
+                                            "task was created. " + E.OutcomeUnknownError.hint, task_id=task_id)
+            if status >= 500:
+                raise E.ServerError(f"{where} got HTTP {status} with a non-JSON error page; the service is having "
+                                    "trouble. Try again after a while.", task_id=task_id, code=status,
+                                    retry_after=retry_after)
             raise E.ProtocolError(f"{where} answered HTTP {status} with {what}.", task_id=task_id)
         code = body.get("code")
         try:
@@ -328,10 +332,26 @@ def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        import datetime as _dt
+
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def check_task_id(task_id: Any) -> str:

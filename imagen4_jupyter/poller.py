@@ -71,15 +71,23 @@ class Poller:
             delay = self.client.schedule.next_delay(job, now) if job.created_at > now - 1 else 0.0
         with self._cond:
             self.active[job.task_id] = job
-            self._push(now + delay, job, "check")
+            self._push(min(now + delay, self._deadline(job)), job, "check")
             self._ensure_started()
 
     def stop(self) -> None:
+        """Stop following jobs; any still running end with a TimeoutError (`track()` them to resume)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            left = list(self.active.values())
+            self.active.clear()
+            self._heap.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        for job in left:
+            job._finish(error=E.TimeoutError(
+                f"The client was closed while the task was still {job.status}; it may still finish on the "
+                "service. `client.track(task_id)` on a new client picks it up.", task_id=job.task_id))
 
     def poke(self, task_id: str) -> None:
         """Check a task now (for example when its callback arrived)."""
@@ -143,13 +151,15 @@ class Poller:
         else:
             now = time.time()
             max_wait = self.client.schedule.max_wait
-            if now - job.tracked_at > max_wait:
+            if now >= self._deadline(job):
                 self._end(job, error=E.TimeoutError(
                     f"Still {record.state} after {max_wait:g} s, so this client stopped waiting. "
                     + E.TimeoutError.hint, task_id=job.task_id))
             else:
+                # never sleep past the overall limit: the last check happens at the deadline
+                due = min(now + self.client.schedule.next_delay(job, now), self._deadline(job))
                 with self._cond:
-                    self._push(now + self.client.schedule.next_delay(job, now), job, "check")
+                    self._push(due, job, "check")
 
     def _download(self, job: Job) -> None:
         assert job.record is not None
@@ -162,13 +172,16 @@ class Poller:
     def _retry_or_fail(self, job: Job, action: str, err: E.Imagen4Error) -> None:
         count = self._errors.get(job.task_id, 0) + 1
         self._errors[job.task_id] = count
-        within_time = time.time() - job.tracked_at < self.client.schedule.max_wait
-        if err.retryable and count < self.client.retry.attempts + 2 and within_time:
+        now = time.time()
+        if err.retryable and count < self.client.retry.attempts + 2 and now < self._deadline(job):
             delay = self.client.retry.delay(count - 1, err.retry_after)
             with self._cond:
-                self._push(time.time() + delay, job, action)
+                self._push(min(now + delay, self._deadline(job)), job, action)
             return
         self._end(job, error=err)
+
+    def _deadline(self, job: Job) -> float:
+        return job.tracked_at + self.client.schedule.max_wait
 
     def _end(self, job: Job, **outcome) -> None:
         with self._cond:
