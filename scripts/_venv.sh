@@ -57,11 +57,13 @@ ensure_venv() {
     fi
     _say "installing imagen4-jupyter[$extra] into $VENV (the first time takes a minute or two)"
     local t0=$SECONDS
-    (cd "$ROOT" && "$VENV_PY" -m pip install --disable-pip-version-check --progress-bar off -q \
-        -e ".[$extra]") || {
-        _say "error: pip install -e \".[$extra]\" failed (see above)."
+    local log="$VENV/pip-$extra.log"
+    if ! (cd "$ROOT" && "$VENV_PY" -m pip install --disable-pip-version-check --progress-bar off \
+        -e ".[$extra]") >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        _say "error: pip install -e \".[$extra]\" failed; full log: $log"
         return 1
-    }
+    fi
     printf '%s\n' "$want" >"$stamp"
     _say "installed in $((SECONDS - t0)) s"
 }
