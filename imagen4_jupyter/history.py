@@ -108,7 +108,7 @@ class History:
         line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: pread checks the last byte
             try:
                 if fcntl:
                     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -55,6 +55,15 @@ class Session:
     def store(self) -> ImageStore:
         return self.client.store
 
+    def relocate(self, *, notebook: str | None = None, history_folder: str | None = None,
+                 user_ns: dict | None = None) -> None:
+        """Switch to another history file (the notebook or history folder changed); jobs keep running."""
+        nb, found_by = find_notebook(user_ns, notebook)
+        self.notebook, self.found_by = nb, found_by
+        self.history = History(history_path(nb, history_folder))
+        if self._client is not None:
+            self._client.store = ImageStore(self.history.folder / "images")
+
     def where(self) -> str:
         """One line: where the history is kept and why."""
         if self.found_by == "working directory":
@@ -90,8 +99,11 @@ class Session:
         return self.history.find_reusable(request)
 
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
-               source: str = "api", cell: Any = None) -> Job:
-        """Reuse a stored result when the policy allows, else create a task (recorded before polling)."""
+               source: str = "api", cell: Any = None, extra: dict | None = None) -> Job:
+        """Reuse a stored result when the policy allows, else create a task (recorded before polling).
+
+        `extra` adds fields to the `submitted` event (for example `credits_before`).
+        """
         if not force:
             entry = self.find_reusable(request, reuse)
             if entry is not None:
@@ -101,7 +113,8 @@ class Session:
 
         def created(job: Job) -> None:
             self.history.append({"event": "submitted", "task_id": job.task_id, "request": request.to_dict(),
-                                 "request_key": request.key(), "cell": cell, "source": source})
+                                 "request_key": request.key(), "cell": cell, "source": source,
+                                 **(extra or {})})
             self._adopt(job)
 
         try:
