@@ -173,8 +173,10 @@ class Poller:
         count = self._errors.get(job.task_id, 0) + 1
         self._errors[job.task_id] = count
         now = time.time()
-        if err.retryable and count < self.client.retry.attempts + 2 and now < self._deadline(job):
-            delay = self.client.retry.delay(count - 1, err.retry_after)
+        # The task keeps running on the service whatever happens here, so a transient failure (429, 455,
+        # 5xx, connection) is retried with backoff until the overall limit rather than a fixed count.
+        if err.retryable and now < self._deadline(job):
+            delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:
                 self._push(min(now + delay, self._deadline(job)), job, action)
             return

@@ -5,7 +5,7 @@ import pytest
 from conftest import FAST_RETRY
 
 import imagen4_jupyter as pkg
-from imagen4_jupyter import GenerationRequest
+from imagen4_jupyter import GenerationRequest, PollSchedule
 from imagen4_jupyter import errors as E
 
 # code -> (class, words that say what to do next, retried?)
@@ -59,9 +59,10 @@ def test_body_code_on_record_info(sim, client, code):
 
 
 @pytest.mark.parametrize("code", sorted(CODES))
-def test_body_code_on_record_info_through_the_poller(sim, client, code):
-    """A followed job ends with the mapped error (after retries for the retryable ones)."""
+def test_body_code_on_record_info_through_the_poller(sim, make_client, code):
+    """A followed job ends with the mapped error (retryable ones: after retrying until the overall limit)."""
     cls, advice, retried = CODES[code]
+    client = make_client(schedule=PollSchedule.fixed(0.02, max_wait=0.3))
     job = client.submit("a cat")
     sim.inject("recordInfo", times=None, code=code, msg=_service_msg(code))
     err = job.exception(timeout=10)
