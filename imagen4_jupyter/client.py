@@ -326,7 +326,8 @@ class Imagen4Client:
 
 
 def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
-    err = E.DownloadError(f"The image is larger than the {cap // (1024 * 1024)} MB cap.", task_id=task_id)
+    size = f"{cap / (1024 * 1024):g} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
+    err = E.DownloadError(f"The image is larger than the {size} cap (max_download_bytes).", task_id=task_id)
     err.retryable = False
     return err
 
