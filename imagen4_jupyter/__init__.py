@@ -35,7 +35,8 @@ __all__ = [
     "StoredImage", "Imagen4Error", "InvalidRequestError", "ConfigurationError", "AuthenticationError",
     "InsufficientCreditsError", "NotFoundError", "ServiceValidationError", "RateLimitError", "MaintenanceError",
     "ServerError", "GenerationFailedError", "FeatureDisabledError", "ProtocolError", "TransportError",
-    "OutcomeUnknownError", "TimeoutError", "DownloadError", "load_ipython_extension", "unload_ipython_extension",
+    "OutcomeUnknownError", "TimeoutError", "DownloadError", "Panel", "load_ipython_extension",
+    "unload_ipython_extension",
 ]
 
 
@@ -49,3 +50,12 @@ def unload_ipython_extension(ipython):  # pragma: no cover
     from .magics import unload
 
     unload(ipython)
+
+
+def __getattr__(name):
+    """`imagen4_jupyter.Panel` imports the panel (and ipywidgets) only when first asked for."""
+    if name == "Panel":
+        from .panel import Panel
+
+        return Panel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
