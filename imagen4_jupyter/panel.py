@@ -25,7 +25,7 @@ from .request import ASPECT_RATIOS, MAX_IMAGES, MAX_PROMPT, GenerationRequest
 from .session import Session, get_session
 from .task import Job
 
-__all__ = ["Panel", "cell_code"]
+__all__ = ["Panel", "cell_code", "code_problem"]
 
 # the drawn shape of each ratio (width, height in px), shown before the label of its toggle button
 RATIO_SHAPES = {"1:1": (13, 13), "16:9": (20, 11), "9:16": (11, 20), "3:4": (12, 16), "4:3": (16, 12)}
@@ -46,17 +46,27 @@ def _brace_escape(text: str) -> str:
 
 
 def cell_code(request: GenerationRequest) -> str:
-    """The `%%imagen4` cell that sends exactly `request` (flags explicit, so %config defaults don't matter)."""
+    """The `%%imagen4` cell that sends exactly `request` (flags explicit, so %config defaults don't matter).
+
+    Braces are doubled (the magic interpolates `{name}`). A seed holding spaces or quotes cannot be one
+    flag token for IPython's argument splitter; `code_problem` says so and the code is shown anyway.
+    """
     flags = ["-a", request.aspect_ratio, "-n", str(request.num_images)]
     if request.seed is not None:
-        seed = request.seed
-        if any(c.isspace() or c in "'\"\\" for c in seed):
-            seed = json.dumps(seed)
-        flags += ["-s", seed]
+        flags += ["-s", _brace_escape(request.seed)]
     body = _brace_escape(request.prompt)
     if request.negative_prompt:
         body += "\n---\n" + _brace_escape(request.negative_prompt)
     return "%%imagen4 " + " ".join(flags) + "\n" + body
+
+
+def code_problem(request: GenerationRequest) -> str | None:
+    """Why `cell_code(request)` would not send exactly this request, or None."""
+    if request.seed is not None and (not request.seed.strip() or any(c.isspace() or c in "'\"" for c in request.seed)):
+        return "the seed contains spaces or quotes, which the -s flag cannot hold; edit the cell's seed"
+    if any(line.strip() == "---" for line in request.prompt.splitlines()):
+        return "the prompt has a line holding only ---, which the cell reads as the negative prompt separator"
+    return None
 
 
 def insert_js(code: str, token: str, created_ms: int) -> str:
@@ -197,6 +207,7 @@ class Panel(W.VBox):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._insert_token: str | None = None
+        self._insert_note = ""
         self._build()
         self.session.subscribe(self._on_job)
         self._validate()
@@ -342,7 +353,8 @@ class Panel(W.VBox):
 
     def current_request(self, seed: str | None = None) -> GenerationRequest:
         """The request the controls describe (raises InvalidRequestError saying what to fix)."""
-        return GenerationRequest.create(self.prompt.value, negative_prompt=self.negative.value or None,
+        # stripped like the magic strips a cell body, so "Insert as code" sends the very same request
+        return GenerationRequest.create(self.prompt.value.strip(), negative_prompt=self.negative.value.strip() or None,
                                         aspect_ratio=self.ratio.value, num_images=int(self.num.value),
                                         seed=seed if seed is not None else (self.seed.value.strip() or None))
 
@@ -685,7 +697,10 @@ class Panel(W.VBox):
         self.code.rows = min(12, code.count("\n") + 1)
         self.code.layout.display = "flex"
         self._insert_token = uuid.uuid4().hex
-        self.insert_status.value = "Inserting the cell below… (if none appears, copy the code from the box)"
+        problem = code_problem(request)
+        self._insert_note = f" <span class='imagen4-reason'>Note: {_esc(problem)}.</span>" if problem else ""
+        self.insert_status.value = ("Inserting the cell below… (if none appears, copy the code from the box)"
+                                    + self._insert_note)
         self._run_js(insert_js(code, self._insert_token, int(time.time() * 1000)))
         return code
 
@@ -695,7 +710,8 @@ class Panel(W.VBox):
             return
         self.js_out.outputs = ()
         if message == "ok":
-            self.insert_status.value = "Inserted the <code>%%imagen4</code> cell below. The code is also here:"
+            self.insert_status.value = ("Inserted the <code>%%imagen4</code> cell below. The code is also here:"
+                                        + self._insert_note)
         else:
             self.insert_status.value = (f"<span class='imagen4-reason'>Could not insert a cell "
                                         f"({_esc(message.removeprefix('fail: '))}); copy the code from the box."

@@ -12,7 +12,7 @@ from imagen4_jupyter.session import Session
 
 pytest.importorskip("ipywidgets")
 
-from imagen4_jupyter.panel import Panel, cell_code  # noqa: E402
+from imagen4_jupyter.panel import Panel, cell_code, code_problem  # noqa: E402
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -212,6 +212,27 @@ def test_viewer_reuse_copy_seed_save(panel, sim, tmp_path):
     assert "Not saved" in panel.view_status.value
     panel.close_view.click()
     assert panel.viewer.layout.display == "none"
+
+
+def test_cell_code_round_trips_through_the_magic():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from imagen4_jupyter.magics import Imagen4Magics
+
+    magics = Imagen4Magics(shell=InteractiveShell.instance())
+    for req in [
+        GenerationRequest.create("a {x} fox}} {{\nin snow", negative_prompt="blur {}", aspect_ratio="16:9",
+                                 num_images=2, seed="42"),
+        GenerationRequest.create("plain", aspect_ratio="9:16", num_images=4, seed="{s}"),
+        GenerationRequest.create("json {\"a\": 1}", negative_prompt="x\ny", aspect_ratio="3:4", num_images=3),
+    ]:
+        assert code_problem(req) is None
+        line, _, body = cell_code(req).partition("\n")
+        assert line.startswith("%%imagen4 ")
+        again, _args = magics.build_request(line.removeprefix("%%imagen4 "), body)
+        assert again == req
+    assert "seed" in code_problem(GenerationRequest.create("p", seed="a b"))
+    assert "---" in code_problem(GenerationRequest.create("p\n---\nq"))
 
 
 def test_cell_code():
