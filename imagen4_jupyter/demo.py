@@ -111,6 +111,7 @@ def _prepare_out(out: Path, notebook_name: str, keep: bool) -> None:
 def _free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will; ignores TIME_WAIT
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -325,19 +326,25 @@ def run_lab(args: argparse.Namespace) -> int:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     url = f"http://127.0.0.1:{port}/lab/tree/{target.name}?token={token}"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its own session: a Ctrl-C reaches only this process, which then stops the server and the simulator.
+    log = tempfile.NamedTemporaryFile(prefix="imagen4-jupyterlab-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    _interrupt_on_signals()
     try:
         if not _wait_for_lab(proc, port, token):
-            err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
-            _say(f"JupyterLab did not start.\n{err[-3000:]}")
+            err = Path(log.name).read_text(errors="replace")
+            _say(f"JupyterLab did not start (log: {log.name}):\n{err[-3000:]}")
             return 1
         _say(f"JupyterLab is running on {url}")
-        _say(f"Notebooks in {_display_path(out)}; kernels there talk to the simulator. Ctrl-C stops both.")
+        _say(f"Notebooks in {_display_path(out)}; kernels there talk to the "
+             f"{'real service' if args.real else 'simulator'}. Server log: {log.name}")
+        _say("Ctrl-C stops JupyterLab" + ("" if args.real else " and the simulator") + ".")
         while proc.poll() is None:
             time.sleep(0.5)
         return proc.returncode or 0
     except KeyboardInterrupt:
-        _say("\nstopping JupyterLab and the simulator")
+        _say("\nstopping JupyterLab" + ("" if args.real else " and the simulator"))
         return 0
     finally:
         if proc.poll() is None:
@@ -347,18 +354,29 @@ def run_lab(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        log.close()
         if sim is not None:
             sim.stop()
+
+
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, even where the shell started us with SIGINT ignored."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _wait_for_lab(proc: subprocess.Popen, port: int, token: str, timeout: float = 60.0) -> bool:
     import urllib.error
     import urllib.request
 
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+            with opener.open(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
                 if r.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
