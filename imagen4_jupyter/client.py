@@ -222,8 +222,9 @@ class Imagen4Client:
         if not self.__key:
             raise E.ConfigurationError("No API key. Set the APIKLEY_API_KEY environment variable (or pass "
                                        "api_key=...) to a key from the Apikley key management page.")
-        if any(c.isspace() or ord(c) < 32 for c in self.__key):
-            raise E.ConfigurationError("The API key contains spaces or control characters; check APIKLEY_API_KEY.")
+        if any(c.isspace() or not c.isprintable() or not c.isascii() for c in self.__key):
+            raise E.ConfigurationError("The API key contains spaces, control characters or non-ASCII letters; "
+                                       "check APIKLEY_API_KEY.")
         where = path.rsplit("/", 1)[-1]
         try:
             resp = self._http.request(method, self.base_url + path, params=params, json=json,

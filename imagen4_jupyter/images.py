@@ -96,7 +96,7 @@ class ImageStore:
             raise DownloadError("The downloaded image is truncated.", task_id=task_id)
         digest = hashlib.sha256(data).hexdigest()
         path = self.path_for(digest, mime)
-        if not path.exists() or path.stat().st_size != len(data):
+        if not self._holds(path, digest):  # absent, or damaged since: (re)write it
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
             try:
@@ -109,6 +109,13 @@ class ImageStore:
         width, height = dimensions(data, mime)
         return StoredImage(path=path, sha256=digest, mime=mime, width=width, height=height, size=len(data),
                            url=url, index=index)
+
+    @staticmethod
+    def _holds(path: Path, digest: str) -> bool:
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        except OSError:
+            return False
 
     def path_for(self, digest: str, mime: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

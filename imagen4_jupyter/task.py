@@ -67,6 +67,9 @@ class TaskRecord:
         tid = data.get("taskId") or task_id
         if not isinstance(tid, str) or not tid:
             raise ProtocolError("recordInfo answer has no taskId.", task_id=task_id)
+        if task_id and tid != task_id:
+            raise ProtocolError(f"recordInfo was asked about {task_id} but answered about {tid!r}.",
+                                task_id=task_id)
         state = data.get("state")
         if state not in RUNNING_STATES + FINAL_STATES:
             raise ProtocolError(f"recordInfo answer has unknown state {state!r}.", task_id=tid)
@@ -84,7 +87,8 @@ class TaskRecord:
         return cls(task_id=tid, state=state, model=data.get("model"),
                    param=param if isinstance(param, dict) else None, result_urls=list(urls),
                    fail_code=str(data["failCode"]) if data.get("failCode") not in (None, "") else None,
-                   fail_msg=data.get("failMsg") or None, cost_time_ms=_ms(data.get("costTime")),
+                   fail_msg=str(data["failMsg"]) if data.get("failMsg") not in (None, "") else None,
+                   cost_time_ms=_ms(data.get("costTime")),
                    create_time_ms=_ms(data.get("createTime")), update_time_ms=_ms(data.get("updateTime")),
                    complete_time_ms=_ms(data.get("completeTime")))
 

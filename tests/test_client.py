@@ -12,7 +12,7 @@ import requests
 from conftest import FAST_RETRY, KEY
 from PIL import Image
 
-from imagen4_jupyter import GenerationRequest, Imagen4Client, PollSchedule, Result, RetryPolicy
+from imagen4_jupyter import GenerationRequest, Imagen4Client, PollSchedule, Result, RetryPolicy, TaskRecord
 from imagen4_jupyter import errors as E
 from imagen4_jupyter.client import _retry_after
 
@@ -357,9 +357,10 @@ def test_missing_key_sends_nothing(sim, make_client, monkeypatch, key):
     assert sim.count() == 0
 
 
-def test_key_with_control_characters_sends_nothing(sim, make_client):
-    with pytest.raises(E.ConfigurationError, match="control characters"):
-        make_client(api_key="abc\ndef").submit("x")
+@pytest.mark.parametrize("key", ["abc\ndef", "abc def", "ключ-123", "abc\x7f"])
+def test_key_with_control_characters_sends_nothing(sim, make_client, key):
+    with pytest.raises(E.ConfigurationError, match="control characters or non-ASCII"):
+        make_client(api_key=key).submit("x")
     assert sim.count() == 0
 
 
@@ -412,3 +413,46 @@ def test_api_key_never_leaks(sim, make_client, tmp_path):
             assert KEY.encode() not in path.read_bytes(), path
     # image downloads never carry the key
     assert all("Authorization" not in r.headers for r in sim.requests if r.endpoint == "image")
+
+
+# -- TaskRecord parsing (pure) --------------------------------------------------------------------
+
+GOOD = {"taskId": "task_1", "model": "google/imagen4", "state": "success",
+        "param": '{"model":"google/imagen4","input":{"prompt":"x"}}',
+        "resultJson": '{"resultUrls":["https://h/1.png","https://h/2.png"]}', "failCode": "", "failMsg": "",
+        "costTime": 15000, "completeTime": 1698765432000, "createTime": 1698765400000,
+        "updateTime": 1698765432000, "someNewField": {"x": 1}}
+
+
+def test_task_record_documented_example():
+    rec = TaskRecord.from_data(GOOD, "task_1")
+    assert rec.param == {"model": "google/imagen4", "input": {"prompt": "x"}}
+    assert rec.result_urls == ["https://h/1.png", "https://h/2.png"] and rec.cost_time_ms == 15000
+    assert rec.fail_code is None and rec.fail_msg is None and rec.finished
+    no_cost = dict(GOOD, costTime=None)
+    del no_cost["costTime"]
+    assert TaskRecord.from_data(no_cost, "task_1").cost_time_ms is None  # may be absent
+    already = dict(GOOD, param={"model": "google/imagen4"}, resultJson={"resultUrls": ["https://h/1.png"]})
+    assert TaskRecord.from_data(already).result_urls == ["https://h/1.png"]
+
+
+def test_task_record_fail_and_running():
+    rec = TaskRecord.from_data(dict(GOOD, state="fail", resultJson="", failCode=500, failMsg="filtered"))
+    assert (rec.state, rec.fail_code, rec.fail_msg, rec.result_urls) == ("fail", "500", "filtered", [])
+    for state in ("waiting", "queuing", "generating"):
+        rec = TaskRecord.from_data(dict(GOOD, state=state, resultJson=""))
+        assert rec.state == state and not rec.finished
+
+
+@pytest.mark.parametrize("data, says", [
+    (None, "no task data"), ([], "no task data"), ({"state": "success", "taskId": ""}, "no taskId"),
+    (dict(GOOD, state="done"), "unknown state 'done'"), (dict(GOOD, state=None), "unknown state"),
+    (dict(GOOD, param="{oops"), "`param` is not valid JSON"), (dict(GOOD, param=5), "`param` should be"),
+    (dict(GOOD, resultJson=""), "no `resultUrls`"), (dict(GOOD, resultJson='{"resultUrls":[""]}'), "not a list"),
+    (dict(GOOD, taskId="task_2"), "answered about 'task_2'"),
+])
+def test_task_record_malformed(data, says):
+    tid = None if says == "no taskId" else "task_1"
+    with pytest.raises(E.ProtocolError, match=says) as info:
+        TaskRecord.from_data(data, tid)
+    assert info.value.task_id == tid and (tid is None or f"(task {tid})" in str(info.value))

@@ -112,6 +112,8 @@ def test_store_put_verify_and_dimensions(tmp_path):
     assert store.verify(img)
     img.path.write_bytes(data[:-1] + b"\x00")
     assert not store.verify(img)
+    again = store.put(data)  # a damaged file is rewritten, even at the same size
+    assert again.path == img.path and store.verify(img) and img.path.read_bytes() == data
     os.remove(img.path)
     assert not store.verify(img)
     assert type(img).from_dict(img.to_dict()).sha256 == img.sha256
