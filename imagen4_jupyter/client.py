@@ -294,10 +294,14 @@ class Imagen4Client:
             raise E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id)
         try:
             with self._http.get(url, timeout=self.timeout, stream=True) as resp:
-                if resp.status_code in (404, 410):
+                if resp.status_code in (403, 404, 410):  # signed CDN URLs answer 403 once expired
                     err = E.DownloadError(f"The image URL answered {resp.status_code}: it has expired or never "
                                           "existed (result URLs last about 24 h).", task_id=task_id)
                     err.retryable = False
+                    raise err
+                if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
+                    err = E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id)
+                    err.retryable = False  # asking again will not change the answer
                     raise err
                 if resp.status_code != 200:
                     raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,

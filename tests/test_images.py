@@ -63,6 +63,20 @@ def test_expired_url_is_a_download_error_not_retried(sim, client):
     assert sim.count("image") == 1
 
 
+@pytest.mark.parametrize("status, says", [(403, "expired"), (410, "expired"), (400, "HTTP 400")])
+def test_client_error_on_image_is_not_retried(sim, client, status, says):
+    sim.inject("image", times=None, http_status=status)
+    err = client.submit("x").exception(10)
+    assert isinstance(err, E.DownloadError) and says in str(err) and not err.retryable
+    assert sim.count("image") == 1
+
+
+def test_rate_limited_image_download_is_retried(sim, client):
+    sim.inject("image", times=2, http_status=429)
+    assert len(client.submit("x").wait(10).images) == 1
+    assert sim.count("image") == 3
+
+
 def test_naturally_expired_url(sim, client):
     sim.url_ttl = 0.0
     job = client.submit("x")
