@@ -122,6 +122,9 @@ class Imagen4Client:
         self._http = requests.Session()
         self._http.headers["User-Agent"] = USER_AGENT
         self._http.trust_env = False if _is_loopback(urlsplit(self.base_url).hostname or "") else True
+        # With trust_env, requests would let a ~/.netrc entry replace our Authorization header (and send
+        # netrc passwords to image hosts); a session-level no-op auth turns that lookup off.
+        self._http.auth = _keep_headers
         self._local = threading.local()
         self.poller = Poller(self, max_workers=max_workers)
 
@@ -328,6 +331,10 @@ class Imagen4Client:
             raise E.DownloadError(f"The image download is truncated ({len(data)} of {length} bytes).",
                                   task_id=task_id)
         return data
+
+
+def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
 
 
 def _too_big(cap: int, task_id: str | None) -> E.DownloadError:

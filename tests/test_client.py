@@ -456,3 +456,17 @@ def test_task_record_malformed(data, says):
     with pytest.raises(E.ProtocolError, match=says) as info:
         TaskRecord.from_data(data, tid)
     assert info.value.task_id == tid and (tid is None or f"(task {tid})" in str(info.value))
+
+
+def test_netrc_entry_does_not_replace_the_bearer_key(monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.example.com login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with Imagen4Client(api_key="k-123", base_url="https://api.example.com", cache_dir=tmp_path) as c:
+        assert c._http.trust_env  # proxies etc. from the environment are honoured for remote hosts
+        for url, auth in [("https://api.example.com/api/v1/chat/credit", "Bearer k-123"),
+                          ("https://api.example.com/files/1.png", None)]:
+            headers = {"Authorization": auth} if auth else {}
+            prepared = c._http.prepare_request(requests.Request("GET", url, headers=headers))
+            assert prepared.headers.get("Authorization") == auth
