@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -80,8 +79,6 @@ def test_demo_real_needs_a_key(tmp_path):
     assert "APIKLEY_API_KEY" in proc.stdout
 
 
-@pytest.mark.skipif(not (Path(__file__).parents[1] / "imagen4_jupyter" / "magics.py").exists(),
-                    reason="the %%imagen4 magic (imagen4_jupyter/magics.py) is not in this tree yet")
 def test_quickstart_through_the_demo(tmp_path):
     """The README's first command: the quickstart notebook, executed headlessly on the simulator."""
     assert DEFAULT_NOTEBOOK.is_file()
