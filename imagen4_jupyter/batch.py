@@ -1,0 +1,850 @@
+"""Many requests at once: `generate_many(items)` with bounded concurrency, one shared rate-limit backoff,
+a progress line, resume through the history, and the results as a table.
+
+Every item is validated before anything is sent. At most `concurrency` tasks are in flight (a createTask
+request sent, or a task being followed, and not finished). When the service answers 429 (or 455), every
+submission pauses until its Retry-After has passed. A createTask whose outcome is unknown (sent, no answer)
+is never resent: the item is reported as `lost-unknown`.
+
+With a `Session` (the default: the kernel's), each task is recorded in the per-notebook history, tagged
+with the batch and the item's index, so running the same batch again follows its unfinished tasks and shows
+its finished ones without creating new tasks.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import random
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import errors as E
+from .request import GenerationRequest
+from .task import Job
+
+if TYPE_CHECKING:
+    from .client import Imagen4Client
+    from .history import TaskEntry
+    from .session import Session
+
+REQUEST_FIELDS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "callback_url")
+PARAM_FIELDS = ("negative_prompt", "aspect_ratio", "num_images", "seed")
+FINAL_STATES = ("success", "fail", "error", "lost-unknown", "not-submitted")
+ABORTING = (E.AuthenticationError, E.InsufficientCreditsError, E.ConfigurationError, E.FeatureDisabledError)
+MAX_CONSECUTIVE_429 = 30  # then the batch stops submitting (the service keeps refusing)
+MAX_FOLLOWS = 3  # re-follow a task whose polling ended with a transient error this many times
+MAX_RETRY_AFTER = 300.0
+
+last_batch: BatchResult | None = None  # the newest batch, also after an interrupt (Ctrl-C / kernel interrupt)
+
+
+# -- items ------------------------------------------------------------------------------------------
+@dataclass
+class BatchItem:
+    """One request of a batch and what became of it. `state` is one of pending, submitting, running,
+    success, fail (the service could not generate it), error, lost-unknown, not-submitted."""
+
+    index: int
+    request: GenerationRequest
+    state: str = "pending"
+    origin: str | None = None  # created | reused (stored result, no request) | followed (an existing task)
+    job: Job | None = None
+    error: BaseException | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    follows: int = 0
+    note: str = ""
+
+    @property
+    def task_id(self) -> str | None:
+        if self.job is not None:
+            return self.job.task_id
+        return getattr(self.error, "task_id", None)
+
+    @property
+    def images(self) -> list:
+        return list(self.job.images) if self.job is not None and self.state == "success" else []
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(im.path) for im in self.images]
+
+    @property
+    def status(self) -> str:
+        """The state, with the service's state (waiting, queuing, generating) while running."""
+        if self.state == "running" and self.job is not None and not self.job.done():
+            return self.job.status
+        return self.state
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def row(self) -> dict[str, Any]:
+        req = self.request
+        return {"index": self.index, "prompt": req.prompt,
+                "params": {k: getattr(req, k) for k in PARAM_FIELDS},
+                "task_id": self.task_id, "state": self.status, "origin": self.origin,
+                "images": self.paths, "error": _error_text(self.error)}
+
+
+def _error_text(err: BaseException | None) -> str | None:
+    if err is None:
+        return None
+    title = getattr(err, "title", type(err).__name__)
+    return f"{title}: {err}"
+
+
+def _plain(value: Any) -> Any:
+    """pandas/numpy cell values to plain Python: NaN/None to None, numpy integers to int."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if not isinstance(value, (bool, int, float, str)) and hasattr(value, "__index__"):
+        try:
+            return int(value.__index__())
+        except Exception:
+            return value
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(value, "item") and type(value).__module__.startswith("numpy"):
+        return _plain(value.item())
+    return value
+
+
+def _as_list(items: Any) -> tuple[list, bool]:
+    """A list of items; a DataFrame becomes its rows as dicts (only request-field columns are used)."""
+    if isinstance(items, (str, bytes, GenerationRequest, Mapping)):
+        raise E.InvalidRequestError("generate_many takes a list of prompts, request dicts or GenerationRequests; "
+                                    "for a single prompt use the %%imagen4 magic or client.generate().")
+    if hasattr(items, "columns") and hasattr(items, "to_dict"):  # a pandas DataFrame
+        cols = [c for c in items.columns if c in REQUEST_FIELDS]
+        if "prompt" not in cols:
+            raise E.InvalidRequestError("The DataFrame has no `prompt` column; pass df['your column'] or rename it.")
+        return items[cols].to_dict("records"), True
+    if not isinstance(items, Iterable):
+        raise E.InvalidRequestError(f"generate_many needs a list of items, not {type(items).__name__}.")
+    return list(items), False
+
+
+def build_requests(items: Any, **defaults: Any) -> list[GenerationRequest]:
+    """Validate every item into a GenerationRequest; the first bad one raises, naming its index.
+
+    Items are prompts (str), dicts of request fields (over `defaults`) or GenerationRequests (used as given).
+    """
+    unknown = sorted(set(defaults) - set(REQUEST_FIELDS) - {"prompt"})
+    if unknown:
+        raise E.InvalidRequestError(f"Unknown option(s) {', '.join(unknown)}; request fields are "
+                                    f"{', '.join(REQUEST_FIELDS[1:])}.")
+    if "prompt" in defaults:
+        raise E.InvalidRequestError("`prompt` cannot be a default; each item gives its own prompt.")
+    listed, from_frame = _as_list(items)
+    base = {k: _plain(v) for k, v in defaults.items()}
+    requests: list[GenerationRequest] = []
+    for index, item in enumerate(listed):
+        item = _plain(item)
+        try:
+            if isinstance(item, GenerationRequest):
+                req = item
+            elif isinstance(item, str):
+                req = GenerationRequest.create(item, **base)
+            elif isinstance(item, Mapping):
+                extra = sorted(str(k) for k in item if k not in REQUEST_FIELDS)
+                if extra:
+                    raise E.InvalidRequestError(f"unknown field(s) {', '.join(extra)}; request fields are "
+                                                f"{', '.join(REQUEST_FIELDS)}.")
+                fields = {**base, **{k: _plain(v) for k, v in item.items()}}
+                if from_frame:  # an empty cell means "use the default"
+                    fields.update({k: base[k] for k, v in item.items() if _plain(v) is None and k in base})
+                prompt = fields.pop("prompt", None)
+                req = GenerationRequest.create(prompt, **fields)
+            elif item is None:
+                raise E.InvalidRequestError("the item is empty (None).")
+            else:
+                raise E.InvalidRequestError(f"expected a prompt, a dict or a GenerationRequest, not "
+                                            f"{type(item).__name__}.")
+        except E.InvalidRequestError as err:
+            label = f"Item {index}"
+            if isinstance(item, str):
+                label += f" ({_short(item, 40)!r})"
+            elif isinstance(item, Mapping) and isinstance(item.get("prompt"), str):
+                label += f" ({_short(item['prompt'], 40)!r})"
+            raise E.InvalidRequestError(f"{label}: {err} Nothing was sent.") from None
+        requests.append(req)
+    return requests
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def batch_id(requests: list[GenerationRequest], name: str | None = None) -> str:
+    """What identifies "the same batch" in the history: the name if given, else the ordered request keys."""
+    if name:
+        return "name:" + name
+    digest = hashlib.sha256(json.dumps([r.key() for r in requests]).encode()).hexdigest()
+    return digest[:20]
+
+
+# -- one createTask, without the client's own 429 retries (the batch has one shared backoff) -------------
+def _create_once(client: Imagen4Client, request: GenerationRequest, on_created=None) -> Job:
+    """POST createTask exactly once, then follow the task; 429/455 raise so the batch can pause.
+
+    Uses the client's internal `_call(retry=False)`; falls back to `create_task` (which retries 429 itself).
+    """
+    from .client import CREATE_PATH
+
+    call = getattr(client, "_call", None)
+    if call is None:  # pragma: no cover - a client without the hook
+        task_id = client.create_task(request)
+    else:
+        data = call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False, retry=False)
+        task_id = data.get("taskId") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise E.OutcomeUnknownError("createTask answered success but without a taskId; a task may have "
+                                        "been created. It was not resent.")
+    job = Job(task_id, request)
+    if on_created is not None:
+        on_created(job)
+    client.poller.track(job)
+    return job
+
+
+def _execution_count() -> int | None:
+    ip = _ipython()
+    return getattr(ip, "execution_count", None) if ip is not None else None
+
+
+def _ipython() -> Any:
+    if "IPython" not in sys.modules:
+        return None
+    try:
+        from IPython import get_ipython
+
+        return get_ipython()
+    except Exception:  # pragma: no cover
+        return None
+
+
+def default_session() -> Session:
+    """The `%%imagen4` magic's session when the extension is loaded (same history and settings), else the
+    kernel's session."""
+    ip = _ipython()
+    if ip is not None:
+        try:
+            magics = ip.magics_manager.registry.get("Imagen4Magics")
+            if magics is not None:
+                return magics.session
+        except Exception:  # pragma: no cover - an older magic
+            pass
+    from .session import get_session
+
+    return get_session()
+
+
+# -- the run -------------------------------------------------------------------------------------------
+class _Run:
+    """Dispatches the items of one batch from the calling thread; createTask calls go to a small pool."""
+
+    def __init__(self, items: list[BatchItem], *, session: Session | None, client: Imagen4Client,
+                 concurrency: int, force: bool, reuse: str | None, bid: str, timeout: float | None,
+                 progress: _Progress | None):
+        self.items = items
+        self.session = session
+        self.client = client
+        self.concurrency = concurrency
+        self.force = force
+        self.reuse = reuse
+        self.bid = bid
+        self.timeout = timeout
+        self.progress = progress
+        self.cond = threading.Condition()
+        self.queue: deque[BatchItem] = deque(items)
+        self.in_flight = 0
+        self.gate_until = 0.0  # monotonic; no createTask before this (the shared backoff)
+        self.consecutive_429 = 0
+        self.aborted: BaseException | None = None
+        self.cell = _execution_count()
+        self.stats: dict[str, Any] = {
+            "items": len(items), "concurrency": concurrency, "created": 0, "create_requests": 0,
+            "rate_limited": 0, "pauses": 0, "paused_s": 0.0, "not_sent_retries": 0, "reused": 0, "followed": 0,
+            "lost": 0, "max_in_flight": 0, "wall_s": 0.0}
+        self.plan: dict[int, tuple[str, Any]] = {}
+        self.claimed: set[str] = set()
+        self.decided: dict[int, tuple[str, Any]] = {}
+        self.unfinished_by_key: dict[str, list[TaskEntry]] = {}
+        self.started = time.monotonic()
+
+    # -- planning from the history (resume) -------------------------------------------------------
+    def make_plan(self) -> None:
+        if self.session is None or self.force:
+            return
+        history = self.session.history
+        latest: dict[int, tuple[str, Any]] = {}
+        try:
+            events = list(history.iter_events())
+        except FileNotFoundError:
+            events = []
+        for ev in events:
+            tag = ev.get("batch")
+            if not isinstance(tag, dict) or tag.get("id") != self.bid or not isinstance(tag.get("index"), int):
+                continue
+            idx = tag["index"]
+            if not 0 <= idx < len(self.items) or ev.get("request_key") != self.items[idx].request.key():
+                continue
+            if ev.get("event") == "submitted" and isinstance(ev.get("task_id"), str):
+                latest[idx] = ("task", ev["task_id"])
+            elif ev.get("event") == "outcome_unknown":
+                latest[idx] = ("unknown", ev)
+        for idx, (kind, value) in latest.items():
+            if kind == "unknown":
+                self.plan[idx] = ("lost", value)
+                continue
+            entry = history.get(value)
+            if entry is None:
+                continue
+            self.claimed.add(entry.task_id)
+            if entry.state == "success":
+                complete = entry.images and all(history.resolve(im["path"]).exists() for im in entry.images)
+                # images gone from disk: follow the task again, which downloads them (no new task)
+                self.plan[idx] = ("reuse", entry) if complete else ("follow", entry)
+            elif not entry.finished:
+                self.plan[idx] = ("follow", entry)
+            # failed for good: created again
+        for entry in history.unfinished():
+            if entry.task_id not in self.claimed and entry.request_key:
+                self.unfinished_by_key.setdefault(entry.request_key, []).append(entry)
+
+    def resolve(self, item: BatchItem) -> tuple[str, Any]:
+        """What to do with an item: ("reuse", entry) / ("follow", entry) / ("lost", event) / ("create", None)."""
+        if self.session is None or self.force:
+            return "create", None
+        planned = self.plan.get(item.index)
+        if planned is not None:
+            return planned
+        entry = self.session.find_reusable(item.request, self.reuse)
+        if entry is not None:
+            return "reuse", entry
+        for entry in self.unfinished_by_key.get(item.request.key(), []):
+            if entry.task_id not in self.claimed:
+                self.claimed.add(entry.task_id)
+                return "follow", entry
+        return "create", None
+
+    # -- the loop (calling thread) ----------------------------------------------------------------
+    def run(self) -> None:
+        self.make_plan()
+        deadline = None if self.timeout is None else self.started + self.timeout
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, 4)), thread_name_prefix="imagen4-batch")
+        try:
+            while True:
+                with self.cond:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        self._stop_queue(f"not sent: the batch timeout of {self.timeout:g} s passed")
+                        break
+                    self._dispatch(pool, now)
+                    if not self.queue and self.in_flight == 0:
+                        break
+                    wait = 0.25
+                    if self.queue and self.gate_until > now:
+                        wait = min(wait, self.gate_until - now)
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - now))
+                    self.cond.wait(max(0.01, wait))
+                if self.progress is not None:
+                    self.progress.update(self)
+        finally:
+            pool.shutdown(wait=False)
+            self.stats["wall_s"] = round(time.monotonic() - self.started, 3)
+            if self.progress is not None:
+                self.progress.update(self, final=True)
+
+    def _dispatch(self, pool: ThreadPoolExecutor, now: float) -> None:
+        """Under the lock: hand out items while there is room and the gate is open."""
+        while self.queue and not self.aborted:
+            item = self.queue[0]
+            if item.index not in self.decided:  # decided once: following claims a task
+                self.decided[item.index] = self.resolve(item)
+            action, value = self.decided[item.index]
+            if action == "reuse":
+                self.queue.popleft()
+                self._reuse(item, value)
+                continue
+            if action == "lost":
+                self.queue.popleft()
+                item.state, item.origin = "lost-unknown", "created"
+                item.error = E.OutcomeUnknownError(
+                    "An earlier run of this batch sent this request without getting an answer, so a task may "
+                    "exist (and be billed). Not resent; check the dashboard, then pass force=True to send it again.")
+                self.stats["lost"] += 1
+                continue
+            if self.in_flight >= self.concurrency:
+                return
+            if action == "follow":
+                self.queue.popleft()
+                self._take_slot()
+                self._follow(item, value)
+                continue
+            if now < self.gate_until:
+                return
+            self.queue.popleft()
+            self._take_slot()
+            item.origin = "created"
+            item.state = "submitting"
+            item.started_at = time.time()
+            self.stats["create_requests"] += 1
+            pool.submit(self._create, item)
+
+    def _take_slot(self) -> None:
+        self.in_flight += 1
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
+
+    def _free_slot(self) -> None:
+        self.in_flight -= 1
+        self.cond.notify_all()
+
+    def _stop_queue(self, why: str) -> None:
+        while self.queue:
+            item = self.queue.popleft()
+            item.state, item.note = "not-submitted", why
+            if self.aborted is not None:
+                item.error = self.aborted
+            item.finished_at = time.time()
+
+    # -- item outcomes ----------------------------------------------------------------------------
+    def _reuse(self, item: BatchItem, entry: TaskEntry) -> None:
+        assert self.session is not None
+        item.job = self.session.job_from_history(entry, reused=True)
+        item.origin = "reused"
+        self.stats["reused"] += 1
+        self._finish(item, item.job)
+
+    def _follow(self, item: BatchItem, entry: TaskEntry) -> None:
+        assert self.session is not None
+        live = self.session.jobs.get(entry.task_id)
+        if live is not None and not live.done():
+            job = live
+        else:
+            job = self.client.track(entry.task_id, item.request, created_at=entry.submitted_at)
+            self.session._adopt(job)  # its state changes go to the history like any session job
+        item.job, item.origin, item.state = job, "followed", "running"
+        item.started_at = time.time()
+        self.stats["followed"] += 1
+        job.add_done_callback(lambda j, item=item: self._job_done(item, j))
+
+    def _create(self, item: BatchItem) -> None:
+        """In a pool thread: one createTask; the outcome goes back under the lock."""
+        tag = {"id": self.bid, "index": item.index}
+        try:
+            if self.session is not None:
+                job = self._session_create(item.request, tag)
+            else:
+                job = _create_once(self.client, item.request)
+        except BaseException as err:  # noqa: BLE001 - every outcome must release the slot
+            with self.cond:
+                self._create_failed(item, err)
+            return
+        with self.cond:
+            self.stats["created"] += 1
+            self.consecutive_429 = 0
+            item.job, item.state = job, "running"
+        job.add_done_callback(lambda j, item=item: self._job_done(item, j))
+
+    def _session_create(self, request: GenerationRequest, tag: dict) -> Job:
+        """Like Session.submit (history event before polling, job adopted) but with one createTask attempt."""
+        session = self.session
+        assert session is not None
+        common = {"request": request.to_dict(), "request_key": request.key(), "cell": self.cell,
+                  "source": "batch", "batch": tag}
+
+        def created(job: Job) -> None:
+            session.history.append({"event": "submitted", "task_id": job.task_id, **common})
+            session._adopt(job)
+
+        try:
+            return _create_once(self.client, request, on_created=created)
+        except E.OutcomeUnknownError as err:
+            session.history.append({"event": "outcome_unknown", **common, "message": str(err)})
+            raise
+
+    def _create_failed(self, item: BatchItem, err: BaseException) -> None:
+        self._free_slot()
+        now = time.monotonic()
+        if isinstance(err, (E.RateLimitError, E.MaintenanceError)) or (
+                isinstance(err, E.Imagen4Error) and getattr(err, "not_sent", False)):
+            # certainly not created: wait (all of us), then send it again
+            if isinstance(err, E.RateLimitError):
+                self.stats["rate_limited"] += 1
+            else:
+                self.stats["not_sent_retries"] += 1
+            self.consecutive_429 += 1
+            if self.consecutive_429 > MAX_CONSECUTIVE_429:
+                self._fail(item, err)
+                self.aborted = err
+                self._stop_queue(f"not sent: the service kept refusing ({err.title})")
+                return
+            delay = err.retry_after
+            if delay is None:
+                delay = min(30.0, 0.5 * 2 ** min(self.consecutive_429, 6)) * random.uniform(0.5, 1.0)
+            until = now + min(float(delay), MAX_RETRY_AFTER)
+            if until > self.gate_until:
+                if self.gate_until <= now:
+                    self.stats["pauses"] += 1
+                    self.stats["paused_s"] += until - now
+                else:
+                    self.stats["paused_s"] += until - self.gate_until
+                self.gate_until = until
+            item.state, item.origin = "pending", None
+            self.decided[item.index] = ("create", None)
+            self.queue.appendleft(item)
+            return
+        if isinstance(err, E.OutcomeUnknownError):
+            item.state, item.error = "lost-unknown", err
+            item.finished_at = time.time()
+            self.stats["lost"] += 1
+            return
+        self._fail(item, err)
+        if isinstance(err, ABORTING):
+            self.aborted = err
+            self._stop_queue(f"not sent: {getattr(err, 'title', 'error')}")
+        elif not isinstance(err, Exception):  # KeyboardInterrupt / SystemExit in a worker
+            self.aborted = err
+
+    def _fail(self, item: BatchItem, err: BaseException) -> None:
+        item.state = "fail" if isinstance(err, E.GenerationFailedError) else "error"
+        item.error = err
+        item.finished_at = time.time()
+
+    def _job_done(self, item: BatchItem, job: Job) -> None:
+        """Poller thread: a followed or created task finished (or its polling gave up)."""
+        with self.cond:
+            err = job.error
+            if (err is not None and err.retryable and not isinstance(err, E.TimeoutError)
+                    and item.follows < MAX_FOLLOWS):
+                # polling hit a transient error; the task lives on: follow it again (no new task)
+                item.follows += 1
+                again = self.client.track(job.task_id, item.request, created_at=job.created_at)
+                if self.session is not None:
+                    self.session._adopt(again)
+                item.job = again
+                again.add_done_callback(lambda j, item=item: self._job_done(item, j))
+                return
+            self._finish(item, job)
+            self._free_slot()
+
+    def _finish(self, item: BatchItem, job: Job) -> None:
+        item.job = job
+        item.finished_at = time.time()
+        if job.error is None:
+            item.state, item.error = "success", None
+        else:
+            self._fail(item, job.error)
+
+
+# -- progress -----------------------------------------------------------------------------------------
+class _Progress:
+    """A progress line: an HTML display updated in place inside a Jupyter kernel, text elsewhere."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.handle = None
+        self.last = 0.0
+        self.last_line = ""
+        self.last_printed_done = -1
+        self.tty = False
+        ip = _ipython()
+        if ip is not None and getattr(ip, "kernel", None) is not None:
+            from IPython.display import HTML, display
+
+            self._HTML = HTML
+            self.handle = display(HTML(self._html(None)), display_id=True)
+        else:
+            self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    @staticmethod
+    def counts(run: _Run | None) -> dict[str, int]:
+        c = {"done": 0, "success": 0, "failed": 0, "lost": 0, "running": 0, "reused": 0, "pending": 0}
+        if run is None:
+            return c
+        for item in run.items:
+            if item.done:
+                c["done"] += 1
+            if item.state == "success":
+                c["success"] += 1
+                c["reused"] += item.origin == "reused"
+            elif item.state in ("fail", "error", "not-submitted"):
+                c["failed"] += 1
+            elif item.state == "lost-unknown":
+                c["lost"] += 1
+            elif item.state in ("running", "submitting"):
+                c["running"] += 1
+            else:
+                c["pending"] += 1
+        return c
+
+    def _text(self, run: _Run | None, final: bool = False) -> str:
+        c = self.counts(run)
+        parts = [f"{c['done']}/{self.total} done", f"{c['running']} running"]
+        if c["reused"]:
+            parts.append(f"{c['reused']} reused")
+        if c["failed"]:
+            parts.append(f"{c['failed']} failed")
+        if c["lost"]:
+            parts.append(f"{c['lost']} lost (outcome unknown)")
+        if run is not None:
+            wait = run.gate_until - time.monotonic()
+            if wait > 0 and run.queue and not final:
+                parts.append(f"rate limited: waiting {wait:.0f} s")
+            if run.stats["rate_limited"]:
+                parts.append(f"{run.stats['rate_limited']}×429")
+            parts.append(f"{time.monotonic() - run.started:.0f} s")
+        return "imagen4 batch: " + " · ".join(parts)
+
+    def _html(self, run: _Run | None, final: bool = False) -> str:
+        c = self.counts(run)
+        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
+        return (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
+                f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
+                f'vertical-align:middle;accent-color:{colour}"></progress> '
+                f"{html.escape(self._text(run, final))}</div>")
+
+    def update(self, run: _Run, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.25:
+            return
+        self.last = now
+        if self.handle is not None:
+            self.handle.update(self._HTML(self._html(run, final)))
+            return
+        line = self._text(run, final)
+        if self.tty:
+            pad = " " * max(0, len(self.last_line) - len(line))
+            sys.stderr.write("\r" + line + pad + ("\n" if final else ""))
+            sys.stderr.flush()
+            self.last_line = line
+            return
+        done = self.counts(run)["done"]
+        step = max(1, self.total // 10)
+        if final or done >= self.last_printed_done + step:
+            self.last_printed_done = done
+            print(line, file=sys.stderr, flush=True)
+
+
+# -- results ------------------------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    """The items of a batch with their tasks, states, images and errors; a table (`rows`, `to_dataframe()`).
+
+    Items still running when `generate_many` returned (timeout, interrupt) keep updating; `wait()` blocks on
+    them. `stats` has the numbers of the run: tasks created, createTask requests, 429 answers, pauses,
+    reused, followed, lost, max in flight, wall time.
+    """
+
+    items: list[BatchItem]
+    batch_id: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> BatchItem:
+        return self.items[index]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per item: index, prompt, params, task_id, state, origin, images (paths), error."""
+        return [item.row() for item in self.items]
+
+    @property
+    def jobs(self) -> list[Job | None]:
+        return [item.job for item in self.items]
+
+    @property
+    def results(self) -> list:
+        """The `Result` of each item (None where it did not succeed)."""
+        return [item.job.wait(0) if item.state == "success" and item.job is not None else None
+                for item in self.items]
+
+    @property
+    def task_ids(self) -> list[str | None]:
+        return [item.task_id for item in self.items]
+
+    @property
+    def failed(self) -> list[BatchItem]:
+        return [i for i in self.items if i.state in ("fail", "error", "not-submitted")]
+
+    @property
+    def lost(self) -> list[BatchItem]:
+        """Items whose createTask outcome is unknown (never resent; check the dashboard)."""
+        return [i for i in self.items if i.state == "lost-unknown"]
+
+    @property
+    def ok(self) -> bool:
+        return all(i.state == "success" for i in self.items)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            out[item.status] = out.get(item.status, 0) + 1
+        return out
+
+    def wait(self, timeout: float | None = None) -> BatchResult:
+        """Block until every running item has finished (after a batch timeout or interrupt)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            running = [i for i in self.items if i.job is not None and not i.done]
+            if not running:
+                return self
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise E.TimeoutError(f"{len(running)} item(s) still running after {timeout:g} s.")
+            try:
+                running[0].job.wait(min(0.5, remaining) if remaining is not None else 0.5)
+            except E.Imagen4Error:
+                time.sleep(0.01)  # its error (or a timeout of this short wait); the item's state says which
+
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{n} {state}" for state, n in sorted(c.items(), key=lambda kv: -kv[1])]
+        s = self.stats
+        line = f"{len(self)} items: " + ", ".join(parts)
+        if s:
+            line += (f" · {s.get('created', 0)} tasks created, {s.get('reused', 0)} reused, "
+                     f"{s.get('followed', 0)} followed · {s.get('rate_limited', 0)}×429 · "
+                     f"{s.get('wall_s', 0):.1f} s")
+        return line
+
+    def __repr__(self) -> str:
+        return f"<BatchResult {self.summary()}>"
+
+    def to_dataframe(self):
+        """A pandas DataFrame, one row per item (params spread into columns). Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe() needs pandas (pip install pandas); `.rows` gives the same table "
+                              "as a list of dicts.") from None
+        records = []
+        for row in self.rows:
+            rec = {k: v for k, v in row.items() if k != "params"}
+            rec.update(row["params"])
+            records.append(rec)
+        columns = ["index", "prompt", *PARAM_FIELDS, "task_id", "state", "origin", "images", "error"]
+        return pd.DataFrame.from_records(records, columns=columns).set_index("index")
+
+    def _repr_html_(self, max_rows: int = 200) -> str:
+        esc = html.escape
+        head = ("<tr>" + "".join(f"<th style='text-align:left'>{h}</th>" for h in
+                                 ("#", "prompt", "parameters", "state", "task id", "images", "error")) + "</tr>")
+        body = []
+        for item in self.items[:max_rows]:
+            req = item.request
+            params = [req.aspect_ratio, f"{req.num_images} img"]
+            if req.seed is not None:
+                params.append(f"seed {req.seed}")
+            if req.negative_prompt:
+                params.append("neg: " + _short(req.negative_prompt, 30))
+            thumbs = "".join(_thumb_tag(im) for im in item.images[:4])
+            state = item.status + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
+            colour = {"success": "#15803d", "fail": "#b91c1c", "error": "#b91c1c",
+                      "lost-unknown": "#b45309", "not-submitted": "#b91c1c"}.get(item.state, "#2563eb")
+            body.append(
+                f"<tr><td>{item.index}</td><td title='{esc(req.prompt)}'>{esc(_short(req.prompt, 80))}</td>"
+                f"<td>{esc(' · '.join(params))}</td><td style='color:{colour}'>{esc(state)}</td>"
+                f"<td><code>{esc(item.task_id or '')}</code></td><td>{thumbs}</td>"
+                f"<td>{esc(_error_text(item.error) or item.note or '')}</td></tr>")
+        more = "" if len(self.items) <= max_rows else (
+            f"<tr><td colspan=7>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
+        return (f"<div><b>imagen4 batch</b>: {esc(self.summary())}"
+                f"<table style='font-size:12px'>{head}{''.join(body)}{more}</table></div>")
+
+
+def _thumb_tag(image: Any, side: int = 64) -> str:
+    try:
+        from PIL import Image
+
+        with Image.open(image.path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((side, side))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=70)
+        data = base64.b64encode(buf.getvalue()).decode()
+        return f"<img src='data:image/jpeg;base64,{data}' title='{html.escape(str(image.path))}' style='margin:1px'>"
+    except Exception:
+        return f"<code>{html.escape(str(getattr(image, 'path', '')))}</code> "
+
+
+# -- the public function -----------------------------------------------------------------------------
+def generate_many(items: Any, *, session: Session | None = None, client: Imagen4Client | None = None,
+                  concurrency: int = 4, force: bool = False, reuse: str | None = None, progress: bool = True,
+                  timeout: float | None = None, name: str | None = None, **defaults: Any) -> BatchResult:
+    """Generate images for many prompts or requests; blocks until all are done and returns a `BatchResult`.
+
+    items: prompts (str), dicts of request fields, GenerationRequests, a pandas Series or DataFrame (its
+    `prompt`, `negative_prompt`, `aspect_ratio`, `num_images`, `seed` columns). `defaults` (aspect_ratio=,
+    num_images=, seed=, negative_prompt=) apply to str and dict items. All items are validated before
+    anything is sent.
+
+    concurrency: tasks in flight at once. One shared backoff: a 429 pauses every submission until its
+    Retry-After has passed. A createTask with an unknown outcome is never resent (`lost-unknown`).
+
+    session: history and reuse (default: the notebook's session). Running the same batch again reuses its
+    finished tasks and follows its unfinished ones instead of creating new tasks; `reuse` ('seeded',
+    'always', 'never') also applies the history's reuse policy to each item; `force=True` creates every
+    task anew. `client`: run without a history. `timeout`: stop submitting after this many seconds (running
+    tasks go on; `result.wait()`). `name`: identify the batch in the history by name instead of by content.
+    """
+    global last_batch
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise E.InvalidRequestError(f"concurrency must be a whole number of at least 1, not {concurrency!r}.")
+    if timeout is not None and not timeout > 0:
+        raise E.InvalidRequestError("timeout must be a positive number of seconds (or None).")
+    requests = build_requests(items, **defaults)
+    if session is not None and client is not None and session.client is not client:
+        raise E.InvalidRequestError("Pass either session= or client=, not both (the session has its own client).")
+    if session is None and client is None:
+        session = default_session()
+    if session is not None:
+        from .session import REUSE_POLICIES
+
+        if reuse is not None and reuse not in REUSE_POLICIES:
+            raise E.InvalidRequestError(f"reuse must be one of {', '.join(REUSE_POLICIES)}, not {reuse!r}.")
+        client = session.client
+    assert client is not None
+    bid = batch_id(requests, name)
+    batch_items = [BatchItem(i, r) for i, r in enumerate(requests)]
+    result = BatchResult(batch_items, bid)
+    last_batch = result
+    if not batch_items:
+        return result
+    bar = _Progress(len(batch_items)) if progress else None
+    run = _Run(batch_items, session=session, client=client, concurrency=concurrency, force=force, reuse=reuse,
+               bid=bid, timeout=timeout, progress=bar)
+    result.stats = run.stats
+    try:
+        run.run()
+    except KeyboardInterrupt:
+        with run.cond:
+            run.aborted = KeyboardInterrupt()
+            run._stop_queue("not sent: interrupted")
+        print(f"imagen4 batch interrupted: {run.in_flight} task(s) still running in the background; "
+              "imagen4_jupyter.batch.last_batch has the result, and running the same batch again resumes it.",
+              file=sys.stderr)
+        raise
+    return result
