@@ -177,9 +177,11 @@ class Imagen4Client:
     def submit_request(self, request: GenerationRequest, *, on_created=None) -> Job:
         """Create a task for a validated request. `on_created(job)` runs before polling starts."""
         job = Job(self.create_task(request), request)
-        if on_created is not None:
-            on_created(job)
-        self.poller.track(job)
+        try:
+            if on_created is not None:
+                on_created(job)
+        finally:  # a paid task is followed even if the hook failed (e.g. history could not be written)
+            self.poller.track(job)
         return job
 
     def track(self, task_id: str, request: GenerationRequest | None = None, *,

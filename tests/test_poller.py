@@ -139,3 +139,18 @@ def test_200_tasks_through_one_client_with_bounded_threads(external_sim, tmp_pat
         assert client.credits() == before - 200 * 4  # exactly 200 tasks were created (4 credits each)
     finally:
         client.close()
+
+
+def test_a_failing_on_created_hook_does_not_lose_the_paid_task(sim, client):
+    from imagen4_jupyter import GenerationRequest
+
+    seen: list[Job] = []
+
+    def hook(job):
+        seen.append(job)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        client.submit_request(GenerationRequest.create("x"), on_created=hook)
+    assert len(seen[0].wait(10).images) == 1
+    assert sim.count("createTask") == 1
