@@ -264,11 +264,14 @@ def run_headless(args: argparse.Namespace) -> int:
     _say("")
     _say(f"{'FAILED' if failure else 'Done'}: {_display_path(src)} -> {_display_path(out_nb)} in {elapsed:.1f} s")
     _say(f"  cells run    : {s['ran']} of {s['code_cells']} code cells, {s['errors']} with errors")
-    _say(f"  images       : {s['images']} image outputs, {s['tagged_images']} with imagen4 metadata")
-    _say(f"  tasks        : {len(task_ids)}" + (f"  ({', '.join(task_ids)})" if task_ids else ""))
+    tasks = f" from {len(task_ids)} task{'s' if len(task_ids) != 1 else ''}" if task_ids else ""
+    _say(f"  images       : {s['images']} image outputs, {s['tagged_images']} with imagen4 metadata{tasks}")
+    for i in range(0, len(task_ids), 3):
+        _say("                 " + ", ".join(task_ids[i:i + 3]))
     if create_count is not None:
         note = "  (seeded cells reused stored images)" if create_count < len(task_ids) else ""
-        _say(f"  createTask   : {create_count} requests seen by the simulator{note}")
+        plural = "" if create_count == 1 else "s"
+        _say(f"  createTask   : {create_count} request{plural} seen by the simulator{note}")
     _say(f"  notebook     : {_display_path(out_nb)} ({_size(out_nb.stat().st_size)})")
     if hist.is_dir():
         n, size = _tree_size(hist)

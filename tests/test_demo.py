@@ -54,7 +54,7 @@ def test_demo_runs_a_python_api_notebook(tmp_path):
     out = tmp_path / "out"
     proc = run_demo("--out", str(out), "--notebook", str(src))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "createTask   : 1 requests seen by the simulator" in proc.stdout
+    assert "createTask   : 1 request seen by the simulator" in proc.stdout
     executed = nbformat.read(out / "api.ipynb", as_version=4)
     assert summarize(executed)["errors"] == 0
     assert len(image_outputs(executed)) == 1
@@ -100,4 +100,4 @@ def test_quickstart_through_the_demo(tmp_path):
     # --keep: the seeded magic cells reuse the stored images; only the plain Python API cell creates a task
     again = run_demo("--out", str(out), "--keep", timeout=420)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "createTask   : 1 requests seen by the simulator" in again.stdout, again.stdout
+    assert "createTask   : 1 request seen by the simulator" in again.stdout, again.stdout
