@@ -15,7 +15,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
@@ -34,6 +34,17 @@ def short_error(err: BaseException) -> BaseException:
     text = err.short() if isinstance(err, E.Imagen4Error) else f"{type(err).__name__}: {err}"
     err._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
     return err
+
+
+def parse_line(parser: MagicArgumentParser, line: str) -> Any:
+    """Parse a magic's line with shell-style quoting (`--negative "two words"` gives `two words`)."""
+    import shlex
+
+    try:
+        argv = shlex.split(line)
+    except ValueError as err:
+        raise UsageError(f"Could not read the options: {err} (check the quotes).") from None
+    return parser.parse_args(argv)
 
 
 def split_body(cell: str) -> tuple[str, str | None]:
@@ -430,7 +441,7 @@ class Imagen4Magics(Magics):
     # -- %%imagen4 -------------------------------------------------------------------------------
     def build_request(self, line: str, cell: str) -> tuple[GenerationRequest, Any]:
         """Parse flags and body into a validated request; every problem is a UsageError (nothing sent)."""
-        args = parse_argstring(self.imagen4, line)
+        args = parse_line(self.imagen4.parser, line)
         if args.wait and args.no_wait:
             raise UsageError("Use either --wait or --no-wait, not both.")
         if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
@@ -524,7 +535,7 @@ class Imagen4Magics(Magics):
     def _task_id(self, name: str, rest: str) -> str:
         parser = self._parser(name)
         parser.add_argument("task_id")
-        task_id = parser.parse_argstring(rest).task_id
+        task_id = parse_line(parser, rest).task_id
         from .client import check_task_id
 
         try:
@@ -536,7 +547,7 @@ class Imagen4Magics(Magics):
         parser = self._parser("history")
         parser.add_argument("--limit", type=int, default=20, help="at most N tasks (newest first)")
         parser.add_argument("--search", metavar="TEXT", help="only tasks whose prompt, seed or id contains TEXT")
-        args = parser.parse_argstring(rest)
+        args = parse_line(parser, rest)
         if args.limit < 1:
             raise UsageError("--limit must be 1 or more.")
         history = self.session.history
@@ -581,7 +592,7 @@ class Imagen4Magics(Magics):
         parser = self._parser("resume")
         parser.add_argument("--wait", action="store_true", help="block until the resumed tasks finish")
         parser.add_argument("--no-wait", action="store_true", help="return at once")
-        args = parser.parse_argstring(rest)
+        args = parse_line(parser, rest)
         try:
             jobs = self.session.resume()
         except E.Imagen4Error as err:
@@ -598,7 +609,7 @@ class Imagen4Magics(Magics):
     def _cmd_wait(self, rest: str) -> None:
         parser = self._parser("wait")
         parser.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
-        args = parser.parse_argstring(rest)
+        args = parse_line(parser, rest)
         session = self.session
         pending = session.pending()
         if not pending:

@@ -1,0 +1,468 @@
+"""`%%imagen4` and `%imagen4 <subcommand>` in an in-process IPython shell against the simulator.
+
+Rich outputs are captured with IPython's capturing display publisher, so display ids, updates and
+output metadata are checked exactly as a kernel would send them (the kernel tests do the real thing).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAST_RETRY, KEY
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from imagen4_jupyter import magics as M
+from imagen4_jupyter import session as S
+from imagen4_jupyter.task import Job
+
+
+class Run:
+    """What one or more cells produced: rich outputs, stdout, stderr, the last result."""
+
+    def __init__(self, cap, result):
+        self.cap, self.result = cap, result
+
+    @property
+    def outputs(self) -> list[dict]:
+        return [{"data": o.data, "metadata": o.metadata, "transient": o.transient, "update": o.update}
+                for o in self.cap.outputs]
+
+    @property
+    def text(self) -> str:
+        return self.cap.stdout + self.cap.stderr
+
+    def images(self) -> list[dict]:
+        return [o for o in self.outputs if {"image/png", "image/jpeg"} & set(o["data"])]
+
+    def display_ids(self, created: bool = True) -> list[str]:
+        return [o["transient"]["display_id"] for o in self.outputs
+                if o["transient"].get("display_id") and bool(o["update"]) != created]
+
+
+@pytest.fixture
+def ip(sim, tmp_path, monkeypatch):
+    """A shell with the extension loaded, history in tmp_path, fast polling, rich outputs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
+    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    shell = InteractiveShell.instance()
+    shell.config.pop("Imagen4Magics", None)  # %config values of earlier tests
+    with capture_output() as cap:
+        magics = M.load(shell)
+    shell.load_text = cap.stdout
+    magics.poll_interval = 0.02
+    magics.display_mode = "rich"
+    magics.refresh_interval = 0
+    magics.session.configure_client(retry=FAST_RETRY)
+    shell.imagen4 = magics
+    yield shell
+    session = magics.session
+    M.unload(shell)
+    session.close()
+    S.set_session(None)
+    for name in ("job", "season", "scene", "seed", "j", "k"):
+        shell.user_ns.pop(name, None)
+    del shell.imagen4
+    shell.config.pop("Imagen4Magics", None)
+
+
+def run(ip, *cells: str, settle=None) -> Run:
+    """Run cells with outputs captured; `settle()` is called inside the capture (to wait for updates)."""
+    with capture_output() as cap:
+        result = None
+        for code in cells:
+            result = ip.run_cell(code)
+        if settle is not None:
+            settle()
+    return Run(cap, result)
+
+
+def creates(sim) -> list[dict]:
+    return [json.loads(r.body) for r in sim.requests if r.endpoint == "createTask"]
+
+
+def assert_short_error(r: Run, *needles: str):
+    assert r.result.error_in_exec is not None or "UsageError" in r.text, r.text
+    assert "Traceback" not in r.text and "most recent call" not in r.text, r.text
+    assert len(r.text.strip().splitlines()) <= 2, r.text
+    for needle in needles:
+        assert needle in r.text, r.text
+
+
+# -- loading ----------------------------------------------------------------------------------------
+def test_load_says_where_history_goes(ip, tmp_path):
+    assert str(tmp_path / ".imagen4" / "history.jsonl") in ip.load_text
+    assert "unfinished" not in ip.load_text
+    assert ip.find_cell_magic("imagen4") is not None and ip.find_line_magic("imagen4") is not None
+
+
+def test_load_reports_unfinished_tasks(sim, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
+    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    hist = tmp_path / ".imagen4" / "history.jsonl"
+    hist.parent.mkdir()
+    lines = [{"v": 1, "time": 1.0, "event": "submitted", "task_id": f"task_x{i}",
+              "request": {"prompt": "p", "num_images": 1, "aspect_ratio": "1:1"}} for i in range(2)]
+    hist.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    shell = InteractiveShell.instance()
+    with capture_output() as cap:
+        M.load(shell)
+    try:
+        assert "2 unfinished task(s) — run %imagen4 resume" in cap.stdout
+        assert sim.count() == 0  # loading sends nothing
+    finally:
+        M.unload(shell)
+        S.set_session(None)
+
+
+# -- generating -------------------------------------------------------------------------------------
+def test_blocking_cell_sends_exact_request_and_embeds_images_with_metadata(ip, sim):
+    r = run(ip, "%%imagen4 --wait -n 2 -a 16:9 -s 7\nA red fox in the snow\n")
+    assert r.result.error_in_exec is None, r.text
+    (body,) = creates(sim)
+    assert body == {"model": "google/imagen4", "input": {"prompt": "A red fox in the snow", "aspect_ratio": "16:9",
+                                                         "num_images": "2", "seed": "7"}}
+    created = r.display_ids(created=True)
+    assert len(created) == 3  # the card and one slot per image
+    images = r.images()
+    assert len(images) == 2
+    for out in images:
+        assert out["transient"]["display_id"] in created[1:]
+        meta = out["metadata"]["imagen4"]
+        assert meta["request"] == {"prompt": "A red fox in the snow", "negative_prompt": None, "aspect_ratio": "16:9",
+                                   "num_images": 2, "seed": "7", "callback_url": None}
+        assert meta["model"] == "google/imagen4" and meta["task_id"].startswith("task_")
+        raw = Path(meta["path"]).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == meta["sha256"]
+        assert meta["times"]["cost_time_ms"] is not None and meta["times"]["submitted"] > 0
+        mime = "image/png" if "image/png" in out["data"] else "image/jpeg"
+        assert base64.b64decode(out["data"][mime])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
+    card = [o for o in r.outputs if o["transient"].get("display_id") == created[0]][-1]
+    assert "done" in card["data"]["text/plain"] and meta["task_id"] in card["data"]["text/html"]
+
+
+def test_non_blocking_cell_returns_at_once_and_updates_its_own_display_ids(ip, sim):
+    sim.generation_time = 0.6
+    holder = {}
+
+    def settle():
+        holder["returned"] = time.monotonic()
+        ip.user_ns["job"].wait(10)
+        for v in ip.imagen4._live_views():
+            v.rendered.wait(5)
+
+    t0 = time.monotonic()
+    r = run(ip, "%%imagen4 --no-wait -o job -n 2\na slow lighthouse", settle=settle)
+    assert holder["returned"] - t0 < 0.5
+    created = r.display_ids(created=True)
+    updated = r.display_ids(created=False)
+    assert len(created) == 3 and set(updated) <= set(created) and set(created[1:]) <= set(updated)
+    assert len(r.images()) == 2 and all(o["update"] for o in r.images())
+
+
+def test_out_binds_job_immediately(ip, sim):
+    sim.generation_time = 0.5
+    r = run(ip, "%%imagen4 --no-wait -o job\na cat", "x = job.done()",
+            settle=lambda: ip.user_ns["job"].wait(10))
+    job = ip.user_ns["job"]
+    assert isinstance(job, Job) and ip.user_ns["x"] is False  # bound before it finished
+    assert job.task_id.startswith("task_") and len(job.images) == 1 and job.wait(0).images == job.images
+    assert "imagen4-card" in job._repr_html_()
+    assert r.result.error_in_exec is None
+
+
+def test_interpolation_braces_and_split(ip, sim):
+    ip.user_ns.update(season="winter", scene=type("Scene", (), {"light": "dusk"})(), seed=99)
+    r = run(ip, '%%imagen4 --wait -s {seed} --negative "no {season}"\n'
+                'a fox in {season} at {scene.light}, {{literal}}, JSON {"style": "soft", "n": [1, 2]} '
+                'and nested {{"a": {{"b": 1}}}}, a lone { and } stay\n')
+    assert r.result.error_in_exec is None, r.text
+    (body,) = creates(sim)
+    assert body["input"]["prompt"] == ('a fox in winter at dusk, {literal}, JSON {"style": "soft", "n": [1, 2]} '
+                                       'and nested {"a": {"b": 1}}, a lone { and } stay')
+    assert body["input"]["negative_prompt"] == "no winter" and body["input"]["seed"] == "99"
+
+    run(ip, "%%imagen4 --wait\nthe prompt\n  ---  \nthe negative\nsecond line\n")
+    body = creates(sim)[-1]
+    assert body["input"]["prompt"] == "the prompt"
+    assert body["input"]["negative_prompt"] == "the negative\nsecond line"
+
+
+def test_defaults_come_from_traits(ip, sim, caplog):
+    run(ip, "%config Imagen4Magics.aspect_ratio = '3:4'", "%config Imagen4Magics.num_images = 3",
+        "%%imagen4 --wait\nthree tall ones")
+    body = creates(sim)[-1]
+    assert body["input"]["aspect_ratio"] == "3:4" and body["input"]["num_images"] == "3"
+    run(ip, "%config Imagen4Magics.aspect_ratio = '2:1'")  # refused with a message; the old value stays
+    assert ip.imagen4.aspect_ratio == "3:4" and "aspect_ratio '2:1' is not supported" in caplog.text
+
+
+def test_schedule_traits_reach_the_client(ip):
+    client = ip.imagen4.session.client
+    run(ip, "%config Imagen4Magics.poll_interval = 0.25", "%config Imagen4Magics.timeout = 12")
+    assert client.schedule.phases == ((float("inf"), 0.25),) and client.schedule.max_wait == 12
+    run(ip, "%config Imagen4Magics.poll_interval = 0")
+    assert client.schedule.phases[0][1] > 1 and client.schedule.max_wait == 12  # the provider's advice
+
+
+def test_embed_modes(ip, sim):
+    r = run(ip, "%%imagen4 --wait --embed full -s 1\nfull size")
+    (out,) = r.images()
+    meta = out["metadata"]["imagen4"]
+    assert base64.b64decode(out["data"][meta["mime"]]) == Path(meta["path"]).read_bytes()
+    assert meta["embed"] == "full"
+
+    r = run(ip, "%%imagen4 --wait --embed none -s 2\nno pixels")
+    assert not r.images()
+    paths = [o for o in r.outputs if "text/markdown" in o["data"]]
+    assert len(paths) == 1 and Path(paths[0]["metadata"]["imagen4"]["path"]).exists()
+    assert paths[0]["metadata"]["imagen4"]["path"] in paths[0]["data"]["text/markdown"]
+
+    run(ip, "%config Imagen4Magics.preview_size = 24")
+    r = run(ip, "%%imagen4 --wait -s 3\nsmall preview")
+    (out,) = r.images()
+    assert "image/jpeg" in out["data"]
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(out["data"]["image/jpeg"]))) as im:
+        assert max(im.size) <= 24
+    assert out["metadata"]["imagen4"]["width"] == 64  # the file on disk keeps full resolution
+
+
+def test_reuse_policy_and_force(ip, sim):
+    first = run(ip, "%%imagen4 --wait -s 5\nreusable")
+    again = run(ip, "%%imagen4 --wait -s 5\nreusable")
+    assert sim.count("createTask") == 1
+    assert "Reused 1 image of task" in again.outputs[0]["data"]["text/plain"]
+    assert [o["data"] for o in again.images()] == [o["data"] for o in first.images()]
+    assert again.images()[0]["metadata"]["imagen4"]["reused"] is True
+    run(ip, "%%imagen4 --wait -s 5 --force\nreusable")
+    assert sim.count("createTask") == 2
+    run(ip, "%%imagen4 --wait\nunseeded", "%%imagen4 --wait\nunseeded")
+    assert sim.count("createTask") == 4  # policy 'seeded': no reuse without a seed
+    run(ip, "%config Imagen4Magics.reuse = 'always'", "%%imagen4 --wait\nunseeded")
+    assert sim.count("createTask") == 4
+    run(ip, "%config Imagen4Magics.reuse = 'never'", "%%imagen4 --wait -s 5\nreusable")
+    assert sim.count("createTask") == 5
+
+
+@pytest.mark.parametrize("cell, needle", [
+    ("%%imagen4 -n 7\nx", "from 1 to 4"),
+    ("%%imagen4 -n many\nx", "whole number"),
+    ("%%imagen4 -a 2:1\nx", "Aspect ratio '2:1'"),
+    ("%%imagen4 --embed huge\nx", "invalid choice"),
+    ("%%imagen4 -x\nx", "unrecognized arguments: -x"),
+    ("%%imagen4 --wait --no-wait\nx", "either --wait or --no-wait"),
+    ("%%imagen4 -o 1abc\nx", "variable name"),
+    ("%%imagen4\n   \n", "prompt is empty"),
+    ("%%imagen4 --callback-url ftp://h/x\nx", "http(s) URL"),
+    ("%%imagen4 -s " + "9" * 501 + "\nx", "limit is 500"),
+    ("%%imagen4\na {nowhere} fox", "names no variable `nowhere`"),
+    ("%%imagen4 -s {nowhere}\nx", "names no variable `nowhere`"),
+    ("%%imagen4 --negative b\na\n---\nc", "not both"),
+    ("%%imagen4\n" + "x" * 5001, "limit is 5000"),
+])
+def test_bad_input_is_a_short_error_and_sends_nothing(ip, sim, cell, needle):
+    r = run(ip, cell)
+    assert_short_error(r, needle)
+    assert sim.count("createTask") == 0 and not r.outputs
+
+
+def test_failure_turns_the_card_into_an_error_line(ip, sim):
+    sim.next_outcomes.append({"fail": ("500", "content filtered")})
+    r = run(ip, "%%imagen4 --no-wait -o job\nforbidden", settle=lambda: (
+        ip.user_ns["job"].exception(10), [v.rendered.wait(5) for v in ip.imagen4._live_views()]))
+    job = ip.user_ns["job"]
+    card_id = r.display_ids(created=True)[0]
+    last = [o for o in r.outputs if o["transient"].get("display_id") == card_id][-1]
+    assert last["update"] and "content filtered" in last["data"]["text/plain"]
+    assert job.task_id in last["data"]["text/plain"] and "Generation failed" in last["data"]["text/html"]
+    assert not r.images()
+
+    sim.next_outcomes.append({"fail": ("500", "filtered again")})
+    r = run(ip, "%%imagen4 --wait\nforbidden too")
+    assert type(r.result.error_in_exec).__name__ == "GenerationFailedError"
+    assert "Traceback" not in r.text and "filtered again" in r.text
+
+
+def test_service_error_at_submit_is_short(ip, sim):
+    sim.credits = 0
+    r = run(ip, "%%imagen4 --wait\npoor")
+    assert_short_error(r, "Not enough credits")
+    assert type(r.result.error_in_exec).__name__ == "InsufficientCreditsError"
+
+
+def test_missing_key_is_short_and_sends_nothing(ip, sim, monkeypatch):
+    ip.imagen4.session.close()
+    ip.imagen4._session = None
+    monkeypatch.delenv("APIKLEY_API_KEY")
+    r = run(ip, "%%imagen4 --wait\nno key")
+    assert_short_error(r, "APIKLEY_API_KEY")
+    assert sim.count() == 0
+
+
+def test_text_mode_prints_status_and_paths(ip, sim):
+    ip.imagen4.display_mode = "text"
+    r = run(ip, "%%imagen4 -n 2\nterminal fox")  # no kernel: blocks by default
+    assert not r.outputs
+    paths = [line.split()[0] for line in r.cap.stdout.splitlines() if line.startswith("  /")]
+    assert len(paths) == 2 and all(Path(p).exists() for p in paths)
+    assert "done in" in r.cap.stdout
+
+
+def test_help_lists_every_flag_and_subcommand(ip):
+    doc = ip.find_cell_magic("imagen4").__doc__
+    for flag in ("-n N, --num-images N", "-a RATIO, --aspect-ratio RATIO", "-s SEED, --seed SEED",
+                 "--negative TEXT", "--callback-url URL", "--wait", "--no-wait", "--force", "-o NAME, --out NAME",
+                 "--embed {preview,full,none}", "history [--limit N] [--search TEXT]", "show TASK_ID",
+                 "status TASK_ID", "resume", "wait", "credits", "panel", "{{"):
+        assert flag in doc, flag
+
+
+def test_headless_detection_follows_allow_stdin(ip):
+    magics = ip.imagen4
+    assert magics.headless() is True  # no kernel at all (a terminal)
+
+    class FakeKernel:
+        def __init__(self, allow):
+            self.allow = allow
+
+        def get_parent(self, channel=None):
+            return {"header": {"msg_type": "execute_request"}, "content": {"allow_stdin": self.allow}}
+
+    try:
+        ip.kernel = FakeKernel(False)
+        assert magics.headless() and magics.blocking() and not magics.blocking("never")
+        ip.kernel = FakeKernel(True)
+        assert not magics.headless() and not magics.blocking() and magics.blocking("always")
+        magics.wait = "always"
+        assert magics.blocking()
+    finally:
+        del ip.kernel
+        magics.wait = "auto"
+
+
+# -- subcommands --------------------------------------------------------------------------------------
+def test_history_table_escapes_and_filters(ip, sim):
+    run(ip, "%%imagen4 --wait -s 1\n<script>alert(1)</script> fox", "%%imagen4 --wait -s 2\nquiet owl")
+    r = run(ip, "%imagen4 history")
+    html = r.outputs[0]["data"]["text/html"]
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "quiet owl" in html and html.count("<img ") == 2 and "seed 2" in html
+    r = run(ip, "%imagen4 history --search OWL --limit 5")
+    html = r.outputs[0]["data"]["text/html"]
+    assert "quiet owl" in html and "script" not in html
+    r = run(ip, "%imagen4 history --limit 1")
+    assert r.outputs[0]["data"]["text/html"].count("<tr>") == 2  # header + one row
+    assert_short_error(run(ip, "%imagen4 history --limit x"), "invalid int value")
+
+
+def test_show_status_credits(ip, sim):
+    run(ip, "%%imagen4 --wait -s 4 -o job\nshown again")
+    tid = ip.user_ns["job"].task_id
+    r = run(ip, f"%imagen4 show {tid}")
+    assert len(r.images()) == 1 and r.images()[0]["metadata"]["imagen4"]["task_id"] == tid
+    assert_short_error(run(ip, "%imagen4 show task_nope"), "No task task_nope")
+    before = sim.count("recordInfo")
+    r = run(ip, f"%imagen4 status {tid}")
+    assert sim.count("recordInfo") == before + 1
+    assert "state: success" in r.outputs[0]["data"]["text/plain"]
+    assert_short_error(run(ip, "%imagen4 status ../../etc"), "not a valid task id")
+    assert_short_error(run(ip, "%imagen4 status"), "required: task_id")
+    assert sim.count("recordInfo") == before + 1
+    r = run(ip, "%imagen4 status task_unknown_1")
+    assert_short_error(r, "Not found")
+    r = run(ip, "%imagen4 credits")
+    left = sim.credits
+    assert f"Remaining credits: {left:,.0f}" in r.outputs[0]["data"]["text/plain"]
+    events = [json.loads(x) for x in ip.imagen4.session.history.path.read_text().splitlines()]
+    assert {"event": "credits", "credits": left}.items() <= events[-1].items()
+
+
+def test_wait_and_resume(ip, sim):
+    sim.generation_time = 0.3
+    r = run(ip, "%%imagen4 --no-wait -o j\none", "%%imagen4 --no-wait -o k\ntwo", "%imagen4 wait")
+    assert ip.user_ns["j"].done() and ip.user_ns["k"].done()
+    assert "2 task(s) finished: 2 succeeded" in r.outputs[-1]["data"]["text/plain"]
+    assert len(r.images()) == 2  # both cells' slots were filled before `wait` returned
+    assert "Nothing pending" in run(ip, "%imagen4 wait").outputs[0]["data"]["text/plain"]
+
+    # A task submitted by "another kernel" that never finished following it: resume picks it up.
+    from imagen4_jupyter import GenerationRequest
+
+    hist = ip.imagen4.session.history
+    req = GenerationRequest.create("left behind")
+    tid = ip.imagen4.session.client.create_task(req)
+    hist.append({"event": "submitted", "task_id": tid, "request": req.to_dict(), "request_key": req.key()})
+    n = sim.count("createTask")
+    r = run(ip, "%imagen4 resume --wait")
+    assert "Resuming 1 unfinished task(s)" in r.outputs[0]["data"]["text/plain"]
+    assert len(r.images()) == 1 and r.images()[0]["metadata"]["imagen4"]["task_id"] == tid
+    assert sim.count("createTask") == n and hist.get(tid).state == "success"
+    assert "Nothing to resume" in run(ip, "%imagen4 resume").outputs[0]["data"]["text/plain"]
+
+
+def test_unknown_and_empty_subcommands(ip, sim):
+    assert_short_error(run(ip, "%imagen4 frobnicate"), "Unknown subcommand 'frobnicate'")
+    assert_short_error(run(ip, "%imagen4"), "%%imagen4")
+    assert_short_error(run(ip, "%imagen4 credits now"), "no arguments")
+    assert sim.count() == 0
+
+
+def test_panel_subcommand_is_lazy(ip):
+    import sys
+
+    r = run(ip, "%imagen4 panel")
+    try:
+        import imagen4_jupyter.panel  # noqa: F401
+    except ModuleNotFoundError:
+        assert "panel is not available" in r.text or "panel is not available" in str(r.outputs)
+    else:
+        assert r.result.error_in_exec is None, r.text
+        assert any("application/vnd.jupyter.widget-view+json" in o["data"] for o in r.outputs)
+        assert "ipywidgets" in sys.modules
+
+
+def test_key_never_stored_or_shown(ip, sim):
+    r = run(ip, "%%imagen4 --wait -s 8 -o job\nsecret-free", "%imagen4 history", "%imagen4 credits",
+            f"%imagen4 status {'task_nope'}")
+    everything = json.dumps(r.outputs) + r.text
+    assert KEY not in everything
+    for path in Path(ip.imagen4.session.history.folder).rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_history_folder_and_notebook_traits(ip, sim, tmp_path):
+    target = tmp_path / "elsewhere"
+    r = run(ip, f"%config Imagen4Magics.history_folder = {str(target)!r}")
+    assert str(target / "history.jsonl") in r.text
+    run(ip, "%config Imagen4Magics.notebook = 'story.ipynb'", "%%imagen4 --wait -s 1\nrelocated")
+    assert (target / "story.jsonl").exists()
+    assert any(p.suffix == ".png" for p in (target / "images").iterdir())
+
+
+def test_track_credits_records_balance_around_a_task(ip, sim):
+    ip.imagen4.track_credits = True
+    run(ip, "%%imagen4 --wait -o job -n 2\ncosts")
+    tid = ip.user_ns["job"].task_id
+    done = threading.Event()
+    for _ in range(50):
+        entry = ip.imagen4.session.history.get(tid)
+        if entry.credits_after is not None:
+            done.set()
+            break
+        time.sleep(0.02)
+    assert done.is_set()
+    assert entry.credits_before - entry.credits_after == pytest.approx(2 * 4.0)
