@@ -35,7 +35,8 @@ __all__ = [
     "StoredImage", "Imagen4Error", "InvalidRequestError", "ConfigurationError", "AuthenticationError",
     "InsufficientCreditsError", "NotFoundError", "ServiceValidationError", "RateLimitError", "MaintenanceError",
     "ServerError", "GenerationFailedError", "FeatureDisabledError", "ProtocolError", "TransportError",
-    "OutcomeUnknownError", "TimeoutError", "DownloadError", "Panel", "load_ipython_extension",
+    "OutcomeUnknownError", "TimeoutError", "DownloadError", "Panel", "generate_many", "BatchResult",
+    "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "load_ipython_extension",
     "unload_ipython_extension",
 ]
 
@@ -52,10 +53,19 @@ def unload_ipython_extension(ipython):  # pragma: no cover
     unload(ipython)
 
 
+_LAZY = {"generate_many": "batch", "BatchResult": "batch", "contact_sheet": "grid", "prompt_seed_grid": "grid",
+         "prompt_ratio_grid": "grid", "Grid": "grid", "export_history": "export"}  # name -> module
+
+
 def __getattr__(name):
-    """`imagen4_jupyter.Panel` imports the panel (and ipywidgets) only when first asked for."""
+    """`imagen4_jupyter.Panel` imports the panel (and ipywidgets) only when first asked for; batch, grid and
+    export helpers are imported on first use too (Pillow only when a grid is drawn, pandas only if asked)."""
     if name == "Panel":
         from .panel import Panel
 
         return Panel
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
