@@ -31,7 +31,7 @@ _hash() {
         [ -f "$ROOT/setup.cfg" ] && cat "$ROOT/setup.cfg"
         printf '%s\n' "$ROOT" "$1"
         "$VENV/bin/python" -c 'import sys; print(sys.version)'
-    } | sha256sum | cut -d' ' -f1
+    } | "$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
 }
 
 ensure_venv() {
