@@ -45,11 +45,12 @@ class TaskEntry:
     finished_at: float | None = None
     credits_before: float | None = None
     credits_after: float | None = None
+    succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
 
     @property
     def finished(self) -> bool:
         """Succeeded, or failed for good (timeouts and download/connection problems can be resumed)."""
-        return self.state == "success" or (self.error is not None and bool(self.error.get("final")))
+        return self.succeeded or (self.error is not None and bool(self.error.get("final")))
 
     def generation_request(self) -> GenerationRequest | None:
         try:
@@ -186,20 +187,21 @@ class History:
             entry.submitted_at, entry.cell, entry.source = ev.get("time"), ev.get("cell"), ev.get("source")
             entry.credits_before = ev.get("credits_before")
         elif kind == "state":
-            if entry.state not in ("success",):
-                entry.state = str(ev["state"])
+            if not entry.succeeded:  # the service said success, but the images are not stored yet
+                entry.state = "downloading" if ev["state"] == "success" else str(ev["state"])
         elif kind == "succeeded":
             images = ev.get("images") or []
             if not isinstance(images, list):
                 raise TypeError("images")
             entry.state, entry.urls, entry.images, entry.error = "success", list(ev.get("urls") or []), images, None
+            entry.succeeded = True
             entry.cost_time_ms, entry.finished_at = ev.get("cost_time_ms"), ev.get("time")
             if entry.request_key:
                 keys = self.by_key.setdefault(entry.request_key, [])
                 if tid not in keys:
                     keys.append(tid)
         elif kind == "failed":
-            if entry.state != "success":
+            if not entry.succeeded:
                 entry.state = "fail" if ev.get("final") else "error"
                 entry.error = {k: ev.get(k) for k in ("code", "kind", "message", "final")}
                 entry.finished_at = ev.get("time")

@@ -1,0 +1,128 @@
+"""The per-notebook history: folding events, corrupt lines, concurrent writers, reuse lookup."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import warnings
+
+import pytest
+
+from imagen4_jupyter.history import History, find_notebook, history_path
+from imagen4_jupyter.request import GenerationRequest
+
+REQ = GenerationRequest.create("a lighthouse at dusk", seed="7")
+
+
+def submitted(h: History, tid: str, req: GenerationRequest = REQ) -> None:
+    h.append({"event": "submitted", "task_id": tid, "request": req.to_dict(), "request_key": req.key()})
+
+
+def succeeded(h: History, tid: str, path: str) -> None:
+    h.append({"event": "succeeded", "task_id": tid, "urls": ["http://x/1.png"],
+              "images": [{"path": path, "sha256": "0" * 64, "mime": "image/png", "width": 1, "height": 1,
+                          "size": 1, "url": "http://x/1.png", "index": 0}]})
+
+
+def test_service_success_is_not_done_until_images_are_stored(tmp_path):
+    h = History(tmp_path / "h.jsonl")
+    submitted(h, "t1")
+    h.append({"event": "state", "task_id": "t1", "state": "success"})
+    h.append({"event": "failed", "task_id": "t1", "kind": "DownloadError", "message": "x", "final": False})
+    entry = h.get("t1")
+    assert entry.state == "error" and not entry.finished
+    assert [e.task_id for e in h.unfinished()] == ["t1"]
+
+
+def test_fold_and_reuse_lookup(tmp_path):
+    h = History(tmp_path / "h.jsonl")
+    submitted(h, "t1")
+    assert h.find_reusable(REQ) is None  # not finished
+    img = tmp_path / "img.png"
+    img.write_bytes(b"x")
+    succeeded(h, "t1", "img.png")
+    assert h.find_reusable(REQ).task_id == "t1"
+    assert h.find_reusable(REQ.replace(seed="8")) is None
+    img.unlink()  # a result whose file is gone is not reused
+    assert h.find_reusable(REQ) is None
+    assert h.unfinished() == []
+
+
+def test_a_second_reader_sees_appends_incrementally(tmp_path):
+    a, b = History(tmp_path / "h.jsonl"), History(tmp_path / "h.jsonl")
+    submitted(a, "t1")
+    assert [e.task_id for e in b.entries()] == ["t1"]
+    submitted(a, "t2")
+    assert [e.task_id for e in b.entries()] == ["t1", "t2"]
+
+
+def test_corrupt_lines_are_skipped_with_one_warning_and_never_rewritten(tmp_path):
+    path = tmp_path / "h.jsonl"
+    h = History(path)
+    submitted(h, "good1")
+    with open(path, "a") as fh:
+        fh.write("this is not json\n")
+        fh.write(json.dumps({"event": "submitted", "task_id": 42, "request": {}}) + "\n")  # wrong type
+        fh.write(json.dumps({"event": "succeeded", "task_id": "good1", "images": "nope"}) + "\n")
+        fh.write('["a list"]\n')
+    submitted(h, "good2")
+    with open(path, "a") as fh:
+        fh.write('{"event": "submitted", "task_id": "torn", "requ')  # a crash mid-line
+    before = path.read_bytes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh = History(path)
+        ids = [e.task_id for e in fresh.entries()]
+        fresh.entries()
+    assert ids == ["good1", "good2"]
+    assert len([w for w in caught if "unreadable" in str(w.message)]) == 1
+    assert path.read_bytes() == before  # reading changes nothing
+    submitted(fresh, "good3")  # appending after a torn line starts a new line and keeps every old byte
+    after = path.read_bytes()
+    assert after.startswith(before)
+    assert [e.task_id for e in History(path).entries()] == ["good1", "good2", "good3"]
+
+
+def _writer(path: str, worker: int, count: int) -> None:
+    h = History(path)
+    for i in range(count):
+        h.append({"event": "state", "task_id": f"w{worker}-{i}", "state": "generating", "pad": "x" * 200})
+
+
+def test_four_processes_append_4000_valid_records(tmp_path):
+    path = tmp_path / "h.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 1000)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    records = [json.loads(line) for line in lines[:-1]]
+    assert len(records) == 4000
+    assert {r["task_id"] for r in records} == {f"w{w}-{i}" for w in range(4) for i in range(1000)}
+
+
+def test_notebook_detection(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert find_notebook({}) == (None, "working directory")
+    assert history_path(None) == tmp_path / ".imagen4" / "history.jsonl"
+    nb = tmp_path / "sub" / "exp.ipynb"
+    assert find_notebook({"__vsc_ipynb_file__": str(nb)}) == (nb, "VS Code")
+    assert history_path(nb) == tmp_path / "sub" / ".imagen4" / "exp.jsonl"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    assert find_notebook({}) == (nb, "JPY_SESSION_NAME")
+    assert find_notebook({}, "other.ipynb")[1] == "configuration"
+
+
+@pytest.mark.parametrize("bad", ["", "{}", '{"event": 3}', '{"event": "state"}'])
+def test_each_kind_of_bad_line_counts_once(tmp_path, bad):
+    path = tmp_path / "h.jsonl"
+    path.write_text(bad + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = History(path)
+        assert h.entries() == []
+    assert h.bad_lines == (1 if bad else 0)
