@@ -28,7 +28,7 @@ from .task import Job
 __all__ = ["Panel", "cell_code", "code_problem"]
 
 # the drawn shape of each ratio (width, height in px), shown before the label of its toggle button
-RATIO_SHAPES = {"1:1": (13, 13), "16:9": (20, 11), "9:16": (11, 20), "3:4": (12, 16), "4:3": (16, 12)}
+RATIO_SHAPES = {"1:1": (13, 13), "16:9": (20, 11), "9:16": (9, 16), "3:4": (12, 16), "4:3": (16, 12)}
 RATIO_NAMES = {"1:1": "square", "16:9": "wide", "9:16": "tall", "3:4": "portrait", "4:3": "landscape"}
 STATE_WORDS = {"submitted": "sent", "waiting": "waiting", "queuing": "queued", "generating": "generating",
                "success": "done", "fail": "failed", "error": "error"}
@@ -83,6 +83,10 @@ def insert_js(code: str, token: str, created_ms: int) -> str:
   const done = (window.__imagen4_done = window.__imagen4_done || {{}});
   if (done[token] || Math.abs(Date.now() - created) > 120000) return;
   done[token] = true;
+  // the output is rendered before it is attached to the page: wait until it is
+  const t0 = Date.now();
+  const attached = (fn) => element.isConnected ? fn() : (Date.now() - t0 < 10000 && setTimeout(() => attached(fn), 20));
+  attached(() => {{
   const root = element.closest('.imagen4-panel');
   const report = (msg) => {{
     const box = root && root.querySelector('.imagen4-insert-report input, .imagen4-insert-report textarea');
@@ -103,13 +107,15 @@ def insert_js(code: str, token: str, created_ms: int) -> str:
     cell.dispatchEvent(new FocusEvent('focusin', {{bubbles: true}}));
     const button = nbPanel.querySelector('[data-command="notebook:insert-cell-below"]');
     if (!button) return report('fail: no "insert cell below" button in the notebook toolbar');
-    const clickable = button.querySelector('button') || button;
-    clickable.click();
+    // JupyterLab's toolbar buttons act on mousedown (a plain click() does nothing); click() is the fallback
+    button.dispatchEvent(new MouseEvent('mousedown', {{bubbles: true, cancelable: true, button: 0}}));
     const started = Date.now();
+    let clicked = false;
     const fill = () => {{
       const next = cellsAfter()[0] || null;
       const editor = next && next !== before ? next.querySelector('.cm-content') : null;
       if (!editor) {{
+        if (!clicked && Date.now() - started > 1000) {{ clicked = true; button.click(); }}
         if (Date.now() - started > 5000) return report('fail: the new cell did not appear');
         return setTimeout(fill, 50);
       }}
@@ -126,6 +132,7 @@ def insert_js(code: str, token: str, created_ms: int) -> str:
   }} catch (err) {{
     report('fail: ' + err);
   }}
+  }});
 }})();"""
 
 
@@ -136,10 +143,15 @@ def copy_js(text: str, token: str, created_ms: int) -> str:
   const done = (window.__imagen4_done = window.__imagen4_done || {{}});
   if (done[token] || Math.abs(Date.now() - created) > 120000) return;
   done[token] = true;
-  const root = element.closest('.imagen4-panel');
-  const box = root && root.querySelector('.imagen4-seed-copy input');
-  if (box) {{ box.focus(); box.select(); }}
   if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).catch(() => {{}});
+  const t0 = Date.now();
+  const select = () => {{
+    if (!element.isConnected) return Date.now() - t0 < 10000 && setTimeout(select, 20);
+    const root = element.closest('.imagen4-panel');
+    const box = root && root.querySelector('.imagen4-seed-copy input');
+    if (box) {{ box.focus(); box.select(); }}
+  }};
+  select();
 }})();"""
 
 
@@ -150,14 +162,18 @@ def _style_html() -> str:
         shapes.append(f".imagen4-ratio .widget-toggle-button:nth-of-type({i})::before {{ width:{w}px; height:{h}px; }}")
     return "<style>" + "\n".join([
         ".imagen4-panel { max-width: 980px; }",
-        ".imagen4-ratio .widget-toggle-button { display:inline-flex; align-items:center; gap:6px; }",
+        ".imagen4-ratio .widget-toggle-button { display:inline-flex; align-items:center; gap:6px;"
+        " vertical-align: top; }",
         ".imagen4-ratio .widget-toggle-button::before { content:''; display:inline-block; box-sizing:border-box;"
         " border:2px solid currentColor; border-radius:2px; }",
         *shapes,
         ".imagen4-count { font-size: 11px; color: var(--jp-ui-font-color2, #666); text-align: right; }",
         ".imagen4-count.imagen4-over { color: var(--jp-error-color1, #c00); font-weight: bold; }",
         ".imagen4-reason { color: var(--jp-error-color1, #c00); }",
-        ".imagen4-task { display:flex; gap:8px; align-items:center; padding:2px 0; font-size:12px; }",
+        ".imagen4-task { display:flex; flex-wrap:wrap; gap:4px 8px; align-items:center; padding:2px 0;"
+        " font-size:12px; }",
+        ".imagen4-task > span { white-space: nowrap; }",
+        ".imagen4-big-info small { word-break: break-all; }",
         ".imagen4-task .imagen4-badge { min-width:72px; padding:0 6px; border-radius:8px; text-align:center;"
         " background: var(--jp-layout-color2, #eee); }",
         ".imagen4-task.imagen4-s-success .imagen4-badge { background:#d6f5d6; color:#145214; }",
@@ -192,6 +208,7 @@ class Panel(W.VBox):
         self.jobs: dict[int, Job] = {}  # every job seen since the panel opened, oldest first (by id: a reused
         # job has the task id of the task it reuses)
         self.mine: set[str] = set()  # task ids submitted from this panel
+        self._mine_jobs: set[int] = set()  # ids of those Job objects (a reused job shares its task id)
         self.gallery_items: list[tuple[Job, StoredImage]] = []  # newest first
         self.selected: tuple[Job, StoredImage] | None = None
         self._unsent: list[dict] = []  # submissions being sent or refused before a task existed
@@ -268,7 +285,8 @@ class Panel(W.VBox):
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=columns, grid_gap="6px", width="100%"))
         self.grid.add_class("imagen4-gallery")
         self.gallery_note = W.HTML("<i>Images appear here as tasks finish. Click one for a larger view.</i>")
-        self.big = W.Image(format="png", layout=W.Layout(max_width="100%", max_height="520px", object_fit="contain"))
+        self.big = W.Image(format="png", layout=W.Layout(max_width="100%", max_height="420px",
+                                                          object_fit="contain", align_self="flex-start"))
         self.big.add_class("imagen4-big")
         self.big_info = W.HTML()
         self.big_info.add_class("imagen4-big-info")
@@ -432,6 +450,7 @@ class Panel(W.VBox):
             record["job"] = job
             with self._cond:
                 self.mine.add(job.task_id)
+                self._mine_jobs.add(id(job))
                 self.jobs.setdefault(id(job), job)
                 if record in self._unsent:
                     self._unsent.remove(record)
@@ -517,7 +536,7 @@ class Panel(W.VBox):
             rows.append({"task_id": job.task_id, "state": job.status, "elapsed": job.elapsed,
                          "progress": self._progress(job), "prompt": job.request.prompt if job.request else "",
                          "error": str(job.error) if job.error is not None else "",
-                         "origin": "panel" if job.task_id in self.mine else "cell",
+                         "origin": "panel" if id(job) in self._mine_jobs else "cell",
                          "reused": bool(getattr(job, "reused", False))})
         return rows
 
@@ -542,7 +561,8 @@ class Panel(W.VBox):
             prompt = _esc(r["prompt"][:140])
             parts.append(
                 f"<div class='imagen4-task imagen4-s-{_esc(state)}'><span class='imagen4-badge'>{_esc(word)}</span>"
-                f"<span>{r['elapsed']:.1f} s</span><span class='imagen4-bar' title='{int(r['progress'] * 100)}%'>"
+                f"<span>{'' if r['reused'] else format(r['elapsed'], '.1f') + ' s'}</span>"
+                f"<span class='imagen4-bar' title='{int(r['progress'] * 100)}%'>"
                 f"<div style='width:{int(r['progress'] * 100)}%'></div></span>"
                 f"<span class='imagen4-origin'>{r['origin']}</span>{tid}"
                 f"<span class='imagen4-prompt-text'>{prompt}</span>{extra}</div>")
@@ -600,8 +620,7 @@ class Panel(W.VBox):
         zoom.add_class("imagen4-zoom")
         zoom.on_click(lambda _b, j=job, im=image: self.select((j, im)))
         req = job.request
-        caption = W.HTML(f"{_esc(req.aspect_ratio)} · seed {_esc(req.seed) if req.seed else '—'} · "
-                         f"{image.width}×{image.height}" if req else "")
+        caption = W.HTML(f"{_esc(req.aspect_ratio)} · seed {_esc(req.seed) if req.seed else '—'}" if req else "")
         caption.add_class("imagen4-caption")
         box = W.Box([img, zoom])
         box.add_class("imagen4-thumb-box")

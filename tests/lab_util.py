@@ -1,0 +1,179 @@
+"""JupyterLab / Notebook 7 server and headless Debian chromium for browser tests (see the browser-testing recipe).
+
+The server runs on loopback with a random token and private config/data/runtime dirs; kernels inherit
+`extra_env` (the simulator's URL and a test key). Playwright drives `/usr/bin/chromium`; never downloads one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("IMAGEN4_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabServer:
+    """`python -m jupyterlab` on 127.0.0.1 in a temp tree; `url(path)` adds the token."""
+
+    def __init__(self, base: Path, extra_env: dict[str, str]):
+        self.base = Path(base)
+        self.root = self.base / "root"
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.extra_env = extra_env
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.base / "server.log"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"{self.origin}{path}{sep}token={self.token}"
+
+    def start(self, timeout: float = 60.0) -> "LabServer":
+        for sub in ("root", "ws", "settings", "config", "data", "runtime", "ipython"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        notif = self.base / "settings" / "@jupyterlab" / "apputils-extension"
+        notif.mkdir(parents=True, exist_ok=True)
+        (notif / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "APIKLEY", "JPY_"))}
+        env.update({
+            "JUPYTER_CONFIG_DIR": str(self.base / "config"), "JUPYTER_DATA_DIR": str(self.base / "data"),
+            "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"), "IPYTHONDIR": str(self.base / "ipython"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            **self.extra_env,
+        })
+        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+               f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+               f"--ServerApp.root_dir={self.root}", f"--LabApp.workspaces_dir={self.base / 'ws'}",
+               f"--LabApp.user_settings_dir={self.base / 'settings'}", "--LabApp.news_url=None",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url("/api/status"), timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"JupyterLab did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            req = urllib.request.Request(self.origin + "/api/shutdown", method="POST",
+                                         headers={"Authorization": f"token {self.token}"})
+            urllib.request.urlopen(req, timeout=5).close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def write_notebook(self, name: str, cells: list[str]) -> Path:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        path = self.root / name
+        nbformat.write(nb, path)
+        return path
+
+
+@contextmanager
+def browser():
+    """A headless Debian chromium driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextmanager
+def artifacts_on_failure(page, name: str, console: list[str]):
+    """On an exception: save a screenshot, the page HTML and the console errors under test-artifacts/."""
+    try:
+        yield
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"), full_page=True)
+            (ARTIFACTS / f"{name}-failure.html").write_text(page.content())
+        except Exception:
+            pass
+        (ARTIFACTS / f"{name}-console.txt").write_text("\n".join(console))
+        raise
+
+
+def watch_console(page) -> list[str]:
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
+    return messages
+
+
+def wait_lab_kernel_idle(page, timeout: float = 60_000) -> None:
+    """JupyterLab: the status bar names the kernel and says Idle (the toolbar indicator says so too early)."""
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#jp-main-statusbar');"
+        " return !!s && /\\|\\s*Idle/.test(s.textContent); }", timeout=timeout)
+
+
+def wait_nb7_kernel_idle(page, timeout: float = 60_000) -> None:
+    """Notebook 7 has no status bar: wait for the execution indicator."""
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached", timeout=timeout)
+
+
+def run_cell(page, index: int) -> None:
+    """Run the index-th cell the way a person does: click its prompt, Shift+Enter."""
+    page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt").click()
+    page.keyboard.press("Shift+Enter")
+
+
+def has_chromium() -> bool:
+    return Path(CHROMIUM).exists() or shutil.which("chromium") is not None

@@ -1,0 +1,202 @@
+"""The panel in a real browser: JupyterLab 4 (and Notebook 7) on loopback, wired to the simulator, headless chromium.
+
+Set IMAGEN4_SAVE_DOCS_SCREENSHOT=1 to also write docs/panel.png (the README's screenshot).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+from conftest import KEY
+from lab_util import (
+    ARTIFACTS,
+    ROOT,
+    LabServer,
+    artifacts_on_failure,
+    browser,
+    has_chromium,
+    run_cell,
+    wait_lab_kernel_idle,
+    wait_nb7_kernel_idle,
+    watch_console,
+)
+
+from imagen4_jupyter.simulator import Simulator
+
+pytest.importorskip("playwright")
+pytest.importorskip("jupyterlab")
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240),
+              pytest.mark.skipif(not has_chromium(), reason="needs Debian's chromium (apt-get install chromium)")]
+
+SETUP = "%load_ext imagen4_jupyter\n%config Imagen4Magics.poll_interval = 0.05"
+PROMPT = "a lighthouse at dusk, {watercolor}"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with Simulator(api_keys=(KEY,), queue_time=(0.2, 0.4), generation_time=(0.8, 1.2), image_scale=0.25) as sim:
+        server = LabServer(tmp_path_factory.mktemp("lab"), {"APIKLEY_BASE_URL": sim.url, "APIKLEY_API_KEY": KEY})
+        server.sim = sim
+        started = time.monotonic()
+        server.start()
+        server.start_seconds = time.monotonic() - started
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with browser() as b:
+        yield b
+
+
+def _page(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    return context, page
+
+
+def _cell_texts(page) -> list[str]:
+    return page.eval_on_selector_all(
+        ".jp-Notebook .jp-Cell", "cells => cells.map(c => { const e = c.querySelector('.cm-content');"
+        " return e ? Array.from(e.querySelectorAll('.cm-line')).map(l => l.textContent).join('\\n') : ''; })")
+
+
+def _panel_cell_index(page) -> int:
+    return page.eval_on_selector_all(
+        ".jp-Notebook .jp-Cell", "cells => cells.findIndex(c => !!c.querySelector('.imagen4-panel'))")
+
+
+def _history_requests(lab, stem: str) -> list[dict]:
+    path = lab.root / ".imagen4" / f"{stem}.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e["request"] for e in events if e["event"] == "submitted"]
+
+
+def test_panel_in_jupyterlab(lab, chromium):
+    lab.write_notebook("panel.ipynb", [SETUP, "%imagen4 panel"])
+    context, page = _page(chromium)
+    console = watch_console(page)
+    with artifacts_on_failure(page, "lab-panel", console):
+        t0 = time.monotonic()
+        page.goto(lab.url(f"/lab/workspaces/w{os.getpid()}a/tree/panel.ipynb"))
+        wait_lab_kernel_idle(page)
+        t_idle = time.monotonic() - t0
+        run_cell(page, 0)
+        page.wait_for_function("() => document.querySelectorAll('.jp-Cell')[0]"
+                               ".querySelector('.jp-InputPrompt').textContent.includes('[1]')")
+        run_cell(page, 1)
+        panel = page.locator(".imagen4-panel")
+        panel.wait_for()
+        assert _panel_cell_index(page) == 1
+
+        generate = page.locator(".imagen4-generate")
+        assert generate.is_disabled()  # empty prompt
+        assert "prompt is empty" in page.locator(".imagen4-reason").inner_text()
+        page.locator(".imagen4-prompt textarea").fill(PROMPT)
+        page.wait_for_function("() => !document.querySelector('.imagen4-generate').disabled")
+        assert page.locator(".imagen4-count").first.inner_text() == f"{len(PROMPT)} / 5000"
+        page.locator(".imagen4-ratio button", has_text="16:9").click()
+        page.locator(".imagen4-num button", has_text=re.compile(r"^2$")).click()
+        # the kernel has the values before Generate is clicked (each is a comm message)
+        page.wait_for_function("() => document.querySelector('.imagen4-ratio button.mod-active')"
+                               "?.textContent.includes('16:9')")
+        t1 = time.monotonic()
+        generate.click()
+        page.locator(".imagen4-tasks").get_by_text("generating").or_(
+            page.locator(".imagen4-tasks").get_by_text("done")).first.wait_for()
+        page.wait_for_function("() => document.querySelectorAll('.imagen4-gallery img.imagen4-thumb').length === 2"
+                               " && Array.from(document.querySelectorAll('.imagen4-gallery img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+        t_images = time.monotonic() - t1
+        assert "done" in page.locator(".imagen4-tasks").inner_text()
+        assert lab.sim.count("createTask") == 1
+
+        # Insert as code: a new cell right below the panel's cell holds the equivalent %%imagen4 cell
+        page.locator(".imagen4-insert").click()
+        page.locator(".imagen4-insert-status", has_text="Inserted").wait_for()
+        code = page.locator(".imagen4-code textarea").input_value()
+        (request,) = _history_requests(lab, "panel")
+        assert request["aspect_ratio"] == "16:9" and request["num_images"] == 2 and request["prompt"] == PROMPT
+        expected = f"%%imagen4 -a 16:9 -n 2 -s {request['seed']}\na lighthouse at dusk, {{{{watercolor}}}}"
+        assert code == expected
+        texts = _cell_texts(page)
+        assert len(texts) >= 3 and texts[2] == expected, texts
+
+        # the inserted cell is in the saved notebook too, right below the panel's cell
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 10
+        while True:
+            saved = json.loads((lab.root / "panel.ipynb").read_text())
+            sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                       for c in saved["cells"]]
+            if len(sources) >= 3 and sources[2] == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sources[2] == expected and saved["cells"][2]["cell_type"] == "code", sources
+
+        # run the inserted cell: the magic reuses the stored images (same seeded request, nothing sent)
+        run_cell(page, 2)
+        page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output img").first.wait_for()
+        time.sleep(0.3)
+        assert lab.sim.count("createTask") == 1
+
+        # larger view of the first image, for the screenshots
+        page.locator(".imagen4-zoom").first.click()
+        page.locator(".imagen4-viewer img").wait_for()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "lab-panel.png"))
+        # the whole panel: a viewport tall enough to hold it, then a clip (JupyterLab scrolls inside the page)
+        page.set_viewport_size({"width": 1100, "height": 2000})
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+b")  # hide the file browser: the notebook gets the width
+        page.locator(".jp-Cell").nth(1).evaluate("c => c.scrollIntoView({block: 'start'})")
+        time.sleep(0.3)
+        box = panel.bounding_box()
+        clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
+        page.screenshot(path=str(ARTIFACTS / "lab-panel-widget.png"), clip=clip)
+        if os.environ.get("IMAGEN4_SAVE_DOCS_SCREENSHOT"):
+            (ROOT / "docs").mkdir(exist_ok=True)
+            page.screenshot(path=str(ROOT / "docs" / "panel.png"), clip=clip)
+        errors = [m for m in console if m.startswith(("error", "pageerror")) and "imagen4" in m.lower()]
+        assert not errors, errors
+        print(f"\nlab start {lab.start_seconds:.1f} s, page to idle kernel {t_idle:.1f} s, "
+              f"Generate to 2 images {t_images:.1f} s")
+    context.close()
+
+
+def test_panel_in_notebook7(lab, chromium):
+    lab.write_notebook("panel7.ipynb", [SETUP, "%imagen4 panel"])
+    context, page = _page(chromium)
+    console = watch_console(page)
+    with artifacts_on_failure(page, "nb7-panel", console):
+        page.goto(lab.url("/notebooks/panel7.ipynb"))
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        wait_nb7_kernel_idle(page)
+        time.sleep(0.5)  # the indicator can say idle before the kernel websocket is usable
+        run_cell(page, 0)
+        page.wait_for_function("() => document.querySelectorAll('.jp-Cell')[0]"
+                               ".querySelector('.jp-InputPrompt').textContent.includes('[1]')")
+        run_cell(page, 1)
+        page.locator(".imagen4-panel").wait_for()
+        page.locator(".imagen4-prompt textarea").fill("a small red boat")
+        page.locator(".imagen4-ratio button", has_text="9:16").click()
+        page.wait_for_function("() => !document.querySelector('.imagen4-generate').disabled")
+        page.locator(".imagen4-generate").click()
+        page.wait_for_function("() => document.querySelectorAll('.imagen4-gallery img.imagen4-thumb').length === 1")
+        page.locator(".imagen4-insert").click()
+        page.locator(".imagen4-insert-status", has_text="Inserted").wait_for()
+        code = page.locator(".imagen4-code textarea").input_value()
+        assert code.startswith("%%imagen4 -a 9:16 -n 1 -s ") and code.endswith("\na small red boat")
+        texts = _cell_texts(page)
+        assert _panel_cell_index(page) == 1 and texts[2] == code, texts
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "nb7-panel.png"), full_page=True)
+    context.close()
