@@ -70,6 +70,7 @@ class CellView:
         self.deferred = deferred
         self.finalized = False
         self.rendered = threading.Event()
+        self.seen_done = threading.Event()  # our callback saw the end (the session recorded it before us)
         self.card: Any = None
         self.slots: list[Any] = []
         self._lock = threading.RLock()
@@ -96,6 +97,7 @@ class CellView:
             if self.finalized:
                 return
             if job.done():
+                self.seen_done.set()
                 if not self.deferred:
                     self.finalize()
                 return
@@ -128,21 +130,22 @@ class CellView:
 
     def _render_rich(self) -> None:
         job = self.job
-        self.card.update(D.card_bundle(job), raw=True)
-        if job.error is not None:
-            for slot in self.slots:
-                slot.update({"text/plain": ""}, raw=True)
-            return
         images = job.images
-        for i, image in enumerate(images[: len(self.slots)]):
-            data, meta = D.image_output(job, image, self.embed, self.preview_size)
-            if i == len(self.slots) - 1 and len(images) > len(self.slots):  # more than asked for
-                for extra in images[len(self.slots):]:
-                    d2, m2 = D.image_output(job, extra, self.embed, self.preview_size)
-                    display(d2, raw=True, metadata=m2)
-            self.slots[i].update(data, raw=True, metadata=meta)
-        for slot in self.slots[len(images):]:
+        note = ""
+        if job.error is None and len(images) > len(self.slots):  # the service sent more than asked for
+            note = f"{len(images) - len(self.slots)} more image(s): %imagen4 show {job.task_id}"
+        problems = []
+        if job.error is None:
+            for slot, image in zip(self.slots, images, strict=False):
+                try:
+                    data, meta = D.image_output(job, image, self.embed, self.preview_size)
+                except Exception as exc:  # a damaged file must not hide the others
+                    problems.append(f"image {image.index + 1} could not be shown ({exc}); file: {image.path}")
+                    continue
+                slot.update(data, raw=True, metadata=meta)
+        for slot in self.slots[len(images) if job.error is None else 0:]:
             slot.update({"text/plain": ""}, raw=True)
+        self.card.update(D.card_bundle(job, note="; ".join(problems + ([note] if note else []))), raw=True)
 
     def _print_state(self) -> None:
         line = f"[imagen4] {self.job.task_id}: {self.job.status}"
@@ -302,11 +305,23 @@ class Imagen4Magics(Magics):
     # -- the session --------------------------------------------------------------------------
     @property
     def session(self) -> Session:
+        """The kernel's session: the current one if it keeps the same history file, else a new one."""
         if self._session is None:
-            self._session = Session(user_ns=self.shell.user_ns if self.shell else None,
-                                    notebook=self.notebook or None, history_folder=self.history_folder or None,
-                                    reuse=self.reuse, client_options={"schedule": self.schedule()})
-            set_session(self._session)
+            from . import session as S
+            from .history import find_notebook, history_path
+
+            user_ns = self.shell.user_ns if self.shell else None
+            nb, _ = find_notebook(user_ns, self.notebook or None)
+            current = S._current
+            if current is not None and current.history.path == history_path(nb, self.history_folder or None):
+                current.reuse = self.reuse  # a reloaded extension or a panel opened first: keep its jobs
+                current.configure_client(schedule=self.schedule())
+                self._session = current
+            else:
+                self._session = Session(user_ns=user_ns, notebook=self.notebook or None,
+                                        history_folder=self.history_folder or None, reuse=self.reuse,
+                                        client_options={"schedule": self.schedule()})
+                set_session(self._session)
         return self._session
 
     # -- where am I running -------------------------------------------------------------------
@@ -361,6 +376,8 @@ class Imagen4Magics(Magics):
         try:
             for view in views:
                 view.job.exception(max(0.0, deadline - time.monotonic()))
+                if view.job.done():  # callbacks run just after: let the history record the outcome first
+                    view.seen_done.wait(10)
         except KeyboardInterrupt:
             interrupted = True
         unfinished = []
