@@ -1,0 +1,163 @@
+"""Grids and contact sheets from real tasks on the simulator: layout, labels, cell contents, saved files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from imagen4_jupyter import contact_sheet, generate_many, prompt_ratio_grid, prompt_seed_grid
+from imagen4_jupyter.grid import BACKGROUND, FAILED, _font, _wrap
+
+
+def ink_in(image, box) -> int:
+    """How many pixels inside `box` differ from the background."""
+    region = image.crop(box).convert("RGB")
+    diff = ImageChops.difference(region, Image.new("RGB", region.size, BACKGROUND)).convert("L")
+    return sum(diff.histogram()[41:])
+
+
+def mean_abs_diff(a, b) -> float:
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
+
+
+PROMPTS = ["A watercolor lighthouse on a rocky coast at dawn, soft pastel light, gentle waves, seagulls "
+           "circling high above the cliffs", "a red fox"]
+SEEDS = [1, 2, 3]
+
+
+@pytest.fixture
+def grid(sim, client):
+    return prompt_seed_grid(PROMPTS, SEEDS, client=client, cell_size=48, progress=False)
+
+
+def test_prompt_seed_grid_places_each_result_in_its_labelled_cell(sim, grid):
+    assert grid.shape == (2, 3)
+    assert grid.row_labels == PROMPTS and grid.col_labels == ["seed 1", "seed 2", "seed 3"]
+    # one task per cell, each with the prompt of its row and the seed of its column
+    ids = grid.task_ids
+    assert len({t for row in ids for t in row}) == 6 and len(sim.tasks) == 6
+    for r, row in enumerate(ids):
+        for c, tid in enumerate(row):
+            sent = sim.task(tid).param["input"]
+            assert (sent["prompt"], sent["seed"]) == (PROMPTS[r], str(SEEDS[c]))
+
+    image, layout = grid.image, grid.layout
+    assert len(layout.cells) == 2 and all(len(row) == 3 for row in layout.cells)
+    # the simulator's 64 px images are scaled to the 48 px cell; the sheet is labels + 3 cells wide, title +
+    # labels + 2 cells high
+    for row in layout.cells:
+        for x0, y0, x1, y1 in row:
+            assert (x1 - x0, y1 - y0) == (48, 48)
+            assert 0 <= x0 and x1 <= image.width and 0 <= y0 and y1 <= image.height
+    assert layout.cells[0][1][0] > layout.cells[0][0][2] and layout.cells[1][0][1] > layout.cells[0][0][3]  # no overlap
+    assert image.width == layout.cells[0][2][2] + 8
+    assert image.height == layout.cells[1][0][3] + 8
+    assert image.width < 3 * 48 + 300 and image.height < 2 * 48 + 120  # stays small
+
+    # each cell shows the thumbnail of its own task's image (not another cell's)
+    for r in range(2):
+        for c in range(3):
+            item = grid.cell(r, c)
+            thumb = Image.open(item.images[0].path).convert("RGB")
+            thumb.thumbnail((48, 48), Image.Resampling.LANCZOS)
+            crop = image.crop(layout.images[r][c])
+            assert mean_abs_diff(crop, thumb) < 2.0
+            other = grid.cell(1 - r, c)
+            if other.images[0].sha256 != item.images[0].sha256:
+                wrong = Image.open(other.images[0].path).convert("RGB")
+                wrong.thumbnail((48, 48), Image.Resampling.LANCZOS)
+                assert mean_abs_diff(crop, wrong) > 5.0
+
+    # labels are drawn: ink in every row label, column label and the title, none in the gaps
+    for box in layout.row_labels + layout.col_labels + [layout.title]:
+        assert ink_in(image, box) > 20, box
+    gap = (layout.cells[0][0][2], layout.cells[0][0][1], layout.cells[0][1][0], layout.cells[0][0][3])
+    assert ink_in(image, gap) == 0
+
+
+def test_grid_saves_png_with_provenance_and_jpeg(grid, tmp_path):
+    path = grid.save(tmp_path / "out" / "grid.png")
+    with Image.open(path) as im:
+        assert im.size == grid.image.size and im.format == "PNG"
+        meta = json.loads(im.text["imagen4"])
+    assert meta["rows"] == PROMPTS and meta["cols"] == ["seed 1", "seed 2", "seed 3"]
+    assert [[c["task_id"] for c in row] for row in meta["cells"]] == grid.task_ids
+    assert meta["cells"][1][2]["request"]["seed"] == "3"
+    jpg = grid.save(tmp_path / "grid.jpg", quality=80)
+    with Image.open(jpg) as im:
+        assert im.size == grid.image.size and im.format == "JPEG"
+    data, md = grid._repr_png_()
+    assert data.startswith(b"\x89PNG") and md["imagen4"]["grid"]["task_ids"] == grid.task_ids
+    assert grid._repr_jpeg_() is None  # small sheets are shown as PNG only
+
+
+def test_grid_reuses_seeded_cells_through_the_session(sim, tmp_path):
+    from conftest import FAST_POLL, FAST_RETRY, KEY
+
+    from imagen4_jupyter import Imagen4Client
+    from imagen4_jupyter.history import History
+    from imagen4_jupyter.session import Session
+
+    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
+                           cache_dir=tmp_path / "img")
+    session = Session(client=client, history=History(tmp_path / "h.jsonl"))
+    try:
+        first = prompt_seed_grid(["a kite"], [1, 2], session=session, cell_size=64, progress=False)
+        again = prompt_seed_grid(["a kite"], [1, 2], session=session, cell_size=64, progress=False)
+    finally:
+        session.close()
+    assert sim.count("createTask") == 2
+    assert again.task_ids == first.task_ids
+    assert again.to_png() == first.to_png()
+
+
+def test_prompt_ratio_grid_fits_every_ratio_in_square_cells(sim, client):
+    grid = prompt_ratio_grid(["a cat"], ["16:9", "9:16"], client=client, cell_size=80, progress=False)
+    assert grid.col_labels == ["16:9", "9:16"]
+    wide, tall = grid.layout.images[0]
+    assert (wide[2] - wide[0]) == 80 and (wide[3] - wide[1]) < 50
+    assert (tall[3] - tall[1]) == 80 and (tall[2] - tall[0]) < 50
+    for x0, y0, x1, y1 in grid.layout.cells[0]:
+        assert (x1 - x0, y1 - y0) == (80, 80)
+
+
+def test_failed_cells_show_their_state_and_the_rest_still_render(sim, client):
+    sim.next_outcomes.append({"fail": ("400", "filtered")})
+    grid = prompt_seed_grid(["a"], [1, 2], client=client, cell_size=64, progress=False, concurrency=1)
+    assert [it.state for it in grid.cells[0]] == ["fail", "success"]
+    assert grid.layout.images[0][0] is None and grid.layout.images[0][1] is not None
+    x0, y0, x1, y1 = grid.layout.cells[0][0]
+    assert grid.image.getpixel((x0 + 1, y0 + 1)) == FAILED  # a tinted placeholder
+    assert ink_in(grid.image, (x0, y0, x1, y1)) > 20  # with its state written in it
+    assert "1 without images" in repr(grid)
+
+
+def test_contact_sheet_from_results_with_multi_image_cells(sim, client):
+    batch = generate_many(["one", {"prompt": "four", "num_images": 4}, "three"], client=client, progress=False)
+    sheet = contact_sheet(batch.results, cols=2, cell_size=100, title="sheet")
+    assert isinstance(sheet, Image.Image)
+    png = contact_sheet([[batch[0], None], [batch[1].job, batch[2].images[0].path]], cell_size=100, as_bytes=True)
+    assert png.startswith(b"\x89PNG")
+    from imagen4_jupyter.grid import compose
+
+    image, layout = compose(batch, cols=3, cell_size=100)
+    assert len(layout.cells) == 1 and len(layout.cells[0]) == 3
+    # the 4-image cell is tiled 2 x 2 inside the cell box
+    x0, y0, x1, y1 = layout.images[0][1]
+    assert (x1 - x0, y1 - y0) == (100, 100)
+    quarter = Image.open(batch[1].images[0].path).convert("RGB")
+    quarter.thumbnail((50, 50), Image.Resampling.LANCZOS)
+    assert mean_abs_diff(image.crop((x0, y0, x0 + 50, y0 + 50)), quarter) < 2.0
+    with pytest.raises(ValueError, match="2 column labels for 3 columns"):
+        contact_sheet([batch.results], col_labels=["a", "b"])
+    with pytest.raises(TypeError, match="cannot show"):
+        contact_sheet([object()])
+
+
+def test_long_labels_wrap_and_end_with_dots():
+    font = _font(13)
+    lines = _wrap("word " * 200, font, 100, 3)
+    assert len(lines) == 3 and lines[-1].endswith("...")
+    assert all(font.getlength(line) <= 100 for line in lines)
+    assert _wrap("x" * 500, font, 60, 2)[0] and all(font.getlength(x) <= 60 for x in _wrap("x" * 500, font, 60, 2))
