@@ -18,7 +18,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from .errors import Imagen4Error, InvalidRequestError
+from .errors import Imagen4Error, InvalidRequestError, OutcomeUnknownError
 from .history import TaskEntry
 from .images import StoredImage, preview
 from .request import ASPECT_RATIOS, MAX_IMAGES, MAX_PROMPT, GenerationRequest
@@ -31,9 +31,11 @@ __all__ = ["Panel", "cell_code", "code_problem"]
 RATIO_SHAPES = {"1:1": (13, 13), "16:9": (20, 11), "9:16": (9, 16), "3:4": (12, 16), "4:3": (16, 12)}
 RATIO_NAMES = {"1:1": "square", "16:9": "wide", "9:16": "tall", "3:4": "portrait", "4:3": "landscape"}
 STATE_WORDS = {"submitted": "sent", "waiting": "waiting", "queuing": "queued", "generating": "generating",
-               "success": "done", "fail": "failed", "error": "error"}
+               "success": "done", "fail": "failed", "error": "error", "unsent": "not sent",
+               "unknown": "unknown", "sending": "sending"}
 MAX_GALLERY = 48  # newest images kept in the gallery grid
 SEED_MAX = 2_147_483_647
+THUMB_CACHE = 400
 
 
 def _esc(value: Any) -> str:
@@ -178,7 +180,8 @@ def _style_html() -> str:
         " background: var(--jp-layout-color2, #eee); }",
         ".imagen4-task.imagen4-s-success .imagen4-badge { background:#d6f5d6; color:#145214; }",
         ".imagen4-task.imagen4-s-fail .imagen4-badge, .imagen4-task.imagen4-s-error .imagen4-badge,"
-        " .imagen4-task.imagen4-s-unsent .imagen4-badge { background:#fadbd8; color:#7b1d12; }",
+        " .imagen4-task.imagen4-s-unsent .imagen4-badge, .imagen4-task.imagen4-s-unknown .imagen4-badge"
+        " { background:#fadbd8; color:#7b1d12; }",
         ".imagen4-bar { width:90px; height:6px; background: var(--jp-layout-color3, #ddd); border-radius:3px;"
         " overflow:hidden; flex:none; }",
         ".imagen4-bar > div { height:100%; background: var(--jp-brand-color1, #1976d2); }",
@@ -213,7 +216,7 @@ class Panel(W.VBox):
         self.selected: tuple[Job, StoredImage] | None = None
         self._unsent: list[dict] = []  # submissions being sent or refused before a task existed
         self._expected_gen: list[float] = []
-        self._thumbs: dict[str, bytes] = {}
+        self._thumbs: dict[str, tuple[bytes, str]] = {}  # previews by sha256 and size, oldest dropped first
         self._cards: dict[str, W.Widget] = {}
         self._history_rows: dict[str, tuple[str, W.Widget]] = {}
         self._cond = threading.Condition()
@@ -354,8 +357,8 @@ class Panel(W.VBox):
         self.copy_seed.on_click(lambda _: self.copy_selected_seed())
         self.save.on_click(lambda _: self.save_selected())
         self.close_view.on_click(lambda _: self.select(None))
-        self.history_search.observe(lambda _: self.refresh_history(), names="value")
-        self.history_refresh.on_click(lambda _: self.refresh_history())
+        self.history_search.observe(lambda _: self.request_history(), names="value")
+        self.history_refresh.on_click(lambda _: self.request_history())
         self.tabs.observe(self._on_tab, names="selected_index")
 
     # == controls ==================================================================================
@@ -526,7 +529,9 @@ class Panel(W.VBox):
             unsent = list(self._unsent)
         for rec in reversed(unsent):
             req = rec["request"]
-            if rec["error"] is not None:
+            if isinstance(rec["error"], OutcomeUnknownError):  # it may exist (and be billed): never resent
+                state, words = "unknown", str(rec["error"])
+            elif rec["error"] is not None:
                 state, words = "unsent", f"not sent: {rec['error']}"
             else:
                 state, words = "sending", ""
@@ -545,7 +550,7 @@ class Panel(W.VBox):
         if not rows:
             self.tasks_html.value = ""
             return
-        running = sum(1 for r in rows if r["state"] not in ("success", "fail", "error", "unsent"))
+        running = sum(1 for r in rows if r["state"] not in ("success", "fail", "error", "unsent", "unknown"))
         parts = [f"<div class='imagen4-tasks-head'><b>Tasks</b> · {running} running · {len(rows)} in all</div>"]
         for r in rows[:30]:
             state = r["state"]
@@ -572,10 +577,10 @@ class Panel(W.VBox):
     def _thumb(self, image: StoredImage, size: int) -> tuple[bytes, str]:
         key = f"{image.sha256}:{size}"
         if key not in self._thumbs:
-            data, mime = preview(image.data, max_side=size)
-            self._thumbs[key] = data
-            self._thumbs[key + ":mime"] = mime.encode()
-        return self._thumbs[key], self._thumbs[key + ":mime"].decode()
+            while len(self._thumbs) >= THUMB_CACHE:
+                self._thumbs.pop(next(iter(self._thumbs)))
+            self._thumbs[key] = preview(image.data, max_side=size)
+        return self._thumbs[key]
 
     def _add_finished(self, job: Job) -> None:
         if job.error is None and job.request is not None and job.record is not None and job.record.cost_time_ms \
@@ -744,7 +749,13 @@ class Panel(W.VBox):
     # == history tab ===============================================================================
     def _on_tab(self, change: dict) -> None:
         if change["new"] == 1:
-            self.refresh_history()
+            self.request_history()
+
+    def request_history(self) -> None:
+        """Redraw the history tab soon, on the refresher thread (thumbnails take time; the kernel stays free)."""
+        with self._cond:
+            self._history_dirty = True
+        self._touch()
 
     def history_entries(self) -> list[TaskEntry]:
         return self.session.history.search(self.history_search.value.strip() or None, limit=self.history_limit)

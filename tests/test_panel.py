@@ -95,12 +95,15 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
     entry = session.history.get(job.task_id)
     assert entry.state == "success" and entry.source == "panel" and entry.request["aspect_ratio"] == "16:9"
     # history tab shows it, searchable
-    panel.tabs.selected_index = 1
-    assert any(job.task_id in row.children[1].value for row in panel.history_list.children)
-    panel.history_search.value = "lighthouse"
-    assert len(panel.history_list.children) == 1
+    panel.tabs.selected_index = 1  # drawn by the refresher thread, not in the click
+    wait_for(lambda: any(job.task_id in getattr(row.children[1], "value", "")
+                         for row in panel.history_list.children if row.children), what="history row")
+    assert "panel" in panel.history_list.children[0].children[1].value  # the source
+    panel.history_search.value = "LIGHTHOUSE"
+    wait_for(lambda: len(panel.history_list.children) == 1 and panel.history_list.children[0].children,
+             what="one match")
     panel.history_search.value = "no such thing"
-    assert "No task matches" in panel.history_list.children[0].value
+    wait_for(lambda: "No task matches" in getattr(panel.history_list.children[0], "value", ""), what="no match")
 
 
 def test_queue_several_while_running(make_client, tmp_path):
@@ -273,7 +276,8 @@ def test_history_shows_magic_tasks_and_reuses_settings(panel, session):
     panel.tabs.selected_index = 1
 
     def row():
-        return next((r for r in panel.history_list.children if job.task_id in r.children[1].value), None)
+        rows = [r for r in panel.history_list.children if getattr(r, "children", ())]
+        return next((r for r in rows if job.task_id in r.children[1].value), None)
 
     wait_for(lambda: row() is not None and len(row().children[0].children) == 3, what="history row, 3 thumbnails")
     row = row()
@@ -290,3 +294,25 @@ def test_close_unsubscribes(session):
     p = Panel(session=session)
     p.close()
     assert p._on_job not in session._listeners
+
+
+def test_click_returns_at_once_while_create_task_is_slow(panel, sim):
+    sim.inject("createTask", delay=1.0)
+    panel.prompt.value = "slow service"
+    t0 = time.monotonic()
+    panel.generate.click()
+    assert time.monotonic() - t0 < 0.3  # sent from a background thread: the kernel stays free
+    wait_for(lambda: "sending" in panel.tasks_html.value, what="sending row")
+    panel.prompt.value = "typed meanwhile"  # the controls keep working
+    assert panel.prompt_count.value.startswith("15 /")
+    wait_for(lambda: len(panel.grid.children) == 1, what="image after the slow create")
+
+
+def test_dropped_create_task_says_outcome_unknown(panel, sim):
+    sim.inject("createTask", drop_after=True)
+    panel.prompt.value = "maybe billed"
+    rec = panel.submit(wait=True)
+    assert rec["job"] is None and type(rec["error"]).__name__ == "OutcomeUnknownError"
+    wait_for(lambda: "imagen4-s-unknown" in panel.tasks_html.value, what="unknown outcome row")
+    assert "not sent" not in panel.tasks_html.value
+    assert sim.count("createTask") == 1  # never resent
