@@ -59,9 +59,11 @@ def card_bundle(job: "Job", *, note: str = "") -> dict[str, str]:
     if job.error is not None:
         title = getattr(job.error, "title", type(job.error).__name__)
         text = f"[imagen4] {title}: {job.error}"
+        tid = "" if job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
         body = (f"<b style='color:{colour}'>✗ {esc(title)}</b>: {esc(job.error)}"
-                f"<br/><span style='color:#6b7280'>task <code>{esc(job.task_id)}</code> · "
-                f"{job.elapsed:.1f} s · {esc(shorten(prompt, 80))}</span>")
+                f"<br/><span style='color:#6b7280'>{tid}{job.elapsed:.1f} s · {esc(shorten(prompt, 80))}</span>")
+        if job.task_id not in text:
+            text += f" (task {job.task_id})"
     else:
         finished = status == "success" and job.done()
         label = "done" if finished else "downloading" if status == "success" else status
@@ -190,7 +192,12 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
     for e in entries:
         req = e.request or {}
         prompt = req.get("prompt") or ""
-        state = e.state if e.error is None else f"{e.state}: {shorten(e.error.get('message'), 80)}"
+        state = e.state
+        if e.error is not None:
+            message = str(e.error.get("message") or "")
+            if "The service said:" in message:  # the service's own words say more than our hint
+                message = message.split("The service said:", 1)[1]
+            state = f"{e.state}: {shorten(message, 80)}"
         thumbs = ""
         if thumbnails and e.state == "success":
             thumbs = "".join(_thumb(history.resolve(im["path"])) for im in e.images)

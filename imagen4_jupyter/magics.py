@@ -210,8 +210,9 @@ class Imagen4Magics(Magics):
         "Seconds to follow a task before giving up on it (the service may still finish it: %imagen4 resume "
         "picks it up). A blocking cell waits at most this long.")).tag(config=True)
     poll_interval = Float(0.0, help=(
-        "Seconds between status checks; 0 uses the provider's advised schedule (2-3 s at first, then "
-        "sparser).")).tag(config=True)
+        "Seconds between status checks; 0 learns how long generation takes (from this notebook's history) "
+        "and checks densely only around the likely end, following the provider's advised schedule (2-3 s at "
+        "first, then sparser) until it has seen three tasks.")).tag(config=True)
     history_folder = Unicode("", help=(
         "Folder for the history log and images; empty: a .imagen4/ folder beside the notebook (or the "
         "working directory when the notebook cannot be found).")).tag(config=True)
@@ -297,10 +298,11 @@ class Imagen4Magics(Magics):
         import dataclasses
 
         from .poller import PollSchedule
+        from .schedule import SmartSchedule
 
         if self.poll_interval > 0:
             return PollSchedule.fixed(self.poll_interval, max_wait=self.timeout)
-        return dataclasses.replace(PollSchedule(), max_wait=self.timeout)
+        return SmartSchedule(fallback=dataclasses.replace(PollSchedule(), max_wait=self.timeout))
 
     # -- the session --------------------------------------------------------------------------
     @property
@@ -403,7 +405,7 @@ class Imagen4Magics(Magics):
 
     # -- the magic ------------------------------------------------------------------------------
     @no_var_expand
-    @magic_arguments()
+    @magic_arguments(name="%imagen4")  # the usage line then reads %%imagen4
     @argument("-n", "--num-images", metavar="N", help="How many images, 1-4 (default: Imagen4Magics.num_images).")
     @argument("-a", "--aspect-ratio", metavar="RATIO",
               help="One of 1:1 16:9 9:16 3:4 4:3 (default: Imagen4Magics.aspect_ratio).")
@@ -426,7 +428,7 @@ class Imagen4Magics(Magics):
 
         Cell magic -- the cell body is the prompt; a line holding only --- separates the negative prompt
         below it. {name} and {name.attr} are replaced from your variables, {{ and }} are literal braces,
-        and any other brace (JSON, code) is left alone:
+        and any other brace (JSON, code) is left alone (a JSON object ending in }} needs }}}}):
 
             %%imagen4 -n 2 -a 16:9 -s 42 -o job
             A watercolour fox in {season}, style {{"soft": true}}
@@ -442,7 +444,7 @@ class Imagen4Magics(Magics):
           history [--limit N] [--search TEXT]   earlier tasks: time, prompt, parameters, state, id, thumbnails
           show TASK_ID                          a task's stored images (or its live status)
           status TASK_ID                        ask the service about a task now
-          resume                                follow tasks left unfinished (e.g. by a kernel restart)
+          resume [--wait | --no-wait]           follow tasks left unfinished (e.g. by a kernel restart)
           wait [--timeout SECONDS]              block until every pending task has finished
           credits                               the account's remaining credits
           panel                                 the interactive widget panel

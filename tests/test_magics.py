@@ -211,7 +211,8 @@ def test_schedule_traits_reach_the_client(ip):
     run(ip, "%config Imagen4Magics.poll_interval = 0.25", "%config Imagen4Magics.timeout = 12")
     assert client.schedule.phases == ((float("inf"), 0.25),) and client.schedule.max_wait == 12
     run(ip, "%config Imagen4Magics.poll_interval = 0")
-    assert client.schedule.phases[0][1] > 1 and client.schedule.max_wait == 12  # the provider's advice
+    learned = client.schedule  # learns durations; the provider's advice until it has seen three tasks
+    assert learned.fallback.phases[0][1] > 1 and learned.max_wait == 12 and hasattr(learned, "learn")
 
 
 def test_embed_modes(ip, sim):
@@ -466,3 +467,24 @@ def test_track_credits_records_balance_around_a_task(ip, sim):
         time.sleep(0.02)
     assert done.is_set()
     assert entry.credits_before - entry.credits_after == pytest.approx(2 * 4.0)
+
+
+def test_loading_is_quick_and_imports_no_widgets(tmp_path):
+    """`%load_ext` in a fresh process: no ipywidgets, no Pillow, no network; well under a second."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "from IPython.core.interactiveshell import InteractiveShell\n"
+            "ip = InteractiveShell.instance()\n"
+            "t = time.perf_counter(); ip.run_line_magic('load_ext', 'imagen4_jupyter')\n"
+            "print('ms', (time.perf_counter() - t) * 1000, 'ipywidgets' in sys.modules, 'PIL' in sys.modules)\n")
+    env = dict(os.environ, APIKLEY_BASE_URL="http://127.0.0.1:9", APIKLEY_API_KEY=KEY,
+               PYTHONPATH=str(Path(M.__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = [x for x in out.stdout.splitlines() if x.startswith("ms ")][0].split()
+    assert float(line[1]) < 1000 and line[2:] == ["False", "False"], out.stdout
+    assert "imagen4 history:" in out.stdout and KEY not in out.stdout
