@@ -1,0 +1,134 @@
+"""Export the per-notebook history as a table: one row per task, to CSV or JSON.
+
+Rows carry what a methods section needs: when, task id, prompt and parameters (seed included), outcome,
+cost time and the image files with their sha256. Only these fields are written; the history never holds
+the API key, and nothing else is copied from it. `%imagen4 history --export FILE` calls `export_history`.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .history import History
+
+COLUMNS = ("time", "task_id", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state", "error",
+           "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",
+           "image_paths", "sha256s")
+LIST_SEPARATOR = ";"  # lists (image paths, sha256s) inside one CSV cell
+
+
+def _iso(ts: Any) -> str | None:
+    if not isinstance(ts, (int, float)):
+        return None
+    return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _as_history(history: Any) -> History:
+    if isinstance(history, History):
+        return history
+    if hasattr(history, "history") and isinstance(history.history, History):  # a Session
+        return history.history
+    if isinstance(history, (str, os.PathLike)):
+        path = Path(history)
+        if not path.is_file():
+            raise FileNotFoundError(f"No history file at {path} (it is the .jsonl file in the .imagen4/ folder).")
+        return History(path)
+    raise TypeError(f"export_history needs a History, a Session or a path, not {type(history).__name__}.")
+
+
+def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """One dict per task (plus one per createTask whose outcome is unknown), oldest first.
+
+    Image paths are relative to `base` (a folder) when given, else absolute.
+    """
+    hist = _as_history(history)
+    entries = hist.entries()
+    tags: dict[str, Any] = {}
+    unknown: list[dict] = []
+    try:
+        for ev in hist.iter_events():
+            if ev.get("event") == "submitted" and isinstance(ev.get("batch"), dict):
+                tags[ev.get("task_id")] = ev["batch"]
+            elif ev.get("event") == "outcome_unknown":
+                unknown.append(ev)
+    except FileNotFoundError:
+        pass
+
+    def path_of(stored: str) -> str:
+        full = hist.resolve(stored).resolve()
+        if base is None:
+            return str(full)
+        return os.path.relpath(full, Path(base).resolve())
+
+    rows: list[tuple[float, dict[str, Any]]] = []
+    for entry in entries:
+        req = entry.request or {}
+        tag = tags.get(entry.task_id)
+        row = {
+            "time": _iso(entry.submitted_at), "task_id": entry.task_id, "prompt": req.get("prompt"),
+            "negative_prompt": req.get("negative_prompt"), "aspect_ratio": req.get("aspect_ratio"),
+            "num_images": req.get("num_images"), "seed": req.get("seed"), "state": entry.state,
+            "error": (entry.error or {}).get("message"), "cost_time_ms": entry.cost_time_ms,
+            "finished": _iso(entry.finished_at), "source": entry.source,
+            "cell": entry.cell if isinstance(entry.cell, (int, str)) else None,
+            "batch": f"{tag.get('id')}#{tag.get('index')}" if isinstance(tag, dict) else None,
+            "credits_before": entry.credits_before, "credits_after": entry.credits_after,
+            "image_paths": [path_of(im["path"]) for im in entry.images if im.get("path")],
+            "sha256s": [im.get("sha256") for im in entry.images],
+        }
+        rows.append((entry.submitted_at or 0.0, row))
+    for ev in unknown:
+        req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
+        tag = ev.get("batch")
+        rows.append((ev.get("time") or 0.0, {
+            "time": _iso(ev.get("time")), "task_id": None, "prompt": req.get("prompt"),
+            "negative_prompt": req.get("negative_prompt"), "aspect_ratio": req.get("aspect_ratio"),
+            "num_images": req.get("num_images"), "seed": req.get("seed"), "state": "outcome-unknown",
+            "error": ev.get("message"), "cost_time_ms": None, "finished": None, "source": ev.get("source"),
+            "cell": ev.get("cell") if isinstance(ev.get("cell"), (int, str)) else None,
+            "batch": f"{tag.get('id')}#{tag.get('index')}" if isinstance(tag, dict) else None,
+            "credits_before": None, "credits_after": None, "image_paths": [], "sha256s": []}))
+    rows.sort(key=lambda pair: pair[0])
+    return [row for _, row in rows]
+
+
+def export_history(history: Any, path: str | os.PathLike, *, format: str | None = None,
+                   absolute_paths: bool = False) -> Path:
+    """Write the history's tasks to `path` (.csv or .json, or `format=`); returns the path written.
+
+    Columns: time, task_id, prompt, negative_prompt, aspect_ratio, num_images, seed, state, error,
+    cost_time_ms, finished, source, cell, batch, credits_before, credits_after, image_paths, sha256s.
+    Image paths are relative to the exported file's folder unless `absolute_paths=True`; in CSV, lists are
+    joined with ';'. The file is replaced atomically.
+    """
+    target = Path(path).expanduser()
+    kind = (format or target.suffix.lstrip(".")).lower()
+    if kind not in ("csv", "json"):
+        raise ValueError(f"Export to a .csv or .json file, not {target.name!r} (or pass format='csv'/'json').")
+    rows = history_rows(history, base=None if absolute_paths else (target.parent.resolve()))
+    if kind == "json":
+        text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (LIST_SEPARATOR.join(str(x) for x in v) if isinstance(v, list) else
+                                 ("" if v is None else v)) for k, v in row.items()})
+        text = buf.getvalue()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
