@@ -79,6 +79,12 @@ def _history_requests(lab, stem: str) -> list[dict]:
     return [e["request"] for e in events if e["event"] == "submitted"]
 
 
+def _history_task_ids(lab, stem: str) -> list[str]:
+    path = lab.root / ".imagen4" / f"{stem}.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e["task_id"] for e in events if e["event"] == "submitted"]
+
+
 def test_panel_in_jupyterlab(lab, chromium):
     lab.write_notebook("panel.ipynb", [SETUP, "%imagen4 panel"])
     context, page = _page(chromium)
@@ -109,8 +115,10 @@ def test_panel_in_jupyterlab(lab, chromium):
                                "?.textContent.includes('16:9')")
         t1 = time.monotonic()
         generate.click()
-        page.locator(".imagen4-tasks").get_by_text("generating").or_(
-            page.locator(".imagen4-tasks").get_by_text("done")).first.wait_for()
+        # while the task runs the kernel is idle: nothing blocks it (the status bar says so)
+        page.wait_for_function(
+            "() => /(queued|generating|waiting|sent)/.test(document.querySelector('.imagen4-tasks').textContent)"
+            " && /\\|\\s*Idle/.test(document.querySelector('#jp-main-statusbar').textContent)")
         page.wait_for_function("() => document.querySelectorAll('.imagen4-gallery img.imagen4-thumb').length === 2"
                                " && Array.from(document.querySelectorAll('.imagen4-gallery img'))"
                                ".every(i => i.complete && i.naturalWidth > 0)")
@@ -147,6 +155,17 @@ def test_panel_in_jupyterlab(lab, chromium):
         page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output img").first.wait_for()
         time.sleep(0.3)
         assert lab.sim.count("createTask") == 1
+
+        # the panel's task is in the magic's history listing (one session, one history)
+        page.keyboard.press("Escape")
+        cells_before = page.locator(".jp-Notebook .jp-Cell").count()
+        page.locator(".jp-Notebook .jp-Cell").nth(cells_before - 1).locator(".jp-InputPrompt").click()
+        page.keyboard.press("Enter")
+        page.keyboard.type("%imagen4 history --limit 5")
+        page.keyboard.press("Shift+Enter")
+        listing = page.locator(".jp-Notebook .jp-Cell").nth(cells_before - 1).locator(".jp-OutputArea")
+        listing.get_by_text(job_id := _history_task_ids(lab, "panel")[0]).first.wait_for()
+        assert job_id in listing.inner_text()
 
         # larger view of the first image, for the screenshots
         page.locator(".imagen4-zoom").first.click()
