@@ -488,3 +488,12 @@ def test_loading_is_quick_and_imports_no_widgets(tmp_path):
     line = [x for x in out.stdout.splitlines() if x.startswith("ms ")][0].split()
     assert float(line[1]) < 1000 and line[2:] == ["False", "False"], out.stdout
     assert "imagen4 history:" in out.stdout and KEY not in out.stdout
+
+
+def test_outcome_unknown_is_not_resent_and_says_so(ip, sim):
+    sim.inject("createTask", times=1, drop_after=True)
+    r = run(ip, "%%imagen4 --wait -s 3\nmaybe billed")
+    assert_short_error(r, "Outcome unknown", "NOT resent")
+    assert sim.count("createTask") == 1  # sent once, never again
+    events = [json.loads(x) for x in ip.imagen4.session.history.path.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["outcome_unknown"]
