@@ -202,6 +202,9 @@ class Panel(W.VBox):
     """Explore Imagen 4 with controls; tasks, images and history are the kernel session's (shared with %%imagen4).
 
     `Panel()` uses the kernel's session; `Panel(session=...)` another one (tests).
+    Seeds: an empty seed box means a new random seed is chosen and sent with each Generate (so every task
+    can be reproduced and "Insert as code" gives a cell that shows the same images); "random" fills the box;
+    "keep" keeps the box's seed for the next Generate, otherwise the box is emptied after each Generate.
     """
 
     def __init__(self, session: Session | None = None, *, thumb_size: int = 160, history_limit: int = 20):
