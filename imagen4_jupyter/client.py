@@ -107,7 +107,8 @@ class Imagen4Client:
                  retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
                  allow_insecure_http: bool | None = None, max_workers: int = 3,
                  max_download_bytes: int = 50 * 1024 * 1024):
-        from .poller import Poller, PollSchedule
+        from .poller import Poller
+        from .schedule import SmartSchedule
 
         if allow_insecure_http is None:
             allow_insecure_http = os.environ.get("APIKLEY_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
@@ -118,7 +119,7 @@ class Imagen4Client:
         self.retry = retry or RetryPolicy()
         self.store = ImageStore(cache_dir or default_cache_dir())
         self.max_download_bytes = max_download_bytes
-        self.schedule = schedule or PollSchedule()
+        self.schedule = schedule or SmartSchedule()  # the provider's advice until it has learned durations
         self._http = requests.Session()
         self._http.headers["User-Agent"] = USER_AGENT
         self._http.trust_env = False if _is_loopback(urlsplit(self.base_url).hostname or "") else True

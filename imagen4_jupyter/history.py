@@ -42,6 +42,8 @@ class TaskEntry:
     images: list[dict] = field(default_factory=list)
     error: dict | None = None
     cost_time_ms: int | None = None
+    generating_since_ms: int | None = None  # server time when generation started (learned polling)
+    complete_time_ms: int | None = None
     finished_at: float | None = None
     credits_before: float | None = None
     credits_after: float | None = None
@@ -196,6 +198,8 @@ class History:
             entry.state, entry.urls, entry.images, entry.error = "success", list(ev.get("urls") or []), images, None
             entry.succeeded = True
             entry.cost_time_ms, entry.finished_at = ev.get("cost_time_ms"), ev.get("time")
+            entry.generating_since_ms = ev.get("generating_since_ms")
+            entry.complete_time_ms = ev.get("complete_time_ms")
             if entry.request_key:
                 keys = self.by_key.setdefault(entry.request_key, [])
                 if tid not in keys:

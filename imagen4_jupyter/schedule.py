@@ -9,11 +9,11 @@ advised schedule applies unchanged.
 """
 from __future__ import annotations
 
-import bisect
 import math
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from .poller import PollSchedule
 from .task import Job
@@ -42,7 +42,7 @@ class SmartSchedule:
     high: float = 0.95
     margin: float = 0.1
     max_samples: int = 200
-    _samples: dict = field(default_factory=lambda: defaultdict(list), repr=False)
+    _samples: dict = field(default_factory=lambda: defaultdict(list), repr=False)  # key -> durations, oldest first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -57,9 +57,9 @@ class SmartSchedule:
         with self._lock:
             for key in ((aspect_ratio, num_images), ("*", 0)):
                 samples = self._samples[key]
-                bisect.insort(samples, seconds)
-                if len(samples) > self.max_samples:
-                    samples.pop(0 if len(samples) % 2 else -1)  # keep the spread, trim both ends in turn
+                samples.append(seconds)
+                if len(samples) > self.max_samples:  # keep the newest: durations drift as the service changes
+                    del samples[0]
 
     def observe(self, job: Job) -> None:
         """Learn from a finished job whose generation start and completion times are known."""
@@ -77,6 +77,7 @@ class SmartSchedule:
                 samples = self._samples.get(("*", 0)) or []
             if len(samples) < MIN_SAMPLES:
                 return None
+            samples = sorted(samples)  # at most max_samples (200): microseconds
             n = len(samples)
             lo = samples[max(0, math.floor(self.low * (n - 1)))]
             hi = samples[min(n - 1, math.ceil(self.high * (n - 1)))]
@@ -118,3 +119,27 @@ class SmartSchedule:
             else:
                 job._clock_offset = now - job.generating_since_ms / 1000.0
         return job.generating_since_ms / 1000.0 + getattr(job, "_clock_offset", 0.0)
+
+
+def seed_from_history(schedule: Any, history: Any, limit: int = 1000) -> int:
+    """Teach a learning schedule the generation durations of the newest `limit` successes in `history`
+    (their `succeeded` events record `generating_since_ms` and `complete_time_ms`). Returns how many were
+    learned; a schedule without `learn` (fixed, advised) is left alone."""
+    learn = getattr(schedule, "learn", None)
+    if not callable(learn):
+        return 0
+    samples = []
+    for entry in reversed(history.entries()):
+        start, end, req = entry.generating_since_ms, entry.complete_time_ms, entry.request or {}
+        if not (entry.succeeded and isinstance(start, int) and isinstance(end, int)):
+            continue
+        try:
+            samples.append((str(req.get("aspect_ratio") or "1:1"), int(req.get("num_images") or 1),
+                            (end - start) / 1000.0))
+        except (TypeError, ValueError):
+            continue
+        if len(samples) >= limit:
+            break
+    for ratio, n, seconds in reversed(samples):  # oldest first, as they happened
+        learn(ratio, n, seconds)
+    return len(samples)

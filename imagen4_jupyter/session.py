@@ -14,6 +14,7 @@ from .client import Imagen4Client
 from .history import History, TaskEntry, find_notebook, history_path
 from .images import ImageStore
 from .request import GenerationRequest
+from .schedule import seed_from_history
 from .task import Job, Result, TaskRecord
 
 REUSE_POLICIES = ("seeded", "always", "never")
@@ -41,6 +42,7 @@ class Session:
         if self._client is None:
             opts = {"cache_dir": self.history.folder / "images", **self._client_options}
             self._client = Imagen4Client(**opts)
+            seed_from_history(self._client.schedule, self.history)
         return self._client
 
     def configure_client(self, **options: Any) -> None:
@@ -50,6 +52,8 @@ class Session:
             for name in ("schedule", "timeout", "retry"):
                 if name in options:
                     setattr(self._client, name, options[name])
+            if "schedule" in options:
+                seed_from_history(self._client.schedule, self.history)
 
     @property
     def store(self) -> ImageStore:
@@ -141,6 +145,7 @@ class Session:
                 "images": [{**im.to_dict(), "path": self.history.relative(im.path)} for im in job.images],
                 "cost_time_ms": rec.cost_time_ms if rec else None,
                 "create_time_ms": rec.create_time_ms if rec else None,
+                "generating_since_ms": getattr(job, "generating_since_ms", None),
                 "complete_time_ms": rec.complete_time_ms if rec else None})
         else:
             err = job.error
