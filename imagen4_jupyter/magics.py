@@ -571,11 +571,27 @@ class Imagen4Magics(Magics):
             raise UsageError("--limit must be 1 or more.")
         history = self.session.history
         entries = history.search(args.search, limit=args.limit)
+        entries = sorted(entries + self._unknown_entries(args.search), key=lambda e: e.submitted_at or 0,
+                         reverse=True)[: args.limit]
         bundle = D.history_bundle(entries, history, thumbnails=self.rich())
         if self.rich():
             display(bundle, raw=True)
         else:
             print(bundle["text/plain"])
+
+    def _unknown_entries(self, text: str | None) -> list:
+        """Requests whose createTask outcome is unknown (no task id), as rows for the history table."""
+        from .history import TaskEntry
+
+        rows = []
+        for ev in self.session.history.unknown:
+            req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
+            hay = " ".join(str(req.get(k) or "") for k in ("prompt", "negative_prompt", "seed")).lower()
+            if text and text.lower() not in hay:
+                continue
+            rows.append(TaskEntry(task_id="(no task id)", request=req, submitted_at=ev.get("time"),
+                                  state="outcome unknown: check the Apikley dashboard before resubmitting"))
+        return rows
 
     def _cmd_show(self, rest: str) -> None:
         task_id = self._task_id("show", rest)

@@ -497,3 +497,5 @@ def test_outcome_unknown_is_not_resent_and_says_so(ip, sim):
     assert sim.count("createTask") == 1  # sent once, never again
     events = [json.loads(x) for x in ip.imagen4.session.history.path.read_text().splitlines()]
     assert [e["event"] for e in events] == ["outcome_unknown"]
+    table = run(ip, "%imagen4 history").outputs[0]["data"]["text/html"]
+    assert "maybe billed" in table and "outcome unknown" in table
