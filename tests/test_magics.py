@@ -499,3 +499,28 @@ def test_outcome_unknown_is_not_resent_and_says_so(ip, sim):
     assert [e["event"] for e in events] == ["outcome_unknown"]
     table = run(ip, "%imagen4 history").outputs[0]["data"]["text/html"]
     assert "maybe billed" in table and "outcome unknown" in table
+
+
+@pytest.mark.parametrize("how", ["JPY_SESSION_NAME", "VS Code"])
+def test_history_goes_beside_the_detected_notebook(sim, tmp_path, monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
+    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    nb = tmp_path / "sub" / "story.ipynb"
+    nb.parent.mkdir()
+    nb.write_text("{}")
+    shell = InteractiveShell.instance()
+    shell.config.pop("Imagen4Magics", None)
+    if how == "JPY_SESSION_NAME":
+        monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    else:
+        shell.user_ns["__vsc_ipynb_file__"] = str(nb)
+    try:
+        with capture_output() as cap:
+            M.load(shell)
+        assert f"{tmp_path / 'sub' / '.imagen4' / 'story.jsonl'} (notebook found through {how})" in cap.stdout
+    finally:
+        shell.user_ns.pop("__vsc_ipynb_file__", None)
+        M.unload(shell)
+        S.set_session(None)
