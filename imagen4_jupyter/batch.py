@@ -567,10 +567,9 @@ class _Progress:
         self.tty = False
         ip = _ipython()
         if ip is not None and getattr(ip, "kernel", None) is not None:
-            from IPython.display import HTML, display
+            from IPython.display import display
 
-            self._HTML = HTML
-            self.handle = display(HTML(self._html(None)), display_id=True)
+            self.handle = display(self._bundle(None), raw=True, display_id=True)
         else:
             self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
 
@@ -597,7 +596,9 @@ class _Progress:
 
     def _text(self, run: _Run | None, final: bool = False) -> str:
         c = self.counts(run)
-        parts = [f"{c['done']}/{self.total} done", f"{c['running']} running"]
+        parts = [f"{c['done']}/{self.total} done"]
+        if c["running"]:
+            parts.append(f"{c['running']} running")
         if c["reused"]:
             parts.append(f"{c['reused']} reused")
         if c["failed"]:
@@ -621,13 +622,16 @@ class _Progress:
                 f'vertical-align:middle;accent-color:{colour}"></progress> '
                 f"{html.escape(self._text(run, final))}</div>")
 
+    def _bundle(self, run: _Run | None, final: bool = False) -> dict[str, str]:
+        return {"text/html": self._html(run, final), "text/plain": self._text(run, final)}
+
     def update(self, run: _Run, final: bool = False) -> None:
         now = time.monotonic()
         if not final and now - self.last < 0.25:
             return
         self.last = now
         if self.handle is not None:
-            self.handle.update(self._HTML(self._html(run, final)))
+            self.handle.update(self._bundle(run, final), raw=True)
             return
         line = self._text(run, final)
         if self.tty:
@@ -726,8 +730,10 @@ class BatchResult:
         line = f"{len(self)} items: " + ", ".join(parts)
         if s:
             line += (f" · {s.get('created', 0)} tasks created, {s.get('reused', 0)} reused, "
-                     f"{s.get('followed', 0)} followed · {s.get('rate_limited', 0)}×429 · "
-                     f"{s.get('wall_s', 0):.1f} s")
+                     f"{s.get('followed', 0)} followed")
+            if s.get("rate_limited"):
+                line += f" · rate limited {s['rate_limited']}× ({s.get('paused_s', 0):.0f} s paused)"
+            line += f" · {s.get('wall_s', 0):.1f} s"
         return line
 
     def __repr__(self) -> str:
