@@ -253,6 +253,8 @@ class History:
 
     def iter_events(self) -> Iterator[dict]:
         """Every readable event in file order (for export); unreadable lines are skipped."""
+        if not self.path.exists():  # nothing recorded yet
+            return
         with open(self.path, "rb") as fh:
             for raw in fh:
                 try:

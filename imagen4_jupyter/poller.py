@@ -21,6 +21,8 @@ from .task import Job
 if TYPE_CHECKING:
     from .client import Imagen4Client
 
+PROTOCOL_RETRIES = 3  # extra status checks after an unreadable answer before the job fails
+
 
 @dataclass(frozen=True)
 class PollSchedule:
@@ -175,7 +177,11 @@ class Poller:
         now = time.time()
         # The task keeps running on the service whatever happens here, so a transient failure (429, 455,
         # 5xx, connection) is retried with backoff until the overall limit rather than a fixed count.
-        if err.retryable and now < self._deadline(job):
+        # A garbled or redirected status answer (ProtocolError) may be a proxy's hiccup: a status check is
+        # safe to repeat, so it is asked again a few times before the job fails with that error.
+        again = err.retryable or (action == "check" and isinstance(err, E.ProtocolError)
+                                  and not getattr(err, "final", False) and count <= PROTOCOL_RETRIES)
+        if again and now < self._deadline(job):
             delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:
                 self._push(min(now + delay, self._deadline(job)), job, action)

@@ -150,7 +150,7 @@ class Session:
         else:
             err = job.error
             final = isinstance(err, (E.GenerationFailedError, E.NotFoundError)) or (
-                isinstance(err, E.DownloadError) and not err.retryable)
+                isinstance(err, E.DownloadError) and not err.retryable) or bool(getattr(err, "final", False))
             self.history.append({"event": "failed", "task_id": job.task_id, "kind": type(err).__name__,
                                  "code": err.code, "message": str(err), "final": final,
                                  "fail_code": getattr(err, "fail_code", None)})

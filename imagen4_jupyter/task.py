@@ -76,14 +76,18 @@ class TaskRecord:
         param = _decode_twice(data.get("param"), "param", tid)
         urls: list[str] = []
         if state == "success":
-            result = _decode_twice(data.get("resultJson"), "resultJson", tid)
-            if not isinstance(result, dict) or "resultUrls" not in result:
-                raise ProtocolError("The task succeeded but `resultJson` has no `resultUrls`.", task_id=tid)
-            urls = result["resultUrls"]
-            if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
-                raise ProtocolError("`resultUrls` is not a list of URLs.", task_id=tid)
-            if not urls:
-                raise ProtocolError("The task succeeded but returned no image URLs.", task_id=tid)
+            try:
+                result = _decode_twice(data.get("resultJson"), "resultJson", tid)
+                if not isinstance(result, dict) or "resultUrls" not in result:
+                    raise ProtocolError("The task succeeded but `resultJson` has no `resultUrls`.", task_id=tid)
+                urls = result["resultUrls"]
+                if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
+                    raise ProtocolError("`resultUrls` is not a list of URLs.", task_id=tid)
+                if not urls:
+                    raise ProtocolError("The task succeeded but returned no image URLs.", task_id=tid)
+            except ProtocolError as err:
+                err.final = True  # the service's last word on this task: asking again gives the same answer
+                raise
         return cls(task_id=tid, state=state, model=data.get("model"),
                    param=param if isinstance(param, dict) else None, result_urls=list(urls),
                    fail_code=str(data["failCode"]) if data.get("failCode") not in (None, "") else None,
