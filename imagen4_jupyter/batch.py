@@ -276,6 +276,7 @@ class _Run:
         self.gate_until = 0.0  # monotonic; no createTask before this (the shared backoff)
         self.consecutive_429 = 0
         self.aborted: BaseException | None = None
+        self.closed = False
         self.cell = _execution_count()
         self.stats: dict[str, Any] = {
             "items": len(items), "concurrency": concurrency, "created": 0, "create_requests": 0,
@@ -367,6 +368,8 @@ class _Run:
                 if self.progress is not None:
                     self.progress.update(self)
         finally:
+            with self.cond:
+                self.closed = True
             pool.shutdown(wait=False)
             self.stats["wall_s"] = round(time.monotonic() - self.started, 3)
             if self.progress is not None:
@@ -509,6 +512,10 @@ class _Run:
                 self.gate_until = until
             item.state, item.origin = "pending", None
             self.decided[item.index] = ("create", None)
+            if self.closed:  # the run is over (timeout, interrupt): nobody will send it again
+                item.state, item.note = "not-submitted", f"not sent: {err.title} after the batch had stopped"
+                item.error, item.finished_at = err, time.time()
+                return
             self.queue.appendleft(item)
             return
         if isinstance(err, E.OutcomeUnknownError):

@@ -256,3 +256,14 @@ def test_without_pandas_to_dataframe_says_what_to_do(sim, client, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="pip install pandas"):
         result.to_dataframe()
+
+
+def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, client):
+    sim.inject("createTask", times=1, code=429, retry_after=1)  # the first createTask is refused
+    result = generate_many([f"p{i}" for i in range(6)], client=client, concurrency=4, progress=False)
+    assert result.ok and len(sim.tasks) == 6
+    creates = sorted(r.time for r in sim.requests if r.endpoint == "createTask")
+    assert len(creates) == 7 and result.stats["rate_limited"] == 1 and result.stats["pauses"] == 1
+    # requests 2-4 were already on their way; nothing else was sent until a second after the refusal
+    assert creates[3] - creates[0] < 0.5
+    assert creates[4] - creates[0] >= 0.95
