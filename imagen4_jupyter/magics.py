@@ -70,7 +70,6 @@ class CellView:
         self.deferred = deferred
         self.finalized = False
         self.rendered = threading.Event()
-        self.seen_done = threading.Event()  # our callback saw the end (the session recorded it before us)
         self.card: Any = None
         self.slots: list[Any] = []
         self._lock = threading.RLock()
@@ -97,7 +96,6 @@ class CellView:
             if self.finalized:
                 return
             if job.done():
-                self.seen_done.set()
                 if not self.deferred:
                     self.finalize()
                 return
@@ -243,6 +241,7 @@ class Imagen4Magics(Magics):
         self._views: set[CellView] = set()
         self._views_lock = threading.Lock()
         self._ticker = _Ticker(self)
+        self._outcomes: dict[str, threading.Event] = {}  # set once the session recorded a task's end
 
     # -- traits -------------------------------------------------------------------------------
     @validate("aspect_ratio")
@@ -324,7 +323,17 @@ class Imagen4Magics(Magics):
                                         history_folder=self.history_folder or None, reuse=self.reuse,
                                         client_options={"schedule": self.schedule()})
                 set_session(self._session)
+            self._session.subscribe(self._session_changed)
         return self._session
+
+    def _session_changed(self, job: Job) -> None:
+        """The session calls this after it wrote a job's change to the history."""
+        if job.done():
+            self._recorded(job.task_id).set()
+
+    def _recorded(self, task_id: str) -> threading.Event:
+        with self._views_lock:
+            return self._outcomes.setdefault(task_id, threading.Event())
 
     # -- where am I running -------------------------------------------------------------------
     def _kernel_parent(self) -> dict | None:
@@ -364,7 +373,7 @@ class Imagen4Magics(Magics):
 
     def _live_views(self) -> list[CellView]:
         with self._views_lock:
-            return [v for v in self._views if not v.finalized]
+            return [v for v in self._views if not v.rendered.is_set()]  # finalizing ones too
 
     def _view(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
         return CellView(self, job, rich=self.rich(), embed=embed or self.embed, preview_size=self.preview_size,
@@ -378,8 +387,8 @@ class Imagen4Magics(Magics):
         try:
             for view in views:
                 view.job.exception(max(0.0, deadline - time.monotonic()))
-                if view.job.done():  # callbacks run just after: let the history record the outcome first
-                    view.seen_done.wait(10)
+                if view.job.done():  # the session records the outcome just after: let it, first
+                    self._recorded(view.job.task_id).wait(10)
         except KeyboardInterrupt:
             interrupted = True
         unfinished = []
@@ -657,7 +666,9 @@ class Imagen4Magics(Magics):
         except KeyboardInterrupt:
             self._say("Interrupted; the tasks continue in the background.")
             return
-        for view in self._live_views():  # let updates from the poller thread land while this cell runs
+        for job in pending:  # the history has every outcome ...
+            self._recorded(job.task_id).wait(10)
+        for view in self._live_views():  # ... and the cells' outputs are updated while this cell runs
             view.rendered.wait(10)
         ok = [j for j in pending if j.error is None]
         failed = [j for j in pending if j.error is not None]
@@ -715,5 +726,7 @@ def unload(ipython: Any) -> None:
         manager.magics[kind].pop("imagen4", None)
     if magics is not None:
         magics._ticker.stop()
+        if magics._session is not None:
+            magics._session.unsubscribe(magics._session_changed)
         if magics in getattr(ipython, "configurables", []):
             ipython.configurables.remove(magics)
