@@ -165,8 +165,9 @@ def build_requests(items: Any, **defaults: Any) -> list[GenerationRequest]:
                     raise E.InvalidRequestError(f"unknown field(s) {', '.join(extra)}; request fields are "
                                                 f"{', '.join(REQUEST_FIELDS)}.")
                 fields = {**base, **{k: _plain(v) for k, v in item.items()}}
-                if from_frame:  # an empty cell means "use the default"
+                if from_frame:  # an empty cell means "use the default"; 7.0 in a column with gaps means 7
                     fields.update({k: base[k] for k, v in item.items() if _plain(v) is None and k in base})
+                    fields = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in fields.items()}
                 prompt = fields.pop("prompt", None)
                 req = GenerationRequest.create(prompt, **fields)
             elif item is None:

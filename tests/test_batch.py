@@ -267,3 +267,29 @@ def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, client)
     # requests 2-4 were already on their way; nothing else was sent until a second after the refusal
     assert creates[3] - creates[0] < 0.5
     assert creates[4] - creates[0] >= 0.95
+
+
+class MiniFrame:
+    """The slice of the pandas DataFrame interface generate_many uses (columns, [cols], to_dict('records'))."""
+
+    def __init__(self, data: dict[str, list]):
+        self.data = data
+        self.columns = list(data)
+
+    def __getitem__(self, cols):
+        return MiniFrame({c: self.data[c] for c in cols})
+
+    def to_dict(self, orient):
+        assert orient == "records"
+        n = len(next(iter(self.data.values())))
+        return [{c: v[i] for c, v in self.data.items()} for i in range(n)]
+
+
+def test_a_dataframe_gives_one_item_per_row_with_gaps_filled_by_defaults(sim, client):
+    frame = MiniFrame({"prompt": ["x", "y"], "seed": [7.0, float("nan")], "notes": ["ignored", "too"]})
+    result = generate_many(frame, client=client, aspect_ratio="3:4", seed=99, progress=False)
+    assert result.ok
+    sent = {sim_prompt(t): t.param["input"] for t in sim.tasks.values()}
+    assert (sent["x"]["seed"], sent["y"]["seed"]) == ("7", "99") and sent["y"]["aspect_ratio"] == "3:4"
+    with pytest.raises(InvalidRequestError, match="no `prompt` column"):
+        generate_many(MiniFrame({"text": ["x"]}), client=client, progress=False)
