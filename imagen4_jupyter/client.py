@@ -64,11 +64,12 @@ def _is_loopback(host: str) -> bool:
 def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
     """Normalise the base URL; refuse credentials in it and plain http to a non-loopback host."""
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise E.ConfigurationError(f"The base URL must look like https://api.apikley.ru, not {parts.scheme or url!r}.")
-    if parts.username or parts.password:
+    if parts.username or parts.password:  # checked first: no message below may repeat a password
         raise E.ConfigurationError("The base URL contains a user name or password; remove it "
                                    "(the key goes in APIKLEY_API_KEY).")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = parts.scheme or url.strip().rsplit("@", 1)[-1][:80]
+        raise E.ConfigurationError(f"The base URL must look like https://api.apikley.ru, not {shown!r}.")
     if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
         raise E.ConfigurationError(
             f"Refusing to send the API key over plain http to {parts.hostname}. Use https, or pass "
@@ -372,7 +373,7 @@ def _retry_after(value: str | None) -> float | None:
 
 def check_task_id(task_id: Any) -> str:
     """Task ids are short tokens; anything else (`../`, spaces, slashes) is refused before sending."""
-    if not isinstance(task_id, str) or not TASK_ID.match(task_id) or ".." in task_id:
+    if not isinstance(task_id, str) or not TASK_ID.fullmatch(task_id) or ".." in task_id:  # `$` allows a final \n
         raise E.InvalidRequestError(f"{str(task_id)[:60]!r} is not a valid task id (expected something like "
                                     "task_google_1765172350621).")
     return task_id

@@ -142,6 +142,8 @@ def _check_seed(value: Any) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidRequestError(f"The seed must be text or a whole number, not {type(value).__name__}.")
+    if isinstance(value, int) and abs(value).bit_length() > 4 * MAX_SEED:  # str() of a huge int raises ValueError
+        raise InvalidRequestError(f"The seed has more than {MAX_SEED} digits; the limit is {MAX_SEED}.")
     text = str(value)
     if text == "":
         return None
