@@ -13,15 +13,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from . import errors as E
 from .images import ImageStore
 from .request import GenerationRequest
 from .task import Job, Result, TaskRecord
+
+if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
+    import requests
 
 DEFAULT_BASE_URL = "https://api.apikley.ru"
 CREATE_PATH = "/api/v1/jobs/createTask"
@@ -79,6 +80,7 @@ def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
 
 def _not_sent(exc: BaseException) -> bool:
     """True if the request certainly never reached the server (connection refused, connect timeout)."""
+    import requests
     import urllib3.exceptions as U
 
     seen: set[int] = set()
@@ -108,6 +110,8 @@ class Imagen4Client:
                  retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
                  allow_insecure_http: bool | None = None, max_workers: int = 3,
                  max_download_bytes: int = 50 * 1024 * 1024):
+        import requests
+
         from .poller import Poller
         from .schedule import SmartSchedule
 
@@ -232,6 +236,8 @@ class Imagen4Client:
         if any(c.isspace() or not c.isprintable() or not c.isascii() for c in self.__key):
             raise E.ConfigurationError("The API key contains spaces, control characters or non-ASCII letters; "
                                        "check APIKLEY_API_KEY.")
+        import requests
+
         where = path.rsplit("/", 1)[-1]
         try:
             resp = self._http.request(method, self.base_url + path, params=params, json=json,
@@ -243,6 +249,8 @@ class Imagen4Client:
 
     def _transport_error(self, exc: requests.RequestException, where: str, idempotent: bool,
                          task_id: str | None) -> E.Imagen4Error:
+        import requests
+
         kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
         if _not_sent(exc):
             err = E.TransportError(f"Could not connect to {self.base_url} ({where} {kind}). Check the network "
@@ -296,6 +304,8 @@ class Imagen4Client:
 
     def download(self, url: str, *, task_id: str | None = None) -> bytes:
         """GET an image URL (no credentials sent); checks status, type, size cap and completeness."""
+        import requests
+
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id)

@@ -133,6 +133,7 @@ class Session:
         with self._lock:
             self.jobs[job.task_id] = job
         job.on_change(self._record_change)
+        job.add_done_callback(_prepare_thumbnails)  # runs after the cell's display and the history record
         self._notify(job)
 
     def _record_change(self, job: Job) -> None:
@@ -212,6 +213,18 @@ class Session:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def _prepare_thumbnails(job: Job) -> None:
+    """Make the history table's thumbnails now, in the poller thread, so `%imagen4 history` reads small cached
+    files instead of decoding full images (~20 ms each) while the user waits."""
+    from .display import thumbnail
+
+    for image in job.images:
+        try:
+            thumbnail(image.path)
+        except Exception:  # only a cache: the table makes it itself if this failed
+            pass
 
 
 _current: Session | None = None
