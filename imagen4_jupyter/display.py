@@ -173,7 +173,8 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
 
 # -- subcommand views ---------------------------------------------------------------------------------
 def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
-    """(bytes, mime) of a small preview of an image file, cached on disk in `.thumbs/` beside it.
+    """(bytes, mime) of a small preview of an image file; one from the image store (named by its sha256) is
+    cached on disk in `.thumbs/` beside it.
 
     Decoding a 1024x1024 PNG costs ~20 ms, so a history page of 20 tasks would take most of a second; the
     cached copy is a ~3 KB read. It is remade when the image file is newer than it.
@@ -185,6 +186,8 @@ def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
     from .images import preview, sniff
 
     path = Path(path)
+    if not (len(path.stem) == 64 and all(c in "0123456789abcdef" for c in path.stem)):
+        return preview(path.read_bytes(), side, quality=70)  # not a store file: no cache folder beside it
     cached = path.parent / ".thumbs" / f"{path.stem}-{side}"
     try:
         if cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
