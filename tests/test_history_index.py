@@ -115,3 +115,24 @@ def test_a_read_only_folder_still_reads(tmp_path):
         assert len(h.tasks) == 30 and not h.index_path.exists()
     finally:
         os.chmod(path.parent, 0o755)
+
+
+def test_history_thumbnails_are_cached_beside_store_files_only(tmp_path):
+    from imagen4_jupyter.display import thumbnail
+    from imagen4_jupyter.simulator.images import render_png
+
+    png = render_png("thumb-test", (512, 512))
+    store_file = tmp_path / "images" / (("ab" * 32) + ".png")
+    store_file.parent.mkdir()
+    store_file.write_bytes(png)
+    data, mime = thumbnail(store_file)
+    cached = store_file.parent / ".thumbs" / f"{store_file.stem}-72"
+    assert mime == "image/jpeg" and cached.read_bytes() == data and len(data) < 10_000
+    cached.write_bytes(b"\xff\xd8\xff cached")  # a second call reads the cache, no decode
+    assert thumbnail(store_file) == (b"\xff\xd8\xff cached", "image/jpeg")
+    os.utime(store_file, ns=(cached.stat().st_mtime_ns + 10**9,) * 2)  # the image is newer: made again
+    assert thumbnail(store_file)[0] == data
+    other = tmp_path / "elsewhere" / "photo.png"
+    other.parent.mkdir()
+    other.write_bytes(png)
+    assert thumbnail(other)[1] == "image/jpeg" and not (other.parent / ".thumbs").exists()
