@@ -90,3 +90,13 @@ def test_research_and_batch_notebooks_run_and_rerun_for_free(fast_kernel_env, tm
     again = execute("batch-and-grids.ipynb", folder, monkeypatch)
     assert sim.count("createTask") == created
     assert "0 tasks created, 6 reused" in texts(again)
+
+
+def test_panel_notebook_runs_and_its_cell_reuses_the_panel_task(fast_kernel_env, tmp_path, monkeypatch):
+    sim = fast_kernel_env
+    nb = execute("panel.ipynb", tmp_path / "panel", monkeypatch)
+    widget_views = [o for c in nb.cells for o in c.get("outputs", [])
+                    if "application/vnd.jupyter.widget-view+json" in (o.get("data") or {})]
+    assert len(widget_views) >= 2  # `%imagen4 panel` and the scripted Panel()
+    assert "same task, nothing spent" in texts(nb)
+    assert sim.count("createTask") == 1
