@@ -8,43 +8,22 @@ updated in place from the poller thread, so images land in the cell that asked f
 from __future__ import annotations
 
 import keyword
-import sys
-import threading
-import time
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
-from IPython.display import display
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from . import display as D
 from . import errors as E
+from .cellview import CellView, LiveViews, _Ticker  # noqa: F401 - names kept importable from here
 from .request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
 from .session import REUSE_POLICIES, Session, set_session
+from .subcommands import SUBCOMMANDS, Subcommands, parse_line, short_error  # noqa: F401
 from .task import Job
 
-SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "panel")
 WAIT_MODES = ("auto", "always", "never")
-
-
-def short_error(err: BaseException) -> BaseException:
-    """Make IPython show `err` as one line instead of a traceback (the exception type is kept)."""
-    text = err.short() if isinstance(err, E.Imagen4Error) else f"{type(err).__name__}: {err}"
-    err._render_traceback_ = lambda: [text]  # type: ignore[attr-defined]
-    return err
-
-
-def parse_line(parser: MagicArgumentParser, line: str) -> Any:
-    """Parse a magic's line with shell-style quoting (`--negative "two words"` gives `two words`)."""
-    import shlex
-
-    try:
-        argv = shlex.split(line)
-    except ValueError as err:
-        raise UsageError(f"Could not read the options: {err} (check the quotes).") from None
-    return parser.parse_args(argv)
 
 
 def split_body(cell: str) -> tuple[str, str | None]:
@@ -56,145 +35,8 @@ def split_body(cell: str) -> tuple[str, str | None]:
     return cell.strip(), None
 
 
-class CellView:
-    """The outputs of one task in the cell that showed it: a status card and one slot per image.
-
-    Created on the kernel thread; updated from the poller thread by display id. When the cell blocks
-    (`deferred`), the final rendering is left to the kernel thread so it lands before the cell ends.
-    """
-
-    def __init__(self, owner: "Imagen4Magics", job: Job, *, rich: bool, embed: str, preview_size: int,
-                 deferred: bool):
-        self.owner, self.job, self.rich = owner, job, rich
-        self.embed, self.preview_size = embed, preview_size
-        self.deferred = deferred
-        self.finalized = False
-        self.rendered = threading.Event()
-        self.card: Any = None
-        self.slots: list[Any] = []
-        self._lock = threading.RLock()
-        self._last_line = ""
-        self._last_card: dict | None = None
-
-    # -- kernel thread ------------------------------------------------------------------------
-    def open(self) -> "CellView":
-        expected = self.job.request.num_images if self.job.request else 1
-        if self.rich:
-            self._last_card = D.card_bundle(self.job)
-            self.card = display(self._last_card, raw=True, display_id=True)
-            self.slots = [display(D.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
-        else:
-            self._print_state()
-        self.owner._track_view(self)
-        self.job.on_change(self._changed)
-        self._changed(self.job)  # it may have moved on before we subscribed
-        return self
-
-    # -- poller thread (and ticker) ------------------------------------------------------------
-    def _changed(self, job: Job) -> None:
-        with self._lock:
-            if self.finalized:
-                return
-            if job.done():
-                if not self.deferred:
-                    self.finalize()
-                return
-            self.refresh()
-
-    def refresh(self) -> None:
-        """Show the current state and elapsed time (live cards only)."""
-        with self._lock:
-            if self.finalized:
-                return
-            if self.rich:
-                bundle = D.card_bundle(self.job)
-                if bundle != self._last_card:
-                    self._last_card = bundle
-                    self.card.update(bundle, raw=True)
-            else:
-                self._print_state()
-
-    def finalize(self) -> None:
-        """Turn the card into the final state and fill the image slots (once)."""
-        with self._lock:
-            if self.finalized:
-                return
-            self.finalized = True
-            try:
-                self._render_rich() if self.rich else self._render_text()
-            finally:
-                self.rendered.set()
-                self.owner._untrack_view(self)
-
-    def _render_rich(self) -> None:
-        job = self.job
-        images = job.images
-        note = ""
-        if job.error is None and len(images) > len(self.slots):  # the service sent more than asked for
-            note = f"{len(images) - len(self.slots)} more image(s): %imagen4 show {job.task_id}"
-        problems = []
-        if job.error is None:
-            for slot, image in zip(self.slots, images, strict=False):
-                try:
-                    data, meta = D.image_output(job, image, self.embed, self.preview_size)
-                except Exception as exc:  # a damaged file must not hide the others
-                    problems.append(f"image {image.index + 1} could not be shown ({exc}); file: {image.path}")
-                    continue
-                slot.update(data, raw=True, metadata=meta)
-        for slot in self.slots[len(images) if job.error is None else 0:]:
-            slot.update({"text/plain": ""}, raw=True)
-        self.card.update(D.card_bundle(job, note="; ".join(problems + ([note] if note else []))), raw=True)
-
-    def _print_state(self) -> None:
-        line = f"[imagen4] {self.job.task_id}: {self.job.status}"
-        if line != self._last_line:
-            self._last_line = line
-            print(line, flush=True)
-
-    def _render_text(self) -> None:
-        job = self.job
-        if job.error is not None:
-            print(f"[imagen4] {job.error.short() if isinstance(job.error, E.Imagen4Error) else job.error}",
-                  file=sys.stderr, flush=True)
-            return
-        print(f"[imagen4] {job.task_id}: done in {job.elapsed:.1f} s; saved:", flush=True)
-        for image in job.images:
-            print(f"  {image.path}  ({image.width}×{image.height})", flush=True)
-
-
-class _Ticker:
-    """One daemon thread that refreshes the elapsed time of live cards; it stops when none is left."""
-
-    def __init__(self, owner: "Imagen4Magics"):
-        self.owner = owner
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def ensure(self) -> None:
-        if self.owner.refresh_interval <= 0 or (self._thread is not None and self._thread.is_alive()):
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="imagen4-ticker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(max(0.1, self.owner.refresh_interval)):
-            views = self.owner._live_views()
-            if not views:
-                return
-            for view in views:
-                if view.rich:
-                    try:
-                        view.refresh()
-                    except Exception:  # a display problem must not end the ticker
-                        pass
-
-
 @magics_class
-class Imagen4Magics(Magics):
+class Imagen4Magics(LiveViews, Subcommands, Magics):
     """Google Imagen 4 in Jupyter: `%%imagen4` cells and `%imagen4 <subcommand>`."""
 
     aspect_ratio = Unicode("1:1", help="Default aspect ratio: one of 1:1 16:9 9:16 3:4 4:3 (-a overrides).").tag(
@@ -238,10 +80,7 @@ class Imagen4Magics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
         self._session: Session | None = None
-        self._views: set[CellView] = set()
-        self._views_lock = threading.Lock()
-        self._ticker = _Ticker(self)
-        self._outcomes: dict[str, threading.Event] = {}  # set once the session recorded a task's end
+        self._init_views()
 
     # -- traits -------------------------------------------------------------------------------
     @validate("aspect_ratio")
@@ -326,15 +165,6 @@ class Imagen4Magics(Magics):
             self._session.subscribe(self._session_changed)
         return self._session
 
-    def _session_changed(self, job: Job) -> None:
-        """The session calls this after it wrote a job's change to the history."""
-        if job.done():
-            self._recorded(job.task_id).set()
-
-    def _recorded(self, task_id: str) -> threading.Event:
-        with self._views_lock:
-            return self._outcomes.setdefault(task_id, threading.Event())
-
     # -- where am I running -------------------------------------------------------------------
     def _kernel_parent(self) -> dict | None:
         kernel = getattr(self.shell, "kernel", None)
@@ -360,57 +190,6 @@ class Imagen4Magics(Magics):
     def blocking(self, override: str | None = None) -> bool:
         mode = override or self.wait
         return mode == "always" or (mode == "auto" and self.headless())
-
-    # -- views ---------------------------------------------------------------------------------
-    def _track_view(self, view: CellView) -> None:
-        with self._views_lock:
-            self._views.add(view)
-        self._ticker.ensure()
-
-    def _untrack_view(self, view: CellView) -> None:
-        with self._views_lock:
-            self._views.discard(view)
-
-    def _live_views(self) -> list[CellView]:
-        with self._views_lock:
-            return [v for v in self._views if not v.rendered.is_set()]  # finalizing ones too
-
-    def _view(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
-        return CellView(self, job, rich=self.rich(), embed=embed or self.embed, preview_size=self.preview_size,
-                        deferred=deferred)
-
-    def _block_on(self, views: list[CellView]) -> list[Job]:
-        """Wait on the kernel thread until the views' jobs are done, then render them here."""
-        limit = self.timeout + 60.0
-        deadline = time.monotonic() + limit
-        interrupted = False
-        try:
-            for view in views:
-                view.job.exception(max(0.0, deadline - time.monotonic()))
-                if view.job.done():  # the session records the outcome just after: let it, first
-                    self._recorded(view.job.task_id).wait(10)
-        except KeyboardInterrupt:
-            interrupted = True
-        unfinished = []
-        for view in views:
-            with view._lock:
-                view.deferred = False
-                if view.job.done():
-                    view.finalize()
-                else:
-                    unfinished.append(view.job)
-        if unfinished:
-            why = "Interrupted" if interrupted else f"Still running after {limit:g} s"
-            ids = ", ".join(j.task_id for j in unfinished)
-            self._say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
-                      "images will appear here; %imagen4 wait blocks again.")
-        return [v.job for v in views]
-
-    def _say(self, text: str, kind: str = "info") -> None:
-        if self.rich():
-            display(D.message_bundle(text, kind), raw=True)
-        else:
-            print(f"[imagen4] {text}", file=sys.stderr if kind == "error" else sys.stdout, flush=True)
 
     # -- the magic ------------------------------------------------------------------------------
     @no_var_expand
@@ -521,19 +300,6 @@ class Imagen4Magics(Magics):
                 raise short_error(job.error) from None
         return None
 
-    def _show_finished(self, job: Job, embed: str, note: str = "") -> None:
-        """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
-        if not self.rich():
-            if note == "reused":
-                print(D.reused_bundle(job, job.created_at)["text/plain"], flush=True)
-            view = self._view(job, embed=embed)
-            view._render_text()
-            return
-        display(D.reused_bundle(job, job.created_at) if note == "reused" else D.card_bundle(job), raw=True)
-        for image in job.images:
-            data, meta = D.image_output(job, image, embed, self.preview_size)
-            display(data, raw=True, metadata=meta)
-
     def _credits_event(self, key: str) -> dict:
         try:
             return {key: self.session.client.credits()}
@@ -544,160 +310,6 @@ class Imagen4Magics(Magics):
         value = self._credits_event("credits")
         if value:
             self.session.history.append({"event": "credits_after", "task_id": job.task_id, **value})
-
-    # -- %imagen4 <subcommand> -------------------------------------------------------------------
-    def _subcommand(self, line: str) -> None:
-        name, _, rest = line.strip().partition(" ")
-        if not name:
-            raise UsageError("Use %%imagen4 in a cell with a prompt, or %imagen4 <subcommand> with one of: "
-                             f"{', '.join(SUBCOMMANDS)}. %imagen4? shows the help.")
-        if name not in SUBCOMMANDS:
-            raise UsageError(f"Unknown subcommand {name!r}; use one of: {', '.join(SUBCOMMANDS)} "
-                             "(or %%imagen4 as a cell magic for a prompt).")
-        return getattr(self, f"_cmd_{name}")(rest.strip())
-
-    @staticmethod
-    def _parser(name: str) -> MagicArgumentParser:
-        return MagicArgumentParser(prog=f"%imagen4 {name}")
-
-    def _task_id(self, name: str, rest: str) -> str:
-        parser = self._parser(name)
-        parser.add_argument("task_id")
-        task_id = parse_line(parser, rest).task_id
-        from .client import check_task_id
-
-        try:
-            return check_task_id(task_id)
-        except E.InvalidRequestError as err:
-            raise UsageError(str(err)) from None
-
-    def _cmd_history(self, rest: str) -> None:
-        parser = self._parser("history")
-        parser.add_argument("--limit", type=int, default=20, help="at most N tasks (newest first)")
-        parser.add_argument("--search", metavar="TEXT", help="only tasks whose prompt, seed or id contains TEXT")
-        args = parse_line(parser, rest)
-        if args.limit < 1:
-            raise UsageError("--limit must be 1 or more.")
-        history = self.session.history
-        entries = history.search(args.search, limit=args.limit)
-        entries = sorted(entries + self._unknown_entries(args.search), key=lambda e: e.submitted_at or 0,
-                         reverse=True)[: args.limit]
-        bundle = D.history_bundle(entries, history, thumbnails=self.rich())
-        if self.rich():
-            display(bundle, raw=True)
-        else:
-            print(bundle["text/plain"])
-
-    def _unknown_entries(self, text: str | None) -> list:
-        """Requests whose createTask outcome is unknown (no task id), as rows for the history table."""
-        from .history import TaskEntry
-
-        rows = []
-        for ev in self.session.history.unknown:
-            req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
-            hay = " ".join(str(req.get(k) or "") for k in ("prompt", "negative_prompt", "seed")).lower()
-            if text and text.lower() not in hay:
-                continue
-            rows.append(TaskEntry(task_id="(no task id)", request=req, submitted_at=ev.get("time"),
-                                  state="outcome unknown: check the Apikley dashboard before resubmitting"))
-        return rows
-
-    def _cmd_show(self, rest: str) -> None:
-        task_id = self._task_id("show", rest)
-        session = self.session
-        job = session.jobs.get(task_id)
-        if job is None:
-            entry = session.history.get(task_id)
-            if entry is None:
-                raise UsageError(f"No task {task_id} in {session.history.path}; %imagen4 history lists the tasks.")
-            if entry.state == "success" or entry.error is not None:
-                job = session.job_from_history(entry)
-            else:
-                self._say(f"Task {task_id} is unfinished ({entry.state}); %imagen4 resume follows it again.")
-                return
-        if job.done():
-            self._show_finished(job, self.embed)
-        else:
-            self._view(job).open()
-
-    def _cmd_status(self, rest: str) -> None:
-        task_id = self._task_id("status", rest)
-        try:
-            record = self.session.client.get_task(task_id)
-        except E.Imagen4Error as err:
-            raise short_error(err) from None
-        bundle = D.record_bundle(record)
-        if self.rich():
-            display(bundle, raw=True)
-        else:
-            print(bundle["text/plain"])
-
-    def _cmd_resume(self, rest: str) -> None:
-        parser = self._parser("resume")
-        parser.add_argument("--wait", action="store_true", help="block until the resumed tasks finish")
-        parser.add_argument("--no-wait", action="store_true", help="return at once")
-        args = parse_line(parser, rest)
-        try:
-            jobs = self.session.resume()
-        except E.Imagen4Error as err:
-            raise short_error(err) from None
-        if not jobs:
-            self._say(f"Nothing to resume: no unfinished tasks in {self.session.history.path}.")
-            return
-        self._say(f"Resuming {len(jobs)} unfinished task(s); no new task is created.")
-        blocking = self.blocking("always" if args.wait else "never" if args.no_wait else None)
-        views = [self._view(job, deferred=blocking).open() for job in jobs]
-        if blocking:
-            self._block_on(views)
-
-    def _cmd_wait(self, rest: str) -> None:
-        parser = self._parser("wait")
-        parser.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
-        args = parse_line(parser, rest)
-        session = self.session
-        pending = session.pending()
-        if not pending:
-            self._say("Nothing pending.")
-            return
-        try:
-            session.wait_all(args.timeout if args.timeout is not None else self.timeout + 60.0)
-        except E.TimeoutError as err:
-            raise short_error(err) from None
-        except KeyboardInterrupt:
-            self._say("Interrupted; the tasks continue in the background.")
-            return
-        for job in pending:  # the history has every outcome ...
-            self._recorded(job.task_id).wait(10)
-        for view in self._live_views():  # ... and the cells' outputs are updated while this cell runs
-            view.rendered.wait(10)
-        ok = [j for j in pending if j.error is None]
-        failed = [j for j in pending if j.error is not None]
-        text = f"{len(pending)} task(s) finished: {len(ok)} succeeded"
-        if failed:
-            text += f", {len(failed)} failed ({', '.join(j.task_id for j in failed)})"
-        self._say(text + ".", "error" if failed else "ok")
-
-    def _cmd_credits(self, rest: str) -> None:
-        if rest:
-            raise UsageError("%imagen4 credits takes no arguments.")
-        try:
-            value = self.session.client.credits()
-        except E.Imagen4Error as err:
-            raise short_error(err) from None
-        self.session.history.append({"event": "credits", "credits": value})
-        shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-        self._say(f"Remaining credits: {shown}", "ok")
-
-    def _cmd_panel(self, rest: str) -> None:
-        try:
-            from .panel import Panel
-        except ModuleNotFoundError as err:
-            if err.name and err.name.endswith("panel"):
-                self._say("The panel is not available in this installation (imagen4_jupyter.panel is missing).",
-                          "error")
-                return
-            raise
-        display(Panel())
 
 
 _loaded: Imagen4Magics | None = None

@@ -1,0 +1,243 @@
+"""The live outputs of `%%imagen4` cells: one `CellView` per task (a status card and one slot per image),
+the `_Ticker` that refreshes elapsed times, and `LiveViews`, the part of the magic that tracks the views,
+blocks a cell until its images are rendered, and shows finished jobs.
+
+Views are created on the kernel thread (`display(..., display_id=True)`) and updated in place from the
+poller thread, so images land in the cell that asked for them.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from IPython.display import display
+
+from . import display as D
+from . import errors as E
+from .task import Job
+
+
+class CellView:
+    """The outputs of one task in the cell that showed it: a status card and one slot per image.
+
+    Created on the kernel thread; updated from the poller thread by display id. When the cell blocks
+    (`deferred`), the final rendering is left to the kernel thread so it lands before the cell ends.
+    """
+
+    def __init__(self, owner: "LiveViews", job: Job, *, rich: bool, embed: str, preview_size: int,
+                 deferred: bool):
+        self.owner, self.job, self.rich = owner, job, rich
+        self.embed, self.preview_size = embed, preview_size
+        self.deferred = deferred
+        self.finalized = False
+        self.rendered = threading.Event()
+        self.card: Any = None
+        self.slots: list[Any] = []
+        self._lock = threading.RLock()
+        self._last_line = ""
+        self._last_card: dict | None = None
+
+    # -- kernel thread ------------------------------------------------------------------------
+    def open(self) -> "CellView":
+        expected = self.job.request.num_images if self.job.request else 1
+        if self.rich:
+            self._last_card = D.card_bundle(self.job)
+            self.card = display(self._last_card, raw=True, display_id=True)
+            self.slots = [display(D.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
+        else:
+            self._print_state()
+        self.owner._track_view(self)
+        self.job.on_change(self._changed)
+        self._changed(self.job)  # it may have moved on before we subscribed
+        return self
+
+    # -- poller thread (and ticker) ------------------------------------------------------------
+    def _changed(self, job: Job) -> None:
+        with self._lock:
+            if self.finalized:
+                return
+            if job.done():
+                if not self.deferred:
+                    self.finalize()
+                return
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Show the current state and elapsed time (live cards only)."""
+        with self._lock:
+            if self.finalized:
+                return
+            if self.rich:
+                bundle = D.card_bundle(self.job)
+                if bundle != self._last_card:
+                    self._last_card = bundle
+                    self.card.update(bundle, raw=True)
+            else:
+                self._print_state()
+
+    def finalize(self) -> None:
+        """Turn the card into the final state and fill the image slots (once)."""
+        with self._lock:
+            if self.finalized:
+                return
+            self.finalized = True
+            try:
+                self._render_rich() if self.rich else self._render_text()
+            finally:
+                self.rendered.set()
+                self.owner._untrack_view(self)
+
+    def _render_rich(self) -> None:
+        job = self.job
+        images = job.images
+        note = ""
+        if job.error is None and len(images) > len(self.slots):  # the service sent more than asked for
+            note = f"{len(images) - len(self.slots)} more image(s): %imagen4 show {job.task_id}"
+        problems = []
+        if job.error is None:
+            for slot, image in zip(self.slots, images, strict=False):
+                try:
+                    data, meta = D.image_output(job, image, self.embed, self.preview_size)
+                except Exception as exc:  # a damaged file must not hide the others
+                    problems.append(f"image {image.index + 1} could not be shown ({exc}); file: {image.path}")
+                    continue
+                slot.update(data, raw=True, metadata=meta)
+        for slot in self.slots[len(images) if job.error is None else 0:]:
+            slot.update({"text/plain": ""}, raw=True)
+        self.card.update(D.card_bundle(job, note="; ".join(problems + ([note] if note else []))), raw=True)
+
+    def _print_state(self) -> None:
+        line = f"[imagen4] {self.job.task_id}: {self.job.status}"
+        if line != self._last_line:
+            self._last_line = line
+            print(line, flush=True)
+
+    def _render_text(self) -> None:
+        job = self.job
+        if job.error is not None:
+            print(f"[imagen4] {job.error.short() if isinstance(job.error, E.Imagen4Error) else job.error}",
+                  file=sys.stderr, flush=True)
+            return
+        print(f"[imagen4] {job.task_id}: done in {job.elapsed:.1f} s; saved:", flush=True)
+        for image in job.images:
+            print(f"  {image.path}  ({image.width}×{image.height})", flush=True)
+
+
+class _Ticker:
+    """One daemon thread that refreshes the elapsed time of live cards; it stops when none is left."""
+
+    def __init__(self, owner: "LiveViews"):
+        self.owner = owner
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def ensure(self) -> None:
+        if self.owner.refresh_interval <= 0 or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="imagen4-ticker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(0.1, self.owner.refresh_interval)):
+            views = self.owner._live_views()
+            if not views:
+                return
+            for view in views:
+                if view.rich:
+                    try:
+                        view.refresh()
+                    except Exception:  # a display problem must not end the ticker
+                        pass
+
+
+class LiveViews:
+    """Mixin of `Imagen4Magics`: the cells' live views and the waiting that goes with them.
+
+    The host provides `rich()`, `session`, and the traits `embed`, `preview_size`, `timeout` and
+    `refresh_interval`; it calls `_init_views()` before anything else (before traitlets' `__init__`).
+    """
+
+    def _init_views(self) -> None:
+        self._views: set[CellView] = set()
+        self._views_lock = threading.Lock()
+        self._ticker = _Ticker(self)
+        self._outcomes: dict[str, threading.Event] = {}  # set once the session recorded a task's end
+
+    def _session_changed(self, job: Job) -> None:
+        """The session calls this after it wrote a job's change to the history."""
+        if job.done():
+            self._recorded(job.task_id).set()
+
+    def _recorded(self, task_id: str) -> threading.Event:
+        with self._views_lock:
+            return self._outcomes.setdefault(task_id, threading.Event())
+
+    # -- views ---------------------------------------------------------------------------------
+    def _track_view(self, view: CellView) -> None:
+        with self._views_lock:
+            self._views.add(view)
+        self._ticker.ensure()
+
+    def _untrack_view(self, view: CellView) -> None:
+        with self._views_lock:
+            self._views.discard(view)
+
+    def _live_views(self) -> list[CellView]:
+        with self._views_lock:
+            return [v for v in self._views if not v.rendered.is_set()]  # finalizing ones too
+
+    def _view(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
+        return CellView(self, job, rich=self.rich(), embed=embed or self.embed, preview_size=self.preview_size,
+                        deferred=deferred)
+
+    def _block_on(self, views: list[CellView]) -> list[Job]:
+        """Wait on the kernel thread until the views' jobs are done, then render them here."""
+        limit = self.timeout + 60.0
+        deadline = time.monotonic() + limit
+        interrupted = False
+        try:
+            for view in views:
+                view.job.exception(max(0.0, deadline - time.monotonic()))
+                if view.job.done():  # the session records the outcome just after: let it, first
+                    self._recorded(view.job.task_id).wait(10)
+        except KeyboardInterrupt:
+            interrupted = True
+        unfinished = []
+        for view in views:
+            with view._lock:
+                view.deferred = False
+                if view.job.done():
+                    view.finalize()
+                else:
+                    unfinished.append(view.job)
+        if unfinished:
+            why = "Interrupted" if interrupted else f"Still running after {limit:g} s"
+            ids = ", ".join(j.task_id for j in unfinished)
+            self._say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
+                      "images will appear here; %imagen4 wait blocks again.")
+        return [v.job for v in views]
+
+    def _say(self, text: str, kind: str = "info") -> None:
+        if self.rich():
+            display(D.message_bundle(text, kind), raw=True)
+        else:
+            print(f"[imagen4] {text}", file=sys.stderr if kind == "error" else sys.stdout, flush=True)
+
+    def _show_finished(self, job: Job, embed: str, note: str = "") -> None:
+        """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
+        if not self.rich():
+            if note == "reused":
+                print(D.reused_bundle(job, job.created_at)["text/plain"], flush=True)
+            view = self._view(job, embed=embed)
+            view._render_text()
+            return
+        display(D.reused_bundle(job, job.created_at) if note == "reused" else D.card_bundle(job), raw=True)
+        for image in job.images:
+            data, meta = D.image_output(job, image, embed, self.preview_size)
+            display(data, raw=True, metadata=meta)
