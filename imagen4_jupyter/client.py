@@ -308,7 +308,9 @@ class Imagen4Client:
 
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id)
+            err = E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id)
+            err.retryable = False  # the same URL will be refused again: fail now, not at the overall limit
+            raise err
         try:
             with self._http.get(url, timeout=self.timeout, stream=True) as resp:
                 if resp.status_code in (403, 404, 410):  # signed CDN URLs answer 403 once expired
@@ -339,7 +341,11 @@ class Imagen4Client:
                         raise _too_big(self.max_download_bytes, task_id)
                     chunks.append(chunk)
         except requests.RequestException as exc:
-            raise E.DownloadError(f"Downloading an image failed ({type(exc).__name__}).", task_id=task_id) from None
+            err = E.DownloadError(f"Downloading an image failed ({type(exc).__name__}).", task_id=task_id)
+            # a redirect to a file:/ftp: URL, a redirect loop, a malformed URL: asking again changes nothing
+            err.retryable = not isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
+                                                 requests.exceptions.MissingSchema, requests.TooManyRedirects))
+            raise err from None
         data = b"".join(chunks)
         if length and len(data) != length:
             raise E.DownloadError(f"The image download is truncated ({len(data)} of {length} bytes).",

@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import pickle
+import re
 import tempfile
 import time
 import warnings
@@ -28,6 +29,7 @@ from .images import StoredImage
 from .request import GenerationRequest
 
 FOLDER = ".imagen4"
+_IMAGE_FILE = re.compile(r"[0-9a-f]{64}\.(png|jpg|webp)")
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)
 INDEX_FORMAT = 1
 FINAL_ERRORS = {"GenerationFailedError", "InvalidRequestError", "NotFoundError", "AuthenticationError"}
@@ -316,7 +318,8 @@ class History:
         self.refresh()
         for tid in reversed(self.by_key.get(request.key(), [])):
             entry = self.tasks[tid]
-            if entry.images and all(self.resolve(im["path"]).exists() for im in entry.images):
+            if entry.images and all(self.content_addressed(im) and self.resolve(im["path"]).exists()
+                                    for im in entry.images):
                 return entry
         return None
 
@@ -366,9 +369,25 @@ class History:
         path = Path(stored)
         return path if path.is_absolute() else self.folder / path
 
+    @staticmethod
+    def content_addressed(image: dict) -> bool:
+        """True if a recorded image names a file the image store wrote: `<its sha256>.<png|jpg|webp>`.
+
+        Only such files are read back, so a hostile history line cannot make a reused cell embed, say,
+        ~/.ssh/id_rsa as an "image".
+        """
+        try:
+            name, sha = Path(image["path"]).name, image["sha256"]
+        except (KeyError, TypeError):
+            return False
+        return isinstance(sha, str) and _IMAGE_FILE.fullmatch(name) is not None and name.split(".")[0] == sha
+
     def stored_images(self, entry: TaskEntry) -> list[StoredImage]:
+        """The entry's images that are content-addressed files (others are left out, see content_addressed)."""
         out = []
         for d in entry.images:
+            if not self.content_addressed(d):
+                continue
             im = StoredImage.from_dict(d)
             im.path = self.resolve(d["path"])
             out.append(im)

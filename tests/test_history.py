@@ -37,9 +37,9 @@ def test_fold_and_reuse_lookup(tmp_path):
     h = History(tmp_path / "h.jsonl")
     submitted(h, "t1")
     assert h.find_reusable(REQ) is None  # not finished
-    img = tmp_path / "img.png"
+    img = tmp_path / ("0" * 64 + ".png")  # only content-addressed files (<sha256>.<ext>) are read back
     img.write_bytes(b"x")
-    succeeded(h, "t1", "img.png")
+    succeeded(h, "t1", img.name)
     assert h.find_reusable(REQ).task_id == "t1"
     assert h.find_reusable(REQ.replace(seed="8")) is None
     img.unlink()  # a result whose file is gone is not reused
