@@ -78,9 +78,11 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
         "(two extra requests per task; %imagen4 credits always records what it reads).")).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any):
-        super().__init__(shell=shell, **kwargs)
+        # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
+        # runs the trait observers, and they read these.
         self._session: Session | None = None
         self._init_views()
+        super().__init__(shell=shell, **kwargs)
 
     # -- traits -------------------------------------------------------------------------------
     @validate("aspect_ratio")

@@ -124,6 +124,35 @@ def test_load_reports_unfinished_tasks(sim, tmp_path, monkeypatch):
         S.set_session(None)
 
 
+@pytest.mark.parametrize("traits", [{"poll_interval": 0.25, "timeout": 12.0},
+                                    {"reuse": "never", "notebook": "other.ipynb", "history_folder": "hist"}])
+def test_load_with_observed_traits_in_the_config(sim, tmp_path, monkeypatch, traits):
+    """`c.Imagen4Magics.poll_interval = ...` in an IPython config file: the trait observers run while
+    traitlets applies the config, before the rest of `__init__`; loading must not fail."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
+    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    shell = InteractiveShell.instance()
+    for name, value in traits.items():
+        setattr(shell.config.Imagen4Magics, name, value)
+    try:
+        with capture_output():
+            magics = M.load(shell)
+        for name, value in traits.items():
+            assert getattr(magics, name) == value
+        session = magics.session
+        if "poll_interval" in traits:
+            schedule = session.client.schedule
+            assert schedule.phases == ((float("inf"), 0.25),) and schedule.max_wait == 12
+        else:  # one history per notebook in the configured folder
+            assert session.reuse == "never" and session.history.path.resolve() == tmp_path / "hist" / "other.jsonl"
+    finally:
+        M.unload(shell)
+        S.set_session(None)
+        shell.config.pop("Imagen4Magics", None)
+
+
 # -- generating -------------------------------------------------------------------------------------
 def test_blocking_cell_sends_exact_request_and_embeds_images_with_metadata(ip, sim):
     r = run(ip, "%%imagen4 --wait -n 2 -a 16:9 -s 7\nA red fox in the snow\n")
