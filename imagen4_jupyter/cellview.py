@@ -126,34 +126,48 @@ class CellView:
 
 
 class _Ticker:
-    """One daemon thread that refreshes the elapsed time of live cards; it stops when none is left."""
+    """Refreshes the elapsed time of live cards every `refresh_interval` seconds, on the client's poller
+    threads (`Poller.call_later`: no thread of its own); it stops when no live card is left."""
 
     def __init__(self, owner: "LiveViews"):
         self.owner = owner
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._stopped = False
 
     def ensure(self) -> None:
-        if self.owner.refresh_interval <= 0 or (self._thread is not None and self._thread.is_alive()):
+        if self.owner.refresh_interval <= 0:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="imagen4-ticker", daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled, self._stopped = True, False
+        self._schedule()
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stopped = True
 
-    def _run(self) -> None:
-        while not self._stop.wait(max(0.1, self.owner.refresh_interval)):
-            views = self.owner._live_views()
+    def _schedule(self) -> None:
+        try:
+            self.owner.session.client.poller.call_later(max(0.1, self.owner.refresh_interval), self._tick)
+        except Exception:  # no client (no key, say): the cards still change with each state
+            with self._lock:
+                self._scheduled = False
+
+    def _tick(self) -> None:
+        with self._lock:  # a view added after this check calls ensure(), which then schedules again
+            views = [] if self._stopped else self.owner._live_views()
             if not views:
+                self._scheduled = False
                 return
-            for view in views:
-                if view.rich:
-                    try:
-                        view.refresh()
-                    except Exception:  # a display problem must not end the ticker
-                        pass
+        for view in views:
+            if view.rich:
+                try:
+                    view.refresh()
+                except Exception:  # a display problem must not end the ticker
+                    pass
+        self._schedule()
 
 
 class LiveViews:

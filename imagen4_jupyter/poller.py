@@ -11,9 +11,10 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import errors as E
 from .task import Job
@@ -56,7 +57,7 @@ class Poller:
     def __init__(self, client: "Imagen4Client", max_workers: int = 3):
         self.client = client
         self.max_workers = max_workers
-        self._heap: list[tuple[float, int, Job, str]] = []
+        self._heap: list[tuple[float, int, Job | None, Any]] = []  # (due, seq, job, "check" | "download" | fn)
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -91,11 +92,18 @@ class Poller:
                 f"The client was closed while the task was still {job.status}; it may still finish on the "
                 "service. `client.track(task_id)` on a new client picks it up.", task_id=job.task_id))
 
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run `fn()` on a worker after `delay` seconds: periodic work (the magic's elapsed-time refresh of
+        live cards) shares these threads instead of starting its own."""
+        with self._cond:
+            self._push(time.time() + delay, None, fn)
+            self._ensure_started()
+
     def poke(self, task_id: str) -> None:
         """Check a task now (for example when its callback arrived)."""
         with self._cond:
             for i, (_, seq, job, action) in enumerate(self._heap):
-                if job.task_id == task_id:
+                if job is not None and job.task_id == task_id:
                     self._heap[i] = (0.0, seq, job, action)
                     heapq.heapify(self._heap)
                     self._cond.notify()
@@ -128,7 +136,15 @@ class Poller:
                 return
 
     # -- work (in a pool thread) --------------------------------------------------------------
-    def _work(self, job: Job, action: str) -> None:
+    def _work(self, job: Job | None, action: str | Callable[[], None]) -> None:
+        if job is None:  # call_later
+            try:
+                action()
+            except Exception:
+                import logging
+
+                logging.getLogger("imagen4_jupyter").exception("scheduled call failed")
+            return
         try:
             if action == "check":
                 self._check(job)
