@@ -1,0 +1,156 @@
+"""Figure 2: kernel responsiveness with 0 and with 100 tasks in flight.
+
+A real IPython kernel (jupyter_client) runs against the simulator with long generation times, so tasks
+stay in flight while we measure. Each sample is the round trip of a trivial cell (`pass`: execute request
+sent -> execute reply received), taken like an interactive front-end with a short random pause between
+cells. Tasks are submitted through the magic (`%%imagen4 --no-wait`, one cell each), with the default
+settings: live status cards refreshed every second, the default polling schedule. Threads are counted in
+the kernel with `threading.active_count()` after `%load_ext` and again with the tasks in flight.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from imagen4_jupyter.simulator import Simulator
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+
+
+class Kernel:
+    def __init__(self, cwd: Path, env: dict):
+        from jupyter_client import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd), env=env)
+        self.kc = self.km.blocking_client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def drain(self) -> int:
+        n = 0
+        while True:
+            try:
+                self.kc.get_iopub_msg(timeout=0)
+                n += 1
+            except queue.Empty:
+                return n
+
+    def run(self, code: str, timeout: float = 60) -> tuple[float, dict]:
+        """(seconds from request to reply, reply) of one cell."""
+        t = time.perf_counter()
+        msg_id = self.kc.execute(code, allow_stdin=True, stop_on_error=False)
+        while True:
+            msg = self.kc.get_shell_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return time.perf_counter() - t, msg
+
+    def value(self, expr: str) -> str:
+        """The text/plain result of evaluating `expr` in the kernel."""
+        msg_id = self.kc.execute(expr, allow_stdin=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msg = self.kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "execute_result":
+                return msg["content"]["data"]["text/plain"]
+            if msg["msg_type"] == "error":
+                raise RuntimeError("\n".join(msg["content"]["traceback"]))
+        raise TimeoutError(expr)
+
+    def close(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=True)
+
+
+def _trivial(kernel: Kernel, n: int, rng: random.Random, counts: list | None = None) -> list[float]:
+    out = []
+    for _ in range(n):
+        time.sleep(rng.uniform(0.01, 0.05))
+        seconds, reply = kernel.run("pass")
+        assert reply["content"]["status"] == "ok"
+        out.append(seconds * 1000)
+        drained = kernel.drain()
+        if counts is not None:
+            counts.append(drained)
+    return out
+
+
+def _q(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tasks", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=400)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    tasks, samples = (20, 40) if args.quick else (args.tasks, args.samples)
+    rng = random.Random(5)
+    with Simulator(api_keys=(KEY,), queue_time=(1.0, 5.0), generation_time=(600.0, 900.0),
+                   image_scale=0.0625) as sim, tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, APIKLEY_BASE_URL=sim.url, APIKLEY_API_KEY=KEY, IPYTHONDIR=str(Path(tmp) / "ipy"),
+                   PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+        env.pop("JPY_SESSION_NAME", None)
+        kernel = Kernel(Path(tmp), env)
+        try:
+            kernel.run("import threading")
+            threads_bare = int(kernel.value("threading.active_count()"))
+            _, reply = kernel.run("%load_ext imagen4_jupyter")
+            assert reply["content"]["status"] == "ok", reply
+            threads_loaded = int(kernel.value("threading.active_count()"))
+            _trivial(kernel, 10, rng)  # warm-up
+            idle = _trivial(kernel, samples, rng)
+
+            t = time.perf_counter()
+            for i in range(tasks):
+                _, reply = kernel.run(f"%%imagen4 --no-wait -s {i}\nresponsiveness benchmark {i}")
+                assert reply["content"]["status"] == "ok", reply
+            submit_s = time.perf_counter() - t
+            kernel.drain()
+            time.sleep(3.0)  # let the poller reach its steady state
+            in_flight = int(kernel.value("from imagen4_jupyter.session import get_session; "
+                                         "len(get_session().pending())"))
+            threads_busy = int(kernel.value("threading.active_count()"))
+            sim.reset_counts()
+            t = time.perf_counter()
+            iopub: list[int] = []
+            busy = _trivial(kernel, samples, rng, iopub)
+            busy_s = time.perf_counter() - t
+            status_rate = sim.count("recordInfo") / busy_s
+            names = kernel.value("sorted(t.name for t in threading.enumerate() if t.name.startswith('imagen4'))")
+            still = int(kernel.value("len(get_session().pending())"))
+        finally:
+            kernel.close()
+    res = {"tasks": tasks, "samples": samples, "in_flight": min(in_flight, still),
+           "idle_p50": _q(idle, 0.5), "idle_p99": _q(idle, 0.99), "busy_p50": _q(busy, 0.5),
+           "busy_p99": _q(busy, 0.99), "threads_bare": threads_bare, "threads_loaded": threads_loaded,
+           "threads_busy": threads_busy, "extra_threads": threads_busy - threads_loaded,
+           "status_per_s": status_rate, "submit_ms_per_cell": submit_s / tasks * 1000,
+           "iopub_per_s": sum(iopub) / busy_s}
+    print(f"Kernel responsiveness: round trip of a `pass` cell, {samples} samples each; "
+          f"{res['in_flight']} tasks in flight during the whole measurement")
+    print(f"{'state':34} {'p50':>8} {'p99':>8} {'threads':>8}")
+    print(f"{'idle, extension loaded (baseline)':34} {res['idle_p50']:6.2f}ms {res['idle_p99']:6.2f}ms "
+          f"{threads_loaded:8d}")
+    print(f"{f'{tasks} tasks in flight':34} {res['busy_p50']:6.2f}ms {res['busy_p99']:6.2f}ms {threads_busy:8d}")
+    print(f"p99 difference: {res['busy_p99'] - res['idle_p99']:+.2f} ms (goal <= +10 ms); extra threads: "
+          f"{res['extra_threads']} (goal <= 4; {threads_bare} before %load_ext)")
+    print(f"while busy: {status_rate:.1f} status requests/s, {res['iopub_per_s']:.0f} iopub messages/s (live "
+          f"cards); submitting took {res['submit_ms_per_cell']:.1f} ms per cell; imagen4 threads: {names}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
