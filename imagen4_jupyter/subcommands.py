@@ -182,6 +182,8 @@ class Subcommands:
         self._say(f"Remaining credits: {shown}", "ok")
 
     def _cmd_panel(self, rest: str) -> None:
+        if rest:
+            raise UsageError("%imagen4 panel takes no arguments.")
         try:
             from .panel import Panel
         except ModuleNotFoundError as err:
@@ -190,4 +192,20 @@ class Subcommands:
                           "error")
                 return
             raise
-        display(Panel())
+        close_panels()  # an older panel would stay subscribed to the session (and keep its thread) for ever
+        panel = Panel(session=self.session)
+        _panels.append(panel)
+        display(panel)
+
+
+_panels: list = []  # the panels `%imagen4 panel` opened in this kernel (module-level: outlives a reload)
+
+
+def close_panels() -> None:
+    """Close the panels `%imagen4 panel` opened: they stop listening to the session; their outputs go blank."""
+    while _panels:
+        panel = _panels.pop()
+        try:
+            panel.close()
+        except Exception:  # a half-built or already closed panel: nothing left to release
+            pass

@@ -65,6 +65,9 @@ def ip(sim, tmp_path, monkeypatch):
     yield shell
     session = magics.session
     M.unload(shell)
+    from imagen4_jupyter.subcommands import close_panels
+
+    close_panels()
     session.close()
     S.set_session(None)
     for name in ("job", "season", "scene", "seed", "j", "k"):
@@ -462,6 +465,28 @@ def test_panel_subcommand_is_lazy(ip):
         assert r.result.error_in_exec is None, r.text
         assert any("application/vnd.jupyter.widget-view+json" in o["data"] for o in r.outputs)
         assert "ipywidgets" in sys.modules
+
+
+def test_panel_again_closes_the_previous_panel(ip):
+    pytest.importorskip("ipywidgets")
+    session = ip.imagen4.session
+
+    def panels():
+        return [fn.__self__ for fn in session._listeners if type(getattr(fn, "__self__", None)).__name__ == "Panel"]
+
+    run(ip, "%imagen4 panel")
+    (first,) = panels()
+    r = run(ip, "%imagen4 panel")
+    assert r.result.error_in_exec is None, r.text
+    (second,) = panels()  # only the newest listens to the session
+    assert second is not first and first._closed and not second._closed
+    assert first.comm is None and second.comm is not None  # the old widgets are closed too
+    assert_short_error(run(ip, "%imagen4 panel wide"), "no arguments")
+    assert panels() == [second]
+    from imagen4_jupyter.subcommands import close_panels
+
+    close_panels()
+    assert panels() == [] and second._closed
 
 
 def test_key_never_stored_or_shown(ip, sim):
