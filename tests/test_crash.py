@@ -258,7 +258,8 @@ def test_sigkill_during_history_appends_leaves_whole_lines(tmp_path):
     for round_ in range(3):
         procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"{round_}{n}"], env=env)
                  for n in range(2)]
-        wait_until(lambda: path.exists() and path.stat().st_size > 300_000 * (round_ + 1), what="appends")
+        size = 300_000 * (round_ + 1)
+        wait_until(lambda size=size: path.exists() and path.stat().st_size > size, what="appends")
         for p in procs:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
