@@ -1,0 +1,225 @@
+"""Regenerate the reference tables in docs/*.md from the code, so they cannot drift from it.
+
+    .venv/bin/python docs/make_docs.py           rewrite the generated blocks in place
+    .venv/bin/python docs/make_docs.py --check   exit 1 (and say which) if a block is out of date
+
+A generated block sits between `<!-- generated:NAME -->` and `<!-- end generated:NAME -->`; everything
+outside the markers is hand-written. Blocks:
+
+  traits       every `%config Imagen4Magics.<trait>`: type, default, allowed values, help   (docs/magic.md)
+  flags        every `%%imagen4` flag with its help                                        (docs/magic.md)
+  subcommands  every `%imagen4 <subcommand>` with its options                              (docs/magic.md)
+  simulator    every `python -m imagen4_jupyter.simulator` option                          (docs/simulator.md)
+
+tests/test_docs.py runs the check and also looks for every flag, trait, subcommand, environment variable
+and exception class in the docs.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+NO_PROBE = {"panel"}  # subcommands that would act (show a widget) instead of parsing options; they take none
+
+
+def _cell(text: Any) -> str:
+    """Text for one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+# -- %config Imagen4Magics ----------------------------------------------------------------------------
+def traits() -> list[tuple[str, Any]]:
+    """(name, trait) of every configurable trait, in the order the class defines them."""
+    from imagen4_jupyter.magics import Imagen4Magics
+
+    configurable = Imagen4Magics.class_traits(config=True)
+    order = [name for klass in reversed(Imagen4Magics.__mro__) for name in vars(klass) if name in configurable]
+    seen: list[str] = []
+    for name in order:
+        if name not in seen:
+            seen.append(name)
+    return [(name, configurable[name]) for name in seen]
+
+
+def traits_block() -> str:
+    rows = ["| trait | type | default | values | meaning |", "|---|---|---|---|---|"]
+    for name, trait in traits():
+        values = getattr(trait, "values", None)
+        shown = " / ".join(f"`{v!r}`" for v in values) if values else ""
+        rows.append(f"| `{name}` | {type(trait).__name__} | `{trait.default_value!r}` | {shown} | {_cell(trait.help)} |")
+    return "\n".join(rows)
+
+
+# -- %%imagen4 flags ------------------------------------------------------------------------------------
+def flags() -> list[Any]:
+    """The argparse actions of the cell magic (the options users type after %%imagen4)."""
+    from imagen4_jupyter.magics import Imagen4Magics
+
+    return [a for a in Imagen4Magics.imagen4.parser._actions if a.option_strings]
+
+
+def _flag_name(action: Any) -> str:
+    names = "/".join(action.option_strings)
+    if action.choices:
+        return f"{names} {{{','.join(action.choices)}}}"
+    if action.nargs == 0:  # store_true
+        return names
+    return f"{names} {action.metavar or action.dest.upper()}"
+
+
+def flags_block() -> str:
+    rows = ["| flag | meaning |", "|---|---|"]
+    for action in flags():
+        rows.append(f"| `{_flag_name(action)}` | {_cell(action.help or '')} |")
+    return "\n".join(rows)
+
+
+# -- %imagen4 subcommands ---------------------------------------------------------------------------------
+class _Probed(Exception):
+    pass
+
+
+def subcommands() -> list[tuple[str, list[Any] | None]]:
+    """(name, argparse actions or None) of every subcommand; None: it takes no options.
+
+    Each subcommand is called with a probe argument while MagicArgumentParser.parse_args is patched to
+    record the parser it was given and stop, so nothing is sent and no history is written.
+    """
+    from IPython.core import magic_arguments
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from imagen4_jupyter import magics as M
+
+    shell = InteractiveShell.instance()
+    magics = M.Imagen4Magics(shell=shell)
+    original = magic_arguments.MagicArgumentParser.parse_args
+    seen: list[Any] = []
+
+    def probe(self: Any, args: Any = None, namespace: Any = None) -> Any:
+        seen.append(self)
+        raise _Probed
+
+    out: list[tuple[str, list[Any] | None]] = []
+    magic_arguments.MagicArgumentParser.parse_args = probe  # type: ignore[method-assign]
+    try:
+        for name in M.SUBCOMMANDS:
+            if name in NO_PROBE:
+                out.append((name, None))
+                continue
+            seen.clear()
+            try:
+                getattr(magics, f"_cmd_{name}")("--docs-probe")
+            except _Probed:
+                out.append((name, [a for a in seen[-1]._actions if a.dest != "help"]))
+            except UsageError:
+                out.append((name, None))
+            else:  # pragma: no cover - a subcommand that ignored its argument
+                out.append((name, None))
+    finally:
+        magic_arguments.MagicArgumentParser.parse_args = original  # type: ignore[method-assign]
+    return out
+
+
+def _usage(name: str, actions: list[Any] | None) -> str:
+    parts = [f"%imagen4 {name}"]
+    for a in actions or []:
+        if not a.option_strings:
+            parts.append(a.metavar or a.dest.upper())
+        elif a.nargs == 0:
+            parts.append(f"[{'/'.join(a.option_strings)}]")
+        else:
+            parts.append(f"[{'/'.join(a.option_strings)} {a.metavar or a.dest.upper()}]")
+    return " ".join(parts)
+
+
+def subcommands_block() -> str:
+    rows = ["| usage | options |", "|---|---|"]
+    for name, actions in subcommands():
+        opts = [f"`{'/'.join(a.option_strings)}`: {_cell(a.help or '')}"
+                + (f" (default {a.default})" if a.default not in (None, False) else "")
+                for a in actions or [] if a.option_strings]
+        rows.append(f"| `{_usage(name, actions)}` | {'; '.join(opts) or '—'} |")
+    return "\n".join(rows)
+
+
+# -- the simulator's command line ------------------------------------------------------------------------
+# words for the options whose argparse help is empty (the table shows the code's help when there is one)
+SIMULATOR_HELP = {
+    "--queue-time": "seconds a task spends waiting/queuing, uniform between MIN and MAX",
+    "--generation-time": "seconds a task spends generating, uniform between MIN and MAX",
+    "--rate-limit": "answer code 429 (with Retry-After) beyond N requests per PER_SECONDS, per key; off by default",
+}
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}".replace(",", "_") if isinstance(value, int) and abs(value) >= 10_000 else str(value)
+
+
+def simulator_block() -> str:
+    from imagen4_jupyter.simulator.__main__ import build_parser
+
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for a in build_parser()._actions:
+        if not a.option_strings or a.dest == "help":
+            continue
+        if a.nargs == 0:
+            flag = "/".join(a.option_strings)
+        else:
+            meta = " ".join(a.metavar) if isinstance(a.metavar, tuple) else (a.metavar or a.dest.upper())
+            flag = f"{'/'.join(a.option_strings)} {meta}"
+        values = a.default if isinstance(a.default, (tuple, list)) else (a.default,)
+        default = "" if a.default is None or a.default is False else " ".join(_number(v) for v in values)
+        meaning = a.help or SIMULATOR_HELP.get(a.option_strings[-1], "")
+        rows.append(f"| `{flag}` | {default and f'`{default}`'} | {_cell(meaning)} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {
+    "traits": ("magic.md", traits_block),
+    "flags": ("magic.md", flags_block),
+    "subcommands": ("magic.md", subcommands_block),
+    "simulator": ("simulator.md", simulator_block),
+}
+
+
+def render(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- end generated:{name} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"make_docs: no <!-- generated:{name} --> block found")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text, count=1)
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    contents: dict[str, str] = {}
+    for name, (file, make) in BLOCKS.items():
+        path = DOCS / file
+        text = contents.get(file, path.read_text(encoding="utf-8"))
+        contents[file] = render(text, name, make())
+    for file, text in contents.items():
+        path = DOCS / file
+        if path.read_text(encoding="utf-8") != text:
+            stale.append(file)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+    if check and stale:
+        print(f"make_docs: out of date: {', '.join(stale)}; run .venv/bin/python docs/make_docs.py", file=sys.stderr)
+        return 1
+    if not check:
+        print(f"make_docs: {'rewrote ' + ', '.join(stale) if stale else 'nothing to change'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
