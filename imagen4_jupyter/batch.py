@@ -199,30 +199,6 @@ def batch_id(requests: list[GenerationRequest], name: str | None = None) -> str:
     return digest[:20]
 
 
-# -- one createTask, without the client's own 429 retries (the batch has one shared backoff) -------------
-def _create_once(client: Imagen4Client, request: GenerationRequest, on_created=None) -> Job:
-    """POST createTask exactly once, then follow the task; 429/455 raise so the batch can pause.
-
-    Uses the client's internal `_call(retry=False)`; falls back to `create_task` (which retries 429 itself).
-    """
-    from .client import CREATE_PATH
-
-    call = getattr(client, "_call", None)
-    if call is None:  # pragma: no cover - a client without the hook
-        task_id = client.create_task(request)
-    else:
-        data = call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False, retry=False)
-        task_id = data.get("taskId") if isinstance(data, dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise E.OutcomeUnknownError("createTask answered success but without a taskId; a task may have "
-                                        "been created. It was not resent.")
-    job = Job(task_id, request)
-    if on_created is not None:
-        on_created(job)
-    client.poller.track(job)
-    return job
-
-
 def _execution_count() -> int | None:
     ip = _ipython()
     return getattr(ip, "execution_count", None) if ip is not None else None
@@ -443,7 +419,7 @@ class _Run:
             job = live
         else:
             job = self.client.track(entry.task_id, item.request, created_at=entry.submitted_at)
-            self.session._adopt(job)  # its state changes go to the history like any session job
+            self.session.adopt(job)  # its state changes go to the history like any session job
         item.job, item.origin, item.state = job, "followed", "running"
         item.started_at = time.time()
         self.stats["followed"] += 1
@@ -451,12 +427,13 @@ class _Run:
 
     def _create(self, item: BatchItem) -> None:
         """In a pool thread: one createTask; the outcome goes back under the lock."""
-        tag = {"id": self.bid, "index": item.index}
-        try:
-            if self.session is not None:
-                job = self._session_create(item.request, tag)
+        try:  # one createTask attempt: a 429 comes back here, to pause every submission (one shared backoff)
+            if self.session is not None:  # recorded before polling, like any session job
+                job = self.session.submit(item.request, force=True, source="batch", cell=self.cell,
+                                          extra={"batch": {"id": self.bid, "index": item.index}},
+                                          retry_rate_limits=False)
             else:
-                job = _create_once(self.client, item.request)
+                job = self.client.submit_request(item.request, retry_rate_limits=False)
         except BaseException as err:  # noqa: BLE001 - every outcome must release the slot
             with self.cond:
                 self._create_failed(item, err)
@@ -466,23 +443,6 @@ class _Run:
             self.consecutive_429 = 0
             item.job, item.state = job, "running"
         job.add_done_callback(lambda j, item=item: self._job_done(item, j))
-
-    def _session_create(self, request: GenerationRequest, tag: dict) -> Job:
-        """Like Session.submit (history event before polling, job adopted) but with one createTask attempt."""
-        session = self.session
-        assert session is not None
-        common = {"request": request.to_dict(), "request_key": request.key(), "cell": self.cell,
-                  "source": "batch", "batch": tag}
-
-        def created(job: Job) -> None:
-            session.history.append({"event": "submitted", "task_id": job.task_id, **common})
-            session._adopt(job)
-
-        try:
-            return _create_once(self.client, request, on_created=created)
-        except E.OutcomeUnknownError as err:
-            session.history.append({"event": "outcome_unknown", **common, "message": str(err)})
-            raise
 
     def _create_failed(self, item: BatchItem, err: BaseException) -> None:
         self._free_slot()
@@ -546,7 +506,7 @@ class _Run:
                 item.follows += 1
                 again = self.client.track(job.task_id, item.request, created_at=job.created_at)
                 if self.session is not None:
-                    self.session._adopt(again)
+                    self.session.adopt(again)
                 item.job = again
                 again.add_done_callback(lambda j, item=item: self._job_done(item, j))
                 return

@@ -142,9 +142,15 @@ class Imagen4Client:
         return bool(self.__key)
 
     # -- the three endpoints ------------------------------------------------------------------
-    def create_task(self, request: GenerationRequest) -> str:
-        """POST createTask once; return the task id. Never resent after an ambiguous failure."""
-        data = self._call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False)
+    def create_task(self, request: GenerationRequest, *, retry_rate_limits: bool = True) -> str:
+        """POST createTask; return the task id. Never resent after an ambiguous failure.
+
+        Resent only when it certainly created nothing (a 429/455 answer, a connection never made), after the
+        pause the client's `retry` policy gives. `retry_rate_limits=False` makes one attempt and raises those
+        at once, for callers with their own backoff (a batch's shared pause).
+        """
+        data = self._call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False,
+                          retry=retry_rate_limits)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise E.OutcomeUnknownError("createTask answered success but without a taskId; a task may have "
@@ -180,9 +186,10 @@ class Imagen4Client:
                                        num_images=num_images, seed=seed, callback_url=callback_url)
         return self.submit_request(req)
 
-    def submit_request(self, request: GenerationRequest, *, on_created=None) -> Job:
-        """Create a task for a validated request. `on_created(job)` runs before polling starts."""
-        job = Job(self.create_task(request), request)
+    def submit_request(self, request: GenerationRequest, *, on_created=None, retry_rate_limits: bool = True) -> Job:
+        """Create a task for a validated request. `on_created(job)` runs before polling starts.
+        `retry_rate_limits`: as for `create_task`."""
+        job = Job(self.create_task(request, retry_rate_limits=retry_rate_limits), request)
         try:
             if on_created is not None:
                 on_created(job)

@@ -103,10 +103,13 @@ class Session:
         return self.history.find_reusable(request)
 
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
-               source: str = "api", cell: Any = None, extra: dict | None = None) -> Job:
+               source: str = "api", cell: Any = None, extra: dict | None = None,
+               retry_rate_limits: bool = True) -> Job:
         """Reuse a stored result when the policy allows, else create a task (recorded before polling).
 
-        `extra` adds fields to the `submitted` event (for example `credits_before`).
+        `extra` adds fields to the `submitted` (or `outcome_unknown`) event, for example `credits_before` or a
+        batch tag. `retry_rate_limits=False`: one createTask attempt, a 429/455 raises at once (see
+        `Imagen4Client.create_task`).
         """
         if not force:
             entry = self.find_reusable(request, reuse)
@@ -115,21 +118,22 @@ class Session:
                 self._notify(job)
                 return job
 
+        common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
+                  **(extra or {})}
+
         def created(job: Job) -> None:
-            self.history.append({"event": "submitted", "task_id": job.task_id, "request": request.to_dict(),
-                                 "request_key": request.key(), "cell": cell, "source": source,
-                                 **(extra or {})})
-            self._adopt(job)
+            self.history.append({"event": "submitted", "task_id": job.task_id, **common})
+            self.adopt(job)
 
         try:
-            return self.client.submit_request(request, on_created=created)
+            return self.client.submit_request(request, on_created=created, retry_rate_limits=retry_rate_limits)
         except E.OutcomeUnknownError as err:
-            self.history.append({"event": "outcome_unknown", "request": request.to_dict(),
-                                 "request_key": request.key(), "cell": cell, "source": source,
-                                 "message": str(err)})
+            self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
             raise
 
-    def _adopt(self, job: Job) -> None:
+    def adopt(self, job: Job) -> None:
+        """Make a job of this session's client (for example from `client.track`) one of the session's jobs:
+        its state changes and outcome are written to the history and the listeners hear of it."""
         with self._lock:
             self.jobs[job.task_id] = job
         job.on_change(self._record_change)
@@ -183,7 +187,7 @@ class Session:
             if live is not None and not live.done():
                 continue
             job = self.client.track(entry.task_id, entry.generation_request(), created_at=entry.submitted_at)
-            self._adopt(job)
+            self.adopt(job)
             resumed.append(job)
         return resumed
 

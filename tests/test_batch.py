@@ -293,3 +293,30 @@ def test_a_dataframe_gives_one_item_per_row_with_gaps_filled_by_defaults(sim, cl
     assert (sent["x"]["seed"], sent["y"]["seed"]) == ("7", "99") and sent["y"]["aspect_ratio"] == "3:4"
     with pytest.raises(InvalidRequestError, match="no `prompt` column"):
         generate_many(MiniFrame({"text": ["x"]}), client=client, progress=False)
+
+
+def test_batch_uses_public_hooks_one_create_attempt_and_tagged_unknown_outcome(sim, tmp_path):
+    import inspect
+
+    from imagen4_jupyter import RateLimitError
+    from imagen4_jupyter import batch as B
+
+    source = inspect.getsource(B)
+    assert "._call(" not in source and "._adopt(" not in source and '"_call"' not in source
+    session = make_session(sim, tmp_path)
+    try:
+        sim.inject("createTask", code=429)
+        with pytest.raises(RateLimitError):  # one attempt: the 429 is the caller's to handle
+            session.client.create_task(GenerationRequest.create("x"), retry_rate_limits=False)
+        assert sim.count("createTask") == 1
+        sim.inject("createTask", code=429)
+        session.client.create_task(GenerationRequest.create("x"))  # the default still retries it
+        assert sim.count("createTask") == 3
+        sim.inject("createTask", times=1, drop_after=True)
+        with pytest.raises(B.E.OutcomeUnknownError):
+            session.submit(GenerationRequest.create("y"), force=True, source="batch", cell=4,
+                           extra={"batch": {"id": "b", "index": 2}}, retry_rate_limits=False)
+        (ev,) = [e for e in session.history.iter_events() if e.get("event") == "outcome_unknown"]
+        assert ev["batch"] == {"id": "b", "index": 2} and ev["source"] == "batch" and ev["cell"] == 4
+    finally:
+        session.close()
