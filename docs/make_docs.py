@@ -26,7 +26,7 @@ ROOT = DOCS.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-NO_PROBE = {"panel"}  # subcommands that would act (show a widget) instead of parsing options; they take none
+NO_PROBE: set[str] = set()  # subcommands not to call with a probe argument (each one refuses or parses it today)
 
 
 def _cell(text: Any) -> str:
