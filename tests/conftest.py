@@ -40,3 +40,28 @@ def make_client(sim, tmp_path):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_log():
+    """A DEBUG log of the package and of urllib3 for the whole run (test-artifacts/test-run.log).
+
+    test_zz_secrets.py searches it, with every other artifact, for the API keys the tests use.
+    """
+    import logging
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "test-artifacts" / "test-run.log"
+    path.parent.mkdir(exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("imagen4_jupyter", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    yield path
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.removeHandler(handler)
+        lg.setLevel(level)
+    handler.close()
