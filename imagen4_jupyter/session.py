@@ -122,13 +122,20 @@ class Session:
                   **(extra or {})}
 
         def created(job: Job) -> None:
-            self.history.append({"event": "submitted", "task_id": job.task_id, **common})
+            try:
+                self.history.append({"event": "submitted", "task_id": job.task_id, **common})
+            except OSError as err:  # the task exists and is paid for: follow it and name it, never drop it
+                _history_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
+                                    "this kernel only (no reuse or resume for it)")
             self.adopt(job)
 
         try:
             return self.client.submit_request(request, on_created=created, retry_rate_limits=retry_rate_limits)
         except E.OutcomeUnknownError as err:
-            self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
+            try:
+                self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
+            except OSError as exc:  # the user must still hear that the outcome is unknown
+                _history_unwritable(self.history.path, exc, "The outcome of this createTask is not recorded")
             raise
 
     def adopt(self, job: Job) -> None:
@@ -229,6 +236,13 @@ def _prepare_thumbnails(job: Job) -> None:
             thumbnail(image.path)
         except Exception:  # only a cache: the table makes it itself if this failed
             pass
+
+
+def _history_unwritable(path: Any, err: OSError, what: str) -> None:
+    import warnings
+
+    warnings.warn(f"imagen4: the history {path} could not be written ({type(err).__name__}: "
+                  f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=5)
 
 
 _current: Session | None = None

@@ -167,9 +167,10 @@ def figures():
         "tasks_created": sum(r["created"] for r in rows),
         "tasks_in_history_with_final_state": sum(r["in_history_final"] for r in rows),
         "created_but_id_never_received": sum(r["unnamed"] for r in rows),
+        "history_unwritable_task_named_in_warning": sum(r.get("named_in_warning", 0) for r in rows),
         "lost": sum(r["lost"] for r in rows),
         "duplicated": sum(r["duplicated"] for r in rows),
-        "complete_run": len(rows) == len(CASES),
+        "complete_run": len(rows) == len(CASES) + 2,
     }
     write_figures("reliability", {"summary": summary, "cases": rows})
 
@@ -317,3 +318,36 @@ def test_matrix_covers_the_issue():
                    "image-expired-404", "redirect"):
         assert any(needle in i for i in ids), needle
     assert len(CASES) >= 45 and Path(__file__).name == "test_fault_matrix.py"
+
+
+@pytest.mark.parametrize("fault", [None, dict(drop_after=True)], ids=["created", "outcome-unknown"])
+def test_history_not_writable_never_drops_a_paid_task(sim, make_client, tmp_path, figures, fault):
+    """The history folder cannot be written (here: a file stands where the folder should be).
+    A created task is still followed and named in a warning; an unknown outcome is still reported."""
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    session = Session(client=make_client(), history=History(tmp_path / "blocked" / "h.jsonl"))
+    if fault:
+        sim.inject("createTask", **fault)
+    with pytest.warns(RuntimeWarning, match="could not be written") as caught:
+        try:
+            job = session.submit(GenerationRequest.create("unwritable history"))
+        except E.OutcomeUnknownError as err:
+            job, text = None, str(err)
+    warning = str(caught[0].message)
+    seen(warning)
+    [task_id] = list(sim.tasks)
+    if job is None:
+        assert fault and "NOT resent" in text and "outcome of this createTask is not recorded" in warning
+        outcome = UNKNOWN
+    else:
+        assert job.task_id == task_id and task_id in warning and "followed in this kernel only" in warning
+        assert session.jobs[task_id] is job
+        job.wait(10)  # followed to the end, images stored
+        assert job.images and all(Path(im.path).is_file() for im in job.images)
+        outcome = RECOVERED
+    assert sim.count("createTask") == 1
+    figures.append({"case": f"history-not-writable-{'unknown' if fault else 'created'}", "endpoint": "history",
+                    "outcome": outcome, "expected": outcome, "error": None, "message": warning, "created": 1,
+                    "in_history_final": 0, "unnamed": 1 if fault else 0, "lost": 0, "duplicated": 0,
+                    "named_in_warning": 0 if fault else 1, "createTask_requests": 1, "seconds": None})
+    session.close()
