@@ -46,6 +46,8 @@ MAX_FOLLOWS = 3  # re-follow a task whose polling ended with a transient error t
 MAX_RETRY_AFTER = 300.0
 
 last_batch: BatchResult | None = None  # the newest batch, also after an interrupt (Ctrl-C / kernel interrupt)
+_submitting: dict[tuple, BatchResult] = {}  # batches still sending, by (history or client, batch id)
+_submitting_lock = threading.Lock()
 
 
 # -- items ------------------------------------------------------------------------------------------
@@ -628,6 +630,8 @@ class BatchResult:
     items: list[BatchItem]
     batch_id: str
     stats: dict[str, Any] = field(default_factory=dict)
+    _run: Any = field(default=None, repr=False, compare=False)  # the _Run, while it may still send
+    _runner: threading.Thread | None = field(default=None, repr=False, compare=False)  # generate_many(wait=False)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -676,9 +680,30 @@ class BatchResult:
             out[item.status] = out.get(item.status, 0) + 1
         return out
 
+    @property
+    def submitting(self) -> bool:
+        """True while a batch started with `generate_many(..., wait=False)` may still send requests."""
+        return self._runner is not None and self._runner.is_alive()
+
+    def stop(self, why: str = "not sent: stopped") -> None:
+        """Send nothing more: items not yet sent become not-submitted; tasks already running go on."""
+        run = self._run
+        if run is None:
+            return
+        with run.cond:
+            if run.aborted is None:
+                run.aborted = KeyboardInterrupt()
+            run._stop_queue(why)
+            run.cond.notify_all()
+
     def wait(self, timeout: float | None = None) -> BatchResult:
-        """Block until every running item has finished (after a batch timeout or interrupt)."""
+        """Block until every item has finished: a batch started with `wait=False`, or whose run stopped early
+        (timeout, interrupt) with tasks still running."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._runner is not None:
+            self._runner.join(timeout)
+            if self._runner.is_alive():
+                raise E.TimeoutError(f"The batch is still submitting after {timeout:g} s.")
         while True:
             running = [i for i in self.items if i.job is not None and not i.done]
             if not running:
@@ -767,7 +792,8 @@ def _thumb_tag(image: Any, side: int = 64) -> str:
 # -- the public function -----------------------------------------------------------------------------
 def generate_many(items: Any, *, session: Session | None = None, client: Imagen4Client | None = None,
                   concurrency: int = 4, force: bool = False, reuse: str | None = None, progress: bool = True,
-                  timeout: float | None = None, name: str | None = None, **defaults: Any) -> BatchResult:
+                  timeout: float | None = None, name: str | None = None, wait: bool = True,
+                  **defaults: Any) -> BatchResult:
     """Generate images for many prompts or requests; blocks until all are done and returns a `BatchResult`.
 
     items: prompts (str), dicts of request fields, GenerationRequests, a pandas Series or DataFrame (its
@@ -783,6 +809,9 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     'always', 'never') also applies the history's reuse policy to each item; `force=True` creates every
     task anew. `client`: run without a history. `timeout`: stop submitting after this many seconds (running
     tasks go on; `result.wait()`). `name`: identify the batch in the history by name instead of by content.
+    `wait=False`: return the result at once and submit from a background thread (the progress display, made
+    here, updates in place); `result.wait()` blocks until every item has finished, `result.stop()` stops
+    sending.
     """
     global last_batch
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
@@ -807,18 +836,48 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     last_batch = result
     if not batch_items:
         return result
+    key = (str(session.history.path) if session is not None else id(client), bid)
+    with _submitting_lock:
+        running = _submitting.get(key)
+        if running is not None:  # both would create the same tasks
+            raise E.InvalidRequestError("This batch is still being submitted by an earlier run: wait for it "
+                                        "(result.wait()) or stop it (result.stop()) first; running it again then "
+                                        "resumes it, with no new task for what was sent.")
+        _submitting[key] = result
     bar = _Progress(len(batch_items)) if progress else None
     run = _Run(batch_items, session=session, client=client, concurrency=concurrency, force=force, reuse=reuse,
                bid=bid, timeout=timeout, progress=bar)
-    result.stats = run.stats
+    result.stats, result._run = run.stats, run
+    if not wait:
+        result._runner = threading.Thread(target=_run_in_background, args=(run, key, result),
+                                          name="imagen4-batch-run", daemon=True)
+        result._runner.start()
+        return result
     try:
         run.run()
     except KeyboardInterrupt:
-        with run.cond:
-            run.aborted = KeyboardInterrupt()
-            run._stop_queue("not sent: interrupted")
+        result.stop("not sent: interrupted")
         print(f"imagen4 batch interrupted: {run.in_flight} task(s) still running in the background; "
               "imagen4_jupyter.batch.last_batch has the result, and running the same batch again resumes it.",
               file=sys.stderr)
         raise
+    finally:
+        _done_submitting(key, result)
     return result
+
+
+def _run_in_background(run: _Run, key: tuple, result: BatchResult) -> None:
+    try:
+        run.run()
+    except BaseException as err:  # noqa: BLE001 - a thread's end: say it in the items, not in stderr
+        with run.cond:
+            run.aborted = err
+            run._stop_queue(f"not sent: the batch stopped ({type(err).__name__}: {err})")
+    finally:
+        _done_submitting(key, result)
+
+
+def _done_submitting(key: tuple, result: BatchResult) -> None:
+    with _submitting_lock:
+        if _submitting.get(key) is result:
+            del _submitting[key]

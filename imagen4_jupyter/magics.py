@@ -7,7 +7,6 @@ updated in place from the poller thread, so images land in the cell that asked f
 """
 from __future__ import annotations
 
-import keyword
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -20,7 +19,14 @@ from . import errors as E
 from .cellview import CellView, LiveViews, _Ticker  # noqa: F401 - names kept importable from here
 from .request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
 from .session import REUSE_POLICIES, Session, set_session
-from .subcommands import SUBCOMMANDS, Subcommands, parse_line, short_error  # noqa: F401
+from .subcommands import (  # noqa: F401 - SUBCOMMANDS and short_error: still importable from here
+    SUBCOMMANDS,
+    Subcommands,
+    check_wait_out,
+    parse_line,
+    short_error,
+    wait_override,
+)
 from .task import Job
 
 WAIT_MODES = ("auto", "always", "never")
@@ -232,12 +238,16 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
 
         Line magic -- %imagen4 <subcommand>:
           history [--limit N] [--search TEXT]   earlier tasks: time, prompt, parameters, state, id, thumbnails
+          history --export FILE.csv|FILE.json   every task of the history to a file (paths relative to it)
           show TASK_ID                          a task's stored images (or its live status)
           status TASK_ID                        ask the service about a task now
           resume [--wait | --no-wait]           follow tasks left unfinished (e.g. by a kernel restart)
           wait [--timeout SECONDS]              block until every pending task has finished
           credits                               the account's remaining credits
           panel                                 the interactive widget panel
+          batch SOURCE [-n N] [-a RATIO] [-s SEED] [--negative TEXT] [-c CONCURRENCY] [--force] [-o NAME]
+                [--wait | --no-wait]            many prompts: SOURCE is a list variable, a CSV file with a
+                                                prompt column (other request columns used), or df['prompt']
 
         Defaults: %config Imagen4Magics (aspect_ratio, num_images, wait, timeout, poll_interval,
         history_folder, notebook, embed, preview_size, reuse, display_mode, refresh_interval,
@@ -251,33 +261,45 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
     def build_request(self, line: str, cell: str) -> tuple[GenerationRequest, Any]:
         """Parse flags and body into a validated request; every problem is a UsageError (nothing sent)."""
         args = parse_line(self.imagen4.parser, line)
-        if args.wait and args.no_wait:
-            raise UsageError("Use either --wait or --no-wait, not both.")
-        if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
-            raise UsageError(f"-o/--out needs a Python variable name, not {args.out!r}.")
-        ns = self.shell.user_ns
+        check_wait_out(args)
         prompt, negative = split_body(cell)
         if negative is not None and args.negative is not None:
             raise UsageError("Give the negative prompt either below a --- line or with --negative, not both.")
+        try:
+            prompt = interpolate(prompt, self.shell.user_ns)
+            fields = self.request_defaults(args)
+            if negative is not None:
+                fields["negative_prompt"] = interpolate(negative, self.shell.user_ns)
+            callback_url = args.callback_url
+            if callback_url is not None:
+                callback_url = interpolate(callback_url, self.shell.user_ns)
+            request = GenerationRequest.create(prompt, callback_url=callback_url, **fields)
+        except E.InvalidRequestError as err:
+            raise UsageError(str(err)) from None
+        return request, args
+
+    def request_defaults(self, args: Any) -> dict[str, Any]:
+        """The request fields of -a, -n, -s and --negative ({name} replaced from the user's variables), the
+        traits where a flag is absent: a cell's request, or the defaults of `%imagen4 batch` items."""
+        ns = self.shell.user_ns
 
         def interp(value: Any) -> Any:
             return interpolate(value, ns) if isinstance(value, str) else value
 
         try:
-            request = GenerationRequest.create(
-                interp(prompt),
-                negative_prompt=interp(negative if negative is not None else args.negative),
-                aspect_ratio=interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio,
-                num_images=interp(args.num_images) if args.num_images is not None else self.num_images,
-                seed=interp(args.seed),
-                callback_url=interp(args.callback_url))
+            fields = {"aspect_ratio": interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio,
+                      "num_images": interp(args.num_images) if args.num_images is not None else self.num_images}
+            if args.seed is not None:
+                fields["seed"] = interp(args.seed)
+            if args.negative is not None:
+                fields["negative_prompt"] = interp(args.negative)
         except E.InvalidRequestError as err:
             raise UsageError(str(err)) from None
-        return request, args
+        return fields
 
     def _generate(self, line: str, cell: str) -> None:
         request, args = self.build_request(line, cell)
-        blocking = self.blocking("always" if args.wait else "never" if args.no_wait else None)
+        blocking = self.blocking(wait_override(args))
         embed = args.embed or self.embed
         session = self.session
         extra = self._credits_event("credits_before") if self.track_credits else {}

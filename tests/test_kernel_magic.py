@@ -188,6 +188,34 @@ def test_every_subcommand_in_a_kernel(kernel, fast):
         assert flag in page, flag
 
 
+def test_batch_in_a_kernel_no_wait_updates_its_own_cell_and_headless_style_blocks(kernel, fast, kdir):
+    fast.generation_time = 0.8
+    assert kernel.execute("batch_prompts = ['k one', 'k two', 'k three']").ok
+    first = kernel.execute("%imagen4 batch batch_prompts -c 2 --no-wait -o kb")
+    assert first.ok and first.seconds < 1, first.text()
+    other = kernel.execute("print('meanwhile', len(kb))")  # the kernel is free
+    assert other.stdout.strip() == "meanwhile 3"
+    ids = first.display_ids()  # the progress line and the table's placeholder
+    assert len(ids) == 2
+
+    def table(msgs):
+        return [m for m in msgs if m["msg_type"] == "update_display_data"
+                and m["content"]["transient"]["display_id"] == ids[1]
+                and "imagen4 batch</b>" in m["content"]["data"].get("text/html", "")]
+
+    kernel.wait_for(table, timeout=30)
+    assert "3 success" in table(kernel.updates_for(ids))[-1]["content"]["data"]["text/plain"]
+    assert not [m for m in other.messages if m["msg_type"] in ("display_data", "update_display_data")]
+    (kdir / "work" / "kb.csv").write_text("prompt,seed\nfrom csv,5\n")
+    before = fast.count("createTask")
+    blocked = kernel.execute("%imagen4 batch kb.csv --wait")
+    html = [m["content"]["data"].get("text/html", "") for m in blocked.displays()]
+    assert blocked.ok and any("imagen4 batch</b>" in h and "1 success" in h for h in html), blocked.text()
+    assert fast.count("createTask") == before + 1
+    export = kernel.execute("%imagen4 history --export kb-history.json")
+    assert "Exported" in export.text() and (kdir / "work" / "kb-history.json").is_file()
+
+
 def test_wait_subcommand_blocks_for_pending_tasks(kernel, fast):
     fast.generation_time = 0.8
     a = kernel.execute("%%imagen4 --no-wait\nfirst pending")

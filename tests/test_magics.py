@@ -578,3 +578,164 @@ def test_history_goes_beside_the_detected_notebook(sim, tmp_path, monkeypatch, h
         shell.user_ns.pop("__vsc_ipynb_file__", None)
         M.unload(shell)
         S.set_session(None)
+
+
+# -- %imagen4 batch and history --export ----------------------------------------------------------------
+class Frame:
+    """A DataFrame's interface for a column source: df['col'] and df.col."""
+
+    def __init__(self, data: dict):
+        self.data, self.columns = data, list(data)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __getattr__(self, name):
+        if name in ("data", "columns") or name not in self.data:
+            raise AttributeError(name)
+        return self.data[name]
+
+
+def sent(sim) -> dict[str, dict]:
+    return {b["input"]["prompt"]: b["input"] for b in creates(sim)}
+
+
+def test_batch_from_a_list_variable_with_options_then_reused(ip, sim):
+    ip.user_ns["prompts"] = ["a fox", "a {kind}", "an owl"]
+    ip.user_ns["kind"] = "hare"
+    r = run(ip, '%imagen4 batch prompts -n 2 -a 16:9 -s {kind} --negative "blurry, text" -c 2 -o res')
+    assert r.result.error_in_exec is None, r.text
+    res = ip.user_ns["res"]
+    assert type(res).__name__ == "BatchResult" and res.ok and len(res) == 3
+    body = sent(sim)
+    assert set(body) == {"a fox", "a {kind}", "an owl"}  # items are prompts as given, not templates
+    assert all(b["num_images"] == "2" and b["aspect_ratio"] == "16:9" and b["seed"] == "hare"
+               and b["negative_prompt"] == "blurry, text" for b in body.values())
+    assert res.stats["max_in_flight"] <= 2
+    table = [o for o in r.outputs if "imagen4 batch</b>" in o["data"].get("text/html", "")]
+    assert len(table) == 1 and "3 success" in table[0]["data"]["text/plain"]
+    events = [json.loads(x) for x in ip.imagen4.session.history.path.read_text().splitlines()]
+    assert sum(e["event"] == "submitted" and e["source"] == "batch" for e in events) == 3
+    again = run(ip, '%imagen4 batch prompts -n 2 -a 16:9 -s hare --negative "blurry, text" -o res2')
+    assert again.result.error_in_exec is None and len(creates(sim)) == 3  # seeded: all reused
+    assert [i.origin for i in ip.user_ns["res2"]] == ["reused"] * 3
+    run(ip, '%imagen4 batch prompts -n 2 -a 16:9 -s hare --negative "blurry, text" --force')
+    assert len(creates(sim)) == 6
+
+
+def test_batch_from_a_csv_file(ip, sim, tmp_path):
+    (tmp_path / "my prompts.csv").write_text(
+        "\ufeffprompt,seed,aspect_ratio,notes\n"
+        "first,1,3:4,ignored\n"
+        "\"second, with a comma\",,,\n"
+        ",,,\n"  # an empty row is skipped
+        "third,3,,x\n", encoding="utf-8")
+    r = run(ip, "%imagen4 batch 'my prompts.csv' -a 9:16 -s 50 -o res")
+    assert r.result.error_in_exec is None, r.text
+    body = sent(sim)
+    assert list(body) == ["first", "second, with a comma", "third"] or set(body) == {
+        "first", "second, with a comma", "third"}
+    assert (body["first"]["seed"], body["first"]["aspect_ratio"]) == ("1", "3:4")
+    assert (body["second, with a comma"]["seed"], body["second, with a comma"]["aspect_ratio"]) == ("50", "9:16")
+    assert body["third"]["aspect_ratio"] == "9:16" and ip.user_ns["res"].ok
+    (tmp_path / "p.csv").write_text("prompt,num_images\nfour,4\n")
+    run(ip, "%imagen4 batch p.csv")
+    assert sent(sim)["four"]["num_images"] == "4"
+
+
+@pytest.mark.parametrize("source", ["df['prompt']", 'df["prompt"]', "df.prompt"])
+def test_batch_from_a_dataframe_column(ip, sim, source):
+    ip.user_ns["df"] = Frame({"prompt": ["p one", "p two"], "other": [1, 2]})
+    r = run(ip, f"%imagen4 batch {source} -s 1 -o res")
+    assert r.result.error_in_exec is None, r.text
+    assert set(sent(sim)) == {"p one", "p two"} and ip.user_ns["res"].ok
+    ip.user_ns.pop("df")
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("%imagen4 batch", "needs a source"),
+    ("%imagen4 batch -n 2", "needs a source"),
+    ("%imagen4 batch nothing_here", "No variable named 'nothing_here'"),
+    ("%imagen4 batch missing.csv", "No file missing.csv"),
+    ("%imagen4 batch noprompt.csv", "no 'prompt' column (columns: text, seed)"),
+    ("%imagen4 batch empty.csv", "has no rows"),
+    ("%imagen4 batch df['nope']", "df has no column or key 'nope' (columns: prompt)"),
+    ("%imagen4 batch df.nope", "df has no attribute 'nope'"),
+    ("%imagen4 batch df.__class__", "private attribute"),
+    ("%imagen4 batch df[0:2]", "one literal subscript"),
+    ("%imagen4 batch __import__('os').system('touch pwned')", "is not a list variable"),
+    ("%imagen4 batch prompts_ok+prompts_ok", "is not a list variable"),
+    ("%imagen4 batch prompts_ok + prompts_ok", "unrecognized arguments: + prompts_ok"),
+    ("%imagen4 batch one_prompt", "takes a list of prompts"),
+    ("%imagen4 batch prompts_ok -a 2:1", "Item 0 ('fine')"),
+    ("%imagen4 batch prompts_bad", "Item 1"),
+    ("%imagen4 batch prompts_ok -c 0", "concurrency must be 1 or more"),
+    ("%imagen4 batch prompts_ok -c x", "invalid int value"),
+    ("%imagen4 batch prompts_ok --wait --no-wait", "either --wait or --no-wait"),
+    ("%imagen4 batch prompts_ok -o 1x", "Python variable name"),
+    ("%imagen4 batch prompts_ok -s {undefined}", "names no variable `undefined`"),
+    ("%imagen4 batch prompts_ok --frobnicate", "unrecognized arguments"),
+])
+def test_batch_bad_sources_and_options_are_short_errors_and_send_nothing(ip, sim, tmp_path, line, needle):
+    (tmp_path / "noprompt.csv").write_text("text,seed\nx,1\n")
+    (tmp_path / "empty.csv").write_text("prompt,seed\n")
+    ip.user_ns.update(df=Frame({"prompt": ["x"]}), prompts_ok=["fine"], prompts_bad=["fine", ""],
+                      one_prompt="just one")
+    r = run(ip, line)
+    assert_short_error(r, needle)
+    assert sim.count() == 0 and not (tmp_path / "pwned").exists()
+    for name in ("df", "prompts_ok", "prompts_bad", "one_prompt"):
+        ip.user_ns.pop(name)
+
+
+def test_batch_no_wait_returns_at_once_and_the_table_replaces_its_placeholder(ip, sim):
+    sim.next_outcomes.extend([{"generation_time": 0.6}] * 2)
+    ip.user_ns["prompts"] = ["slow one", "slow two"]
+    with capture_output() as cap:
+        t0 = time.monotonic()
+        result = ip.run_cell("%imagen4 batch prompts --no-wait -o res")
+        elapsed = time.monotonic() - t0
+        res = ip.user_ns["res"]  # bound at once
+        running = not all(i.done for i in res)
+        again = ip.run_cell("%imagen4 batch prompts --no-wait")  # the same batch while it is being sent
+        res.wait(15)
+        for t in threading.enumerate():
+            if t.name == "imagen4-batch-table":
+                t.join(5)
+    r = Run(cap, result)
+    assert elapsed < 0.5 and running and result.error_in_exec is None, r.text
+    assert again.error_in_exec is not None and "still being submitted" in r.text, r.text
+    placeholder = [o for o in r.outputs if "table appears here" in o["data"].get("text/plain", "")]
+    assert len(placeholder) == 1
+    did = placeholder[0]["transient"]["display_id"]
+    updates = [o for o in r.outputs if o["update"] and o["transient"].get("display_id") == did]
+    assert updates and "imagen4 batch</b>" in updates[-1]["data"]["text/html"] and res.ok
+    assert len(creates(sim)) == 2
+    r = run(ip, "%imagen4 batch prompts -o res")  # the same batch again: its finished tasks, no new ones
+    assert len(creates(sim)) == 2 and [i.origin for i in ip.user_ns["res"]] == ["reused", "reused"]
+    ip.user_ns.pop("prompts")
+
+
+def test_batch_text_mode_prints_rows(ip, sim):
+    ip.imagen4.display_mode = "text"
+    ip.user_ns["prompts"] = ["text one"]
+    r = run(ip, "%imagen4 batch prompts")
+    assert "[imagen4] batch: 1 items: 1 success" in r.text and "0  success  task_" in r.text, r.text
+    ip.user_ns.pop("prompts")
+
+
+def test_history_export_csv_and_json(ip, sim, tmp_path):
+    import csv
+
+    run(ip, "%%imagen4 --wait -s 1\nexported, one", "%%imagen4 --wait -s 2\nexported two")
+    r = run(ip, "%imagen4 history --export out/tasks.csv")
+    path = tmp_path / "out" / "tasks.csv"
+    assert r.result.error_in_exec is None and f"Exported 2 task(s) to {path}" in r.text + str(r.outputs)
+    rows = list(csv.DictReader(path.open()))
+    assert [row["prompt"] for row in rows] == ["exported, one", "exported two"]
+    assert rows[0]["image_paths"].startswith("../.imagen4/")  # relative to the exported file
+    r = run(ip, "%imagen4 history --export tasks.json")
+    assert "Exported 2 task(s)" in str(r.outputs) and len(json.loads((tmp_path / "tasks.json").read_text())) == 2
+    assert_short_error(run(ip, "%imagen4 history --export tasks.txt"), ".csv or a .json file")
+    assert_short_error(run(ip, "%imagen4 history --export t.csv --search fox"), "whole history")
+    assert not (tmp_path / "t.csv").exists()
