@@ -320,3 +320,31 @@ def test_batch_uses_public_hooks_one_create_attempt_and_tagged_unknown_outcome(s
         assert ev["batch"] == {"id": "b", "index": 2} and ev["source"] == "batch" and ev["cell"] == 4
     finally:
         session.close()
+
+
+def test_wait_false_returns_at_once_stop_sends_nothing_more_and_a_second_start_is_refused(sim, tmp_path):
+    import time
+
+    session = make_session(sim, tmp_path)
+    try:
+        sim.next_outcomes.extend([{"generation_time": 0.5}] * 2)
+        prompts = [f"bg {i}" for i in range(6)]
+        t0 = time.monotonic()
+        result = generate_many(prompts, session=session, concurrency=2, progress=False, wait=False)
+        assert time.monotonic() - t0 < 0.3 and result.submitting
+        with pytest.raises(InvalidRequestError, match="still being submitted"):
+            generate_many(prompts, session=session, progress=False)
+        for _ in range(200):  # both slots taken, then stop: the other four are never sent
+            if sum(i.state == "running" for i in result) == 2:
+                break
+            time.sleep(0.01)
+        result.stop()
+        result.wait(10)
+        assert not result.submitting
+        assert Counter(i.state for i in result) == {"success": 2, "not-submitted": 4}
+        assert sim.count("createTask") == 2
+        again = generate_many(prompts, session=session, concurrency=2, progress=False)  # resumes it
+        assert again.ok and sim.count("createTask") == 6
+        assert Counter(i.origin for i in again) == {"reused": 2, "created": 4}
+    finally:
+        session.close()
