@@ -26,6 +26,8 @@ ROOT = DOCS.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# operands a subcommand takes before its parser sees the rest of the line (so the parser cannot list them)
+LEADING = {"batch": "SOURCE"}
 NO_PROBE: set[str] = set()  # subcommands not to call with a probe argument (each one refuses or parses it today)
 
 
@@ -53,7 +55,8 @@ def traits_block() -> str:
     for name, trait in traits():
         values = getattr(trait, "values", None)
         shown = " / ".join(f"`{v!r}`" for v in values) if values else ""
-        rows.append(f"| `{name}` | {type(trait).__name__} | `{trait.default_value!r}` | {shown} | {_cell(trait.help)} |")
+        kind, default = type(trait).__name__, repr(trait.default_value)
+        rows.append(f"| `{name}` | {kind} | `{default}` | {shown} | {_cell(trait.help)} |")
     return "\n".join(rows)
 
 
@@ -116,7 +119,7 @@ def subcommands() -> list[tuple[str, list[Any] | None]]:
                 continue
             seen.clear()
             try:
-                getattr(magics, f"_cmd_{name}")("--docs-probe")
+                getattr(magics, f"_cmd_{name}")("docs_probe --docs-probe")  # an operand, then an option
             except _Probed:
                 out.append((name, [a for a in seen[-1]._actions if a.dest != "help"]))
             except UsageError:
@@ -129,7 +132,7 @@ def subcommands() -> list[tuple[str, list[Any] | None]]:
 
 
 def _usage(name: str, actions: list[Any] | None) -> str:
-    parts = [f"%imagen4 {name}"]
+    parts = [f"%imagen4 {name}"] + ([LEADING[name]] if name in LEADING else [])
     for a in actions or []:
         if not a.option_strings:
             parts.append(a.metavar or a.dest.upper())
@@ -144,7 +147,8 @@ def subcommands_block() -> str:
     rows = ["| usage | options |", "|---|---|"]
     for name, actions in subcommands():
         opts = [f"`{'/'.join(a.option_strings)}`: {_cell(a.help or '')}"
-                + (f" (default {a.default})" if a.default not in (None, False) else "")
+                + (f" (default {a.default})" if a.default not in (None, False) and "default" not in (a.help or "")
+                   and f"({a.default})" not in (a.help or "") else "")
                 for a in actions or [] if a.option_strings]
         rows.append(f"| `{_usage(name, actions)}` | {'; '.join(opts) or '—'} |")
     return "\n".join(rows)
