@@ -32,7 +32,6 @@ FOLDER = ".imagen4"
 _IMAGE_FILE = re.compile(r"[0-9a-f]{64}\.(png|jpg|webp)")
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)
 INDEX_FORMAT = 1
-FINAL_ERRORS = {"GenerationFailedError", "InvalidRequestError", "NotFoundError", "AuthenticationError"}
 
 
 @dataclass
