@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
             "load_inprocess_ms": inner["load"], "load_big_over_bare_ms": med["load_big"] - med["bare"],
             "load_big_inprocess_ms": inner["load_big"], "import_over_bare_ms": med["import"] - med["bare"],
             "ipywidgets_on_import": mods["ipywidgets"], "ipywidgets_on_load": info["load"]["modules"]["ipywidgets"],
-            "reps": reps}
+            "reps": reps, "big_tasks": 1000 if args.quick else 10_000}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""Run every benchmark figure and print each beside its baseline (measured in the same run) and its goal.
+
+    python -m benchmarks [--quick] [--only 1,4]      (or: python benchmarks/run.py ...)
+
+--quick runs each figure on a small scale to check that it still works (CI); its numbers mean little.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FIGURES = {
+    1: ("completion-to-displayed lag and requests per task", "bench_polling"),
+    2: ("kernel responsiveness with 100 tasks in flight", "bench_kernel"),
+    3: ("load time", "bench_load"),
+    4: ("history at 10,000 tasks", "bench_history"),
+    5: ("notebook size", "bench_notebook"),
+    6: ("batch throughput", "bench_batch"),
+}
+
+
+def machine() -> str:
+    def sh(cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:
+            return "?"
+
+    mem = sh("free -g | awk '/Mem:/ {print $2}'")
+    return (f"{os.cpu_count()} cores ({sh('nproc')} usable), {mem} GiB RAM, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}; load average {sh('cat /proc/loadavg')}")
+
+
+def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
+    """(figure, ours, baseline, goal, met) rows."""
+    rows = []
+    if 1 in results:
+        base, fixed, smart = results[1]
+        ratio = smart["lag_median"] / base["lag_median"]
+        rows.append(("1 median lag (ours / advised)", f"{smart['lag_median']:.2f} s = {ratio:.2f}x",
+                     f"{base['lag_median']:.2f} s (fixed 0.5 s: {fixed['lag_median']:.2f} s)", "<= 0.25x",
+                     _ok(ratio <= 0.25)))
+        rows.append(("1 status requests per task", f"{smart['requests_per_task']:.1f}",
+                     f"{base['requests_per_task']:.1f} (fixed 0.5 s: {fixed['requests_per_task']:.1f})",
+                     "<= advised", _ok(smart["requests_per_task"] <= base["requests_per_task"])))
+    if 2 in results:
+        r = results[2]
+        diff = r["busy_p99"] - r["idle_p99"]
+        rows.append((f"2 p99 trivial cell, {r['in_flight']} tasks in flight", f"{r['busy_p99']:.1f} ms "
+                     f"(p50 {r['busy_p50']:.1f})", f"idle {r['idle_p99']:.1f} ms (p50 {r['idle_p50']:.1f})",
+                     "<= idle + 10 ms", _ok(diff <= 10)))
+        rows.append(("2 extra kernel threads", str(r["extra_threads"]), "0 (idle)", "<= 4",
+                     _ok(r["extra_threads"] <= 4)))
+    if 3 in results:
+        r = results[3]
+        rows.append(("3 %load_ext over bare IPython", f"+{r['load_over_bare_ms']:.0f} ms (in-process "
+                     f"{r['load_inprocess_ms']:.0f} ms)", f"bare {r['bare_ms']:.0f} ms", "<= 100 ms",
+                     _ok(r["load_over_bare_ms"] <= 100)))
+        rows.append((f"3 ... with a {r['big_tasks']:,}-task history",
+                     f"+{r['load_big_over_bare_ms']:.0f} ms (in-process {r['load_big_inprocess_ms']:.0f} ms)",
+                     f"bare {r['bare_ms']:.0f} ms", "(<= 100 ms)", _ok(r["load_big_over_bare_ms"] <= 100)))
+        rows.append(("3 import imagen4_jupyter imports ipywidgets", "yes" if r["ipywidgets_on_import"] else "no",
+                     "", "no", _ok(not r["ipywidgets_on_import"])))
+    if 4 in results:
+        r = results[4]
+        for key, label, goal in (("lookup", "reuse lookup", 5), ("render", "%imagen4 history page", 200),
+                                 ("unfinished", "unfinished scan", 100)):
+            d = r[key]
+            rows.append((f"4 {label} ({r['tasks']:,} tasks)", f"warm {d['warm']:.2f} ms, cold {d['cold']:.0f} ms",
+                         f"naive {d['naive']:.0f} ms (first ever {d['first']:.0f} ms)", f"<= {goal} ms",
+                         _ok(d["warm"] <= goal) + ("" if d["cold"] <= goal else " warm; cold over")))
+    if 5 in results:
+        r = results[5]
+        for row in r["rows"]:
+            per = row["bytes"] / r["images"] / 1e3
+            default = row["mode"].startswith("preview")
+            rows.append((f"5 per image, {row['source']} images, {row['mode']}", f"{per:.0f} KB",
+                         f"original PNG {row['original_bytes'] / 1e3:.0f} KB", "<= 300 KB" if default else "",
+                         _ok(per <= 300) if default else ""))
+    if 6 in results:
+        r = results[6]
+        b, n = r["batch"], r["naive"]
+        rows.append((f"6 batch of {r['tasks']}, concurrency {r['concurrency']}",
+                     f"{b['wall']:.1f} s = {b['wall'] / r['ideal']:.2f}x ideal, {b['429']} x 429, {b['lost']} lost",
+                     f"ideal {r['ideal']:.1f} s; naive loop {n['wall']:.1f} s, {n['429']} x 429, {n['lost']} lost",
+                     "0 lost", _ok(b["lost"] == 0 and b["created"] == r["tasks"])))
+    return rows
+
+
+def _ok(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small and fast: checks the benchmarks still work")
+    ap.add_argument("--only", default="", help="comma-separated figure numbers (default: all)")
+    args = ap.parse_args(argv)
+    import importlib
+
+    wanted = [int(x) for x in args.only.split(",") if x.strip()] or list(FIGURES)
+    print(f"imagen4-jupyter benchmarks{' (quick)' if args.quick else ''}: {machine()}", flush=True)
+    results, seconds = {}, {}
+    for number in wanted:
+        title, module = FIGURES[number]
+        print(f"\n=== Figure {number}: {title} ===", flush=True)
+        t = time.perf_counter()
+        mod = importlib.import_module(f"benchmarks.{module}")
+        results[number] = mod.main(["--quick"] if args.quick else [])
+        seconds[number] = time.perf_counter() - t
+        print(f"(figure {number} took {seconds[number]:.0f} s)", flush=True)
+    rows = summary(results)
+    widths = [max(len(r[i]) for r in rows + [("figure", "ours", "baseline (same run)", "goal", "met")])
+              for i in range(5)]
+    print("\n=== Summary ===")
+    header = ("figure", "ours", "baseline (same run)", "goal", "met")
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print(f"\nfigures printed: {', '.join(str(n) for n in results)}; total {sum(seconds.values()):.0f} s; "
+          f"load average now {os.getloadavg()[0]:.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
