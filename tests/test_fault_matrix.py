@@ -351,3 +351,19 @@ def test_history_not_writable_never_drops_a_paid_task(sim, make_client, tmp_path
                     "in_history_final": 0, "unnamed": 1 if fault else 0, "lost": 0, "duplicated": 0,
                     "named_in_warning": 0 if fault else 1, "createTask_requests": 1, "seconds": None})
     session.close()
+
+
+def test_reliability_page_quotes_these_figures():
+    """docs/reliability.md quotes the totals this matrix produces (each case asserts its expected outcome,
+    so the totals follow from the table; the two history-not-writable cases add one recovered, one unknown)."""
+    outcomes = Counter(c.expect for c in CASES) + Counter({RECOVERED: 1, UNKNOWN: 1})
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    tried = len(CASES) + 2
+    assert f"| fault cases tried | **{tried}** |" in page
+    assert (f"| recovered | **{outcomes[RECOVERED] + outcomes[RESUMED]}**: {outcomes[RECOVERED]} by themselves"
+            f" once the fault cleared, {outcomes[RESUMED]} by `resume()`") in page
+    assert (f"| failed with a clear message | **{outcomes[FAILED] + outcomes[REFUSED] + outcomes[UNKNOWN]}**: "
+            f"{outcomes[FAILED]} failed for good") in page
+    assert f"{outcomes[REFUSED]} refused before any task existed, {outcomes[UNKNOWN]} \"outcome unknown\"" in page
+    assert f"| tasks the simulator created | {sum(c.created for c in CASES) + 2} |" in page
+    assert "| **lost** | **0** |" in page and "| **duplicated** | **0** |" in page

@@ -327,4 +327,18 @@ def test_panel_labels_escape_prompts_seeds_errors_and_history(session, sim):
             _html_ok(text)
     finally:
         panel.close()
-    COUNTS["valid_escaped"] += 1
+    COUNTS["panel_label_checks"] = len(texts)
+
+
+def test_reliability_page_quotes_these_counts():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    python = len(PY_REQUESTS) + len(TASK_IDS) + len(BASE_URLS)
+    magic = len(MAGIC_REQUESTS) + len(MAGIC_TASK_IDS) + len(BASE_URLS)
+    invalid = sum(not p.values[2] for p in PY_REQUESTS + MAGIC_REQUESTS) + len(TASK_IDS) + len(MAGIC_TASK_IDS)
+    invalid += 2 * len(BASE_URLS)
+    valid = sum(bool(p.values[2]) for p in PY_REQUESTS + MAGIC_REQUESTS)
+    distinct = len(REQUESTS) + len(TASK_IDS) + len(BASE_URLS)
+    assert (f"| hostile inputs | {distinct} distinct, **{python + magic} cases** ({python} through the Python API, "
+            f"{magic} through the magic): {invalid} refused with zero requests sent, {valid} valid ones") in page
