@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from IPython.display import display
@@ -97,11 +98,13 @@ class CellView:
             note = f"{len(images) - len(self.slots)} more image(s): %imagen4 show {job.task_id}"
         problems = []
         if job.error is None:
+            base = self.owner.output_base()
             for slot, image in zip(self.slots, images, strict=False):
                 try:
-                    data, meta = D.image_output(job, image, self.embed, self.preview_size)
+                    data, meta = D.image_output(job, image, self.embed, self.preview_size, base=base)
                 except Exception as exc:  # a damaged file must not hide the others
-                    problems.append(f"image {image.index + 1} could not be shown ({exc}); file: {image.path}")
+                    problems.append(f"image {image.index + 1} could not be shown ({exc}); "
+                                    f"file: {D.shown_path(image.path, base)}")
                     continue
                 slot.update(data, raw=True, metadata=meta)
         for slot in self.slots[len(images) if job.error is None else 0:]:
@@ -121,8 +124,9 @@ class CellView:
                   file=sys.stderr, flush=True)
             return
         print(f"[imagen4] {job.task_id}: done in {job.elapsed:.1f} s; saved:", flush=True)
+        base = self.owner.output_base()
         for image in job.images:
-            print(f"  {image.path}  ({image.width}×{image.height})", flush=True)
+            print(f"  {D.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)
 
 
 class _Ticker:
@@ -237,6 +241,12 @@ class LiveViews:
                       "images will appear here; %imagen4 wait blocks again.")
         return [v.job for v in views]
 
+    def output_base(self) -> Path:
+        """The folder that image paths in outputs are relative to: the notebook's, else the working directory
+        (where Jupyter starts a notebook's kernel)."""
+        notebook = self.session.notebook
+        return Path(notebook).parent if notebook else Path.cwd()
+
     def _say(self, text: str, kind: str = "info") -> None:
         if self.rich():
             display(D.message_bundle(text, kind), raw=True)
@@ -253,5 +263,5 @@ class LiveViews:
             return
         display(D.reused_bundle(job, job.created_at) if note == "reused" else D.card_bundle(job), raw=True)
         for image in job.images:
-            data, meta = D.image_output(job, image, embed, self.preview_size)
+            data, meta = D.image_output(job, image, embed, self.preview_size, base=self.output_base())
             display(data, raw=True, metadata=meta)

@@ -36,6 +36,20 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
 
 
+def shown_path(path: Any, base: Any = None) -> str:
+    """How an image file is named in an output that is saved with the notebook: relative to `base` (the
+    notebook's folder) when it is inside it, so the notebook holds no home directory or user name and still
+    names the files after the folder moves; absolute when outside it or without a base."""
+    if base is None:
+        return str(path)
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def params_text(request: Any) -> str:
     """`16:9 · 2 images · seed 7` for a GenerationRequest or its dict."""
     if request is None:
@@ -104,8 +118,9 @@ def message_bundle(text: str, kind: str = "info") -> dict[str, str]:
 
 # -- image outputs ---------------------------------------------------------------------------------
 def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mime: str | None = None,
-                   embedded_sha256: str | None = None) -> dict:
-    """Provenance stored with each image output under the key `imagen4`."""
+                   embedded_sha256: str | None = None, base: Any = None) -> dict:
+    """Provenance stored with each image output under the key `imagen4`; `path` as `shown_path` gives it
+    (relative to the notebook's folder `base` when inside it)."""
     from .request import MODEL
 
     rec = job.record
@@ -119,7 +134,7 @@ def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mim
         "width": image.width,
         "height": image.height,
         "size": image.size,
-        "path": str(image.path),
+        "path": shown_path(image.path, base),
         "embed": embed,
         "embedded_mime": embedded_mime,
         "embedded_sha256": embedded_sha256,
@@ -149,14 +164,16 @@ def _as_native(data: bytes, mime: str) -> tuple[bytes, str]:
 
 
 def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
-                 preview_size: int = 768) -> tuple[dict[str, str], dict]:
-    """(data, metadata) for one image: native `image/png` / `image/jpeg`, or paths only for `none`."""
+                 preview_size: int = 768, *, base: Any = None) -> tuple[dict[str, str], dict]:
+    """(data, metadata) for one image: native `image/png` / `image/jpeg`, or paths only for `none`. File paths
+    are relative to `base` (the notebook's folder) when inside it (`shown_path`)."""
     import hashlib
 
+    path = shown_path(image.path, base)
     if embed == "none":
-        meta = image_metadata(job, image, embed)
-        text = f"{image.path} ({image.width}×{image.height}, sha256 {image.sha256[:12]}…)"
-        return ({"text/plain": text, "text/markdown": f"`{image.path}` ({image.width}×{image.height})"},
+        meta = image_metadata(job, image, embed, base=base)
+        text = f"{path} ({image.width}×{image.height}, sha256 {image.sha256[:12]}…)"
+        return ({"text/plain": text, "text/markdown": f"`{path}` ({image.width}×{image.height})"},
                 {"imagen4": meta})
     raw = image.data
     if embed == "full":
@@ -166,9 +183,9 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
 
         data, mime = preview(raw, preview_size)
         data, mime = _as_native(data, mime)
-    meta = image_metadata(job, image, embed, embedded_mime=mime, embedded_sha256=hashlib.sha256(data).hexdigest())
-    return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {image.path}>"},
-            {"imagen4": meta})
+    meta = image_metadata(job, image, embed, embedded_mime=mime, embedded_sha256=hashlib.sha256(data).hexdigest(),
+                          base=base)
+    return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, {"imagen4": meta})
 
 
 # -- subcommand views ---------------------------------------------------------------------------------
@@ -225,8 +242,9 @@ def _thumb(path: Any, side: int = 72) -> str:
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
-                   title: str = "") -> dict[str, str]:
-    """A table of history entries: time, prompt, parameters, state, task id, thumbnails."""
+                   title: str = "", base: Any = None) -> dict[str, str]:
+    """A table of history entries: time, prompt, parameters, state, task id, thumbnails; the text form names
+    the image files (relative to `base`, the notebook's folder, when inside it)."""
     rows, lines = [], []
     for e in entries:
         req = e.request or {}
@@ -243,12 +261,13 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         rows.append(f"<tr><td>{esc(when(e.submitted_at))}</td><td style='text-align:left'>"
                     f"{esc(shorten(prompt, 200))}</td><td>{esc(params_text(req))}</td><td>{esc(state)}</td>"
                     f"<td><code>{esc(e.task_id)}</code></td><td>{thumbs}</td></tr>")
-        paths = ", ".join(str(history.resolve(im["path"])) for im in e.images)
+        paths = ", ".join(shown_path(history.resolve(im["path"]), base) for im in e.images)
         lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}  {params_text(req)}  "
                      f"{shorten(prompt, 60)!r}" + (f"  {paths}" if paths else ""))
-    head = title or f"{len(entries)} task(s) in {history.path}"
+    where = shown_path(history.path, base)
+    head = title or f"{len(entries)} task(s) in {where}"
     if not entries:
-        return message_bundle(f"No tasks found in {history.path}.")
+        return message_bundle(f"No tasks found in {where}.")
     table = ("<table class='imagen4-history'><thead><tr><th>time</th><th>prompt</th><th>parameters</th>"
              "<th>state</th><th>task id</th><th>images</th></tr></thead><tbody>" + "".join(rows)
              + "</tbody></table>")

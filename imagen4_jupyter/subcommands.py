@@ -152,7 +152,7 @@ class Subcommands:
         entries = history.search(args.search, limit=args.limit)
         entries = sorted(entries + self._unknown_entries(args.search), key=lambda e: e.submitted_at or 0,
                          reverse=True)[: args.limit]
-        bundle = D.history_bundle(entries, history, thumbnails=self.rich())
+        bundle = D.history_bundle(entries, history, thumbnails=self.rich(), base=self.output_base())
         if self.rich():
             display(bundle, raw=True)
         else:
@@ -346,9 +346,11 @@ class Subcommands:
     def _show_batch(self, result: Any, handle: Any = None) -> None:
         if not self.rich():
             print(f"[imagen4] batch: {result.summary()}", flush=True)
+            base = self.output_base()
             for row in result.rows:
-                print(f"  {row['index']}  {row['state']}  {row['task_id'] or '-'}  "
-                      + ("  ".join(row["images"]) or row["error"] or ""), flush=True)
+                paths = "  ".join(D.shown_path(p, base) for p in row["images"])
+                print(f"  {row['index']}  {row['state']}  {row['task_id'] or '-'}  {paths or row['error'] or ''}",
+                      flush=True)
             return
         if handle is not None:
             handle.update(result)

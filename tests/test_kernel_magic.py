@@ -8,7 +8,6 @@ import base64
 import copy
 import json
 import time
-from pathlib import Path
 
 import pytest
 from conftest import KEY
@@ -100,7 +99,7 @@ def test_interactive_cell_returns_at_once_and_images_update_its_display_ids(kern
                 and "image/png" in m["content"]["data"]]
 
 
-def test_every_flag_in_a_kernel(kernel, fast):
+def test_every_flag_in_a_kernel(kernel, fast, kdir):
     n = len(creates(fast))
     ex = kernel.execute('%%imagen4 --wait -n 2 -a 9:16 -s 21 --negative "no text" '
                         '--callback-url http://127.0.0.1:9/hook -o flagged --embed full\na paper crane')
@@ -113,7 +112,8 @@ def test_every_flag_in_a_kernel(kernel, fast):
     assert len(shown) == 2
     for m in shown:  # --embed full: the original file's bytes
         meta = m["content"]["metadata"]["imagen4"]
-        assert base64.b64decode(m["content"]["data"]["image/png"]) == Path(meta["path"]).read_bytes()
+        assert meta["path"].startswith(".imagen4/images/")  # relative to the notebook's folder (here: the cwd)
+        assert base64.b64decode(m["content"]["data"]["image/png"]) == (kdir / "work" / meta["path"]).read_bytes()
         assert meta["embed"] == "full"
     out = kernel.execute("print(flagged.task_id, len(flagged.images), flagged.wait().task_id == flagged.task_id)")
     assert out.stdout.split()[1:] == ["2", "True"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -349,9 +350,30 @@ def test_text_mode_prints_status_and_paths(ip, sim):
     ip.imagen4.display_mode = "text"
     r = run(ip, "%%imagen4 -n 2\nterminal fox")  # no kernel: blocks by default
     assert not r.outputs
-    paths = [line.split()[0] for line in r.cap.stdout.splitlines() if line.startswith("  /")]
-    assert len(paths) == 2 and all(Path(p).exists() for p in paths)
+    paths = [line.split()[0] for line in r.cap.stdout.splitlines() if line.startswith("  .imagen4/images/")]
+    assert len(paths) == 2 and all(Path(p).exists() for p in paths)  # relative to the working directory
     assert "done in" in r.cap.stdout
+
+
+def test_outputs_name_image_files_relative_to_the_notebook_folder(ip, sim, tmp_path, tmp_path_factory):
+    (tmp_path / "sub").mkdir()
+    run(ip, "%config Imagen4Magics.notebook = 'sub/study.ipynb'")
+    r = run(ip, "%%imagen4 --wait -s 3\nrelative", "%%imagen4 --wait -s 4 --embed none\nrelative none",
+            "%imagen4 history")
+    (preview,) = r.images()
+    (listed,) = [o for o in r.outputs if "text/markdown" in o["data"]]
+    table = [o for o in r.outputs if "imagen4-history" in o["data"].get("text/html", "")][0]["data"]["text/plain"]
+    saved = json.dumps(r.outputs)
+    assert str(tmp_path) not in saved, [x for x in re.findall(r'"[^"]*', saved) if str(tmp_path) in x]
+    for out in (preview, listed):
+        path = out["metadata"]["imagen4"]["path"]
+        assert path.startswith(".imagen4/images/") and (tmp_path / "sub" / path).is_file()
+        assert path in out["data"]["text/plain"]
+    assert table.count(" .imagen4/images/") == 2
+    outside = tmp_path_factory.mktemp("elsewhere")  # a history outside the notebook's folder: absolute paths
+    run(ip, f"%config Imagen4Magics.history_folder = {str(outside)!r}")
+    (far,) = run(ip, "%%imagen4 --wait -s 5\nfar away").images()
+    assert far["metadata"]["imagen4"]["path"].startswith(str(outside))
 
 
 def test_help_lists_every_flag_and_subcommand(ip):
