@@ -12,10 +12,8 @@ its finished ones without creating new tasks.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
-import io
 import json
 import math
 import random
@@ -748,6 +746,8 @@ class BatchResult:
         return pd.DataFrame.from_records(records, columns=columns).set_index("index")
 
     def _repr_html_(self, max_rows: int = 200) -> str:
+        from .display import thumb_html
+
         esc = html.escape
         head = ("<tr>" + "".join(f"<th style='text-align:left'>{h}</th>" for h in
                                  ("#", "prompt", "parameters", "state", "task id", "images", "error")) + "</tr>")
@@ -759,7 +759,7 @@ class BatchResult:
                 params.append(f"seed {req.seed}")
             if req.negative_prompt:
                 params.append("neg: " + _short(req.negative_prompt, 30))
-            thumbs = "".join(_thumb_tag(im) for im in item.images[:4])
+            thumbs = "".join(thumb_html(im.path, 64) for im in item.images[:4])
             state = item.status + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
             colour = {"success": "#15803d", "fail": "#b91c1c", "error": "#b91c1c",
                       "lost-unknown": "#b45309", "not-submitted": "#b91c1c"}.get(item.state, "#2563eb")
@@ -772,21 +772,6 @@ class BatchResult:
             f"<tr><td colspan=7>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
         return (f"<div><b>imagen4 batch</b>: {esc(self.summary())}"
                 f"<table style='font-size:12px'>{head}{''.join(body)}{more}</table></div>")
-
-
-def _thumb_tag(image: Any, side: int = 64) -> str:
-    try:
-        from PIL import Image
-
-        with Image.open(image.path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((side, side))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=70)
-        data = base64.b64encode(buf.getvalue()).decode()
-        return f"<img src='data:image/jpeg;base64,{data}' title='{html.escape(str(image.path))}' style='margin:1px'>"
-    except Exception:
-        return f"<code>{html.escape(str(getattr(image, 'path', '')))}</code> "
 
 
 # -- the public function -----------------------------------------------------------------------------

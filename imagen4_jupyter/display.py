@@ -196,11 +196,9 @@ def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
     Decoding a 1024x1024 PNG costs ~20 ms, so a history page of 20 tasks would take most of a second; the
     cached copy is a ~3 KB read. It is remade when the image file is newer than it.
     """
-    import os
-    import tempfile
     from pathlib import Path
 
-    from .images import preview, sniff
+    from .images import preview, sniff, write_atomic
 
     path = Path(path)
     if not (len(path.stem) == 64 and all(c in "0123456789abcdef" for c in path.stem)):
@@ -217,20 +215,14 @@ def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
     data, mime = preview(path.read_bytes(), side, quality=70)
     try:
         cached.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, cached)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(cached, data)
     except OSError:  # a read-only folder or a full disk: no cache, same picture
         pass
     return data, mime
 
 
-def _thumb(path: Any, side: int = 72) -> str:
+def thumb_html(path: Any, side: int = 72) -> str:
+    """An inline <img> of a small preview (cached, see `thumbnail`), named by the file's name only."""
     try:
         from pathlib import Path
 
@@ -257,7 +249,7 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
             state = f"{e.state}: {shorten(message, 80)}"
         thumbs = ""
         if thumbnails and e.state == "success":
-            thumbs = "".join(_thumb(history.resolve(im["path"])) for im in e.images)
+            thumbs = "".join(thumb_html(history.resolve(im["path"])) for im in e.images)
         rows.append(f"<tr><td>{esc(when(e.submitted_at))}</td><td style='text-align:left'>"
                     f"{esc(shorten(prompt, 200))}</td><td>{esc(params_text(req))}</td><td>{esc(state)}</td>"
                     f"<td><code>{esc(e.task_id)}</code></td><td>{thumbs}</td></tr>")
@@ -305,5 +297,5 @@ def job_html(job: "Job") -> str:
 
 
 def result_html(result: "Result", max_side: int = 256) -> str:
-    imgs = "".join(_thumb(im.path, max_side) for im in result.images)
+    imgs = "".join(thumb_html(im.path, max_side) for im in result.images)
     return f"<div class='imagen4-result'><code>{esc(result.task_id)}</code><br/>{imgs}</div>"

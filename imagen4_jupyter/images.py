@@ -98,14 +98,7 @@ class ImageStore:
         path = self.path_for(digest, mime)
         if not self._holds(path, digest):  # absent, or damaged since: (re)write it
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(path, data)
         width, height = dimensions(data, mime)
         return StoredImage(path=path, sha256=digest, mime=mime, width=width, height=height, size=len(data),
                            url=url, index=index)
@@ -128,6 +121,19 @@ class ImageStore:
             return hashlib.sha256(Path(image.path).read_bytes()).hexdigest() == image.sha256
         except OSError:
             return False
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename, so a reader never
+    sees half a file (the temporary file is removed if anything fails)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def preview(data: bytes, max_side: int = 768, quality: int = 85) -> tuple[bytes, str]:

@@ -46,13 +46,18 @@ class Run:
                 if o["transient"].get("display_id") and bool(o["update"]) != created]
 
 
-@pytest.fixture
-def ip(sim, tmp_path, monkeypatch):
-    """A shell with the extension loaded, history in tmp_path, fast polling, rich outputs."""
-    monkeypatch.chdir(tmp_path)
+def simulator_env(monkeypatch, sim, folder) -> None:
+    """The working directory `folder`, the simulator's URL and key, and no notebook detected."""
+    monkeypatch.chdir(folder)
     monkeypatch.setenv("APIKLEY_API_KEY", KEY)
     monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+
+
+@pytest.fixture
+def ip(sim, tmp_path, monkeypatch):
+    """A shell with the extension loaded, history in tmp_path, fast polling, rich outputs."""
+    simulator_env(monkeypatch, sim, tmp_path)
     shell = InteractiveShell.instance()
     shell.config.pop("Imagen4Magics", None)  # %config values of earlier tests
     with capture_output() as cap:
@@ -108,10 +113,7 @@ def test_load_says_where_history_goes(ip, tmp_path):
 
 
 def test_load_reports_unfinished_tasks(sim, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
-    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    simulator_env(monkeypatch, sim, tmp_path)
     hist = tmp_path / ".imagen4" / "history.jsonl"
     hist.parent.mkdir()
     lines = [{"v": 1, "time": 1.0, "event": "submitted", "task_id": f"task_x{i}",
@@ -133,10 +135,7 @@ def test_load_reports_unfinished_tasks(sim, tmp_path, monkeypatch):
 def test_load_with_observed_traits_in_the_config(sim, tmp_path, monkeypatch, traits):
     """`c.Imagen4Magics.poll_interval = ...` in an IPython config file: the trait observers run while
     traitlets applies the config, before the rest of `__init__`; loading must not fail."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
-    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    simulator_env(monkeypatch, sim, tmp_path)
     shell = InteractiveShell.instance()
     for name, value in traits.items():
         setattr(shell.config.Imagen4Magics, name, value)
@@ -579,10 +578,7 @@ def test_outcome_unknown_is_not_resent_and_says_so(ip, sim):
 
 @pytest.mark.parametrize("how", ["JPY_SESSION_NAME", "VS Code"])
 def test_history_goes_beside_the_detected_notebook(sim, tmp_path, monkeypatch, how):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
-    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    simulator_env(monkeypatch, sim, tmp_path)
     nb = tmp_path / "sub" / "story.ipynb"
     nb.parent.mkdir()
     nb.write_text("{}")
