@@ -57,7 +57,8 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append((f"2 p99 trivial cell, {r['in_flight']} tasks in flight", f"{r['busy_p99']:.1f} ms "
                      f"(p50 {r['busy_p50']:.1f})", f"idle {r['idle_p99']:.1f} ms (p50 {r['idle_p50']:.1f})",
                      "<= idle + 10 ms", _ok(diff <= 10)))
-        rows.append(("2 extra kernel threads", str(r["extra_threads"]), "0 (idle)", "<= 4",
+        rows.append(("2 extra kernel threads", f"{r['extra_threads']} ({r['imagen4_threads']} named imagen4-*)",
+                     f"{r['threads_bare']} threads before %load_ext", "<= 4",
                      _ok(r["extra_threads"] <= 4)))
     if 3 in results:
         r = results[3]
