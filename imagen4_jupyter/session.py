@@ -206,7 +206,8 @@ class Session:
         """Block until every job of this session is done; returns them."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            pending = self.pending()
+            with self._lock:  # settled = finished and its history event written
+                pending = [j for j in self.jobs.values() if not j._done.is_set()]
             if not pending:
                 return list(self.jobs.values())
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -147,6 +147,7 @@ class Job:
         self.first_generating_at: float | None = None
         self.finished_at: float | None = None
         self._result: Result | None = None
+        self._finished = False  # set first; `_done` (what wait() waits on) only after the change callbacks ran
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._done_callbacks: list[Callable[[Job], None]] = []
@@ -154,7 +155,7 @@ class Job:
 
     # -- reading ------------------------------------------------------------------------------
     def done(self) -> bool:
-        return self._done.is_set()
+        return self._finished
 
     @property
     def elapsed(self) -> float:
@@ -203,8 +204,9 @@ class Job:
     def _finish(self, *, images: list[StoredImage] | None = None, error: Imagen4Error | None = None,
                 reused: bool = False) -> None:
         with self._lock:
-            if self._done.is_set():
+            if self._finished:
                 return
+            self._finished = True
             self.finished_at = time.time()
             if error is not None:
                 self.error = error
@@ -216,10 +218,12 @@ class Job:
                                       result_urls=self.record.result_urls if self.record else
                                       [im.url or "" for im in self.images],
                                       images=self.images, record=self.record, reused=reused)
+            changed = list(self._change_callbacks)
+        self._fire(changed)  # the history's final event is written before wait() returns
+        with self._lock:
             self._done.set()
-            callbacks = self._change_callbacks + self._done_callbacks
-            self._done_callbacks = []
-        self._fire(callbacks)
+            done_callbacks, self._done_callbacks = self._done_callbacks, []
+        self._fire(done_callbacks)
 
     def _fire(self, callbacks: list[Callable[["Job"], None]]) -> None:
         for fn in callbacks:

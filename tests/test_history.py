@@ -126,3 +126,14 @@ def test_each_kind_of_bad_line_counts_once(tmp_path, bad):
         h = History(path)
         assert h.entries() == []
     assert h.bad_lines == (1 if bad else 0)
+
+
+def test_wait_returns_only_after_the_final_event_is_written(make_client, tmp_path):
+    from imagen4_jupyter.session import Session
+
+    session = Session(client=make_client(), history=History(tmp_path / "nb.jsonl"))
+    for i in range(20):
+        job = session.submit(GenerationRequest.create(f"prompt {i}"))
+        job.wait(10)
+        events = [json.loads(line) for line in (tmp_path / "nb.jsonl").read_text().splitlines()]
+        assert any(e["event"] == "succeeded" and e["task_id"] == job.task_id for e in events)
