@@ -249,7 +249,7 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
             state = f"{e.state}: {shorten(message, 80)}"
         thumbs = ""
         if thumbnails and e.state == "success":
-            thumbs = "".join(thumb_html(history.resolve(im["path"])) for im in e.images)
+            thumbs = "".join(thumb_html(im.path) for im in history.stored_images(e))  # content-addressed only
         rows.append(f"<tr><td>{esc(when(e.submitted_at))}</td><td style='text-align:left'>"
                     f"{esc(shorten(prompt, 200))}</td><td>{esc(params_text(req))}</td><td>{esc(state)}</td>"
                     f"<td><code>{esc(e.task_id)}</code></td><td>{thumbs}</td></tr>")

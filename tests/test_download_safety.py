@@ -128,3 +128,20 @@ def test_hostile_history_line_cannot_make_a_cell_embed_an_arbitrary_file(ip, sim
         assert base64.b64encode(secret.read_bytes()).decode()[:40] not in blob
         assert "hostile-history-secret" not in blob
     assert sim.count("createTask") == 2  # not reused: a real task each time
+
+
+def test_history_table_thumbnails_only_read_content_addressed_files(ip, sim, tmp_path):  # noqa: F811
+    """A private *image* named by a hostile history line is not embedded as a thumbnail either."""
+    from PIL import Image
+
+    private = tmp_path / "private-screenshot.png"
+    Image.new("RGB", (64, 64), (250, 10, 200)).save(private)
+    hist = ip.imagen4.session.history
+    req = GenerationRequest.create("a private picture", seed=3)
+    hist.append({"event": "submitted", "task_id": "task_evil_png", "request": req.to_dict(), "request_key": req.key()})
+    hist.append({"event": "succeeded", "task_id": "task_evil_png", "urls": ["http://127.0.0.1:9/1.png"],
+                 "images": [{"path": str(private), "sha256": "1" * 64, "mime": "image/png", "width": 64,
+                             "height": 64, "size": private.stat().st_size, "url": "http://127.0.0.1:9/1.png"}]})
+    r = run(ip, "%imagen4 history")
+    html = "".join(o["data"].get("text/html", "") for o in r.outputs)
+    assert "task_evil_png" in html and "<img" not in html
