@@ -24,9 +24,14 @@ class Imagen4Error(Exception):
 
     def _compose(self) -> str:
         text = self.detail
+        if self.service_message:
+            text = f"{text} The service said: {self.service_message}{self._said_extra()}"
         if self.task_id:
             text = f"{text} (task {self.task_id})"
         return text
+
+    def _said_extra(self) -> str:
+        return ""
 
     def short(self) -> str:
         """One line for a notebook: the class name in words and the message."""
@@ -73,14 +78,6 @@ class ServiceValidationError(Imagen4Error):
     title = "Rejected by the service"
     hint = "The service rejected the request's parameters."
 
-    def _compose(self) -> str:
-        text = self.detail
-        if self.service_message:
-            text = f"{text} The service said: {self.service_message}"
-        if self.task_id:
-            text = f"{text} (task {self.task_id})"
-        return text
-
 
 class RateLimitError(Imagen4Error):
     code = 429
@@ -112,15 +109,8 @@ class GenerationFailedError(Imagen4Error):
         self.fail_code = fail_code
         super().__init__(message, **kw)
 
-    def _compose(self) -> str:
-        text = self.detail
-        if self.service_message:
-            text = f"{text} The service said: {self.service_message}"
-            if self.fail_code:
-                text += f" (failCode {self.fail_code})"
-        if self.task_id:
-            text = f"{text} (task {self.task_id})"
-        return text
+    def _said_extra(self) -> str:
+        return f" (failCode {self.fail_code})" if self.fail_code else ""
 
 
 class FeatureDisabledError(Imagen4Error):
@@ -176,10 +166,6 @@ def error_for_code(code: int, service_message: str | None = None, *, task_id: st
         if 500 <= code < 600:
             cls = ServerError
         else:
-            return ProtocolError(f"The service answered with unknown code {code}: {service_message or ''}".strip(),
-                                 task_id=task_id, code=code, service_message=service_message)
-    err = cls(task_id=task_id, code=code, service_message=service_message, retry_after=retry_after)
-    if service_message and cls not in (ServiceValidationError, GenerationFailedError):
-        err.detail = f"{err.detail} The service said: {service_message}"
-        err.args = (err._compose(),)
-    return err
+            return ProtocolError(f"The service answered with unknown code {code}.", task_id=task_id, code=code,
+                                 service_message=service_message)
+    return cls(task_id=task_id, code=code, service_message=service_message, retry_after=retry_after)
