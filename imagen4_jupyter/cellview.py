@@ -78,14 +78,15 @@ class CellView:
             else:
                 self._print_state()
 
-    def finalize(self) -> None:
-        """Turn the card into the final state and fill the image slots (once)."""
+    def finalize(self, *, error_raised: bool = False) -> None:
+        """Turn the card into the final state and fill the image slots (once). `error_raised`: the caller
+        raises the job's error (a blocking cell), so text mode does not print it as well."""
         with self._lock:
             if self.finalized:
                 return
             self.finalized = True
             try:
-                self._render_rich() if self.rich else self._render_text()
+                self._render_rich() if self.rich else self._render_text(show_error=not error_raised)
             finally:
                 self.rendered.set()
                 self.owner._untrack_view(self)
@@ -117,9 +118,11 @@ class CellView:
             self._last_line = line
             print(line, flush=True)
 
-    def _render_text(self) -> None:
+    def _render_text(self, show_error: bool = True) -> None:
         job = self.job
         if job.error is not None:
+            if not show_error:
+                return
             print(f"[imagen4] {job.error.short() if isinstance(job.error, E.Imagen4Error) else job.error}",
                   file=sys.stderr, flush=True)
             return
@@ -214,8 +217,9 @@ class LiveViews:
         return CellView(self, job, rich=self.rich(), embed=embed or self.embed, preview_size=self.preview_size,
                         deferred=deferred)
 
-    def _block_on(self, views: list[CellView]) -> list[Job]:
-        """Wait on the kernel thread until the views' jobs are done, then render them here."""
+    def _block_on(self, views: list[CellView], *, raises: bool = False) -> list[Job]:
+        """Wait on the kernel thread until the views' jobs are done, then render them here. `raises`: the
+        caller raises the error of a job finished here (text mode then leaves the message to it)."""
         limit = self.timeout + 60.0
         deadline = time.monotonic() + limit
         interrupted = False
@@ -231,7 +235,7 @@ class LiveViews:
             with view._lock:
                 view.deferred = False
                 if view.job.done():
-                    view.finalize()
+                    view.finalize(error_raised=raises)
                 else:
                     unfinished.append(view.job)
         if unfinished:

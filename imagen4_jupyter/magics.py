@@ -319,7 +319,7 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
             job.add_done_callback(self._record_credits_after)
         view = self._view(job, embed=embed, deferred=blocking).open()
         if blocking:
-            self._block_on([view])
+            self._block_on([view], raises=True)
             if job.done() and job.error is not None:
                 raise short_error(job.error) from None
         return None

@@ -329,6 +329,20 @@ def test_failure_turns_the_card_into_an_error_line(ip, sim):
     assert "Traceback" not in r.text and "filtered again" in r.text
 
 
+def test_text_mode_blocking_failure_prints_the_error_once(ip, sim):
+    ip.imagen4.display_mode = "text"
+    sim.next_outcomes.append({"fail": ("500", "filtered in a terminal")})
+    r = run(ip, "%%imagen4 --wait\nforbidden")
+    assert type(r.result.error_in_exec).__name__ == "GenerationFailedError"
+    assert r.text.count("filtered in a terminal") == 1, r.text
+    assert "Traceback" not in r.text
+
+    sim.next_outcomes.append({"fail": ("500", "filtered, not waited for")})  # nobody raises it: printed
+    r = run(ip, "%%imagen4 --no-wait -o job\nforbidden too", settle=lambda: (
+        ip.user_ns["job"].exception(10), [v.rendered.wait(5) for v in ip.imagen4._live_views()]))
+    assert r.result.error_in_exec is None and r.cap.stderr.count("filtered, not waited for") == 1, r.text
+
+
 def test_service_error_at_submit_is_short(ip, sim):
     sim.credits = 0
     r = run(ip, "%%imagen4 --wait\npoor")
