@@ -138,7 +138,7 @@ class Subcommands:
 
     def _cmd_history(self, rest: str) -> None:
         parser = self._parser("history")
-        parser.add_argument("--limit", type=int, default=20, help="at most N tasks (newest first)")
+        parser.add_argument("--limit", type=int, default=20, metavar="N", help="at most N tasks (newest first)")
         parser.add_argument("--search", metavar="TEXT", help="only tasks whose prompt, seed or id contains TEXT")
         parser.add_argument("--export", metavar="FILE", help="write every task to FILE.csv or FILE.json instead")
         args = parse_line(parser, rest)
@@ -233,7 +233,7 @@ class Subcommands:
 
     def _cmd_wait(self, rest: str) -> None:
         parser = self._parser("wait")
-        parser.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+        parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after SECONDS")
         args = parse_line(parser, rest)
         session = self.session
         pending = session.pending()

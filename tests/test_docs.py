@@ -53,6 +53,19 @@ def test_every_subcommand_and_its_options_are_documented():
                 assert option in text, f"%imagen4 {name} {option} is not in docs/magic.md"
 
 
+def test_option_metavars_match_their_help():
+    """An option's help names its value as the usage does (`--limit N`, not `--limit LIMIT` beside "at most
+    N"): every upper-case word of the help is the option's metavar."""
+    options = [(f"%imagen4 {name}", a) for name, actions in make_docs.subcommands() for a in actions or []]
+    options += [("%%imagen4", a) for a in make_docs.flags()]
+    for where, action in options:
+        if not action.option_strings or action.nargs == 0 or action.choices:
+            continue
+        shown = action.metavar or action.dest.upper()
+        named = set(re.findall(r"\b[A-Z][A-Z_]*\b", action.help or "")) - {"A", "I"}  # not the words
+        assert named <= {shown}, f"{where} {'/'.join(action.option_strings)} {shown}: help says {action.help!r}"
+
+
 def test_every_environment_variable_is_documented():
     """Every os.environ variable the package reads appears in the docs (real-service.md has the table)."""
     names = set()
