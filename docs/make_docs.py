@@ -155,14 +155,6 @@ def subcommands_block() -> str:
 
 
 # -- the simulator's command line ------------------------------------------------------------------------
-# words for the options whose argparse help is empty (the table shows the code's help when there is one)
-SIMULATOR_HELP = {
-    "--queue-time": "seconds a task spends waiting/queuing, uniform between MIN and MAX",
-    "--generation-time": "seconds a task spends generating, uniform between MIN and MAX",
-    "--rate-limit": "answer code 429 (with Retry-After) beyond N requests per PER_SECONDS, per key; off by default",
-}
-
-
 def _number(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -183,8 +175,7 @@ def simulator_block() -> str:
             flag = f"{'/'.join(a.option_strings)} {meta}"
         values = a.default if isinstance(a.default, (tuple, list)) else (a.default,)
         default = "" if a.default is None or a.default is False else " ".join(_number(v) for v in values)
-        meaning = a.help or SIMULATOR_HELP.get(a.option_strings[-1], "")
-        rows.append(f"| `{flag}` | {default and f'`{default}`'} | {_cell(meaning)} |")
+        rows.append(f"| `{flag}` | {default and f'`{default}`'} | {_cell(a.help or '')} |")
     return "\n".join(rows)
 
 

@@ -612,3 +612,13 @@ def test_cli_starts_and_answers() -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=5)
     assert proc.returncode == 0 and err == ""  # quiet: no per-request logging
+
+
+def test_cli_options_all_have_help() -> None:
+    """`--help` explains every option (docs/simulator.md's table is made from it), and `--key` its default."""
+    from imagen4_jupyter.simulator.__main__ import build_parser
+
+    actions = {a.option_strings[-1]: a for a in build_parser()._actions if a.option_strings}
+    missing = [name for name, a in actions.items() if not a.help]
+    assert not missing, f"simulator options without help: {missing}"
+    assert "test-key" in actions["--key"].help

@@ -17,12 +17,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a local simulator of the Apikley google/imagen4 API.",
     )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
-    parser.add_argument("--key", action="append", dest="keys", metavar="KEY", help="accepted API key (repeatable)")
+    parser.add_argument("--key", action="append", dest="keys", metavar="KEY",
+                        help="accepted API key (repeatable; default: test-key)")
     parser.add_argument("--any-key", action="store_true", help="accept any non-empty API key")
-    parser.add_argument("--queue-time", nargs=2, type=float, default=(1.0, 4.0), metavar=("MIN", "MAX"))
-    parser.add_argument("--generation-time", nargs=2, type=float, default=(6.0, 12.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--queue-time", nargs=2, type=float, default=(1.0, 4.0), metavar=("MIN", "MAX"),
+                        help="seconds a task spends waiting/queuing, uniform between MIN and MAX")
+    parser.add_argument("--generation-time", nargs=2, type=float, default=(6.0, 12.0), metavar=("MIN", "MAX"),
+                        help="seconds a task spends generating, uniform between MIN and MAX")
     parser.add_argument("--image-scale", type=float, default=1.0, help="multiply image dimensions")
-    parser.add_argument("--rate-limit", nargs=2, type=float, metavar=("N", "PER_SECONDS"))
+    parser.add_argument("--rate-limit", nargs=2, type=float, metavar=("N", "PER_SECONDS"),
+                        help="answer code 429 (with Retry-After) beyond N requests per PER_SECONDS, per key; "
+                             "off by default")
     parser.add_argument("--credits", type=float, default=1_000_000.0, help="starting balance")
     parser.add_argument("--url-ttl", type=float, default=86400.0, help="seconds result URLs stay valid")
     parser.add_argument("--seed", type=int, default=0, help="random seed for durations")
