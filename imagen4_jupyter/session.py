@@ -250,9 +250,18 @@ _current: Session | None = None
 
 
 def get_session(**kwargs: Any) -> Session:
-    """The kernel's session (created on first use)."""
+    """The kernel's session (created on first use). Without `user_ns`, a running IPython's namespace is used,
+    so a session made before `%load_ext` (by `Panel()` or `generate_many`) finds the notebook (VS Code's
+    `__vsc_ipynb_file__`) as the magic does, and the magic then keeps it."""
     global _current
     if _current is None:
+        if kwargs.get("user_ns") is None:
+            import sys
+
+            ipython = sys.modules.get("IPython")  # not imported: not running (and not worth importing)
+            shell = ipython.get_ipython() if ipython is not None else None
+            if shell is not None:
+                kwargs["user_ns"] = shell.user_ns
         _current = Session(**kwargs)
     return _current
 

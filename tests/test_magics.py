@@ -612,6 +612,33 @@ def test_history_goes_beside_the_detected_notebook(sim, tmp_path, monkeypatch, h
         S.set_session(None)
 
 
+def test_session_made_before_load_ext_finds_the_vs_code_notebook_and_is_kept(sim, tmp_path, monkeypatch):
+    """Panel() or generate_many before %load_ext create the session with get_session(): it reads the running
+    shell's namespace (VS Code's __vsc_ipynb_file__), and %load_ext then uses that same session."""
+    simulator_env(monkeypatch, sim, tmp_path)
+    nb = tmp_path / "sub" / "early.ipynb"
+    nb.parent.mkdir()
+    nb.write_text("{}")
+    shell = InteractiveShell.instance()
+    shell.config.pop("Imagen4Magics", None)
+    shell.user_ns["__vsc_ipynb_file__"] = str(nb)
+    S.set_session(None)
+    try:
+        session = S.get_session()
+        assert session.found_by == "VS Code"
+        assert session.history.path == tmp_path / "sub" / ".imagen4" / "early.jsonl"
+        with capture_output():
+            magics = M.load(shell)
+        assert magics.session is session and S.get_session() is session
+        from imagen4_jupyter.batch import default_session
+
+        assert default_session() is session
+    finally:
+        shell.user_ns.pop("__vsc_ipynb_file__", None)
+        M.unload(shell)
+        S.set_session(None)
+
+
 # -- %imagen4 batch and history --export ----------------------------------------------------------------
 class Frame:
     """A DataFrame's interface for a column source: df['col'] and df.col."""
