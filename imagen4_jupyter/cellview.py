@@ -126,7 +126,8 @@ class CellView:
             print(f"[imagen4] {job.error.short() if isinstance(job.error, E.Imagen4Error) else job.error}",
                   file=sys.stderr, flush=True)
             return
-        print(f"[imagen4] {job.task_id}: done in {job.elapsed:.1f} s; saved:", flush=True)
+        what = "reused (no request sent)" if job.reused else f"done in {job.elapsed:.1f} s"  # not its old time
+        print(f"[imagen4] {job.task_id}: {what}; saved:", flush=True)
         base = self.owner.output_base()
         for image in job.images:
             print(f"  {D.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)

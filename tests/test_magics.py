@@ -368,6 +368,17 @@ def test_text_mode_prints_status_and_paths(ip, sim):
     assert "done in" in r.cap.stdout
 
 
+def test_text_mode_reused_cell_says_no_request_was_sent(ip, sim):
+    ip.imagen4.display_mode = "text"
+    first = run(ip, "%%imagen4 -s 7\nterminal owl")
+    assert "done in" in first.cap.stdout
+    r = run(ip, "%%imagen4 -s 7\nterminal owl")
+    assert sim.count("createTask") == 1
+    assert "Reused 1 image" in r.cap.stdout and "reused (no request sent); saved:" in r.cap.stdout, r.text
+    assert "done in" not in r.cap.stdout, r.text
+    assert [line for line in r.cap.stdout.splitlines() if line.startswith("  .imagen4/images/")]
+
+
 def test_outputs_name_image_files_relative_to_the_notebook_folder(ip, sim, tmp_path, tmp_path_factory):
     (tmp_path / "sub").mkdir()
     run(ip, "%config Imagen4Magics.notebook = 'sub/study.ipynb'")
