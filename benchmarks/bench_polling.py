@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     tasks, scale = (6, 0.05) if args.quick else (args.tasks, args.scale)
     advised = PollSchedule().scaled(scale)
-    smart = SmartSchedule(fallback=advised, queue_interval=3.0 * scale, fine=0.35 * scale, margin=0.1 * scale)
+    smart = SmartSchedule().scaled(scale)  # the library's default, time-scaled like everything else
     rows = [
         {"schedule": "provider's advice (baseline)", **run(advised, tasks, scale)},
         {"schedule": "fixed 0.5 s", **run(PollSchedule.fixed(0.5 * scale), tasks, scale)},

@@ -37,13 +37,19 @@ class SmartSchedule:
 
     fallback: PollSchedule = field(default_factory=PollSchedule)
     queue_interval: float = 3.0
-    fine: float = 0.35
+    fine: float = 0.3
     low: float = 0.05
     high: float = 0.95
     margin: float = 0.1
     max_samples: int = 200
     _samples: dict = field(default_factory=lambda: defaultdict(list), repr=False)  # key -> durations, oldest first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def scaled(self, factor: float) -> "SmartSchedule":
+        """The same schedule with every time multiplied by `factor` (tests and benchmarks); learns afresh."""
+        return SmartSchedule(fallback=self.fallback.scaled(factor), queue_interval=self.queue_interval * factor,
+                             fine=self.fine * factor, low=self.low, high=self.high, margin=self.margin * factor,
+                             max_samples=self.max_samples)
 
     @property
     def max_wait(self) -> float:
