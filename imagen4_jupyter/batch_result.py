@@ -1,0 +1,366 @@
+"""The results side of a batch: each item's fate (`BatchItem`), the live progress line, and `BatchResult`
+(a table: `rows`, `to_dataframe()`, HTML with thumbnails). `batch.py` does the sending."""
+from __future__ import annotations
+
+import html
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import errors as E
+from .request import GenerationRequest
+from .task import Job
+
+if TYPE_CHECKING:
+    from .batch import _Run
+
+PARAM_FIELDS = ("negative_prompt", "aspect_ratio", "num_images", "seed")
+FINAL_STATES = ("success", "fail", "error", "lost-unknown", "not-submitted")
+
+
+# -- items ------------------------------------------------------------------------------------------
+@dataclass
+class BatchItem:
+    """One request of a batch and what became of it. `state` is one of pending, submitting, running,
+    success, fail (the service could not generate it), error, lost-unknown, not-submitted."""
+
+    index: int
+    request: GenerationRequest
+    state: str = "pending"
+    origin: str | None = None  # created | reused (stored result, no request) | followed (an existing task)
+    job: Job | None = None
+    error: BaseException | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    follows: int = 0
+    note: str = ""
+
+    @property
+    def task_id(self) -> str | None:
+        if self.job is not None:
+            return self.job.task_id
+        return getattr(self.error, "task_id", None)
+
+    @property
+    def images(self) -> list:
+        return list(self.job.images) if self.job is not None and self.state == "success" else []
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(im.path) for im in self.images]
+
+    @property
+    def status(self) -> str:
+        """The state, with the service's state (waiting, queuing, generating) while running."""
+        if self.state == "running" and self.job is not None and not self.job.done():
+            return self.job.status
+        return self.state
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def row(self) -> dict[str, Any]:
+        req = self.request
+        return {"index": self.index, "prompt": req.prompt,
+                "params": {k: getattr(req, k) for k in PARAM_FIELDS},
+                "task_id": self.task_id, "state": self.status, "origin": self.origin,
+                "images": self.paths, "error": _error_text(self.error)}
+
+
+def _error_text(err: BaseException | None) -> str | None:
+    if err is None:
+        return None
+    title = getattr(err, "title", type(err).__name__)
+    return f"{title}: {err}"
+
+
+def _plain(value: Any) -> Any:
+    """pandas/numpy cell values to plain Python: NaN/None to None, numpy integers to int."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if not isinstance(value, (bool, int, float, str)) and hasattr(value, "__index__"):
+        try:
+            return int(value.__index__())
+        except Exception:
+            return value
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(value, "item") and type(value).__module__.startswith("numpy"):
+        return _plain(value.item())
+    return value
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _ipython() -> Any:
+    if "IPython" not in sys.modules:
+        return None
+    try:
+        from IPython import get_ipython
+
+        return get_ipython()
+    except Exception:  # pragma: no cover
+        return None
+
+
+
+
+# -- progress -----------------------------------------------------------------------------------------
+class _Progress:
+    """A progress line: an HTML display updated in place inside a Jupyter kernel, text elsewhere."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.handle = None
+        self.last = 0.0
+        self.last_line = ""
+        self.last_printed_done = -1
+        self.tty = False
+        ip = _ipython()
+        if ip is not None and getattr(ip, "kernel", None) is not None:
+            from IPython.display import display
+
+            self.handle = display(self._bundle(None), raw=True, display_id=True)
+        else:
+            self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    @staticmethod
+    def counts(run: _Run | None) -> dict[str, int]:
+        c = {"done": 0, "success": 0, "failed": 0, "lost": 0, "running": 0, "reused": 0, "pending": 0}
+        if run is None:
+            return c
+        for item in run.items:
+            if item.done:
+                c["done"] += 1
+            if item.state == "success":
+                c["success"] += 1
+                c["reused"] += item.origin == "reused"
+            elif item.state in ("fail", "error", "not-submitted"):
+                c["failed"] += 1
+            elif item.state == "lost-unknown":
+                c["lost"] += 1
+            elif item.state in ("running", "submitting"):
+                c["running"] += 1
+            else:
+                c["pending"] += 1
+        return c
+
+    def _text(self, run: _Run | None, final: bool = False) -> str:
+        c = self.counts(run)
+        parts = [f"{c['done']}/{self.total} done"]
+        if c["running"]:
+            parts.append(f"{c['running']} running")
+        if c["reused"]:
+            parts.append(f"{c['reused']} reused")
+        if c["failed"]:
+            parts.append(f"{c['failed']} failed")
+        if c["lost"]:
+            parts.append(f"{c['lost']} lost (outcome unknown)")
+        if run is not None:
+            wait = run.gate_until - time.monotonic()
+            if wait > 0 and run.queue and not final:
+                parts.append(f"rate limited: waiting {wait:.0f} s")
+            if run.stats["rate_limited"]:
+                parts.append(f"{run.stats['rate_limited']}×429")
+            parts.append(f"{time.monotonic() - run.started:.0f} s")
+        return "imagen4 batch: " + " · ".join(parts)
+
+    def _html(self, run: _Run | None, final: bool = False) -> str:
+        c = self.counts(run)
+        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
+        return (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
+                f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
+                f'vertical-align:middle;accent-color:{colour}"></progress> '
+                f"{html.escape(self._text(run, final))}</div>")
+
+    def _bundle(self, run: _Run | None, final: bool = False) -> dict[str, str]:
+        return {"text/html": self._html(run, final), "text/plain": self._text(run, final)}
+
+    def update(self, run: _Run, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.25:
+            return
+        self.last = now
+        if self.handle is not None:
+            self.handle.update(self._bundle(run, final), raw=True)
+            return
+        line = self._text(run, final)
+        if self.tty:
+            pad = " " * max(0, len(self.last_line) - len(line))
+            sys.stderr.write("\r" + line + pad + ("\n" if final else ""))
+            sys.stderr.flush()
+            self.last_line = line
+            return
+        done = self.counts(run)["done"]
+        step = max(1, self.total // 10)
+        if final or done >= self.last_printed_done + step:
+            self.last_printed_done = done
+            print(line, file=sys.stderr, flush=True)
+
+
+# -- results ------------------------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    """The items of a batch with their tasks, states, images and errors; a table (`rows`, `to_dataframe()`).
+
+    Items still running when `generate_many` returned (timeout, interrupt) keep updating; `wait()` blocks on
+    them. `stats` has the numbers of the run: tasks created, createTask requests, 429 answers, pauses,
+    reused, followed, lost, max in flight, wall time.
+    """
+
+    items: list[BatchItem]
+    batch_id: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    _run: Any = field(default=None, repr=False, compare=False)  # the _Run, while it may still send
+    _runner: threading.Thread | None = field(default=None, repr=False, compare=False)  # generate_many(wait=False)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> BatchItem:
+        return self.items[index]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per item: index, prompt, params, task_id, state, origin, images (paths), error."""
+        return [item.row() for item in self.items]
+
+    @property
+    def jobs(self) -> list[Job | None]:
+        return [item.job for item in self.items]
+
+    @property
+    def results(self) -> list:
+        """The `Result` of each item (None where it did not succeed)."""
+        return [item.job.wait(0) if item.state == "success" and item.job is not None else None
+                for item in self.items]
+
+    @property
+    def task_ids(self) -> list[str | None]:
+        return [item.task_id for item in self.items]
+
+    @property
+    def failed(self) -> list[BatchItem]:
+        return [i for i in self.items if i.state in ("fail", "error", "not-submitted")]
+
+    @property
+    def lost(self) -> list[BatchItem]:
+        """Items whose createTask outcome is unknown (never resent; check the dashboard)."""
+        return [i for i in self.items if i.state == "lost-unknown"]
+
+    @property
+    def ok(self) -> bool:
+        return all(i.state == "success" for i in self.items)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            out[item.status] = out.get(item.status, 0) + 1
+        return out
+
+    @property
+    def submitting(self) -> bool:
+        """True while a batch started with `generate_many(..., wait=False)` may still send requests."""
+        return self._runner is not None and self._runner.is_alive()
+
+    def stop(self, why: str = "not sent: stopped") -> None:
+        """Send nothing more: items not yet sent become not-submitted; tasks already running go on."""
+        run = self._run
+        if run is None:
+            return
+        with run.cond:
+            if run.aborted is None:
+                run.aborted = KeyboardInterrupt()
+            run._stop_queue(why)
+            run.cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> BatchResult:
+        """Block until every item has finished: a batch started with `wait=False`, or whose run stopped early
+        (timeout, interrupt) with tasks still running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._runner is not None:
+            self._runner.join(timeout)
+            if self._runner.is_alive():
+                raise E.TimeoutError(f"The batch is still submitting after {timeout:g} s.")
+        while True:
+            running = [i for i in self.items if i.job is not None and not i.done]
+            if not running:
+                return self
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise E.TimeoutError(f"{len(running)} item(s) still running after {timeout:g} s.")
+            try:
+                running[0].job.wait(min(0.5, remaining) if remaining is not None else 0.5)
+            except E.Imagen4Error:
+                time.sleep(0.01)  # its error (or a timeout of this short wait); the item's state says which
+
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{n} {state}" for state, n in sorted(c.items(), key=lambda kv: -kv[1])]
+        s = self.stats
+        line = f"{len(self)} items: " + ", ".join(parts)
+        if s:
+            line += (f" · {s.get('created', 0)} tasks created, {s.get('reused', 0)} reused, "
+                     f"{s.get('followed', 0)} followed")
+            if s.get("rate_limited"):
+                line += f" · rate limited {s['rate_limited']}× ({s.get('paused_s', 0):.0f} s paused)"
+            line += f" · {s.get('wall_s', 0):.1f} s"
+        return line
+
+    def __repr__(self) -> str:
+        return f"<BatchResult {self.summary()}>"
+
+    def to_dataframe(self):
+        """A pandas DataFrame, one row per item (params spread into columns). Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe() needs pandas (pip install pandas); `.rows` gives the same table "
+                              "as a list of dicts.") from None
+        records = []
+        for row in self.rows:
+            rec = {k: v for k, v in row.items() if k != "params"}
+            rec.update(row["params"])
+            records.append(rec)
+        columns = ["index", "prompt", *PARAM_FIELDS, "task_id", "state", "origin", "images", "error"]
+        return pd.DataFrame.from_records(records, columns=columns).set_index("index")
+
+    def _repr_html_(self, max_rows: int = 200) -> str:
+        from .display import thumb_html
+
+        esc = html.escape
+        head = ("<tr>" + "".join(f"<th style='text-align:left'>{h}</th>" for h in
+                                 ("#", "prompt", "parameters", "state", "task id", "images", "error")) + "</tr>")
+        body = []
+        for item in self.items[:max_rows]:
+            req = item.request
+            params = [req.aspect_ratio, f"{req.num_images} img"]
+            if req.seed is not None:
+                params.append(f"seed {req.seed}")
+            if req.negative_prompt:
+                params.append("neg: " + _short(req.negative_prompt, 30))
+            thumbs = "".join(thumb_html(im.path, 64) for im in item.images[:4])
+            state = item.status + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
+            colour = {"success": "#15803d", "fail": "#b91c1c", "error": "#b91c1c",
+                      "lost-unknown": "#b45309", "not-submitted": "#b91c1c"}.get(item.state, "#2563eb")
+            body.append(
+                f"<tr><td>{item.index}</td><td title='{esc(req.prompt)}'>{esc(_short(req.prompt, 80))}</td>"
+                f"<td>{esc(' · '.join(params))}</td><td style='color:{colour}'>{esc(state)}</td>"
+                f"<td><code>{esc(item.task_id or '')}</code></td><td>{thumbs}</td>"
+                f"<td>{esc(_error_text(item.error) or item.note or '')}</td></tr>")
+        more = "" if len(self.items) <= max_rows else (
+            f"<tr><td colspan=7>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
+        return (f"<div><b>imagen4 batch</b>: {esc(self.summary())}"
+                f"<table style='font-size:12px'>{head}{''.join(body)}{more}</table></div>")
