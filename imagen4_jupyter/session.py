@@ -184,6 +184,8 @@ class Session:
             err = cls.__new__(cls)
             E.Imagen4Error.__init__(err, entry.error.get("message") or "failed")
             job._finish(error=err)
+        if entry.finished_at and job.done():
+            job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
         return job
 
     def resume(self) -> list[Job]:

@@ -137,3 +137,19 @@ def test_wait_returns_only_after_the_final_event_is_written(make_client, tmp_pat
         job.wait(10)
         events = [json.loads(line) for line in (tmp_path / "nb.jsonl").read_text().splitlines()]
         assert any(e["event"] == "succeeded" and e["task_id"] == job.task_id for e in events)
+
+
+def test_a_job_rebuilt_from_the_history_keeps_its_own_duration(make_client, tmp_path):
+    from imagen4_jupyter.session import Session
+
+    path = tmp_path / "nb.jsonl"
+    session = Session(client=make_client(), history=History(path))
+    job = session.submit(GenerationRequest.create("a kite", seed=5))
+    job.wait(10)
+    # pretend it was submitted two days ago: a rebuilt job must not report two days of elapsed time
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for ev in lines:
+        ev["time"] -= 2 * 86400
+    path.write_text("".join(json.dumps(ev) + "\n" for ev in lines))
+    rebuilt = Session(client=make_client(), history=History(path)).job_from_history(History(path).get(job.task_id))
+    assert rebuilt.done() and rebuilt.elapsed < 60
