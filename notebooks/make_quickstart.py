@@ -1,20 +1,15 @@
 """Writes notebooks/quickstart.ipynb (committed). Edit here, then run: python notebooks/make_quickstart.py"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
-
-
-def md(text: str):
-    return nbf.v4.new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str):
-    return nbf.v4.new_code_cell(text.strip("\n"))
-
+sys.path.insert(0, str(HERE))
+from make_notebooks import build as build_notebook  # noqa: E402  (one set of helpers for every notebook)
+from make_notebooks import code, md  # noqa: E402
 
 CELLS = [
     md("""
@@ -162,13 +157,7 @@ result.images[0]
 
 
 def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = CELLS
-    for i, cell in enumerate(nb.cells):  # stable ids keep the committed file's diffs small
-        cell["id"] = f"quickstart-{i:02d}"
-    return nb
+    return build_notebook(CELLS, "quickstart")
 
 
 if __name__ == "__main__":
