@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-from .images import StoredImage
+from .images import StoredImage, write_atomic
 from .request import GenerationRequest
 
 FOLDER = ".imagen4"
@@ -238,14 +237,7 @@ class History:
             state = {"format": INDEX_FORMAT, "fields": _FIELDS, "offset": self._offset, "head": head, "tail": tail,
                      "tasks": [tuple(getattr(e, f) for f in _FIELDS) for e in self.tasks.values()],
                      "by_key": self.by_key, "unknown": self.unknown, "bad_lines": self.bad_lines}
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".index-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    pickle.dump(state, fh, protocol=4)
-                os.replace(tmp, self.index_path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.index_path, pickle.dumps(state, protocol=4))
         except (OSError, pickle.PicklingError, TypeError, ValueError):
             return  # a read-only folder, say: the next kernel parses the log instead
         self._indexed = self._offset

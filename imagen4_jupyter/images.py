@@ -117,10 +117,7 @@ class ImageStore:
 
     def verify(self, image: StoredImage) -> bool:
         """True if the file is still there and still has its sha256."""
-        try:
-            return hashlib.sha256(Path(image.path).read_bytes()).hexdigest() == image.sha256
-        except OSError:
-            return False
+        return self._holds(Path(image.path), image.sha256)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
