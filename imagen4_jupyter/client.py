@@ -9,7 +9,6 @@ import ipaddress
 import os
 import random
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +130,6 @@ class Imagen4Client:
         # With trust_env, requests would let a ~/.netrc entry replace our Authorization header (and send
         # netrc passwords to image hosts); a session-level no-op auth turns that lookup off.
         self._http.auth = _keep_headers
-        self._local = threading.local()
         self.poller = Poller(self, max_workers=max_workers)
 
     def __repr__(self) -> str:
@@ -315,29 +313,26 @@ class Imagen4Client:
 
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            err = E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id)
-            err.retryable = False  # the same URL will be refused again: fail now, not at the overall limit
-            raise err
+            # the same URL will be refused again: fail now, not at the overall limit
+            raise E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id,
+                                  retryable=False)
         try:
             with self._http.get(url, timeout=self.timeout, stream=True) as resp:
                 if resp.status_code in (403, 404, 410):  # signed CDN URLs answer 403 once expired
-                    err = E.DownloadError(f"The image URL answered {resp.status_code}: it has expired or never "
-                                          "existed (result URLs last about 24 h).", task_id=task_id)
-                    err.retryable = False
-                    raise err
+                    raise E.DownloadError(f"The image URL answered {resp.status_code}: it has expired or never "
+                                          "existed (result URLs last about 24 h).", task_id=task_id, retryable=False)
                 if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
-                    err = E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id)
-                    err.retryable = False  # asking again will not change the answer
-                    raise err
+                    # asking again will not change the answer
+                    raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
+                                          retryable=False)
                 if resp.status_code != 200:
                     raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
                                           retry_after=_retry_after(resp.headers.get("Retry-After")))
                 ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype and not (ctype.startswith("image/") or ctype in ("application/octet-stream",
                                                                            "binary/octet-stream")):
-                    err = E.DownloadError(f"The image URL served {ctype!r}, not an image.", task_id=task_id)
-                    err.retryable = False
-                    raise err
+                    raise E.DownloadError(f"The image URL served {ctype!r}, not an image.", task_id=task_id,
+                                          retryable=False)
                 length = int(resp.headers.get("Content-Length") or 0)
                 if length > self.max_download_bytes:
                     raise _too_big(self.max_download_bytes, task_id)
@@ -348,11 +343,11 @@ class Imagen4Client:
                         raise _too_big(self.max_download_bytes, task_id)
                     chunks.append(chunk)
         except requests.RequestException as exc:
-            err = E.DownloadError(f"Downloading an image failed ({type(exc).__name__}).", task_id=task_id)
             # a redirect to a file:/ftp: URL, a redirect loop, a malformed URL: asking again changes nothing
-            err.retryable = not isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
-                                                 requests.exceptions.MissingSchema, requests.TooManyRedirects))
-            raise err from None
+            final = isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
+                                     requests.exceptions.MissingSchema, requests.TooManyRedirects))
+            raise E.DownloadError(f"Downloading an image failed ({type(exc).__name__}).", task_id=task_id,
+                                  retryable=not final) from None
         data = b"".join(chunks)
         if length and len(data) != length:
             raise E.DownloadError(f"The image download is truncated ({len(data)} of {length} bytes).",
@@ -366,9 +361,8 @@ def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest
 
 def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
     size = f"{cap / (1024 * 1024):g} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
-    err = E.DownloadError(f"The image is larger than the {size} cap (max_download_bytes).", task_id=task_id)
-    err.retryable = False
-    return err
+    return E.DownloadError(f"The image is larger than the {size} cap (max_download_bytes).", task_id=task_id,
+                           retryable=False)
 
 
 def _retry_after(value: str | None) -> float | None:

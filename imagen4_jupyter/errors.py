@@ -13,8 +13,11 @@ class Imagen4Error(Exception):
     hint = ""
 
     def __init__(self, message: str = "", *, task_id: str | None = None, code: int | None = None,
-                 service_message: str | None = None, retry_after: float | None = None):
+                 service_message: str | None = None, retry_after: float | None = None,
+                 retryable: bool | None = None):
         self.task_id = task_id
+        if retryable is not None:  # this instance differs from its class (e.g. an expired image URL)
+            self.retryable = retryable
         if code is not None:
             self.code = code
         self.service_message = service_message
