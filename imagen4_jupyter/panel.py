@@ -6,7 +6,6 @@ equivalent `%%imagen4` cell below the panel's cell (see `insert_js`). No protoco
 """
 from __future__ import annotations
 
-import html
 import json
 import random
 import shutil
@@ -18,6 +17,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from .display import esc
 from .errors import Imagen4Error, InvalidRequestError, OutcomeUnknownError
 from .history import TaskEntry
 from .images import StoredImage, preview
@@ -36,10 +36,6 @@ STATE_WORDS = {"submitted": "sent", "waiting": "waiting", "queuing": "queued", "
 MAX_GALLERY = 48  # newest images kept in the gallery grid
 SEED_MAX = 2_147_483_647
 THUMB_CACHE = 400
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _brace_escape(text: str) -> str:
@@ -390,7 +386,7 @@ class Panel(W.VBox):
         except InvalidRequestError as err:
             self.generate.disabled = True
             self.generate.tooltip = str(err)
-            self.reason.value = _esc(err)
+            self.reason.value = esc(err)
             return None
         self.generate.disabled = False
         self.generate.tooltip = "Send a task; you can queue more while others run"
@@ -428,7 +424,7 @@ class Panel(W.VBox):
         try:
             request = self.current_request(seed=seed)
         except InvalidRequestError as err:
-            self.reason.value = _esc(err)
+            self.reason.value = esc(err)
             return None
         if self.keep.value:
             self.seed.value = seed
@@ -564,11 +560,11 @@ class Panel(W.VBox):
             if r["reused"]:
                 extra = "<span>reused from history, nothing sent</span>"
             if r["error"]:
-                extra = f"<span class='imagen4-err'>{_esc(r['error'])}</span>"
-            tid = f"<code>{_esc(r['task_id'])}</code>" if r["task_id"] else ""
-            prompt = _esc(r["prompt"][:140])
+                extra = f"<span class='imagen4-err'>{esc(r['error'])}</span>"
+            tid = f"<code>{esc(r['task_id'])}</code>" if r["task_id"] else ""
+            prompt = esc(r["prompt"][:140])
             parts.append(
-                f"<div class='imagen4-task imagen4-s-{_esc(state)}'><span class='imagen4-badge'>{_esc(word)}</span>"
+                f"<div class='imagen4-task imagen4-s-{esc(state)}'><span class='imagen4-badge'>{esc(word)}</span>"
                 f"<span>{'' if r['reused'] else format(r['elapsed'], '.1f') + ' s'}</span>"
                 f"<span class='imagen4-bar' title='{int(r['progress'] * 100)}%'>"
                 f"<div style='width:{int(r['progress'] * 100)}%'></div></span>"
@@ -628,7 +624,7 @@ class Panel(W.VBox):
         zoom.add_class("imagen4-zoom")
         zoom.on_click(lambda _b, j=job, im=image: self.select((j, im)))
         req = job.request
-        caption = W.HTML(f"{_esc(req.aspect_ratio)} · seed {_esc(req.seed) if req.seed else '—'}" if req else "")
+        caption = W.HTML(f"{esc(req.aspect_ratio)} · seed {esc(req.seed) if req.seed else '—'}" if req else "")
         caption.add_class("imagen4-caption")
         box = W.Box([img, zoom])
         box.add_class("imagen4-thumb-box")
@@ -647,17 +643,17 @@ class Panel(W.VBox):
             data, mime = self._thumb(image, 768)
         except Exception as err:
             data, mime = b"", "image/png"
-            self.view_status.value = f"<span class='imagen4-reason'>Cannot read {_esc(image.path)}: {_esc(err)}</span>"
+            self.view_status.value = f"<span class='imagen4-reason'>Cannot read {esc(image.path)}: {esc(err)}</span>"
         else:
             self.view_status.value = ""
         self.big.format = mime.split("/")[-1]
         self.big.value = data
         req = job.request
         self.big_info.value = (
-            f"<code>{_esc(job.task_id)}</code> · image {image.index + 1} · {image.width}×{image.height} · "
-            f"{_esc(req.aspect_ratio) if req else ''} · seed <b>{_esc(req.seed) if req and req.seed else '—'}</b>"
-            f"<br/><span class='imagen4-prompt-text'>{_esc(req.prompt[:300]) if req else ''}</span>"
-            f"<br/><small>{_esc(image.path)}</small>")
+            f"<code>{esc(job.task_id)}</code> · image {image.index + 1} · {image.width}×{image.height} · "
+            f"{esc(req.aspect_ratio) if req else ''} · seed <b>{esc(req.seed) if req and req.seed else '—'}</b>"
+            f"<br/><span class='imagen4-prompt-text'>{esc(req.prompt[:300]) if req else ''}</span>"
+            f"<br/><small>{esc(image.path)}</small>")
         self.seed_copy.value = req.seed if req and req.seed else ""
         suffix = Path(image.path).suffix or ".png"
         self.save_path.value = str(Path.cwd() / f"imagen4-{job.task_id}-{image.index + 1}{suffix}")
@@ -679,9 +675,9 @@ class Panel(W.VBox):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(image.path, target)
         except (OSError, ValueError) as err:  # ValueError: a NUL in the path
-            self.view_status.value = f"<span class='imagen4-reason'>Not saved: {_esc(err)}</span>"
+            self.view_status.value = f"<span class='imagen4-reason'>Not saved: {esc(err)}</span>"
             return None
-        self.view_status.value = f"Saved to <code>{_esc(target)}</code>"
+        self.view_status.value = f"Saved to <code>{esc(target)}</code>"
         return target
 
     def copy_selected_seed(self) -> str | None:
@@ -693,7 +689,7 @@ class Panel(W.VBox):
             return None
         self.seed_copy.value = req.seed
         self._run_js(copy_js(req.seed, uuid.uuid4().hex, int(time.time() * 1000)))
-        self.view_status.value = f"Seed <b>{_esc(req.seed)}</b> copied (it is also selected in the box)."
+        self.view_status.value = f"Seed <b>{esc(req.seed)}</b> copied (it is also selected in the box)."
         return req.seed
 
     # == insert as code ============================================================================
@@ -711,7 +707,7 @@ class Panel(W.VBox):
         try:
             return self.current_request()
         except InvalidRequestError as err:
-            self.insert_status.value = f"<span class='imagen4-reason'>Nothing to insert: {_esc(err)}</span>"
+            self.insert_status.value = f"<span class='imagen4-reason'>Nothing to insert: {esc(err)}</span>"
             return None
 
     def insert_code(self) -> str | None:
@@ -725,7 +721,7 @@ class Panel(W.VBox):
         self.code.layout.display = "flex"
         self._insert_token = uuid.uuid4().hex
         problem = code_problem(request)
-        self._insert_note = f" <span class='imagen4-reason'>Note: {_esc(problem)}.</span>" if problem else ""
+        self._insert_note = f" <span class='imagen4-reason'>Note: {esc(problem)}.</span>" if problem else ""
         self.insert_status.value = ("Inserting the cell below… (if none appears, copy the code from the box)"
                                     + self._insert_note)
         self._run_js(insert_js(code, self._insert_token, int(time.time() * 1000)))
@@ -741,7 +737,7 @@ class Panel(W.VBox):
                                         + self._insert_note)
         else:
             self.insert_status.value = (f"<span class='imagen4-reason'>Could not insert a cell "
-                                        f"({_esc(message.removeprefix('fail: '))}); copy the code from the box."
+                                        f"({esc(message.removeprefix('fail: '))}); copy the code from the box."
                                         "</span>")
 
     def _run_js(self, js: str) -> None:
@@ -773,7 +769,7 @@ class Panel(W.VBox):
             self._history_dirty = False
         entries = self.history_entries()
         self.history_where.value = (f"<small>{len(entries)} task(s) shown from "
-                                    f"<code>{_esc(self.session.history.path)}</code></small>")
+                                    f"<code>{esc(self.session.history.path)}</code></small>")
         rows = []
         for entry in entries:
             stamp = f"{entry.state}:{len(entry.images)}:{bool(entry.error)}"
@@ -807,12 +803,12 @@ class Panel(W.VBox):
             thumb.add_class("imagen4-history-thumb")
             thumbs.append(thumb)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.submitted_at)) if entry.submitted_at else ""
-        error = f" · <span class='imagen4-reason'>{_esc(entry.error.get('message'))}</span>" if entry.error else ""
+        error = f" · <span class='imagen4-reason'>{esc(entry.error.get('message'))}</span>" if entry.error else ""
         info = W.HTML(
-            f"<div><b>{_esc(STATE_WORDS.get(entry.state, entry.state))}</b> · {_esc(when)} · "
-            f"{_esc(req.get('aspect_ratio', ''))} · {_esc(req.get('num_images', ''))} image(s) · "
-            f"seed {_esc(req.get('seed') or '—')} · {_esc(entry.source or '')} · <code>{_esc(entry.task_id)}</code>"
-            f"{error}</div><div class='imagen4-prompt-text'>{_esc((req.get('prompt') or '')[:200])}</div>",
+            f"<div><b>{esc(STATE_WORDS.get(entry.state, entry.state))}</b> · {esc(when)} · "
+            f"{esc(req.get('aspect_ratio', ''))} · {esc(req.get('num_images', ''))} image(s) · "
+            f"seed {esc(req.get('seed') or '—')} · {esc(entry.source or '')} · <code>{esc(entry.task_id)}</code>"
+            f"{error}</div><div class='imagen4-prompt-text'>{esc((req.get('prompt') or '')[:200])}</div>",
             layout=W.Layout(flex="1"))
         reuse = W.Button(description="Reuse settings", icon="undo", layout=W.Layout(width="auto"),
                          disabled=not req)
