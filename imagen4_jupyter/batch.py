@@ -30,8 +30,8 @@ from .batch_result import (
     _ipython,
     _plain,
     _Progress,
-    _short,
 )
+from .display import shorten
 from .request import GenerationRequest
 from .task import Job
 
@@ -106,9 +106,9 @@ def build_requests(items: Any, **defaults: Any) -> list[GenerationRequest]:
         except E.InvalidRequestError as err:
             label = f"Item {index}"
             if isinstance(item, str) and item.strip():
-                label += f" ({_short(item, 40)!r})"
+                label += f" ({shorten(item, 40)!r})"
             elif isinstance(item, Mapping) and isinstance(item.get("prompt"), str) and item["prompt"].strip():
-                label += f" ({_short(item['prompt'], 40)!r})"
+                label += f" ({shorten(item['prompt'], 40)!r})"
             raise E.InvalidRequestError(f"{label}: {err} Nothing was sent.") from None
         requests.append(req)
     return requests

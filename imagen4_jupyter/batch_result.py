@@ -2,7 +2,6 @@
 (a table: `rows`, `to_dataframe()`, HTML with thumbnails). `batch.py` does the sending."""
 from __future__ import annotations
 
-import html
 import math
 import sys
 import threading
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
+from .display import esc, shorten, thumb_html
 from .request import GenerationRequest
 from .task import Job
 
@@ -96,11 +96,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _ipython() -> Any:
     if "IPython" not in sys.modules:
         return None
@@ -180,7 +175,7 @@ class _Progress:
         return (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
                 f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
                 f'vertical-align:middle;accent-color:{colour}"></progress> '
-                f"{html.escape(self._text(run, final))}</div>")
+                f"{esc(self._text(run, final))}</div>")
 
     def _bundle(self, run: _Run | None, final: bool = False) -> dict[str, str]:
         return {"text/html": self._html(run, final), "text/plain": self._text(run, final)}
@@ -338,9 +333,6 @@ class BatchResult:
         return pd.DataFrame.from_records(records, columns=columns).set_index("index")
 
     def _repr_html_(self, max_rows: int = 200) -> str:
-        from .display import thumb_html
-
-        esc = html.escape
         head = ("<tr>" + "".join(f"<th style='text-align:left'>{h}</th>" for h in
                                  ("#", "prompt", "parameters", "state", "task id", "images", "error")) + "</tr>")
         body = []
@@ -350,13 +342,13 @@ class BatchResult:
             if req.seed is not None:
                 params.append(f"seed {req.seed}")
             if req.negative_prompt:
-                params.append("neg: " + _short(req.negative_prompt, 30))
+                params.append("neg: " + shorten(req.negative_prompt, 30))
             thumbs = "".join(thumb_html(im.path, 64) for im in item.images[:4])
             state = item.status + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
             colour = {"success": "#15803d", "fail": "#b91c1c", "error": "#b91c1c",
                       "lost-unknown": "#b45309", "not-submitted": "#b91c1c"}.get(item.state, "#2563eb")
             body.append(
-                f"<tr><td>{item.index}</td><td title='{esc(req.prompt)}'>{esc(_short(req.prompt, 80))}</td>"
+                f"<tr><td>{item.index}</td><td title='{esc(req.prompt)}'>{esc(shorten(req.prompt, 80))}</td>"
                 f"<td>{esc(' · '.join(params))}</td><td style='color:{colour}'>{esc(state)}</td>"
                 f"<td><code>{esc(item.task_id or '')}</code></td><td>{thumbs}</td>"
                 f"<td>{esc(_error_text(item.error) or item.note or '')}</td></tr>")
