@@ -6,9 +6,15 @@ is HTML-escaped. Rich bundles always carry `text/plain` too, so terminals and lo
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import io
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .images import preview, sniff, write_atomic
+from .request import MODEL
 
 if TYPE_CHECKING:
     from .history import History, TaskEntry
@@ -42,8 +48,6 @@ def shown_path(path: Any, base: Any = None) -> str:
     names the files after the folder moves; absolute when outside it or without a base."""
     if base is None:
         return str(path)
-    from pathlib import Path
-
     try:
         return str(Path(path).resolve().relative_to(Path(base).resolve()))
     except (ValueError, OSError):
@@ -121,8 +125,6 @@ def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mim
                    embedded_sha256: str | None = None, base: Any = None) -> dict:
     """Provenance stored with each image output under the key `imagen4`; `path` as `shown_path` gives it
     (relative to the notebook's folder `base` when inside it)."""
-    from .request import MODEL
-
     rec = job.record
     return {
         "task_id": job.task_id,
@@ -153,8 +155,6 @@ def _as_native(data: bytes, mime: str) -> tuple[bytes, str]:
     """Notebook-native image bytes: PNG and JPEG pass through; anything else becomes PNG."""
     if mime in NATIVE:
         return data, mime
-    import io
-
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
@@ -167,8 +167,6 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
                  preview_size: int = 768, *, base: Any = None) -> tuple[dict[str, str], dict]:
     """(data, metadata) for one image: native `image/png` / `image/jpeg`, or paths only for `none`. File paths
     are relative to `base` (the notebook's folder) when inside it (`shown_path`)."""
-    import hashlib
-
     path = shown_path(image.path, base)
     if embed == "none":
         meta = image_metadata(job, image, embed, base=base)
@@ -179,8 +177,6 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
     if embed == "full":
         data, mime = _as_native(raw, image.mime)
     else:
-        from .images import preview
-
         data, mime = preview(raw, preview_size)
         data, mime = _as_native(data, mime)
     meta = image_metadata(job, image, embed, embedded_mime=mime, embedded_sha256=hashlib.sha256(data).hexdigest(),
@@ -196,10 +192,6 @@ def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
     Decoding a 1024x1024 PNG costs ~20 ms, so a history page of 20 tasks would take most of a second; the
     cached copy is a ~3 KB read. It is remade when the image file is newer than it.
     """
-    from pathlib import Path
-
-    from .images import preview, sniff, write_atomic
-
     path = Path(path)
     if not (len(path.stem) == 64 and all(c in "0123456789abcdef" for c in path.stem)):
         return preview(path.read_bytes(), side, quality=70)  # not a store file: no cache folder beside it
@@ -224,8 +216,6 @@ def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
 def thumb_html(path: Any, side: int = 72) -> str:
     """An inline <img> of a small preview (cached, see `thumbnail`), named by the file's name only."""
     try:
-        from pathlib import Path
-
         data, mime = thumbnail(path, side)
         return (f"<img src='data:{mime};base64,{base64.b64encode(data).decode()}' "
                 f"style='max-width:{side}px;max-height:{side}px;margin:1px' alt='{esc(Path(path).name)}'/>")
