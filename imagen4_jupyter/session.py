@@ -181,9 +181,7 @@ class Session:
             cls = getattr(E, entry.error.get("kind") or "", E.Imagen4Error)
             if not (isinstance(cls, type) and issubclass(cls, E.Imagen4Error)):
                 cls = E.Imagen4Error
-            err = cls.__new__(cls)
-            E.Imagen4Error.__init__(err, entry.error.get("message") or "failed")
-            job._finish(error=err)
+            job._finish(error=cls(entry.error.get("message") or "failed"))
         if entry.finished_at and job.done():
             job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
         return job
@@ -201,15 +199,15 @@ class Session:
         return resumed
 
     def pending(self) -> list[Job]:
+        """Jobs not yet settled: still running, or finished but their outcome not yet recorded."""
         with self._lock:
-            return [j for j in self.jobs.values() if not j.done()]
+            return [j for j in self.jobs.values() if not j._done.is_set()]
 
     def wait_all(self, timeout: float | None = None) -> list[Job]:
         """Block until every job of this session is done; returns them."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._lock:  # settled = finished and its history event written
-                pending = [j for j in self.jobs.values() if not j._done.is_set()]
+            pending = self.pending()
             if not pending:
                 return list(self.jobs.values())
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
