@@ -11,11 +11,11 @@ import datetime as _dt
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .history import History
+from .images import write_atomic
 
 COLUMNS = ("time", "task_id", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state", "error",
            "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",
@@ -123,12 +123,5 @@ def export_history(history: Any, path: str | os.PathLike, *, format: str | None 
                                  ("" if v is None else v)) for k, v in row.items()})
         text = buf.getvalue()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, text.encode("utf-8"))
     return target
