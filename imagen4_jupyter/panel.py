@@ -209,8 +209,8 @@ class Panel(W.VBox):
         self.history_limit = history_limit
         self.jobs: dict[int, Job] = {}  # every job seen since the panel opened, oldest first (by id: a reused
         # job has the task id of the task it reuses)
-        self.mine: set[str] = set()  # task ids submitted from this panel
-        self._mine_jobs: set[int] = set()  # ids of those Job objects (a reused job shares its task id)
+        self._mine_jobs: set[int] = set()  # ids of the Job objects submitted from this panel (a reused job
+        # shares its task id, so the id of the object says where it came from)
         self.gallery_items: list[tuple[Job, StoredImage]] = []  # newest first
         self.selected: tuple[Job, StoredImage] | None = None
         self._unsent: list[dict] = []  # submissions being sent or refused before a task existed
@@ -230,6 +230,12 @@ class Panel(W.VBox):
         self._build()
         self.session.subscribe(self._on_job)
         self._validate()
+
+    @property
+    def mine(self) -> set[str]:
+        """Task ids submitted from this panel."""
+        with self._cond:
+            return {self.jobs[i].task_id for i in self._mine_jobs}
 
     # == building ==================================================================================
     def _build(self) -> None:
@@ -451,9 +457,8 @@ class Panel(W.VBox):
         else:
             record["job"] = job
             with self._cond:
-                self.mine.add(job.task_id)
-                self._mine_jobs.add(id(job))
                 self.jobs.setdefault(id(job), job)
+                self._mine_jobs.add(id(job))
                 if record in self._unsent:
                     self._unsent.remove(record)
                 if job.done() and job not in self._new_done:
@@ -698,7 +703,8 @@ class Panel(W.VBox):
         if self.selected is not None and self.selected[0].request is not None:
             return self.selected[0].request
         with self._cond:
-            mine = [j for j in self.jobs.values() if j.task_id in self.mine and j.request is not None]
+            mine_ids = self.mine
+            mine = [j for j in self.jobs.values() if j.task_id in mine_ids and j.request is not None]
             sent = [r["request"] for r in self._unsent if r["error"] is None]
         if sent:
             return sent[-1]
