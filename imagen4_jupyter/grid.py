@@ -90,12 +90,6 @@ def _tile(images: list[Any], box: tuple[int, int]) -> Any:
     return sheet
 
 
-def _fit(size: tuple[int, int], box: int) -> tuple[int, int]:
-    w, h = size
-    scale = min(box / w, box / h, 1.0) if w and h else 1.0
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
 # -- text ---------------------------------------------------------------------------------------------
 def _font(size: int) -> Any:
     from PIL import ImageFont
