@@ -53,17 +53,15 @@ def unload_ipython_extension(ipython):  # pragma: no cover
     unload(ipython)
 
 
-_LAZY = {"generate_many": "batch", "BatchResult": "batch", "contact_sheet": "grid", "prompt_seed_grid": "grid",
-         "prompt_ratio_grid": "grid", "Grid": "grid", "export_history": "export"}  # name -> module
+_LAZY = {  # name -> module, imported on first use
+    "Panel": "panel", "generate_many": "batch", "BatchResult": "batch", "contact_sheet": "grid",
+    "prompt_seed_grid": "grid", "prompt_ratio_grid": "grid", "Grid": "grid", "export_history": "export",
+}
 
 
 def __getattr__(name):
     """`imagen4_jupyter.Panel` imports the panel (and ipywidgets) only when first asked for; batch, grid and
     export helpers are imported on first use too (Pillow only when a grid is drawn, pandas only if asked)."""
-    if name == "Panel":
-        from .panel import Panel
-
-        return Panel
     if name in _LAZY:
         import importlib
 
