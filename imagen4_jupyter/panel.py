@@ -546,7 +546,7 @@ class Panel(W.VBox):
                          "progress": self._progress(job), "prompt": job.request.prompt if job.request else "",
                          "error": str(job.error) if job.error is not None else "",
                          "origin": "panel" if id(job) in self._mine_jobs else "cell",
-                         "reused": bool(getattr(job, "reused", False))})
+                         "reused": job.reused})
         return rows
 
     def render_tasks(self) -> None:
@@ -588,7 +588,7 @@ class Panel(W.VBox):
 
     def _add_finished(self, job: Job) -> None:
         if job.error is None and job.request is not None and job.record is not None and job.record.cost_time_ms \
-                and not getattr(job, "reused", False):
+                and not job.reused:
             self._expected_gen.append(job.record.cost_time_ms / 1000)
         if job.error is not None or not job.images:
             return
