@@ -149,8 +149,7 @@ class _Progress:
                 c["pending"] += 1
         return c
 
-    def _text(self, run: _Run | None, final: bool = False) -> str:
-        c = self.counts(run)
+    def _text(self, run: _Run | None, c: dict[str, int], final: bool = False) -> str:
         parts = [f"{c['done']}/{self.total} done"]
         if c["running"]:
             parts.append(f"{c['running']} running")
@@ -169,16 +168,14 @@ class _Progress:
             parts.append(f"{time.monotonic() - run.started:.0f} s")
         return "imagen4 batch: " + " · ".join(parts)
 
-    def _html(self, run: _Run | None, final: bool = False) -> str:
-        c = self.counts(run)
-        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
-        return (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
-                f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
-                f'vertical-align:middle;accent-color:{colour}"></progress> '
-                f"{esc(self._text(run, final))}</div>")
-
     def _bundle(self, run: _Run | None, final: bool = False) -> dict[str, str]:
-        return {"text/html": self._html(run, final), "text/plain": self._text(run, final)}
+        c = self.counts(run)  # one pass over the items for both the HTML and the text
+        text = self._text(run, c, final)
+        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
+        html = (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
+                f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
+                f'vertical-align:middle;accent-color:{colour}"></progress> {esc(text)}</div>')
+        return {"text/html": html, "text/plain": text}
 
     def update(self, run: _Run, final: bool = False) -> None:
         now = time.monotonic()
@@ -188,14 +185,15 @@ class _Progress:
         if self.handle is not None:
             self.handle.update(self._bundle(run, final), raw=True)
             return
-        line = self._text(run, final)
+        c = self.counts(run)
+        line = self._text(run, c, final)
         if self.tty:
             pad = " " * max(0, len(self.last_line) - len(line))
             sys.stderr.write("\r" + line + pad + ("\n" if final else ""))
             sys.stderr.flush()
             self.last_line = line
             return
-        done = self.counts(run)["done"]
+        done = c["done"]
         step = max(1, self.total // 10)
         if final or done >= self.last_printed_done + step:
             self.last_printed_done = done
