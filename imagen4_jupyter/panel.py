@@ -350,9 +350,7 @@ class Panel(W.VBox):
         ], layout=W.Layout(width="100%"))
         self.add_class("imagen4-panel")
 
-        for w in (self.prompt, self.negative, self.seed):
-            w.observe(self._on_input, names="value")
-        for w in (self.ratio, self.num):
+        for w in (self.prompt, self.negative, self.seed, self.ratio, self.num):
             w.observe(self._on_input, names="value")
         self.generate.on_click(lambda _: self.submit())
         self.random_seed.on_click(lambda _: self.new_seed())
