@@ -20,6 +20,7 @@ from .images import write_atomic
 COLUMNS = ("time", "task_id", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state", "error",
            "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",
            "image_paths", "sha256s")
+REQUEST_COLUMNS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed")
 LIST_SEPARATOR = ";"  # lists (image paths, sha256s) inside one CSV cell
 
 
@@ -40,6 +41,17 @@ def _as_history(history: Any) -> History:
             raise FileNotFoundError(f"No history file at {path} (it is the .jsonl file in the .imagen4/ folder).")
         return History(path)
     raise TypeError(f"export_history needs a History, a Session or a path, not {type(history).__name__}.")
+
+
+def _row(request: dict, tag: Any, cell: Any, **fields: Any) -> dict[str, Any]:
+    """One export row in COLUMNS order: the request's fields, the batch tag as `id#index`, then `fields`."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update({k: request.get(k) for k in REQUEST_COLUMNS})
+    row.update(cell=cell if isinstance(cell, (int, str)) else None,
+               batch=f"{tag.get('id')}#{tag.get('index')}" if isinstance(tag, dict) else None,
+               image_paths=[], sha256s=[])
+    row.update(fields)
+    return row
 
 
 def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -68,32 +80,19 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list
 
     rows: list[tuple[float, dict[str, Any]]] = []
     for entry in entries:
-        req = entry.request or {}
-        tag = tags.get(entry.task_id)
-        row = {
-            "time": _iso(entry.submitted_at), "task_id": entry.task_id, "prompt": req.get("prompt"),
-            "negative_prompt": req.get("negative_prompt"), "aspect_ratio": req.get("aspect_ratio"),
-            "num_images": req.get("num_images"), "seed": req.get("seed"), "state": entry.state,
-            "error": (entry.error or {}).get("message"), "cost_time_ms": entry.cost_time_ms,
-            "finished": _iso(entry.finished_at), "source": entry.source,
-            "cell": entry.cell if isinstance(entry.cell, (int, str)) else None,
-            "batch": f"{tag.get('id')}#{tag.get('index')}" if isinstance(tag, dict) else None,
-            "credits_before": entry.credits_before, "credits_after": entry.credits_after,
-            "image_paths": [path_of(im["path"]) for im in entry.images if im.get("path")],
-            "sha256s": [im.get("sha256") for im in entry.images],
-        }
-        rows.append((entry.submitted_at or 0.0, row))
+        rows.append((entry.submitted_at or 0.0, _row(
+            entry.request or {}, tags.get(entry.task_id), entry.cell,
+            time=_iso(entry.submitted_at), task_id=entry.task_id, state=entry.state,
+            error=(entry.error or {}).get("message"), cost_time_ms=entry.cost_time_ms,
+            finished=_iso(entry.finished_at), source=entry.source,
+            credits_before=entry.credits_before, credits_after=entry.credits_after,
+            image_paths=[path_of(im["path"]) for im in entry.images if im.get("path")],
+            sha256s=[im.get("sha256") for im in entry.images])))
     for ev in unknown:
         req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
-        tag = ev.get("batch")
-        rows.append((ev.get("time") or 0.0, {
-            "time": _iso(ev.get("time")), "task_id": None, "prompt": req.get("prompt"),
-            "negative_prompt": req.get("negative_prompt"), "aspect_ratio": req.get("aspect_ratio"),
-            "num_images": req.get("num_images"), "seed": req.get("seed"), "state": "outcome-unknown",
-            "error": ev.get("message"), "cost_time_ms": None, "finished": None, "source": ev.get("source"),
-            "cell": ev.get("cell") if isinstance(ev.get("cell"), (int, str)) else None,
-            "batch": f"{tag.get('id')}#{tag.get('index')}" if isinstance(tag, dict) else None,
-            "credits_before": None, "credits_after": None, "image_paths": [], "sha256s": []}))
+        rows.append((ev.get("time") or 0.0, _row(
+            req, ev.get("batch"), ev.get("cell"), time=_iso(ev.get("time")), state="outcome-unknown",
+            error=ev.get("message"), source=ev.get("source"))))
     rows.sort(key=lambda pair: pair[0])
     return [row for _, row in rows]
 
