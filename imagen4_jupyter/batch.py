@@ -105,10 +105,9 @@ def build_requests(items: Any, **defaults: Any) -> list[GenerationRequest]:
                                             f"{type(item).__name__}.")
         except E.InvalidRequestError as err:
             label = f"Item {index}"
-            if isinstance(item, str) and item.strip():
-                label += f" ({shorten(item, 40)!r})"
-            elif isinstance(item, Mapping) and isinstance(item.get("prompt"), str) and item["prompt"].strip():
-                label += f" ({shorten(item['prompt'], 40)!r})"
+            prompt = item.get("prompt") if isinstance(item, Mapping) else item
+            if isinstance(prompt, str) and prompt.strip():
+                label += f" ({shorten(prompt, 40)!r})"
             raise E.InvalidRequestError(f"{label}: {err} Nothing was sent.") from None
         requests.append(req)
     return requests
