@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .images import preview, sniff, write_atomic
+from .images import is_sha256, preview, sniff, write_atomic
 from .request import MODEL
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def thumbnail(path: Any, side: int = 72) -> tuple[bytes, str]:
     cached copy is a ~3 KB read. It is remade when the image file is newer than it.
     """
     path = Path(path)
-    if not (len(path.stem) == 64 and all(c in "0123456789abcdef" for c in path.stem)):
+    if not is_sha256(path.stem):
         return preview(path.read_bytes(), side, quality=70)  # not a store file: no cache folder beside it
     cached = path.parent / ".thumbs" / f"{path.stem}-{side}"
     try:

@@ -10,7 +10,6 @@ import gc
 import json
 import os
 import pickle
-import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,11 +23,10 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-from .images import StoredImage, write_atomic
+from .images import StoredImage, store_digest, write_atomic
 from .request import GenerationRequest
 
 FOLDER = ".imagen4"
-_IMAGE_FILE = re.compile(r"[0-9a-f]{64}\.(png|jpg|webp)")
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)
 INDEX_FORMAT = 1
 
@@ -371,7 +369,7 @@ class History:
             name, sha = Path(image["path"]).name, image["sha256"]
         except (KeyError, TypeError):
             return False
-        return isinstance(sha, str) and _IMAGE_FILE.fullmatch(name) is not None and name.split(".")[0] == sha
+        return isinstance(sha, str) and store_digest(name) == sha
 
     def stored_images(self, entry: TaskEntry) -> list[StoredImage]:
         """The entry's images that are content-addressed files (others are left out, see content_addressed)."""

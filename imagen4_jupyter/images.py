@@ -17,6 +17,17 @@ from .errors import DownloadError
 MIME_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
+def is_sha256(text: str) -> bool:
+    """True for a lowercase sha256 hex digest: what the image store names its files by."""
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def store_digest(name: str) -> str | None:
+    """The sha256 in a store file name `<sha256>.<png|jpg|webp>`, or None for any other name."""
+    stem, _, ext = name.partition(".")
+    return stem if ext in MIME_EXT.values() and is_sha256(stem) else None
+
+
 def sniff(data: bytes) -> str | None:
     """The image MIME type from the magic bytes, or None if these are not image bytes we accept."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -111,7 +122,7 @@ class ImageStore:
             return False
 
     def path_for(self, digest: str, mime: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if not is_sha256(digest):
             raise ValueError("not a sha256 hex digest")
         return self.root / f"{digest}.{MIME_EXT[mime]}"
 
