@@ -206,9 +206,9 @@ class _Run:
                 continue
             self.claimed.add(entry.task_id)
             if entry.state == "success":
-                complete = entry.images and all(history.resolve(im["path"]).exists() for im in entry.images)
-                # images gone from disk: follow the task again, which downloads them (no new task)
-                self.plan[idx] = ("reuse", entry) if complete else ("follow", entry)
+                # images gone from disk (or not store files): follow the task again, which downloads them
+                # (no new task)
+                self.plan[idx] = ("reuse", entry) if history.images_on_disk(entry) else ("follow", entry)
             elif not entry.finished:
                 self.plan[idx] = ("follow", entry)
             # failed for good: created again

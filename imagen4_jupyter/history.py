@@ -307,10 +307,15 @@ class History:
         self.refresh()
         for tid in reversed(self.by_key.get(request.key(), [])):
             entry = self.tasks[tid]
-            if entry.images and all(self.content_addressed(im) and self.resolve(im["path"]).exists()
-                                    for im in entry.images):
+            if self.images_on_disk(entry):
                 return entry
         return None
+
+    def images_on_disk(self, entry: TaskEntry) -> bool:
+        """True if the entry has images and every one is a store file (`<sha256>.<ext>`) still on disk: the
+        one test for "this stored result can be shown instead of asking the service"."""
+        return bool(entry.images) and all(self.content_addressed(im) and self.resolve(im["path"]).exists()
+                                          for im in entry.images)
 
     def unfinished(self) -> list[TaskEntry]:
         """Tasks created but not finished for good: the ones `%imagen4 resume` continues."""

@@ -154,3 +154,21 @@ def test_a_job_rebuilt_from_the_history_keeps_its_own_duration(make_client, tmp_
     path.write_text("".join(json.dumps(ev) + "\n" for ev in lines))
     rebuilt = Session(client=make_client(), history=History(path)).job_from_history(History(path).get(job.task_id))
     assert rebuilt.done() and rebuilt.elapsed < 60
+
+
+def test_only_store_files_on_disk_count_as_a_stored_result(tmp_path):
+    h = History(tmp_path / "h.jsonl")
+    private = tmp_path / "private.png"  # exists, but is no store file: never shown as a result
+    private.write_bytes(b"x")
+    sha = "ab" * 32
+    store_file = tmp_path / f"{sha}.png"
+    for tid, path, digest in (("t1", "private.png", sha), ("t2", store_file.name, sha)):
+        submitted(h, tid, REQ.replace(seed=tid))
+        h.append({"event": "succeeded", "task_id": tid, "urls": ["http://x/1.png"],
+                  "images": [{"path": path, "sha256": digest, "mime": "image/png", "width": 1, "height": 1,
+                              "size": 1, "url": "http://x/1.png", "index": 0}]})
+    assert not h.images_on_disk(h.get("t1"))
+    assert not h.images_on_disk(h.get("t2"))  # a store name, but the file is gone
+    store_file.write_bytes(b"x")
+    assert h.images_on_disk(h.get("t2"))
+    assert h.find_reusable(REQ.replace(seed="t1")) is None and h.find_reusable(REQ.replace(seed="t2")).task_id == "t2"
