@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from imagen4_jupyter import Imagen4Client, PollSchedule, RetryPolicy
-from imagen4_jupyter.history import History
-from imagen4_jupyter.schedule import SmartSchedule
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.api.schedules import SmartSchedule
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 from imagen4_jupyter.simulator import Simulator
 
 KEY = "bench-key"

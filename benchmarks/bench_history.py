@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from imagen4_jupyter.history import History
-from imagen4_jupyter.request import GenerationRequest
+from imagen4_jupyter.api.request import GenerationRequest
+from imagen4_jupyter.records.history import History
 
 WORDS = ("watercolour fox lighthouse harbour mountain city night rain neon garden portrait cat robot forest "
          "desert ocean sunrise winter market library train bridge castle dragon studio film grain soft light "
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.display import display
 
-    from imagen4_jupyter import display as D
-    from imagen4_jupyter import magics as M
-    from imagen4_jupyter import session as S
+    from imagen4_jupyter.notebook import magics as M
+    from imagen4_jupyter.notebook import outputs as D
+    from imagen4_jupyter.records import session as S
 
     tmp = Path(tempfile.mkdtemp(prefix="imagen4-bench-history-"))
     old_cwd = os.getcwd()

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             submit_s = time.perf_counter() - t
             kernel.drain()
             time.sleep(3.0)  # let the poller reach its steady state
-            in_flight = int(kernel.value("from imagen4_jupyter.session import get_session; "
+            in_flight = int(kernel.value("from imagen4_jupyter import get_session; "
                                          "len(get_session().pending())"))
             threads_busy = int(kernel.value("threading.active_count()"))
             sim.reset_counts()

@@ -36,8 +36,9 @@ elif mode == "load":
         ip.run_line_magic("load_ext", "imagen4_jupyter")
     out["load_ms"] = (time.perf_counter() - t1) * 1000
     out["said"] = said.getvalue()
-out["modules"] = {m: m in sys.modules for m in ("ipywidgets", "PIL", "requests", "urllib3", "imagen4_jupyter.panel",
-                                                 "imagen4_jupyter.batch", "imagen4_jupyter.grid")}
+out["modules"] = {m: m in sys.modules for m in ("ipywidgets", "PIL", "requests", "urllib3",
+                                                 "imagen4_jupyter.notebook.panel", "imagen4_jupyter.research.batch",
+                                                 "imagen4_jupyter.research.grids")}
 print("RESULT " + json.dumps(out))
 """
 

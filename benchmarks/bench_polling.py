@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from imagen4_jupyter import Imagen4Client, PollSchedule
-from imagen4_jupyter.schedule import SmartSchedule
+from imagen4_jupyter.api.schedules import SmartSchedule
 from imagen4_jupyter.simulator import Simulator
 
 KEY = "bench-key"

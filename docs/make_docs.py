@@ -39,7 +39,7 @@ def _cell(text: Any) -> str:
 # -- %config Imagen4Magics ----------------------------------------------------------------------------
 def traits() -> list[tuple[str, Any]]:
     """(name, trait) of every configurable trait, in the order the class defines them."""
-    from imagen4_jupyter.magics import Imagen4Magics
+    from imagen4_jupyter.notebook.magics import Imagen4Magics
 
     configurable = Imagen4Magics.class_traits(config=True)
     order = [name for klass in reversed(Imagen4Magics.__mro__) for name in vars(klass) if name in configurable]
@@ -63,7 +63,7 @@ def traits_block() -> str:
 # -- %%imagen4 flags ------------------------------------------------------------------------------------
 def flags() -> list[Any]:
     """The argparse actions of the cell magic (the options users type after %%imagen4)."""
-    from imagen4_jupyter.magics import Imagen4Magics
+    from imagen4_jupyter.notebook.magics import Imagen4Magics
 
     return [a for a in Imagen4Magics.imagen4.parser._actions if a.option_strings]
 
@@ -99,7 +99,7 @@ def subcommands() -> list[tuple[str, list[Any] | None]]:
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
-    from imagen4_jupyter import magics as M
+    from imagen4_jupyter.notebook import magics as M
 
     shell = InteractiveShell.instance()
     magics = M.Imagen4Magics(shell=shell)

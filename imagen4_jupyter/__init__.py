@@ -2,9 +2,16 @@
 
 `%load_ext imagen4_jupyter` for the `%%imagen4` magic; `Imagen4Client` works anywhere.
 Nothing here does I/O at import time, and ipywidgets is imported only when the panel is used.
+
+The layers, lowest first (a module imports only from its own layer or lower ones; docs/architecture.md):
+  api/        plain Python: requests, the client, jobs, polling, the image store (no IPython)
+  records/    what lasts: the per-notebook history, the session over it, export
+  research/   batches, their results, grids and contact sheets
+  notebook/   IPython and ipywidgets front-ends: the magic, its subcommands, cell views, the panel
+  simulator/  the independent counterpart of the service (imports nothing from the others)
 """
-from .client import Imagen4Client, RetryPolicy
-from .errors import (
+from .api.client import Imagen4Client, RetryPolicy
+from .api.errors import (
     AuthenticationError,
     ConfigurationError,
     DownloadError,
@@ -23,10 +30,11 @@ from .errors import (
     TimeoutError,
     TransportError,
 )
-from .images import StoredImage
-from .poller import PollSchedule
-from .request import GenerationRequest
-from .task import Job, Result, TaskRecord
+from .api.job import Job
+from .api.records import Result, TaskRecord
+from .api.request import GenerationRequest
+from .api.schedules import PollSchedule
+from .api.store import StoredImage
 
 __version__ = "0.1.0"
 
@@ -36,26 +44,29 @@ __all__ = [
     "InsufficientCreditsError", "NotFoundError", "ServiceValidationError", "RateLimitError", "MaintenanceError",
     "ServerError", "GenerationFailedError", "FeatureDisabledError", "ProtocolError", "TransportError",
     "OutcomeUnknownError", "TimeoutError", "DownloadError", "Panel", "generate_many", "BatchResult",
-    "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "load_ipython_extension",
+    "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "get_session", "cell_code",
+    "load_ipython_extension",
     "unload_ipython_extension",
 ]
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised by kernel tests
-    from .magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython):  # pragma: no cover
-    from .magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)
 
 
 _LAZY = {  # name -> module, imported on first use
-    "Panel": "panel", "generate_many": "batch", "BatchResult": "batch", "contact_sheet": "grid",
-    "prompt_seed_grid": "grid", "prompt_ratio_grid": "grid", "Grid": "grid", "export_history": "export",
+    "Panel": "notebook.panel", "cell_code": "notebook.panel", "generate_many": "research.batch",
+    "BatchResult": "research.results", "contact_sheet": "research.grids", "prompt_seed_grid": "research.grids",
+    "prompt_ratio_grid": "research.grids", "Grid": "research.grids", "export_history": "records.export",
+    "get_session": "records.session",
 }
 
 

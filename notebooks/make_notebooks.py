@@ -2,7 +2,7 @@
 
 Edit here, then run: python notebooks/make_notebooks.py
 Both run top to bottom headlessly against the simulator:
-    python -m imagen4_jupyter.demo --notebook notebooks/batch-and-grids.ipynb --out /tmp/bg
+    scripts/demo --notebook notebooks/batch-and-grids.ipynb --out /tmp/bg
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ picture was made, and get the same picture again. This notebook shows what the e
 5. **seed sweeps** with `generate_many`, re-run for free,
 6. **export** of the history to CSV or JSON for a paper's supplementary material.
 
-`python -m imagen4_jupyter.demo --notebook notebooks/reproducible-research.ipynb` runs it against the
+`scripts/demo --notebook notebooks/reproducible-research.ipynb` runs it against the
 built-in simulator (no key, no cost). With `APIKLEY_API_KEY` set it runs against the real service.
 """),
     code("%load_ext imagen4_jupyter"),
@@ -61,7 +61,7 @@ history and shows its stored images, saying so in one line. We check with the ac
 byte-identical.
 """),
     code("""
-from imagen4_jupyter.session import get_session
+from imagen4_jupyter.records.session import get_session
 
 session = get_session()  # the session the magic uses: client, history, jobs
 credits_before = session.client.credits()
@@ -203,7 +203,7 @@ Many prompts at once, and the X/Y grids image-generation users know:
 3. resuming: running a batch again follows or reuses its tasks instead of creating new ones;
 4. a **prompt x seed** grid and a **prompt x aspect ratio** grid, each one labelled image, saved to a file.
 
-`python -m imagen4_jupyter.demo --notebook notebooks/batch-and-grids.ipynb` runs it against the built-in
+`scripts/demo --notebook notebooks/batch-and-grids.ipynb` runs it against the built-in
 simulator (no key, no cost).
 """),
     md("""
@@ -350,7 +350,7 @@ When you like a result, **Insert as code** puts the equivalent `%%imagen4` cell 
 the exploration becomes a reproducible cell. Tasks started here appear in `%imagen4 history`, and tasks of
 `%%imagen4` cells appear in the panel's history tab.
 
-`python -m imagen4_jupyter.demo --notebook notebooks/panel.ipynb` runs this notebook against the built-in
+`scripts/demo --notebook notebooks/panel.ipynb` runs this notebook against the built-in
 simulator; `./scripts/demo --lab` opens JupyterLab wired to it, where you can click around.
 """),
     code("%load_ext imagen4_jupyter"),
@@ -383,7 +383,7 @@ Running that cell shows the stored images again without creating a task, because
 exactly the same.
 """),
     code("""
-from imagen4_jupyter.panel import cell_code
+from imagen4_jupyter.notebook.panel import cell_code
 
 print(cell_code(result.request))
 """),

@@ -10,9 +10,9 @@ import pytest
 from conftest import FAST_POLL, FAST_RETRY, KEY
 
 from imagen4_jupyter import Imagen4Client, InvalidRequestError, PollSchedule, RetryPolicy, generate_many
-from imagen4_jupyter.history import History
-from imagen4_jupyter.request import GenerationRequest
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.api.request import GenerationRequest
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 from imagen4_jupyter.simulator import Simulator
 
 
@@ -301,7 +301,7 @@ def test_batch_uses_public_hooks_one_create_attempt_and_tagged_unknown_outcome(s
     import inspect
 
     from imagen4_jupyter import RateLimitError
-    from imagen4_jupyter import batch as B
+    from imagen4_jupyter.research import batch as B
 
     source = inspect.getsource(B)
     assert "._call(" not in source and "._adopt(" not in source and '"_call"' not in source

@@ -26,7 +26,7 @@ import pytest
 from kernel_util import FAST_CONFIG, Kernel, image_outputs, kernel_env, make_notebook, run_notebook
 from reliability_util import KERNEL_KEY, REPO, write_figures
 
-from imagen4_jupyter.history import History
+from imagen4_jupyter.records.history import History
 from imagen4_jupyter.simulator import Simulator
 
 pytestmark = pytest.mark.kernel
@@ -161,7 +161,7 @@ def test_sigkill_with_20_in_flight_then_resume_recovers_all(fresh, tmp_path, poi
         assert resume.ok and f"Resuming {unfinished} unfinished task(s)" in resume.text(), resume.text()
         wait = k2.execute("%imagen4 wait --timeout 60", timeout=90)  # some may have finished already
         assert wait.ok and "failed" not in wait.text() and "Timed out" not in wait.text(), wait.text()
-        assert "0 pending" in k2.execute("from imagen4_jupyter.session import get_session\n"
+        assert "0 pending" in k2.execute("from imagen4_jupyter import get_session\n"
                                          "print(len(get_session().pending()), 'pending')").stdout
         save_outputs(k2, tmp_path / "kernel-outputs.jsonl")
     finally:
@@ -211,7 +211,7 @@ def test_two_kernels_on_one_notebook_keep_one_consistent_history(fresh, tmp_path
         cells = ["%load_ext imagen4_jupyter", FAST_CONFIG, config,
                  "for _i in range(10):\n"
                  "    get_ipython().run_cell_magic('imagen4', f'--wait -s {1000 + _i}', f'kernel b {_i}')",
-                 "import time\nfrom imagen4_jupyter.session import get_session\nh = get_session().history\n"
+                 "import time\nfrom imagen4_jupyter import get_session\nh = get_session().history\n"
                  "deadline = time.monotonic() + 30\n"
                  "while sum(e.succeeded for e in h.entries()) < 20 and time.monotonic() < deadline:\n"
                  "    time.sleep(0.05)\n"
@@ -219,7 +219,7 @@ def test_two_kernels_on_one_notebook_keep_one_consistent_history(fresh, tmp_path
         nb = run_notebook(make_notebook(cells), cwd, env)
         nbformat.write(nb, cwd / "shared.ipynb")  # the executed notebook, as nbconvert would save it
         assert a.execute("%imagen4 wait --timeout 60", timeout=90).ok
-        seen_by_a = a.execute("from imagen4_jupyter.session import get_session\nh = get_session().history\n"
+        seen_by_a = a.execute("from imagen4_jupyter import get_session\nh = get_session().history\n"
                               "print('A sees', len(h.entries()), 'tasks,', sum(e.succeeded for e in h.entries()),"
                               " 'succeeded,', h.bad_lines, 'bad')")
         save_outputs(a, tmp_path / "kernel-outputs.jsonl")
@@ -243,7 +243,7 @@ def test_two_kernels_on_one_notebook_keep_one_consistent_history(fresh, tmp_path
 
 WRITER = """
 import sys
-from imagen4_jupyter.history import History
+from imagen4_jupyter.records.history import History
 h = History(sys.argv[1])
 i = 0
 while True:

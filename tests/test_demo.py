@@ -1,15 +1,18 @@
-"""The README's demo command, end to end: `python -m imagen4_jupyter.demo` in a subprocess, real kernel, simulator."""
+"""The README's demo command, end to end: `scripts/demo` in a subprocess, real kernel, simulator."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from imagen4_jupyter.demo import DEFAULT_NOTEBOOK, summarize
+RUNNER = Path(__file__).resolve().parent.parent / "scripts" / "run_demo.py"
+sys.path.insert(0, str(RUNNER.parent))
+from run_demo import DEFAULT_NOTEBOOK, summarize  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -18,7 +21,7 @@ IMAGE_MIMES = ("image/png", "image/jpeg")
 
 def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APIKLEY_", "JPY_"))}
-    return subprocess.run([sys.executable, "-m", "imagen4_jupyter.demo", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, str(RUNNER), *args], env=env, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -16,9 +16,9 @@ from reliability_util import seen
 from test_magics import ip, run  # noqa: F401 - `ip` is a fixture
 
 from imagen4_jupyter import GenerationRequest, PollSchedule
-from imagen4_jupyter import errors as E
-from imagen4_jupyter.history import History
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.api import errors as E
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 
 SHA_FILE = re.compile(r"[0-9a-f]{64}\.(png|jpg|webp)")
 

@@ -6,7 +6,7 @@ from conftest import FAST_RETRY
 
 import imagen4_jupyter as pkg
 from imagen4_jupyter import GenerationRequest, PollSchedule
-from imagen4_jupyter import errors as E
+from imagen4_jupyter.api import errors as E
 
 # code -> (class, words that say what to do next, retried?)
 CODES = {

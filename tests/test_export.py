@@ -10,9 +10,9 @@ import pytest
 from conftest import FAST_POLL, FAST_RETRY, KEY
 
 from imagen4_jupyter import GenerationRequest, Imagen4Client, OutcomeUnknownError, export_history, generate_many
-from imagen4_jupyter.export import COLUMNS
-from imagen4_jupyter.history import History
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.records.export import COLUMNS
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 
 TRICKY = 'Ein "Fuchs", im Schnee;\nzweite Zeile — ünïcödé, {braces}'
 

@@ -24,9 +24,9 @@ import pytest
 from reliability_util import seen, write_figures
 
 from imagen4_jupyter import GenerationRequest, RetryPolicy
-from imagen4_jupyter import errors as E
-from imagen4_jupyter.history import History
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.api import errors as E
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 
 RECOVERED = "recovered"  # the job succeeded by itself once the fault cleared
 RESUMED = "resumed"  # the job failed, the history kept it unfinished, `resume()` finished it (no new task)

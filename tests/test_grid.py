@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from imagen4_jupyter import contact_sheet, generate_many, prompt_ratio_grid, prompt_seed_grid
-from imagen4_jupyter.grid import BACKGROUND, FAILED, _font, _wrap
+from imagen4_jupyter.research.grids import BACKGROUND, FAILED, _font, _wrap
 
 
 def ink_in(image, box) -> int:
@@ -96,8 +96,8 @@ def test_grid_reuses_seeded_cells_through_the_session(sim, tmp_path):
     from conftest import FAST_POLL, FAST_RETRY, KEY
 
     from imagen4_jupyter import Imagen4Client
-    from imagen4_jupyter.history import History
-    from imagen4_jupyter.session import Session
+    from imagen4_jupyter.records.history import History
+    from imagen4_jupyter.records.session import Session
 
     client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
                            cache_dir=tmp_path / "img")
@@ -139,7 +139,7 @@ def test_contact_sheet_from_results_with_multi_image_cells(sim, client):
     assert isinstance(sheet, Image.Image)
     png = contact_sheet([[batch[0], None], [batch[1].job, batch[2].images[0].path]], cell_size=100, as_bytes=True)
     assert png.startswith(b"\x89PNG")
-    from imagen4_jupyter.grid import compose
+    from imagen4_jupyter.research.grids import compose
 
     image, layout = compose(batch, cols=3, cell_size=100)
     assert len(layout.cells) == 1 and len(layout.cells[0]) == 3

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from imagen4_jupyter.history import History, find_notebook, history_path
-from imagen4_jupyter.request import GenerationRequest
+from imagen4_jupyter.api.request import GenerationRequest
+from imagen4_jupyter.records.history import History, find_notebook, history_path
 
 REQ = GenerationRequest.create("a lighthouse at dusk", seed="7")
 
@@ -130,7 +130,7 @@ def test_each_kind_of_bad_line_counts_once(tmp_path, bad):
 
 
 def test_wait_returns_only_after_the_final_event_is_written(make_client, tmp_path):
-    from imagen4_jupyter.session import Session
+    from imagen4_jupyter.records.session import Session
 
     session = Session(client=make_client(), history=History(tmp_path / "nb.jsonl"))
     for i in range(20):
@@ -141,7 +141,7 @@ def test_wait_returns_only_after_the_final_event_is_written(make_client, tmp_pat
 
 
 def test_a_job_rebuilt_from_the_history_keeps_its_own_duration(make_client, tmp_path):
-    from imagen4_jupyter.session import Session
+    from imagen4_jupyter.records.session import Session
 
     path = tmp_path / "nb.jsonl"
     session = Session(client=make_client(), history=History(path))

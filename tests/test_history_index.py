@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 
-from imagen4_jupyter import history as H
-from imagen4_jupyter.history import History
-from imagen4_jupyter.request import GenerationRequest
+from imagen4_jupyter.api.request import GenerationRequest
+from imagen4_jupyter.records import history as H
+from imagen4_jupyter.records.history import History
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def test_a_read_only_folder_still_reads(tmp_path):
 
 
 def test_history_thumbnails_are_cached_beside_store_files_only(tmp_path):
-    from imagen4_jupyter.display import thumbnail
+    from imagen4_jupyter.api.store import thumbnail
     from imagen4_jupyter.simulator.images import render_png
 
     png = render_png("thumb-test", (512, 512))

@@ -17,11 +17,11 @@ from reliability_util import seen, write_figures
 from test_magics import assert_short_error, ip, run  # noqa: F401 - `ip` is a fixture
 
 from imagen4_jupyter import GenerationRequest, Imagen4Client
-from imagen4_jupyter import display as D
-from imagen4_jupyter import errors as E
-from imagen4_jupyter.client import check_base_url, check_task_id
-from imagen4_jupyter.history import History
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.api import cards as C
+from imagen4_jupyter.api import errors as E
+from imagen4_jupyter.api.client import check_base_url, check_task_id
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 
 PAYLOADS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"'><script>alert(2)</script>",
             "<b>bold</b>")
@@ -161,7 +161,7 @@ def test_request_through_the_python_api(session, sim, kwargs, cell, valid, says)
     job.wait(10)
     sent = [r for r in sim.requests if r.endpoint == "createTask"]
     assert len(sent) == 1 and GenerationRequest.from_payload(json.loads(sent[0].body)) == request
-    for bundle_html in (D.card_bundle(job)["text/html"], job._repr_html_(), job.wait(0)._repr_html_()):
+    for bundle_html in (C.card_bundle(job)["text/html"], job._repr_html_(), job.wait(0)._repr_html_()):
         _html_ok(bundle_html)
     seen(job)
     COUNTS["valid_escaped"] += 1
@@ -301,7 +301,7 @@ def _widget_texts(root) -> list[str]:
 
 def test_panel_labels_escape_prompts_seeds_errors_and_history(session, sim):
     pytest.importorskip("ipywidgets")
-    from imagen4_jupyter.panel import Panel
+    from imagen4_jupyter.notebook.panel import Panel
 
     for i, payload in enumerate(PAYLOADS):
         session.submit(GenerationRequest.create(payload, seed=PAYLOADS[(i + 1) % len(PAYLOADS)])).wait(10)

@@ -12,8 +12,8 @@ import requests
 from PIL import Image
 
 from imagen4_jupyter import GenerationRequest
-from imagen4_jupyter import errors as E
-from imagen4_jupyter.images import ImageStore, check_complete, sniff
+from imagen4_jupyter.api import errors as E
+from imagen4_jupyter.api.store import ImageStore, check_complete, sniff
 
 
 def png_bytes(size=(8, 6), colour=(200, 10, 10)) -> bytes:

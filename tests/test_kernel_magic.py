@@ -262,7 +262,7 @@ def test_headless_notebook_blocks_and_rerun_reuses_byte_identical_images(ksim, f
         "season = 'spring'",
         "%%imagen4 -n 2 -s 11 -a 16:9\nA lighthouse in {season}, JSON {\"style\": \"ink\"}",
         "%%imagen4 -s 12 --embed full\na red door\n---\nno people",
-        "from imagen4_jupyter.session import get_session; print('pending', len(get_session().pending()))",
+        "from imagen4_jupyter import get_session; print('pending', len(get_session().pending()))",
         "%%imagen4 --no-wait -s 13\na late bloom",
         "%imagen4 wait",
     ]

@@ -18,9 +18,9 @@ from conftest import FAST_RETRY, KEY
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from imagen4_jupyter import magics as M
-from imagen4_jupyter import session as S
-from imagen4_jupyter.task import Job
+from imagen4_jupyter.api.job import Job
+from imagen4_jupyter.notebook import magics as M
+from imagen4_jupyter.records import session as S
 
 
 class Run:
@@ -71,7 +71,7 @@ def ip(sim, tmp_path, monkeypatch):
     yield shell
     session = magics.session
     M.unload(shell)
-    from imagen4_jupyter.subcommands import close_panels
+    from imagen4_jupyter.notebook.subcommands import close_panels
 
     close_panels()
     session.close()
@@ -504,7 +504,7 @@ def test_panel_subcommand_is_lazy(ip):
 
     r = run(ip, "%imagen4 panel")
     try:
-        import imagen4_jupyter.panel  # noqa: F401
+        import imagen4_jupyter.notebook.panel  # noqa: F401
     except ModuleNotFoundError:
         assert "panel is not available" in r.text or "panel is not available" in str(r.outputs)
     else:
@@ -529,7 +529,7 @@ def test_panel_again_closes_the_previous_panel(ip):
     assert first.comm is None and second.comm is not None  # the old widgets are closed too
     assert_short_error(run(ip, "%imagen4 panel wide"), "no arguments")
     assert panels() == [second]
-    from imagen4_jupyter.subcommands import close_panels
+    from imagen4_jupyter.notebook.subcommands import close_panels
 
     close_panels()
     assert panels() == [] and second._closed
@@ -641,7 +641,7 @@ def test_session_made_before_load_ext_finds_the_vs_code_notebook_and_is_kept(sim
         with capture_output():
             magics = M.load(shell)
         assert magics.session is session and S.get_session() is session
-        from imagen4_jupyter.batch import default_session
+        from imagen4_jupyter.research.batch import default_session
 
         assert default_session() is session
     finally:

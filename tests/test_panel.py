@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from imagen4_jupyter.history import History
-from imagen4_jupyter.request import MAX_PROMPT, GenerationRequest
-from imagen4_jupyter.session import Session
+from imagen4_jupyter.api.request import MAX_PROMPT, GenerationRequest
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.session import Session
 
 pytest.importorskip("ipywidgets")
 
-from imagen4_jupyter.panel import Panel, cell_code, code_problem  # noqa: E402
+from imagen4_jupyter.notebook.panel import Panel, cell_code, code_problem  # noqa: E402
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -220,7 +220,7 @@ def test_viewer_reuse_copy_seed_save(panel, sim, tmp_path):
 def test_cell_code_round_trips_through_the_magic():
     from IPython.core.interactiveshell import InteractiveShell
 
-    from imagen4_jupyter.magics import Imagen4Magics
+    from imagen4_jupyter.notebook.magics import Imagen4Magics
 
     magics = Imagen4Magics(shell=InteractiveShell.instance())
     for req in [

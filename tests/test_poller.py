@@ -13,8 +13,8 @@ import pytest
 from conftest import FAST_RETRY, KEY
 
 from imagen4_jupyter import Imagen4Client, PollSchedule
-from imagen4_jupyter import errors as E
-from imagen4_jupyter.task import Job
+from imagen4_jupyter.api import errors as E
+from imagen4_jupyter.api.job import Job
 
 
 def test_default_schedule_follows_the_providers_advice():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from imagen4_jupyter import GenerationRequest, InvalidRequestError
-from imagen4_jupyter.request import interpolate
+from imagen4_jupyter.api.request import interpolate
 
 RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
 

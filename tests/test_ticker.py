@@ -8,8 +8,8 @@ from conftest import KEY
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from imagen4_jupyter import magics as M
-from imagen4_jupyter import session as S
+from imagen4_jupyter.notebook import magics as M
+from imagen4_jupyter.records import session as S
 
 
 def test_call_later_runs_on_a_worker_and_poke_skips_it(make_client):

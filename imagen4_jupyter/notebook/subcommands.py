@@ -12,8 +12,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 
-from . import display as D
-from . import errors as E
+from ..api import cards as C
+from ..api import errors as E
+from . import outputs as D
 
 SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "panel", "batch")
 
@@ -84,7 +85,7 @@ def csv_items(path: str) -> list[dict]:
     defaults, and other columns are ignored."""
     import csv
 
-    from .batch import REQUEST_FIELDS
+    from ..research.batch import REQUEST_FIELDS
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -129,7 +130,7 @@ class Subcommands:
         parser = self._parser(name)
         parser.add_argument("task_id")
         task_id = parse_line(parser, rest).task_id
-        from .client import check_task_id
+        from ..api.client import check_task_id
 
         try:
             return check_task_id(task_id)
@@ -159,7 +160,7 @@ class Subcommands:
             print(bundle["text/plain"])
 
     def _export(self, target: str) -> None:
-        from .export import export_history
+        from ..records.export import export_history
 
         if not target.lower().endswith((".csv", ".json")):
             raise UsageError(f"--export writes a .csv or a .json file, not {target!r}.")
@@ -171,7 +172,7 @@ class Subcommands:
 
     def _unknown_entries(self, text: str | None) -> list:
         """Requests whose createTask outcome is unknown (no task id), as rows for the history table."""
-        from .history import TaskEntry
+        from ..records.history import TaskEntry
 
         rows = []
         for ev in self.session.history.unknown:
@@ -276,8 +277,8 @@ class Subcommands:
             from .panel import Panel
         except ModuleNotFoundError as err:
             if err.name and err.name.endswith("panel"):
-                self._say("The panel is not available in this installation (imagen4_jupyter.panel is missing).",
-                          "error")
+                self._say("The panel is not available in this installation "
+                          "(imagen4_jupyter.notebook.panel is missing).", "error")
                 return
             raise
         close_panels()  # an older panel would stay subscribed to the session (and keep its thread) for ever
@@ -304,7 +305,7 @@ class Subcommands:
             raise UsageError("-c/--concurrency must be 1 or more.")
         items, label = batch_source(source, self.shell.user_ns)
         defaults = self.request_defaults(args)
-        from .batch import generate_many
+        from ..research.batch import generate_many
 
         try:
             result = generate_many(items, session=self.session, reuse=self.reuse, concurrency=args.concurrency,
@@ -320,7 +321,7 @@ class Subcommands:
             self._wait_batch(result)
             self._show_batch(result)
             return
-        handle = display(D.message_bundle(f"batch of {len(result)}: the table appears here when every item has "
+        handle = display(C.message_bundle(f"batch of {len(result)}: the table appears here when every item has "
                                           "finished"), raw=True, display_id=True) if self.rich() else None
 
         def finished() -> None:
@@ -348,7 +349,7 @@ class Subcommands:
             print(f"[imagen4] batch: {result.summary()}", flush=True)
             base = self.output_base()
             for row in result.rows:
-                paths = "  ".join(D.shown_path(p, base) for p in row["images"])
+                paths = "  ".join(C.shown_path(p, base) for p in row["images"])
                 print(f"  {row['index']}  {row['state']}  {row['task_id'] or '-'}  {paths or row['error'] or ''}",
                       flush=True)
             return

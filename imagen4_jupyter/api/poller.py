@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import errors as E
-from .task import Job
+from .job import Job
 
 if TYPE_CHECKING:
     from .client import Imagen4Client

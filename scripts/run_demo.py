@@ -1,4 +1,6 @@
-"""Run the quickstart notebook end to end on the built-in simulator: ``python -m imagen4_jupyter.demo``.
+"""Run the quickstart notebook end to end on the built-in simulator: ``scripts/demo`` runs this file.
+
+Tooling of the source checkout, not part of the package: it needs the checkout's ``notebooks/``.
 
 Headless by default: starts a local :class:`~imagen4_jupyter.simulator.Simulator` (no API key needed),
 points the kernel at it through ``APIKLEY_BASE_URL`` / ``APIKLEY_API_KEY``, executes the notebook with
@@ -22,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_NOTEBOOK = PACKAGE_DIR.parent / "notebooks" / "quickstart.ipynb"
+ROOT = Path(__file__).resolve().parent.parent  # the source checkout
+DEFAULT_NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 DEMO_KEY = "demo-key-simulator"
 MARKER = ".imagen4-demo.json"  # written into the output folder; says the folder is ours to refresh
 IMAGE_MIMES = ("image/png", "image/jpeg")
@@ -34,7 +36,7 @@ SIM_OPTIONS: dict[str, Any] = dict(queue_time=(0.5, 1.5), generation_time=(1.5, 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m imagen4_jupyter.demo",
+        prog="scripts/demo",
         description="Execute the quickstart notebook headlessly against the built-in Apikley simulator "
                     "(no API key needed) and write the result with its images.")
     p.add_argument("--out", default="demo-output", metavar="DIR",
@@ -131,14 +133,16 @@ def _resolve_notebook(arg: str | None) -> Path:
 
 def _use_this_package() -> None:
     """Make kernels import the same imagen4_jupyter as this process, installed or not."""
-    root = str(PACKAGE_DIR.parent)
+    root = str(ROOT)
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
 
 
 def _start_simulator():
-    from .simulator import Simulator
+    if str(ROOT) not in sys.path:  # run from the checkout without an install
+        sys.path.insert(0, str(ROOT))
+    from imagen4_jupyter.simulator import Simulator
 
     return Simulator(api_keys=(DEMO_KEY,), **SIM_OPTIONS).start()
 

@@ -23,8 +23,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-from .images import StoredImage, store_digest, write_atomic
-from .request import GenerationRequest
+from ..api.request import GenerationRequest
+from ..api.store import StoredImage, store_digest, write_atomic
 
 FOLDER = ".imagen4"
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)

@@ -1,129 +1,14 @@
-"""The parsed task record, the `Job` handle users hold, and the finished `Result`."""
+"""`Job`: the handle of one submitted task, updated by the poller."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from .errors import Imagen4Error, ProtocolError, TimeoutError
-from .images import StoredImage
+from .errors import Imagen4Error, TimeoutError
+from .records import Result, TaskRecord
 from .request import GenerationRequest
-
-RUNNING_STATES = ("waiting", "queuing", "generating")
-FINAL_STATES = ("success", "fail")
-
-
-def _decode_twice(value: Any, what: str, task_id: str | None) -> Any:
-    """`param` and `resultJson` are JSON encoded as strings inside the JSON answer."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (dict, list)):
-        return value
-    if not isinstance(value, str):
-        raise ProtocolError(f"`{what}` should be a JSON string, got {type(value).__name__}.", task_id=task_id)
-    try:
-        return json.loads(value)
-    except ValueError:
-        raise ProtocolError(f"`{what}` is not valid JSON: {value[:80]!r}.", task_id=task_id) from None
-
-
-def _ms(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-@dataclass
-class TaskRecord:
-    """One answer of recordInfo, decoded. Times are Unix milliseconds."""
-
-    task_id: str
-    state: str
-    model: str | None = None
-    param: dict | None = None
-    result_urls: list[str] = field(default_factory=list)
-    fail_code: str | None = None
-    fail_msg: str | None = None
-    cost_time_ms: int | None = None
-    create_time_ms: int | None = None
-    update_time_ms: int | None = None
-    complete_time_ms: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINAL_STATES
-
-    @classmethod
-    def from_data(cls, data: Any, task_id: str | None = None) -> "TaskRecord":
-        """Parse `data` of a recordInfo answer; a malformed one raises ProtocolError naming what was wrong."""
-        if not isinstance(data, dict):
-            raise ProtocolError(f"recordInfo returned no task data (got {type(data).__name__}).", task_id=task_id)
-        tid = data.get("taskId") or task_id
-        if not isinstance(tid, str) or not tid:
-            raise ProtocolError("recordInfo answer has no taskId.", task_id=task_id)
-        if task_id and tid != task_id:
-            raise ProtocolError(f"recordInfo was asked about {task_id} but answered about {tid!r}.",
-                                task_id=task_id)
-        state = data.get("state")
-        if state not in RUNNING_STATES + FINAL_STATES:
-            raise ProtocolError(f"recordInfo answer has unknown state {state!r}.", task_id=tid)
-        param = _decode_twice(data.get("param"), "param", tid)
-        urls: list[str] = []
-        if state == "success":
-            try:
-                result = _decode_twice(data.get("resultJson"), "resultJson", tid)
-                if not isinstance(result, dict) or "resultUrls" not in result:
-                    raise ProtocolError("The task succeeded but `resultJson` has no `resultUrls`.", task_id=tid)
-                urls = result["resultUrls"]
-                if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
-                    raise ProtocolError("`resultUrls` is not a list of URLs.", task_id=tid)
-                if not urls:
-                    raise ProtocolError("The task succeeded but returned no image URLs.", task_id=tid)
-            except ProtocolError as err:
-                err.final = True  # the service's last word on this task: asking again gives the same answer
-                raise
-        return cls(task_id=tid, state=state, model=data.get("model"),
-                   param=param if isinstance(param, dict) else None, result_urls=list(urls),
-                   fail_code=str(data["failCode"]) if data.get("failCode") not in (None, "") else None,
-                   fail_msg=str(data["failMsg"]) if data.get("failMsg") not in (None, "") else None,
-                   cost_time_ms=_ms(data.get("costTime")),
-                   create_time_ms=_ms(data.get("createTime")), update_time_ms=_ms(data.get("updateTime")),
-                   complete_time_ms=_ms(data.get("completeTime")))
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class Result:
-    """A finished, successful task with its images downloaded and stored."""
-
-    task_id: str
-    request: GenerationRequest | None
-    state: str
-    result_urls: list[str]
-    images: list[StoredImage]
-    record: TaskRecord | None = None
-    reused: bool = False
-
-    @property
-    def cost_time_ms(self) -> int | None:
-        return self.record.cost_time_ms if self.record else None
-
-    @property
-    def paths(self) -> list[str]:
-        return [str(im.path) for im in self.images]
-
-    def _repr_html_(self) -> str:
-        from .display import result_html
-
-        return result_html(self)
+from .store import StoredImage
 
 
 class Job:
@@ -241,7 +126,7 @@ class Job:
         return f"<Job {self.task_id} {self.status} {self.elapsed:.1f}s {prompt!r}>"
 
     def _repr_html_(self) -> str:
-        from .display import job_html
+        from .cards import job_html
 
         return job_html(self)
 

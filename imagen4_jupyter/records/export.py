@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..api.store import write_atomic
 from .history import History
-from .images import write_atomic
 
 COLUMNS = ("time", "task_id", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state", "error",
            "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",

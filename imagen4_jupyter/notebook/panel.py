@@ -17,13 +17,13 @@ from typing import Any
 
 import ipywidgets as W
 
-from .display import esc
-from .errors import Imagen4Error, InvalidRequestError, OutcomeUnknownError
-from .history import TaskEntry
-from .images import StoredImage, preview
-from .request import ASPECT_RATIOS, MAX_IMAGES, MAX_PROMPT, GenerationRequest
-from .session import Session, get_session
-from .task import Job
+from ..api.cards import esc
+from ..api.errors import Imagen4Error, InvalidRequestError, OutcomeUnknownError
+from ..api.job import Job
+from ..api.request import ASPECT_RATIOS, MAX_IMAGES, MAX_PROMPT, GenerationRequest
+from ..api.store import StoredImage, preview
+from ..records.history import TaskEntry
+from ..records.session import Session, get_session
 
 __all__ = ["Panel", "cell_code", "code_problem"]
 

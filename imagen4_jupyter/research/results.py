@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import errors as E
-from .display import esc, shorten, thumb_html
-from .request import GenerationRequest
-from .task import Job
+from ..api import errors as E
+from ..api.cards import esc, shorten, thumb_html
+from ..api.job import Job
+from ..api.request import GenerationRequest
 
 if TYPE_CHECKING:
     from .batch import _Run

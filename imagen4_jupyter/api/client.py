@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import errors as E
-from .images import ImageStore
+from .job import Job
+from .records import Result, TaskRecord
 from .request import GenerationRequest
-from .task import Job, Result, TaskRecord
+from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
     import requests
@@ -112,7 +113,7 @@ class Imagen4Client:
         import requests
 
         from .poller import Poller
-        from .schedule import SmartSchedule
+        from .schedules import SmartSchedule
 
         if allow_insecure_http is None:
             allow_insecure_http = os.environ.get("APIKLEY_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")

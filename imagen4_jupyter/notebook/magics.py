@@ -14,11 +14,12 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
-from . import display as D
-from . import errors as E
+from ..api import errors as E
+from ..api.job import Job
+from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
+from ..records.session import REUSE_POLICIES, Session, set_session
+from . import outputs as D
 from .cellview import CellView, LiveViews, _Ticker  # noqa: F401 - names kept importable from here
-from .request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
-from .session import REUSE_POLICIES, Session, set_session
 from .subcommands import (  # noqa: F401 - SUBCOMMANDS and short_error: still importable from here
     SUBCOMMANDS,
     Subcommands,
@@ -27,7 +28,6 @@ from .subcommands import (  # noqa: F401 - SUBCOMMANDS and short_error: still im
     short_error,
     wait_override,
 )
-from .task import Job
 
 WAIT_MODES = ("auto", "always", "never")
 
@@ -143,8 +143,8 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
         """The polling schedule the traits describe."""
         import dataclasses
 
-        from .poller import PollSchedule
-        from .schedule import SmartSchedule
+        from ..api.poller import PollSchedule
+        from ..api.schedules import SmartSchedule
 
         if self.poll_interval > 0:
             return PollSchedule.fixed(self.poll_interval, max_wait=self.timeout)
@@ -155,8 +155,8 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
     def session(self) -> Session:
         """The kernel's session: the current one if it keeps the same history file, else a new one."""
         if self._session is None:
-            from . import session as S
-            from .history import find_notebook, history_path
+            from ..records import session as S
+            from ..records.history import find_notebook, history_path
 
             user_ns = self.shell.user_ns if self.shell else None
             nb, _ = find_notebook(user_ns, self.notebook or None)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .request import ASPECT_RATIOS
+from ..api.request import ASPECT_RATIOS
 
 BACKGROUND = (255, 255, 255)
 INK = (17, 17, 17)

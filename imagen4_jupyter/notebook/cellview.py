@@ -15,9 +15,10 @@ from typing import Any
 
 from IPython.display import display
 
-from . import display as D
-from . import errors as E
-from .task import Job
+from ..api import cards as C
+from ..api import errors as E
+from ..api.job import Job
+from . import outputs as D
 
 
 class CellView:
@@ -44,9 +45,9 @@ class CellView:
     def open(self) -> "CellView":
         expected = self.job.request.num_images if self.job.request else 1
         if self.rich:
-            self._last_card = D.card_bundle(self.job)
+            self._last_card = C.card_bundle(self.job)
             self.card = display(self._last_card, raw=True, display_id=True)
-            self.slots = [display(D.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
+            self.slots = [display(C.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
         else:
             self._print_state()
         self.owner._track_view(self)
@@ -71,7 +72,7 @@ class CellView:
             if self.finalized:
                 return
             if self.rich:
-                bundle = D.card_bundle(self.job)
+                bundle = C.card_bundle(self.job)
                 if bundle != self._last_card:
                     self._last_card = bundle
                     self.card.update(bundle, raw=True)
@@ -105,12 +106,12 @@ class CellView:
                     data, meta = D.image_output(job, image, self.embed, self.preview_size, base=base)
                 except Exception as exc:  # a damaged file must not hide the others
                     problems.append(f"image {image.index + 1} could not be shown ({exc}); "
-                                    f"file: {D.shown_path(image.path, base)}")
+                                    f"file: {C.shown_path(image.path, base)}")
                     continue
                 slot.update(data, raw=True, metadata=meta)
         for slot in self.slots[len(images) if job.error is None else 0:]:
             slot.update({"text/plain": ""}, raw=True)
-        self.card.update(D.card_bundle(job, note="; ".join(problems + ([note] if note else []))), raw=True)
+        self.card.update(C.card_bundle(job, note="; ".join(problems + ([note] if note else []))), raw=True)
 
     def _print_state(self) -> None:
         line = f"[imagen4] {self.job.task_id}: {self.job.status}"
@@ -130,7 +131,7 @@ class CellView:
         print(f"[imagen4] {job.task_id}: {what}; saved:", flush=True)
         base = self.owner.output_base()
         for image in job.images:
-            print(f"  {D.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)
+            print(f"  {C.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)
 
 
 class _Ticker:
@@ -254,7 +255,7 @@ class LiveViews:
 
     def _say(self, text: str, kind: str = "info") -> None:
         if self.rich():
-            display(D.message_bundle(text, kind), raw=True)
+            display(C.message_bundle(text, kind), raw=True)
         else:
             print(f"[imagen4] {text}", file=sys.stderr if kind == "error" else sys.stdout, flush=True)
 
@@ -262,11 +263,11 @@ class LiveViews:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
         if not self.rich():
             if note == "reused":
-                print(D.reused_bundle(job, job.created_at)["text/plain"], flush=True)
+                print(C.reused_bundle(job, job.created_at)["text/plain"], flush=True)
             view = self._view(job, embed=embed)
             view._render_text()
             return
-        display(D.reused_bundle(job, job.created_at) if note == "reused" else D.card_bundle(job), raw=True)
+        display(C.reused_bundle(job, job.created_at) if note == "reused" else C.card_bundle(job), raw=True)
         for image in job.images:
             data, meta = D.image_output(job, image, embed, self.preview_size, base=self.output_base())
             display(data, raw=True, metadata=meta)

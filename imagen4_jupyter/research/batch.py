@@ -23,22 +23,22 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import errors as E
-from .batch_result import (
+from ..api import errors as E
+from ..api.cards import shorten
+from ..api.job import Job
+from ..api.request import GenerationRequest
+from .results import (
     BatchItem,
     BatchResult,
     _ipython,
     _plain,
     _Progress,
 )
-from .display import shorten
-from .request import GenerationRequest
-from .task import Job
 
 if TYPE_CHECKING:
-    from .client import Imagen4Client
-    from .history import TaskEntry
-    from .session import Session
+    from ..api.client import Imagen4Client
+    from ..records.history import TaskEntry
+    from ..records.session import Session
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "callback_url")
 ABORTING = (E.AuthenticationError, E.InsufficientCreditsError, E.ConfigurationError, E.FeatureDisabledError)
@@ -137,7 +137,7 @@ def default_session() -> Session:
                 return magics.session
         except Exception:  # pragma: no cover - an older magic
             pass
-    from .session import get_session
+    from ..records.session import get_session
 
     return get_session()
 
@@ -468,7 +468,7 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     if session is None and client is None:
         session = default_session()
     if session is not None:
-        from .session import REUSE_POLICIES
+        from ..records.session import REUSE_POLICIES
 
         if reuse is not None and reuse not in REUSE_POLICIES:
             raise E.InvalidRequestError(f"reuse must be one of {', '.join(REUSE_POLICIES)}, not {reuse!r}.")
@@ -502,7 +502,7 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     except KeyboardInterrupt:
         result.stop("not sent: interrupted")
         print(f"imagen4 batch interrupted: {run.in_flight} task(s) still running in the background; "
-              "imagen4_jupyter.batch.last_batch has the result, and running the same batch again resumes it.",
+              "imagen4_jupyter.research.batch.last_batch has the result, and running the same batch again resumes it.",
               file=sys.stderr)
         raise
     finally:

@@ -15,8 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .job import Job
 from .poller import PollSchedule
-from .task import Job
 
 MIN_SAMPLES = 3
 

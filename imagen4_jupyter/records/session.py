@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import errors as E
-from .client import Imagen4Client
+from ..api import errors as E
+from ..api.client import Imagen4Client
+from ..api.job import Job
+from ..api.records import Result, TaskRecord
+from ..api.request import GenerationRequest
+from ..api.schedules import seed_from_history
+from ..api.store import ImageStore
 from .history import History, TaskEntry, find_notebook, history_path
-from .images import ImageStore
-from .request import GenerationRequest
-from .schedule import seed_from_history
-from .task import Job, Result, TaskRecord
 
 REUSE_POLICIES = ("seeded", "always", "never")
 
@@ -230,7 +231,7 @@ class Session:
 def _prepare_thumbnails(job: Job) -> None:
     """Make the history table's thumbnails now, in the poller thread, so `%imagen4 history` reads small cached
     files instead of decoding full images (~20 ms each) while the user waits."""
-    from .display import thumbnail
+    from ..api.store import thumbnail
 
     for image in job.images:
         try:

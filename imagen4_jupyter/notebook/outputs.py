@@ -1,0 +1,141 @@
+"""Notebook outputs: image bundles with their `imagen4` metadata, the history table, the status table.
+
+Pure functions that build MIME bundles (dicts); publishing them is the caller's business.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from typing import TYPE_CHECKING, Any
+
+from ..api.cards import esc, message_bundle, params_text, shorten, shown_path, thumb_html, when
+from ..api.request import MODEL
+from ..api.store import preview
+
+if TYPE_CHECKING:
+    from ..api.job import Job
+    from ..api.records import TaskRecord
+    from ..api.store import StoredImage
+    from ..records.history import History, TaskEntry
+
+EMBED_MODES = ("preview", "full", "none")
+NATIVE = ("image/png", "image/jpeg")
+
+
+def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mime: str | None = None,
+                   embedded_sha256: str | None = None, base: Any = None) -> dict:
+    """Provenance stored with each image output under the key `imagen4`; `path` as `shown_path` gives it
+    (relative to the notebook's folder `base` when inside it)."""
+    rec = job.record
+    return {
+        "task_id": job.task_id,
+        "request": job.request.to_dict() if job.request else None,
+        "model": (rec.model if rec and rec.model else MODEL),
+        "index": image.index,
+        "sha256": image.sha256,
+        "mime": image.mime,
+        "width": image.width,
+        "height": image.height,
+        "size": image.size,
+        "path": shown_path(image.path, base),
+        "embed": embed,
+        "embedded_mime": embedded_mime,
+        "embedded_sha256": embedded_sha256,
+        "reused": bool(job.reused),
+        "times": {
+            "submitted": job.created_at,
+            "finished": job.finished_at,
+            "create_time_ms": rec.create_time_ms if rec else None,
+            "complete_time_ms": rec.complete_time_ms if rec else None,
+            "cost_time_ms": rec.cost_time_ms if rec else None,
+        },
+    }
+
+
+def _as_native(data: bytes, mime: str) -> tuple[bytes, str]:
+    """Notebook-native image bytes: PNG and JPEG pass through; anything else becomes PNG."""
+    if mime in NATIVE:
+        return data, mime
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+    return out.getvalue(), "image/png"
+
+
+def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
+                 preview_size: int = 768, *, base: Any = None) -> tuple[dict[str, str], dict]:
+    """(data, metadata) for one image: native `image/png` / `image/jpeg`, or paths only for `none`. File paths
+    are relative to `base` (the notebook's folder) when inside it (`shown_path`)."""
+    path = shown_path(image.path, base)
+    if embed == "none":
+        meta = image_metadata(job, image, embed, base=base)
+        text = f"{path} ({image.width}×{image.height}, sha256 {image.sha256[:12]}…)"
+        return ({"text/plain": text, "text/markdown": f"`{path}` ({image.width}×{image.height})"},
+                {"imagen4": meta})
+    raw = image.data
+    if embed == "full":
+        data, mime = _as_native(raw, image.mime)
+    else:
+        data, mime = preview(raw, preview_size)
+        data, mime = _as_native(data, mime)
+    meta = image_metadata(job, image, embed, embedded_mime=mime, embedded_sha256=hashlib.sha256(data).hexdigest(),
+                          base=base)
+    return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, {"imagen4": meta})
+
+
+def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
+                   title: str = "", base: Any = None) -> dict[str, str]:
+    """A table of history entries: time, prompt, parameters, state, task id, thumbnails; the text form names
+    the image files (relative to `base`, the notebook's folder, when inside it)."""
+    rows, lines = [], []
+    for e in entries:
+        req = e.request or {}
+        prompt = req.get("prompt") or ""
+        state = e.state
+        if e.error is not None:
+            message = str(e.error.get("message") or "")
+            if "The service said:" in message:  # the service's own words say more than our hint
+                message = message.split("The service said:", 1)[1]
+            state = f"{e.state}: {shorten(message, 80)}"
+        thumbs = ""
+        if thumbnails and e.state == "success":
+            thumbs = "".join(thumb_html(im.path) for im in history.stored_images(e))  # content-addressed only
+        rows.append(f"<tr><td>{esc(when(e.submitted_at))}</td><td style='text-align:left'>"
+                    f"{esc(shorten(prompt, 200))}</td><td>{esc(params_text(req))}</td><td>{esc(state)}</td>"
+                    f"<td><code>{esc(e.task_id)}</code></td><td>{thumbs}</td></tr>")
+        paths = ", ".join(shown_path(history.resolve(im["path"]), base) for im in e.images)
+        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}  {params_text(req)}  "
+                     f"{shorten(prompt, 60)!r}" + (f"  {paths}" if paths else ""))
+    where = shown_path(history.path, base)
+    head = title or f"{len(entries)} task(s) in {where}"
+    if not entries:
+        return message_bundle(f"No tasks found in {where}.")
+    table = ("<table class='imagen4-history'><thead><tr><th>time</th><th>prompt</th><th>parameters</th>"
+             "<th>state</th><th>task id</th><th>images</th></tr></thead><tbody>" + "".join(rows)
+             + "</tbody></table>")
+    return {"text/plain": head + "\n" + "\n".join(lines),
+            "text/html": f"<div class='imagen4-history-wrap'><div>{esc(head)}</div>{table}</div>"}
+
+
+def record_bundle(record: "TaskRecord") -> dict[str, str]:
+    """What the service says about a task right now."""
+    items = [("task id", record.task_id), ("state", record.state), ("model", record.model or "")]
+    for label, ms in (("created", record.create_time_ms), ("updated", record.update_time_ms),
+                      ("completed", record.complete_time_ms)):
+        if ms:
+            items.append((label, when(ms / 1000)))
+    if record.cost_time_ms is not None:
+        items.append(("cost time", f"{record.cost_time_ms / 1000:.1f} s"))
+    if record.result_urls:
+        items.append(("images", str(len(record.result_urls))))
+    if record.fail_code or record.fail_msg:
+        items.append(("failure", f"{record.fail_msg or ''} (failCode {record.fail_code or '-'})"))
+    if record.param and isinstance(record.param.get("input"), dict):
+        items.append(("prompt", shorten(record.param["input"].get("prompt"), 200)))
+    text = "\n".join(f"{k}: {v}" for k, v in items)
+    rows = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(v)}</td></tr>"
+                   for k, v in items)
+    return {"text/plain": text, "text/html": f"<table class='imagen4-status'>{rows}</table>"}
