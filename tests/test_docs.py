@@ -79,7 +79,7 @@ def test_every_environment_variable_is_documented():
 
 
 def test_every_exception_class_is_documented():
-    import imagen4_jupyter.errors as E
+    import imagen4_jupyter.api.errors as E
 
     classes = [c for c in vars(E).values() if isinstance(c, type) and issubclass(c, E.Imagen4Error)]
     text = (DOCS / "python-api.md").read_text(encoding="utf-8")
