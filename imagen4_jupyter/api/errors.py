@@ -1,6 +1,12 @@
 """One exception class per failure kind. Each message says what happened and what to do next.
 
 Messages never contain the API key. `task_id` is set whenever a task is known.
+
+The one place that says what an error means for what comes next:
+- `retryable`: asking again may succeed (a status check, a download, a createTask that was certainly not sent);
+- `not_sent`: the request certainly never reached the service, so even `createTask` may be sent again;
+- `final`: the service's last word on a task (asking again gives the same answer); the history records the
+  task as failed rather than as interrupted, and resume leaves it alone.
 """
 from __future__ import annotations
 
@@ -10,14 +16,17 @@ class Imagen4Error(Exception):
 
     code: int | None = None
     retryable = False
+    final_by_kind = False  # every error of this class is the task's last word
     hint = ""
 
     def __init__(self, message: str = "", *, task_id: str | None = None, code: int | None = None,
                  service_message: str | None = None, retry_after: float | None = None,
-                 retryable: bool | None = None):
+                 retryable: bool | None = None, not_sent: bool = False, final: bool | None = None):
         self.task_id = task_id
         if retryable is not None:  # this instance differs from its class (e.g. an expired image URL)
             self.retryable = retryable
+        self.not_sent = not_sent
+        self.final = self.final_by_kind if final is None else final
         if code is not None:
             self.code = code
         self.service_message = service_message
@@ -72,6 +81,7 @@ class InsufficientCreditsError(Imagen4Error):
 
 class NotFoundError(Imagen4Error):
     code = 404
+    final_by_kind = True
     title = "Not found"
     hint = "The service does not know this task or endpoint. Check the task id and the base URL."
 
@@ -105,6 +115,7 @@ class ServerError(Imagen4Error):
 
 class GenerationFailedError(Imagen4Error):
     code = 501
+    final_by_kind = True
     title = "Generation failed"
     hint = "The service could not generate this image. Change the prompt (it may have been filtered) and retry."
 
@@ -142,16 +153,27 @@ class OutcomeUnknownError(Imagen4Error):
             "dashboard or `%imagen4 history` before submitting again.")
 
 
-class TimeoutError(Imagen4Error):  # noqa: A001 - deliberately scoped to this package
+class Imagen4TimeoutError(Imagen4Error, TimeoutError):
+    """Waiting ran out (the task may still finish on the service). Also a builtin `TimeoutError`, so
+    `except TimeoutError` (and `concurrent.futures.TimeoutError`) catch it."""
+
     title = "Timed out"
     hint = ("The task did not finish in time. It may still finish on the service: "
             "`%imagen4 resume` or `client.get_task(task_id)` picks it up later.")
+
+
+TimeoutError = Imagen4TimeoutError  # noqa: A001 - the old name, kept importable for old code (not in __all__)
 
 
 class DownloadError(Imagen4Error):
     retryable = True
     title = "Download failed"
     hint = "An image of a finished task could not be downloaded. Resume to try again (URLs expire after ~24 h)."
+
+    def __init__(self, message: str = "", **kw):
+        super().__init__(message, **kw)
+        if kw.get("final") is None:
+            self.final = not self.retryable  # a download that cannot succeed ends the task
 
 
 BY_CODE: dict[int, type[Imagen4Error]] = {
