@@ -1,0 +1,90 @@
+"""The callback receiver over real HTTP: hints only, size cap, unknown tokens, signatures, replays."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from imagen4_jupyter.api.callbacks import CallbackReceiver, signature, unreachable_reason
+
+KEY = "whk-test-key"
+
+
+@pytest.fixture
+def hints():
+    return []
+
+
+@pytest.fixture
+def receiver(hints):
+    r = CallbackReceiver("https://example.org/cb", hints.append, webhook_key=KEY).start()
+    yield r
+    r.stop()
+
+
+def post(receiver, token, body, headers=None) -> int:
+    host, port = receiver.address
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{host}:{port}/cb/{token}", data=data, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def signed(task_id, stamp=None):
+    stamp = str(int(time.time() if stamp is None else stamp))
+    return {"X-Webhook-Timestamp": stamp, "X-Webhook-Signature": signature(KEY, task_id, stamp)}
+
+
+BODY = {"code": 200, "msg": "success", "data": {"taskId": "task_1", "state": "success",
+                                                "resultJson": "{\"resultUrls\": [\"http://evil/x.png\"]}"}}
+
+
+def test_a_signed_callback_is_a_hint_never_a_result(receiver, hints):
+    url, token = receiver.new_url("req-key-1")
+    assert url == f"https://example.org/cb/{token}"
+    assert post(receiver, token, BODY, signed("task_1")) == 200
+    assert [(h.task_id, h.token, h.signed) for h in hints] == [("task_1", token, True)]
+    assert not hasattr(hints[0], "result_urls")  # only the id travels on
+
+
+def test_forged_unsigned_replayed_stale_and_oversized_posts_are_refused(receiver, hints):
+    _, token = receiver.new_url("k")
+    headers = signed("task_1")
+    assert post(receiver, token, BODY) == 403  # unsigned
+    assert post(receiver, token, BODY, {**headers, "X-Webhook-Signature": signature("wrong", "task_1", "1")}) == 403
+    assert post(receiver, token, BODY, signed("task_other")) == 403  # signed for another task
+    assert post(receiver, token, BODY, headers) == 200
+    assert post(receiver, token, BODY, headers) == 403  # replayed
+    assert post(receiver, token, BODY, signed("task_1", time.time() - 3600)) == 403  # stale
+    assert post(receiver, "not-a-token", BODY, signed("task_1")) == 404
+    assert post(receiver, token, b"x" * (receiver.max_body + 1)) == 413
+    assert post(receiver, token, b"{not json", signed("task_1")) == 403
+    assert len(hints) == 1
+    assert receiver.refused == {"unsigned": 1, "bad signature": 2, "replayed": 1, "stale timestamp": 1,
+                                "unknown token": 1, "too large": 1, "not JSON": 1}
+
+
+def test_without_a_key_task_id_and_task_id_spellings_both_work(hints):
+    r = CallbackReceiver("https://example.org/cb", hints.append).start()
+    try:
+        _, token = r.new_url("k")
+        assert post(r, token, {"data": {"task_id": "task_9"}}) == 200
+        assert post(r, token, {"data": {"taskId": "task_8"}}) == 200
+        assert [(h.task_id, h.signed) for h in hints] == [("task_9", False), ("task_8", False)]
+    finally:
+        r.stop()
+
+
+def test_a_laptop_address_gets_a_clear_word():
+    assert "cannot reach 127.0.0.1" in unreachable_reason("http://127.0.0.1:8000/cb")
+    assert "cannot reach 192.168.1.5" in unreachable_reason("http://192.168.1.5/cb")
+    assert unreachable_reason("http://localhost/cb")
+    assert unreachable_reason("https://hooks.example.org/cb") is None
+    assert unreachable_reason("https://8.8.8.8/cb") is None
