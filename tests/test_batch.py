@@ -260,7 +260,9 @@ def test_without_pandas_to_dataframe_says_what_to_do(sim, client, monkeypatch):
         result.to_dataframe()
 
 
-def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, client):
+def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, make_client):
+    # the client's RetryPolicy gives the pause: its Retry-After, within max_retry_after
+    client = make_client(retry=RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=5.0))
     sim.inject("createTask", times=1, code=429, retry_after=1)  # the first createTask is refused
     result = generate_many([f"p{i}" for i in range(6)], client=client, concurrency=4, progress=False)
     assert result.ok and len(sim.tasks) == 6
@@ -269,6 +271,20 @@ def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, client)
     # requests 2-4 were already on their way; nothing else was sent until a second after the refusal
     assert creates[3] - creates[0] < 0.5
     assert creates[4] - creates[0] >= 0.95
+    assert 0.95 <= result.stats["paused_s"] < 1.5
+
+
+def test_the_shared_pause_is_the_clients_retry_policy_with_its_cap(sim, make_client):
+    policy = RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=0.3)
+    client = make_client(retry=policy)
+    sim.inject("createTask", times=1, code=429, retry_after=30)  # far beyond the policy's cap
+    result = generate_many([f"q{i}" for i in range(3)], client=client, concurrency=1, progress=False)
+    assert result.ok and result.stats["rate_limited"] == 1 and result.stats["pauses"] == 1
+    creates = sorted(r.time for r in sim.requests if r.endpoint == "createTask")
+    assert len(creates) == 4
+    # one item in flight: the refused one is sent again after the capped pause (0.3 s), not after 30 s
+    assert 0.28 <= creates[1] - creates[0] < 2.0
+    assert result.stats["paused_s"] == pytest.approx(0.3, abs=0.01)
 
 
 class MiniFrame:
