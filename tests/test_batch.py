@@ -260,7 +260,9 @@ def test_without_pandas_to_dataframe_says_what_to_do(sim, client, monkeypatch):
         result.to_dataframe()
 
 
-def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, client):
+def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, make_client):
+    # the client's RetryPolicy gives the pause: its Retry-After, within max_retry_after
+    client = make_client(retry=RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=5.0))
     sim.inject("createTask", times=1, code=429, retry_after=1)  # the first createTask is refused
     result = generate_many([f"p{i}" for i in range(6)], client=client, concurrency=4, progress=False)
     assert result.ok and len(sim.tasks) == 6
@@ -269,6 +271,20 @@ def test_a_429_pauses_every_submission_until_retry_after_has_passed(sim, client)
     # requests 2-4 were already on their way; nothing else was sent until a second after the refusal
     assert creates[3] - creates[0] < 0.5
     assert creates[4] - creates[0] >= 0.95
+    assert 0.95 <= result.stats["paused_s"] < 1.5
+
+
+def test_the_shared_pause_is_the_clients_retry_policy_with_its_cap(sim, make_client):
+    policy = RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=0.3)
+    client = make_client(retry=policy)
+    sim.inject("createTask", times=1, code=429, retry_after=30)  # far beyond the policy's cap
+    result = generate_many([f"q{i}" for i in range(3)], client=client, concurrency=1, progress=False)
+    assert result.ok and result.stats["rate_limited"] == 1 and result.stats["pauses"] == 1
+    creates = sorted(r.time for r in sim.requests if r.endpoint == "createTask")
+    assert len(creates) == 4
+    # one item in flight: the refused one is sent again after the capped pause (0.3 s), not after 30 s
+    assert 0.28 <= creates[1] - creates[0] < 2.0
+    assert result.stats["paused_s"] == pytest.approx(0.3, abs=0.01)
 
 
 class MiniFrame:
@@ -349,4 +365,80 @@ def test_wait_false_returns_at_once_stop_sends_nothing_more_and_a_second_start_i
         assert again.ok and sim.count("createTask") == 6
         assert Counter(i.origin for i in again) == {"reused": 2, "created": 4}
     finally:
+        session.close()
+
+
+def test_rerunning_a_batch_in_the_same_kernel_keeps_following_its_live_jobs(sim, tmp_path):
+    import time
+
+    sim.next_outcomes.extend([{"generation_time": 0.05}] * 2 + [{"generation_time": 3.0}] * 2)
+    prompts = [f"a heron, take {i}" for i in range(4)]
+    session = make_session(sim, tmp_path)
+    try:
+        half = generate_many(prompts, session=session, concurrency=4, timeout=0.5, progress=False)
+        deadline = time.monotonic() + 10
+        while sum(i.state == "success" for i in half) < 2 and time.monotonic() < deadline:  # the 0.05 s ones
+            time.sleep(0.02)
+        running = [i.index for i in half if i.state == "running"]
+        assert len(running) == 2, half.counts()  # which two: the order createTask requests arrived in
+        again = generate_many(prompts, session=session, concurrency=4, progress=False)
+        assert again.ok and sim.count("createTask") == 4
+        assert [i.origin for i in again] == ["followed" if i in running else "reused" for i in range(4)]
+        for i in running:  # the session's live job: the task is not tracked a second time
+            assert again[i].job is half[i].job and again[i].job is session.jobs[again[i].task_id]
+    finally:
+        session.close()
+
+
+def test_a_rerun_follows_only_its_own_tasks_not_every_unfinished_one(sim, tmp_path):
+    sim.next_outcomes.extend([{"generation_time": 0.05}, {"generation_time": 4.0}, {"generation_time": 4.0}])
+    first = make_session(sim, tmp_path)  # one at a time: the crane (quick), then the stork (slow)
+    half = generate_many(["a crane", "a stork"], session=first, concurrency=1, timeout=1.5, progress=False)
+    assert [i.state for i in half] == ["success", "running"]
+    other = first.submit(GenerationRequest.create("not in the batch"), force=True)  # unrelated, unfinished
+    first.close()  # the kernel dies
+    assert {e.task_id for e in first.history.unfinished()} == {half[1].task_id, other.task_id}
+
+    second = make_session(sim, tmp_path)
+    try:
+        again = generate_many(["a crane", "a stork"], session=second, progress=False)
+        assert again.ok and [i.origin for i in again] == ["reused", "followed"]
+        assert other.task_id not in second.jobs  # resumed only what the batch needs
+        polled = {r.query.get("taskId") for r in sim.requests if r.endpoint == "recordInfo"}
+        assert half[1].task_id in polled
+        assert [e.task_id for e in second.history.unfinished()] == [other.task_id]
+    finally:
+        second.close()
+
+
+def test_a_create_that_never_left_is_sent_again_then_the_batch_gives_up(make_client):
+    import socket
+
+    from imagen4_jupyter.research import batch as B
+
+    with socket.socket() as s:  # a loopback port nobody listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = make_client(base_url=f"http://127.0.0.1:{port}")
+    result = generate_many(["one", "two"], client=client, concurrency=1, progress=False)
+    assert [i.state for i in result] == ["error", "not-submitted"]
+    assert result[0].error.not_sent and "Connection problem" in result.rows[0]["error"]
+    # certainly not sent, so resent (never for an unknown outcome) until the batch's limit of refusals
+    assert result.stats["not_sent_retries"] == B.MAX_CONSECUTIVE_429 + 1
+    assert result.stats["create_requests"] == B.MAX_CONSECUTIVE_429 + 1 and result.stats["created"] == 0
+
+
+def test_the_default_session_is_the_registered_one(sim, tmp_path):
+    from imagen4_jupyter.records import session as S
+    from imagen4_jupyter.research.batch import default_session
+
+    session = make_session(sim, tmp_path)
+    S.set_session(session)
+    try:
+        assert default_session() is session
+        result = generate_many(["registered"], progress=False)
+        assert result.ok and result[0].task_id in session.jobs
+        assert session.history.get(result[0].task_id).source == "batch"
+    finally:
+        S.set_session(None)
         session.close()

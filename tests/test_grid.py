@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from imagen4_jupyter import contact_sheet, generate_many, prompt_ratio_grid, prompt_seed_grid
-from imagen4_jupyter.research.grids import BACKGROUND, FAILED, _font, _wrap
+from imagen4_jupyter.research.sheet import BACKGROUND, FAILED, _font, _wrap
 
 
 def ink_in(image, box) -> int:
@@ -139,7 +139,7 @@ def test_contact_sheet_from_results_with_multi_image_cells(sim, client):
     assert isinstance(sheet, Image.Image)
     png = contact_sheet([[batch[0], None], [batch[1].job, batch[2].images[0].path]], cell_size=100, as_bytes=True)
     assert png.startswith(b"\x89PNG")
-    from imagen4_jupyter.research.grids import compose
+    from imagen4_jupyter.research.sheet import compose
 
     image, layout = compose(batch, cols=3, cell_size=100)
     assert len(layout.cells) == 1 and len(layout.cells[0]) == 3

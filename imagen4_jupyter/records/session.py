@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..api import errors as E
@@ -187,10 +187,11 @@ class Session:
             job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
         return job
 
-    def resume(self) -> list[Job]:
-        """Follow every unfinished task of the history again (zero createTask requests)."""
+    def resume(self, entries: Iterable[TaskEntry] | None = None) -> list[Job]:
+        """Follow every unfinished task of the history again, or only `entries` (zero createTask requests).
+        A task this session still follows is left to its live job (`jobs[task_id]`, not in the list)."""
         resumed = []
-        for entry in self.history.unfinished():
+        for entry in self.history.unfinished() if entries is None else entries:
             live = self.jobs.get(entry.task_id)
             if live is not None and not live.done():
                 continue

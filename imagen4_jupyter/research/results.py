@@ -1,21 +1,16 @@
-"""The results side of a batch: each item's fate (`BatchItem`), the live progress line, and `BatchResult`
-(a table: `rows`, `to_dataframe()`, HTML with thumbnails). `batch.py` does the sending."""
+"""The results side of a batch: each item's fate (`BatchItem`) and `BatchResult` (a table: `rows`,
+`to_dataframe()`, HTML with thumbnails). `batch.py` does the sending; this module knows nothing of it beyond the
+small `BatchControl` interface a result uses to stop or wait for the sending."""
 from __future__ import annotations
 
-import math
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..api import errors as E
 from ..api.cards import esc, shorten, thumb_html
 from ..api.job import Job
 from ..api.request import GenerationRequest
-
-if TYPE_CHECKING:
-    from .batch import _Run
 
 PARAM_FIELDS = ("negative_prompt", "aspect_ratio", "num_images", "seed")
 FINAL_STATES = ("success", "fail", "error", "lost-unknown", "not-submitted")
@@ -78,126 +73,41 @@ def _error_text(err: BaseException | None) -> str | None:
     return f"{title}: {err}"
 
 
-def _plain(value: Any) -> Any:
-    """pandas/numpy cell values to plain Python: NaN/None to None, numpy integers to int."""
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if not isinstance(value, (bool, int, float, str)) and hasattr(value, "__index__"):
-        try:
-            return int(value.__index__())
-        except Exception:
-            return value
-    if type(value).__name__ in ("NAType", "NaTType"):
-        return None
-    if hasattr(value, "item") and type(value).__module__.startswith("numpy"):
-        return _plain(value.item())
-    return value
-
-
-def _ipython() -> Any:
-    if "IPython" not in sys.modules:
-        return None
-    try:
-        from IPython import get_ipython
-
-        return get_ipython()
-    except Exception:  # pragma: no cover
-        return None
-
-
-
-
-# -- progress -----------------------------------------------------------------------------------------
-class _Progress:
-    """A progress line: an HTML display updated in place inside a Jupyter kernel, text elsewhere."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.handle = None
-        self.last = 0.0
-        self.last_line = ""
-        self.last_printed_done = -1
-        self.tty = False
-        ip = _ipython()
-        if ip is not None and getattr(ip, "kernel", None) is not None:
-            from IPython.display import display
-
-            self.handle = display(self._bundle(None), raw=True, display_id=True)
+def item_counts(items: list[BatchItem]) -> dict[str, int]:
+    """The progress line's counts, in one pass: done, success, failed, lost, running, reused, pending."""
+    c = {"done": 0, "success": 0, "failed": 0, "lost": 0, "running": 0, "reused": 0, "pending": 0}
+    for item in items:
+        if item.done:
+            c["done"] += 1
+        if item.state == "success":
+            c["success"] += 1
+            c["reused"] += item.origin == "reused"
+        elif item.state in ("fail", "error", "not-submitted"):
+            c["failed"] += 1
+        elif item.state == "lost-unknown":
+            c["lost"] += 1
+        elif item.state in ("running", "submitting"):
+            c["running"] += 1
         else:
-            self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+            c["pending"] += 1
+    return c
 
-    @staticmethod
-    def counts(run: _Run | None) -> dict[str, int]:
-        c = {"done": 0, "success": 0, "failed": 0, "lost": 0, "running": 0, "reused": 0, "pending": 0}
-        if run is None:
-            return c
-        for item in run.items:
-            if item.done:
-                c["done"] += 1
-            if item.state == "success":
-                c["success"] += 1
-                c["reused"] += item.origin == "reused"
-            elif item.state in ("fail", "error", "not-submitted"):
-                c["failed"] += 1
-            elif item.state == "lost-unknown":
-                c["lost"] += 1
-            elif item.state in ("running", "submitting"):
-                c["running"] += 1
-            else:
-                c["pending"] += 1
-        return c
 
-    def _text(self, run: _Run | None, c: dict[str, int], final: bool = False) -> str:
-        parts = [f"{c['done']}/{self.total} done"]
-        if c["running"]:
-            parts.append(f"{c['running']} running")
-        if c["reused"]:
-            parts.append(f"{c['reused']} reused")
-        if c["failed"]:
-            parts.append(f"{c['failed']} failed")
-        if c["lost"]:
-            parts.append(f"{c['lost']} lost (outcome unknown)")
-        if run is not None:
-            wait = run.gate_until - time.monotonic()
-            if wait > 0 and run.queue and not final:
-                parts.append(f"rate limited: waiting {wait:.0f} s")
-            if run.stats["rate_limited"]:
-                parts.append(f"{run.stats['rate_limited']}×429")
-            parts.append(f"{time.monotonic() - run.started:.0f} s")
-        return "imagen4 batch: " + " · ".join(parts)
+class BatchControl(Protocol):
+    """What a `BatchResult` asks of whatever sends its items (`batch.py`'s runner)."""
 
-    def _bundle(self, run: _Run | None, final: bool = False) -> dict[str, str]:
-        c = self.counts(run)  # one pass over the items for both the HTML and the text
-        text = self._text(run, c, final)
-        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
-        html = (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
-                f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
-                f'vertical-align:middle;accent-color:{colour}"></progress> {esc(text)}</div>')
-        return {"text/html": html, "text/plain": text}
+    @property
+    def submitting(self) -> bool:
+        """True while requests may still be sent from a background thread (`generate_many(wait=False)`)."""
+        ...
 
-    def update(self, run: _Run, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last < 0.25:
-            return
-        self.last = now
-        if self.handle is not None:
-            self.handle.update(self._bundle(run, final), raw=True)
-            return
-        c = self.counts(run)
-        line = self._text(run, c, final)
-        if self.tty:
-            pad = " " * max(0, len(self.last_line) - len(line))
-            sys.stderr.write("\r" + line + pad + ("\n" if final else ""))
-            sys.stderr.flush()
-            self.last_line = line
-            return
-        done = c["done"]
-        step = max(1, self.total // 10)
-        if final or done >= self.last_printed_done + step:
-            self.last_printed_done = done
-            print(line, file=sys.stderr, flush=True)
+    def stop(self, why: str) -> None:
+        """Send nothing more: items not yet sent become not-submitted (with `why` as their note)."""
+        ...
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until nothing more will be sent; False if it still may after `timeout` seconds."""
+        ...
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -213,8 +123,7 @@ class BatchResult:
     items: list[BatchItem]
     batch_id: str
     stats: dict[str, Any] = field(default_factory=dict)
-    _run: Any = field(default=None, repr=False, compare=False)  # the _Run, while it may still send
-    _runner: threading.Thread | None = field(default=None, repr=False, compare=False)  # generate_many(wait=False)
+    control: BatchControl | None = field(default=None, repr=False, compare=False)  # the sending side
 
     def __len__(self) -> int:
         return len(self.items)
@@ -266,38 +175,33 @@ class BatchResult:
     @property
     def submitting(self) -> bool:
         """True while a batch started with `generate_many(..., wait=False)` may still send requests."""
-        return self._runner is not None and self._runner.is_alive()
+        return self.control is not None and self.control.submitting
 
     def stop(self, why: str = "not sent: stopped") -> None:
         """Send nothing more: items not yet sent become not-submitted; tasks already running go on."""
-        run = self._run
-        if run is None:
-            return
-        with run.cond:
-            if run.aborted is None:
-                run.aborted = KeyboardInterrupt()
-            run._stop_queue(why)
-            run.cond.notify_all()
+        if self.control is not None:
+            self.control.stop(why)
 
     def wait(self, timeout: float | None = None) -> BatchResult:
         """Block until every item has finished: a batch started with `wait=False`, or whose run stopped early
         (timeout, interrupt) with tasks still running."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._runner is not None:
-            self._runner.join(timeout)
-            if self._runner.is_alive():
-                raise E.TimeoutError(f"The batch is still submitting after {timeout:g} s.")
+        if self.control is not None and not self.control.join(timeout):
+            raise E.Imagen4TimeoutError(f"The batch is still submitting after {timeout:g} s.")
         while True:
             running = [i for i in self.items if i.job is not None and not i.done]
             if not running:
                 return self
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise E.TimeoutError(f"{len(running)} item(s) still running after {timeout:g} s.")
+                raise E.Imagen4TimeoutError(f"{len(running)} item(s) still running after {timeout:g} s.")
+            item = running[0]
             try:
-                running[0].job.wait(min(0.5, remaining) if remaining is not None else 0.5)
+                item.job.wait(min(0.5, remaining) if remaining is not None else 0.5)
             except E.Imagen4Error:
-                time.sleep(0.01)  # its error (or a timeout of this short wait); the item's state says which
+                pass  # its error (or a timeout of this short wait); the item's state says which
+            if not item.done:  # the job is done but the batch's callback has not yet settled the item
+                time.sleep(0.01)
 
     def summary(self) -> str:
         c = self.counts()

@@ -1,0 +1,106 @@
+"""The live progress line of a batch: an HTML display updated in place inside a Jupyter kernel, text on stderr
+elsewhere. It knows nothing of the runner: `update()` receives a `ProgressState` of plain numbers."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.cards import esc
+
+COUNT_NAMES = ("done", "success", "failed", "lost", "running", "reused", "pending")
+
+
+def ipython_shell() -> Any:
+    """The running IPython shell, or None (IPython is not imported just to ask)."""
+    if "IPython" not in sys.modules:
+        return None
+    try:
+        from IPython import get_ipython
+
+        return get_ipython()
+    except Exception:  # pragma: no cover
+        return None
+
+
+@dataclass
+class ProgressState:
+    """What the progress line shows: item counts (`COUNT_NAMES`), the shared rate-limit pause still to wait
+    (0 when none, or nothing left to send), the 429 answers so far and the seconds since the start."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_NAMES, 0))
+    waiting_s: float = 0.0
+    rate_limited: int = 0
+    elapsed_s: float | None = None
+
+
+class Progress:
+    """A progress line for `total` items."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.handle = None
+        self.last = 0.0
+        self.last_line = ""
+        self.last_printed_done = -1
+        self.tty = False
+        ip = ipython_shell()
+        if ip is not None and getattr(ip, "kernel", None) is not None:
+            from IPython.display import display
+
+            self.handle = display(self._bundle(ProgressState()), raw=True, display_id=True)
+        else:
+            self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    def _text(self, state: ProgressState, final: bool = False) -> str:
+        c = state.counts
+        parts = [f"{c['done']}/{self.total} done"]
+        if c["running"]:
+            parts.append(f"{c['running']} running")
+        if c["reused"]:
+            parts.append(f"{c['reused']} reused")
+        if c["failed"]:
+            parts.append(f"{c['failed']} failed")
+        if c["lost"]:
+            parts.append(f"{c['lost']} lost (outcome unknown)")
+        if state.waiting_s > 0 and not final:
+            parts.append(f"rate limited: waiting {state.waiting_s:.0f} s")
+        if state.rate_limited:
+            parts.append(f"{state.rate_limited}×429")
+        if state.elapsed_s is not None:
+            parts.append(f"{state.elapsed_s:.0f} s")
+        return "imagen4 batch: " + " · ".join(parts)
+
+    def _bundle(self, state: ProgressState, final: bool = False) -> dict[str, str]:
+        c = state.counts
+        text = self._text(state, final)
+        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
+        html = (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
+                f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
+                f'vertical-align:middle;accent-color:{colour}"></progress> {esc(text)}</div>')
+        return {"text/html": html, "text/plain": text}
+
+    def due(self, final: bool = False) -> bool:
+        """True if an update now would be shown (at most four a second; the final one always)."""
+        return final or time.monotonic() - self.last >= 0.25
+
+    def update(self, state: ProgressState, final: bool = False) -> None:
+        if not self.due(final):
+            return
+        self.last = time.monotonic()
+        if self.handle is not None:
+            self.handle.update(self._bundle(state, final), raw=True)
+            return
+        line = self._text(state, final)
+        if self.tty:
+            pad = " " * max(0, len(self.last_line) - len(line))
+            sys.stderr.write("\r" + line + pad + ("\n" if final else ""))
+            sys.stderr.flush()
+            self.last_line = line
+            return
+        done = state.counts["done"]
+        step = max(1, self.total // 10)
+        if final or done >= self.last_printed_done + step:
+            self.last_printed_done = done
+            print(line, file=sys.stderr, flush=True)
