@@ -59,9 +59,9 @@ def traits_block() -> str:
 # -- %%imagen4 flags ------------------------------------------------------------------------------------
 def flags() -> list[Any]:
     """The argparse actions of the cell magic (the options users type after %%imagen4)."""
-    from imagen4_jupyter.notebook.magics import Imagen4Magics
+    from imagen4_jupyter.notebook.magics import CELL_FLAGS
 
-    return [a for a in Imagen4Magics.imagen4.parser._actions if a.option_strings]
+    return list(CELL_FLAGS.actions)
 
 
 def _flag_name(action: Any) -> str:

@@ -412,6 +412,82 @@ def test_help_lists_every_flag_and_subcommand(ip):
         assert flag in doc, flag
 
 
+def test_help_shows_real_default_values(ip):
+    doc = " ".join(ip.find_cell_magic("imagen4").__doc__.split())
+    assert "(default: 1; see Imagen4Magics.num_images)" in doc and "(default: 1:1; see" in doc
+    assert "(default: Imagen4Magics" not in doc
+    from imagen4_jupyter.notebook.subcommands import commands
+
+    table = commands()[1]
+    helps = {o: a.help for c in table.values() for a in c.actions for o in a.option_strings}
+    assert "(default: 20)" in helps["--limit"] and "(default: 4)" in helps["--concurrency"]
+    assert "(default: 960," in helps["--timeout"]
+
+
+def test_one_parser_dispatches_every_subcommand_through_its_handler(ip):
+    from imagen4_jupyter.notebook.subcommands import SUBCOMMANDS, Subcommands, commands
+
+    parser, table = commands()
+    assert commands() is commands() and tuple(table) == SUBCOMMANDS  # built once
+    for name in SUBCOMMANDS:
+        words = {"show": ["task_1"], "status": ["task_1"], "batch": ["prompts"]}.get(name, [])
+        assert parser.parse_args([name, *words]).handler is getattr(Subcommands, name)
+    # the request flags of a cell and of a batch are the same definitions
+    cell = set(M.CELL_FLAGS.option_strings())
+    batch = set(table["batch"].options())
+    assert {"-n", "-a", "-s", "--negative", "--wait", "--no-wait", "--force", "-o"} <= cell & batch
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("%%imagen4 --seeds 3\nx", "unrecognized arguments: --seeds 3; did you mean --seed?"),
+    ("%%imagen4 --negatve=blur\nx", "did you mean --negative?"),
+    ("%imagen4 histroy", "Unknown subcommand 'histroy' (did you mean history?)"),
+    ("%imagen4 cerdits", "did you mean credits?"),
+    ("%imagen4 history --limt 3", "unrecognized arguments: --limt 3; did you mean --limit?"),
+    ("%imagen4 batch prompts_ok --concurency 2", "did you mean --concurrency?"),
+    ("%imagen4 wait --timeuot 1", "did you mean --timeout?"),
+])
+def test_mistyped_flags_and_subcommands_say_did_you_mean(ip, sim, line, needle):
+    ip.user_ns["prompts_ok"] = ["fine"]
+    r = run(ip, line)
+    assert_short_error(r, needle)
+    assert len(r.text.strip().splitlines()) == 1 and sim.count() == 0
+    ip.user_ns.pop("prompts_ok")
+
+
+@pytest.mark.parametrize("trait, bad, says", [
+    ("num_images", 7, "should not be greater than 4"),
+    ("num_images", 0, "should not be less than 1"),
+    ("preview_size", 8, "should not be less than 16"),
+    ("poll_interval", -1.0, "should not be less than 0"),
+    ("refresh_interval", -0.5, "should not be less than 0"),
+    ("timeout", 0.0, "timeout must be a positive number"),
+    ("aspect_ratio", "2:1", "aspect_ratio '2:1' is not supported; use one of 1:1, 16:9, 9:16, 3:4, 4:3."),
+    ("wait", "sometimes", "wait 'sometimes' is not supported; use one of auto, always, never."),
+    ("embed", "huge", "embed 'huge' is not supported"),
+    ("reuse", "often", "reuse 'often' is not supported"),
+    ("display_mode", "html", "display_mode 'html' is not supported"),
+])
+def test_traits_refuse_bad_values_and_keep_the_old_one(ip, trait, bad, says):
+    from traitlets import TraitError
+
+    before = getattr(ip.imagen4, trait)
+    with pytest.raises(TraitError) as info:
+        setattr(ip.imagen4, trait, bad)
+    assert says in str(info.value)
+    assert getattr(ip.imagen4, trait) == before
+
+
+def test_wait_timeout_is_a_short_error_and_the_task_goes_on(ip, sim):
+    sim.generation_time = 1.0
+    r = run(ip, "%%imagen4 --no-wait -o job\nslow", "%imagen4 wait --timeout 0.1")
+    assert_short_error(r, "1 task(s) still running after 0.1 s")
+    assert type(r.result.error_in_exec.error).__name__ == "Imagen4TimeoutError"
+    ip.user_ns["job"].wait(10)
+    r = run(ip, "%imagen4 wait")
+    assert "Nothing pending" in r.outputs[0]["data"]["text/plain"]
+
+
 def test_headless_detection_follows_allow_stdin(ip):
     magics = ip.imagen4
     assert magics.headless() is True  # no kernel at all (a terminal)

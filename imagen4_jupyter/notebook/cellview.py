@@ -23,6 +23,7 @@ from ..api.job import Job
 from ..records.session import Session
 from . import outputs as D
 
+
 class Host(Protocol):
     """What `LiveViews` reads from the magic that owns it."""
 

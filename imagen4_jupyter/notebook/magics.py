@@ -11,7 +11,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, kwds, magic_arguments
+from IPython.core.magic_arguments import kwds, magic_arguments
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
@@ -25,11 +25,9 @@ from .options import (
     DEFAULT_NUM_IMAGES,
     DEFAULT_TIMEOUT,
     CellError,
-    add_flow_flags,
-    add_request_flags,
+    add_cell_flags,
     check_wait_out,
     parse_words,
-    parser_options,
     shared_flags,
     split_line,
     wait_override,
@@ -39,6 +37,7 @@ from .subcommands import SUBCOMMANDS, Subcommands, help_text
 __all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "unload"]
 
 WAIT_MODES = ("auto", "always", "never")
+CELL_FLAGS = shared_flags(add_cell_flags)  # the flags of %%imagen4 (their argparse actions once it is built)
 
 
 class Choice(Enum):
@@ -201,11 +200,7 @@ class Imagen4Magics(Magics):
 Defaults: %config Imagen4Magics (aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
 notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits). The API key comes from
 APIKLEY_API_KEY and is never stored or shown.""")
-    @shared_flags(add_request_flags)
-    @argument("--callback-url", metavar="URL", help="An http(s) URL the service POSTs the finished task to.")
-    @shared_flags(add_flow_flags)
-    @argument("--embed", choices=D.EMBED_MODES,
-              help="preview (bounded, default), full (original bytes) or none (file paths only).")
+    @CELL_FLAGS
     @line_cell_magic
     def imagen4(self, line: str, cell: str | None = None) -> None:
         """Generate images with Google Imagen 4 (Apikley's task API).
@@ -231,8 +226,7 @@ APIKLEY_API_KEY and is never stored or shown.""")
     # -- %%imagen4 -------------------------------------------------------------------------------
     def build_request(self, line: str, cell: str) -> tuple[GenerationRequest, Any]:
         """Parse flags and body into a validated request; every problem is a UsageError (nothing sent)."""
-        parser = self.imagen4.parser
-        args = parse_words(parser, split_line(line), known=parser_options(parser))
+        args = parse_words(self.imagen4.parser, split_line(line), known=CELL_FLAGS.option_strings())
         check_wait_out(args)
         prompt, negative = split_body(cell)
         if negative is not None and args.negative is not None:

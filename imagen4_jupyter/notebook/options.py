@@ -58,14 +58,38 @@ def add_flow_flags(add: AddArgument, *, batch: bool = False) -> None:
         "Bind the job handle to NAME at once (NAME.task_id, NAME.wait(), NAME.images).")
 
 
-class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument, beside which it is used
-    """`@shared_flags(add_request_flags)` among a magic's `@argument`s: adds those flags to its parser."""
+def add_cell_flags(add: AddArgument) -> None:
+    """Every flag of a `%%imagen4` cell."""
+    from .outputs import EMBED_MODES
 
-    def __init__(self, adder: Callable[..., None], **options: Any):
-        self.adder, self.options = adder, options
+    add_request_flags(add)
+    add("--callback-url", metavar="URL", help="An http(s) URL the service POSTs the finished task to.")
+    add_flow_flags(add)
+    add("--embed", choices=EMBED_MODES,
+        help="preview (bounded, default), full (original bytes) or none (file paths only).")
+
+
+class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument, which it stands for
+    """`@shared_flags(add_cell_flags)` on a magic: adds those flags to the parser `@magic_arguments` builds,
+    and keeps their argparse actions (`actions`, `options()`: argparse keeps its own list private)."""
+
+    def __init__(self, *adders: Callable[..., None], **options: Any):
+        self.adders, self.options = adders, options
+        self.actions: list[Any] = []
 
     def add_to_parser(self, parser: Any, group: Any) -> None:
-        self.adder((group if group is not None else parser).add_argument, **self.options)
+        target = group if group is not None else parser
+
+        def add(*names: str, **kw: Any) -> Any:
+            action = target.add_argument(*names, **kw)
+            self.actions.append(action)
+            return action
+
+        for adder in self.adders:
+            adder(add, **self.options)
+
+    def option_strings(self) -> list[str]:
+        return [o for a in self.actions for o in a.option_strings]
 
 
 def split_line(line: str) -> list[str]:
@@ -78,25 +102,12 @@ def split_line(line: str) -> list[str]:
         raise UsageError(f"Could not read the options: {err} (check the quotes).") from None
 
 
-def parse_words(parser: Any, argv: list[str], known: Iterable[str] = ()) -> Any:
-    """Parse `argv`; an option nobody knows is a one-line UsageError that names the closest known one.
-    `known`: the option strings to suggest from (default: the parser's own)."""
+def parse_words(parser: Any, argv: list[str], known: Iterable[str]) -> Any:
+    """Parse `argv`; an option nobody knows is a one-line UsageError that names the closest of `known`."""
     args, extras = parser.parse_known_args(argv)
     if extras:
-        raise UsageError(unrecognized(extras, list(known) or parser_options(parser)))
+        raise UsageError(unrecognized(extras, known))
     return args
-
-
-def parse_line(parser: Any, line: str) -> Any:
-    """Parse a magic's line with shell-style quoting and "did you mean" hints."""
-    return parse_words(parser, split_line(line))
-
-
-def parser_options(parser: Any) -> list[str]:
-    """The option strings a parser knows, read from its usage line (argparse keeps its actions private)."""
-    import re
-
-    return sorted(set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", parser.format_usage())))
 
 
 def unrecognized(extras: list[str], options: Iterable[str]) -> str:
