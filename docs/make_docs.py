@@ -26,11 +26,6 @@ ROOT = DOCS.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# operands a subcommand takes before its parser sees the rest of the line (so the parser cannot list them)
-LEADING = {"batch": "SOURCE"}
-NO_PROBE: set[str] = set()  # subcommands not to call with a probe argument (each one refuses or parses it today)
-
-
 def _cell(text: Any) -> str:
     """Text for one Markdown table cell."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -55,7 +50,8 @@ def traits_block() -> str:
     for name, trait in traits():
         values = getattr(trait, "values", None)
         shown = " / ".join(f"`{v!r}`" for v in values) if values else ""
-        kind, default = type(trait).__name__, repr(trait.default_value)
+        kind = next(k.__name__ for k in type(trait).__mro__ if k.__module__.startswith("traitlets"))
+        default = repr(trait.default_value)
         rows.append(f"| `{name}` | {kind} | `{default}` | {shown} | {_cell(trait.help)} |")
     return "\n".join(rows)
 
@@ -63,9 +59,9 @@ def traits_block() -> str:
 # -- %%imagen4 flags ------------------------------------------------------------------------------------
 def flags() -> list[Any]:
     """The argparse actions of the cell magic (the options users type after %%imagen4)."""
-    from imagen4_jupyter.notebook.magics import Imagen4Magics
+    from imagen4_jupyter.notebook.magics import CELL_FLAGS
 
-    return [a for a in Imagen4Magics.imagen4.parser._actions if a.option_strings]
+    return list(CELL_FLAGS.actions)
 
 
 def _flag_name(action: Any) -> str:
@@ -85,54 +81,16 @@ def flags_block() -> str:
 
 
 # -- %imagen4 subcommands ---------------------------------------------------------------------------------
-class _Probed(Exception):
-    pass
-
-
 def subcommands() -> list[tuple[str, list[Any] | None]]:
-    """(name, argparse actions or None) of every subcommand; None: it takes no options.
+    """(name, argparse actions or None) of every subcommand, from the one `%imagen4` parser; None: it takes
+    no arguments."""
+    from imagen4_jupyter.notebook.subcommands import commands
 
-    Each subcommand is called with a probe argument while MagicArgumentParser.parse_args is patched to
-    record the parser it was given and stop, so nothing is sent and no history is written.
-    """
-    from IPython.core import magic_arguments
-    from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-
-    from imagen4_jupyter.notebook import magics as M
-
-    shell = InteractiveShell.instance()
-    magics = M.Imagen4Magics(shell=shell)
-    original = magic_arguments.MagicArgumentParser.parse_args
-    seen: list[Any] = []
-
-    def probe(self: Any, args: Any = None, namespace: Any = None) -> Any:
-        seen.append(self)
-        raise _Probed
-
-    out: list[tuple[str, list[Any] | None]] = []
-    magic_arguments.MagicArgumentParser.parse_args = probe  # type: ignore[method-assign]
-    try:
-        for name in M.SUBCOMMANDS:
-            if name in NO_PROBE:
-                out.append((name, None))
-                continue
-            seen.clear()
-            try:
-                getattr(magics, f"_cmd_{name}")("docs_probe --docs-probe")  # an operand, then an option
-            except _Probed:
-                out.append((name, [a for a in seen[-1]._actions if a.dest != "help"]))
-            except UsageError:
-                out.append((name, None))
-            else:  # pragma: no cover - a subcommand that ignored its argument
-                out.append((name, None))
-    finally:
-        magic_arguments.MagicArgumentParser.parse_args = original  # type: ignore[method-assign]
-    return out
+    return [(name, command.actions or None) for name, command in commands()[1].items()]
 
 
 def _usage(name: str, actions: list[Any] | None) -> str:
-    parts = [f"%imagen4 {name}"] + ([LEADING[name]] if name in LEADING else [])
+    parts = [f"%imagen4 {name}"]
     for a in actions or []:
         if not a.option_strings:
             parts.append(a.metavar or a.dest.upper())
@@ -146,7 +104,7 @@ def _usage(name: str, actions: list[Any] | None) -> str:
 def subcommands_block() -> str:
     rows = ["| usage | options |", "|---|---|"]
     for name, actions in subcommands():
-        opts = [f"`{'/'.join(a.option_strings)}`: {_cell(a.help or '')}"
+        opts = [f"`{'/'.join(a.option_strings)}`: {_cell((a.help or '').rstrip('.'))}"
                 + (f" (default {a.default})" if a.default not in (None, False) and "default" not in (a.help or "")
                    and f"({a.default})" not in (a.help or "") else "")
                 for a in actions or [] if a.option_strings]

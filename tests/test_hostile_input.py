@@ -266,11 +266,9 @@ def test_plain_http_base_url_refused_before_any_request_and_opt_out(tmp_path, mo
 # -- what the service says, shown in HTML ----------------------------------------------------------------------
 def test_hostile_service_messages_are_escaped_in_cards(ip, sim):  # noqa: F811
     sim.next_outcomes.append({"fail": ("400", PAYLOADS[1])})
-    r = run(ip, "%%imagen4 --no-wait -o job\na fox", settle=lambda: (
-        ip.user_ns["job"].exception(10), [v.rendered.wait(5) for v in ip.imagen4._live_views()]))
+    r = run(ip, "%%imagen4 --no-wait -o job\na fox", settle=lambda: ip.user_ns["job"].exception(10))
     sim.inject("recordInfo", code=422, msg=PAYLOADS[0])
-    r2 = run(ip, "%%imagen4 --no-wait -o job\nanother fox", settle=lambda: (
-        ip.user_ns["job"].exception(10), [v.rendered.wait(5) for v in ip.imagen4._live_views()]))
+    r2 = run(ip, "%%imagen4 --no-wait -o job\nanother fox", settle=lambda: ip.user_ns["job"].exception(10))
     htmls = [o["data"]["text/html"] for o in r.outputs + r2.outputs if "text/html" in o["data"]]
     assert any(html.escape(PAYLOADS[1]) in h for h in htmls) and any(html.escape(PAYLOADS[0]) in h for h in htmls)
     for text in htmls + [o["data"]["text/html"] for o in run(ip, "%imagen4 history").outputs]:

@@ -105,6 +105,13 @@ def assert_short_error(r: Run, *needles: str):
         assert needle in r.text, r.text
 
 
+def assert_failed_with(r: Run, kind: str):
+    """The cell raised the magic's one-line error, carrying the package's exception of that kind."""
+    err = r.result.error_in_exec
+    assert isinstance(err, M.CellError) and type(err.error).__name__ == kind, repr(err)
+    assert err.__cause__ is err.error and str(err) == err.error.short()
+
+
 # -- loading ----------------------------------------------------------------------------------------
 def test_load_says_where_history_goes(ip, tmp_path):
     assert str(tmp_path / ".imagen4" / "history.jsonl") in ip.load_text
@@ -188,9 +195,7 @@ def test_non_blocking_cell_returns_at_once_and_updates_its_own_display_ids(ip, s
 
     def settle():
         holder["returned"] = time.monotonic()
-        ip.user_ns["job"].wait(10)
-        for v in ip.imagen4._live_views():
-            v.rendered.wait(5)
+        ip.user_ns["job"].wait(10)  # done: its cell's outputs are updated already (no other signal to wait on)
 
     t0 = time.monotonic()
     r = run(ip, "%%imagen4 --no-wait -o job -n 2\na slow lighthouse", settle=settle)
@@ -314,8 +319,7 @@ def test_bad_input_is_a_short_error_and_sends_nothing(ip, sim, cell, needle):
 
 def test_failure_turns_the_card_into_an_error_line(ip, sim):
     sim.next_outcomes.append({"fail": ("500", "content filtered")})
-    r = run(ip, "%%imagen4 --no-wait -o job\nforbidden", settle=lambda: (
-        ip.user_ns["job"].exception(10), [v.rendered.wait(5) for v in ip.imagen4._live_views()]))
+    r = run(ip, "%%imagen4 --no-wait -o job\nforbidden", settle=lambda: ip.user_ns["job"].exception(10))
     job = ip.user_ns["job"]
     card_id = r.display_ids(created=True)[0]
     last = [o for o in r.outputs if o["transient"].get("display_id") == card_id][-1]
@@ -325,7 +329,7 @@ def test_failure_turns_the_card_into_an_error_line(ip, sim):
 
     sim.next_outcomes.append({"fail": ("500", "filtered again")})
     r = run(ip, "%%imagen4 --wait\nforbidden too")
-    assert type(r.result.error_in_exec).__name__ == "GenerationFailedError"
+    assert_failed_with(r, "GenerationFailedError")
     assert "Traceback" not in r.text and "filtered again" in r.text
 
 
@@ -333,13 +337,12 @@ def test_text_mode_blocking_failure_prints_the_error_once(ip, sim):
     ip.imagen4.display_mode = "text"
     sim.next_outcomes.append({"fail": ("500", "filtered in a terminal")})
     r = run(ip, "%%imagen4 --wait\nforbidden")
-    assert type(r.result.error_in_exec).__name__ == "GenerationFailedError"
+    assert_failed_with(r, "GenerationFailedError")
     assert r.text.count("filtered in a terminal") == 1, r.text
     assert "Traceback" not in r.text
 
     sim.next_outcomes.append({"fail": ("500", "filtered, not waited for")})  # nobody raises it: printed
-    r = run(ip, "%%imagen4 --no-wait -o job\nforbidden too", settle=lambda: (
-        ip.user_ns["job"].exception(10), [v.rendered.wait(5) for v in ip.imagen4._live_views()]))
+    r = run(ip, "%%imagen4 --no-wait -o job\nforbidden too", settle=lambda: ip.user_ns["job"].exception(10))
     assert r.result.error_in_exec is None and r.cap.stderr.count("filtered, not waited for") == 1, r.text
 
 
@@ -347,7 +350,7 @@ def test_service_error_at_submit_is_short(ip, sim):
     sim.credits = 0
     r = run(ip, "%%imagen4 --wait\npoor")
     assert_short_error(r, "Not enough credits")
-    assert type(r.result.error_in_exec).__name__ == "InsufficientCreditsError"
+    assert_failed_with(r, "InsufficientCreditsError")
 
 
 def test_missing_key_is_short_and_sends_nothing(ip, sim, monkeypatch):
@@ -409,6 +412,82 @@ def test_help_lists_every_flag_and_subcommand(ip):
         assert flag in doc, flag
 
 
+def test_help_shows_real_default_values(ip):
+    doc = " ".join(ip.find_cell_magic("imagen4").__doc__.split())
+    assert "(default: 1; see Imagen4Magics.num_images)" in doc and "(default: 1:1; see" in doc
+    assert "(default: Imagen4Magics" not in doc
+    from imagen4_jupyter.notebook.subcommands import commands
+
+    table = commands()[1]
+    helps = {o: a.help for c in table.values() for a in c.actions for o in a.option_strings}
+    assert "(default: 20)" in helps["--limit"] and "(default: 4)" in helps["--concurrency"]
+    assert "(default: 960," in helps["--timeout"]
+
+
+def test_one_parser_dispatches_every_subcommand_through_its_handler(ip):
+    from imagen4_jupyter.notebook.subcommands import SUBCOMMANDS, Subcommands, commands
+
+    parser, table = commands()
+    assert commands() is commands() and tuple(table) == SUBCOMMANDS  # built once
+    for name in SUBCOMMANDS:
+        words = {"show": ["task_1"], "status": ["task_1"], "batch": ["prompts"]}.get(name, [])
+        assert parser.parse_args([name, *words]).handler is getattr(Subcommands, name)
+    # the request flags of a cell and of a batch are the same definitions
+    cell = set(M.CELL_FLAGS.option_strings())
+    batch = set(table["batch"].options())
+    assert {"-n", "-a", "-s", "--negative", "--wait", "--no-wait", "--force", "-o"} <= cell & batch
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("%%imagen4 --seeds 3\nx", "unrecognized arguments: --seeds 3; did you mean --seed?"),
+    ("%%imagen4 --negatve=blur\nx", "did you mean --negative?"),
+    ("%imagen4 histroy", "Unknown subcommand 'histroy' (did you mean history?)"),
+    ("%imagen4 cerdits", "did you mean credits?"),
+    ("%imagen4 history --limt 3", "unrecognized arguments: --limt 3; did you mean --limit?"),
+    ("%imagen4 batch prompts_ok --concurency 2", "did you mean --concurrency?"),
+    ("%imagen4 wait --timeuot 1", "did you mean --timeout?"),
+])
+def test_mistyped_flags_and_subcommands_say_did_you_mean(ip, sim, line, needle):
+    ip.user_ns["prompts_ok"] = ["fine"]
+    r = run(ip, line)
+    assert_short_error(r, needle)
+    assert len(r.text.strip().splitlines()) == 1 and sim.count() == 0
+    ip.user_ns.pop("prompts_ok")
+
+
+@pytest.mark.parametrize("trait, bad, says", [
+    ("num_images", 7, "should not be greater than 4"),
+    ("num_images", 0, "should not be less than 1"),
+    ("preview_size", 8, "should not be less than 16"),
+    ("poll_interval", -1.0, "should not be less than 0"),
+    ("refresh_interval", -0.5, "should not be less than 0"),
+    ("timeout", 0.0, "timeout must be a positive number"),
+    ("aspect_ratio", "2:1", "aspect_ratio '2:1' is not supported; use one of 1:1, 16:9, 9:16, 3:4, 4:3."),
+    ("wait", "sometimes", "wait 'sometimes' is not supported; use one of auto, always, never."),
+    ("embed", "huge", "embed 'huge' is not supported"),
+    ("reuse", "often", "reuse 'often' is not supported"),
+    ("display_mode", "html", "display_mode 'html' is not supported"),
+])
+def test_traits_refuse_bad_values_and_keep_the_old_one(ip, trait, bad, says):
+    from traitlets import TraitError
+
+    before = getattr(ip.imagen4, trait)
+    with pytest.raises(TraitError) as info:
+        setattr(ip.imagen4, trait, bad)
+    assert says in str(info.value)
+    assert getattr(ip.imagen4, trait) == before
+
+
+def test_wait_timeout_is_a_short_error_and_the_task_goes_on(ip, sim):
+    sim.generation_time = 1.0
+    r = run(ip, "%%imagen4 --no-wait -o job\nslow", "%imagen4 wait --timeout 0.1")
+    assert_short_error(r, "1 task(s) still running after 0.1 s")
+    assert type(r.result.error_in_exec.error).__name__ == "Imagen4TimeoutError"
+    ip.user_ns["job"].wait(10)
+    r = run(ip, "%imagen4 wait")
+    assert "Nothing pending" in r.outputs[0]["data"]["text/plain"]
+
+
 def test_headless_detection_follows_allow_stdin(ip):
     magics = ip.imagen4
     assert magics.headless() is True  # no kernel at all (a terminal)
@@ -458,7 +537,7 @@ def test_show_status_credits(ip, sim):
     assert sim.count("recordInfo") == before + 1
     assert "state: success" in r.outputs[0]["data"]["text/plain"]
     assert_short_error(run(ip, "%imagen4 status ../../etc"), "not a valid task id")
-    assert_short_error(run(ip, "%imagen4 status"), "required: task_id")
+    assert_short_error(run(ip, "%imagen4 status"), "required: TASK_ID")
     assert sim.count("recordInfo") == before + 1
     r = run(ip, "%imagen4 status task_unknown_1")
     assert_short_error(r, "Not found")

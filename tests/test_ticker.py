@@ -37,15 +37,15 @@ def test_live_cards_refresh_without_a_ticker_thread(sim, tmp_path, monkeypatch):
         calls = []
         with capture_output():
             shell.run_cell("%%imagen4 --no-wait -o job\nticking")
-            view = next(iter(magics._live_views()))
+            view = next(iter(magics.views.live()))
             real = view.refresh
             view.refresh = lambda: (calls.append(time.monotonic()), real())
             shell.user_ns["job"].wait(10)
-            view.rendered.wait(5)
+            assert view.finalized  # rendered before the job reported done
         assert len(calls) >= 3  # about every 0.1 s while the task ran
         assert not [t for t in threading.enumerate() if t.name == "imagen4-ticker"]
         time.sleep(0.3)
-        assert magics._ticker._scheduled is False  # stopped once no live card was left
+        assert magics.views.ticker.scheduled is False  # stopped once no live card was left
     finally:
         session = magics.session
         M.unload(shell)

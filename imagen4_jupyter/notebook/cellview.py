@@ -1,24 +1,58 @@
 """The live outputs of `%%imagen4` cells: one `CellView` per task (a status card and one slot per image),
-the `_Ticker` that refreshes elapsed times, and `LiveViews`, the part of the magic that tracks the views,
-blocks a cell until its images are rendered, and shows finished jobs.
+the `Ticker` that refreshes elapsed times, and `LiveViews`, which the magic owns: it tracks the views,
+blocks a cell until its images are rendered, and shows finished jobs and messages.
 
 Views are created on the kernel thread (`display(..., display_id=True)`) and updated in place from the
-poller thread, so images land in the cell that asked for them.
+poller thread, so images land in the cell that asked for them. The one done signal is the job's own: it
+completes only after its change callbacks ran (the history's final event, and a view's final rendering).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from IPython.display import display
 
 from ..api import cards as C
 from ..api import errors as E
 from ..api.job import Job
+from ..records.session import Session
 from . import outputs as D
+
+
+class Host(Protocol):
+    """What `LiveViews` reads from the magic that owns it."""
+
+    embed: str
+    preview_size: int
+    timeout: float
+    refresh_interval: float
+
+    @property
+    def session(self) -> Session: ...
+
+    def rich(self) -> bool: ...
+
+
+def ended(job: Job) -> bool:
+    """True once the job has finished: also inside its final change callbacks, before it reports done
+    (`finished_at` is set first; a `success` status alone can come before the images are downloaded)."""
+    return job.done() or job.finished_at is not None
+
+
+def settled(job: Job, timeout: float | None) -> bool:
+    """Wait until `job` is done (its history record and display updates included); False on timeout."""
+    try:
+        job.exception(timeout)
+    except TimeoutError:  # a Future's exception(timeout) raises it (Imagen4TimeoutError is one too)
+        return False
+    except concurrent.futures.CancelledError:
+        return True
+    return job.done()
 
 
 class CellView:
@@ -28,13 +62,12 @@ class CellView:
     (`deferred`), the final rendering is left to the kernel thread so it lands before the cell ends.
     """
 
-    def __init__(self, owner: "LiveViews", job: Job, *, rich: bool, embed: str, preview_size: int,
+    def __init__(self, owner: LiveViews, job: Job, *, rich: bool, embed: str, preview_size: int,
                  deferred: bool):
         self.owner, self.job, self.rich = owner, job, rich
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
         self.finalized = False
-        self.rendered = threading.Event()
         self.card: Any = None
         self.slots: list[Any] = []
         self._lock = threading.RLock()
@@ -42,7 +75,7 @@ class CellView:
         self._last_card: dict | None = None
 
     # -- kernel thread ------------------------------------------------------------------------
-    def open(self) -> "CellView":
+    def open(self) -> CellView:
         expected = self.job.request.num_images if self.job.request else 1
         if self.rich:
             self._last_card = C.card_bundle(self.job)
@@ -51,16 +84,25 @@ class CellView:
         else:
             self._print_state()
         self.owner._track_view(self)
-        self.job.on_change(self._changed)
+        self.job.on_change(self._changed)  # the final change renders before the job reports done
+        self.job.add_done_callback(self._changed)  # in case it finished while we subscribed
         self._changed(self.job)  # it may have moved on before we subscribed
         return self
+
+    def release(self, *, error_raised: bool = False) -> bool:
+        """Kernel thread, after blocking: stop deferring, render now if the job has finished (True then)."""
+        with self._lock:
+            self.deferred = False
+            if ended(self.job):
+                self.finalize(error_raised=error_raised)
+            return self.finalized
 
     # -- poller thread (and ticker) ------------------------------------------------------------
     def _changed(self, job: Job) -> None:
         with self._lock:
             if self.finalized:
                 return
-            if job.done():
+            if ended(job):
                 if not self.deferred:
                     self.finalize()
                 return
@@ -87,9 +129,8 @@ class CellView:
                 return
             self.finalized = True
             try:
-                self._render_rich() if self.rich else self._render_text(show_error=not error_raised)
+                self._render_rich() if self.rich else self.render_text(show_error=not error_raised)
             finally:
-                self.rendered.set()
                 self.owner._untrack_view(self)
 
     def _render_rich(self) -> None:
@@ -119,7 +160,8 @@ class CellView:
             self._last_line = line
             print(line, flush=True)
 
-    def _render_text(self, show_error: bool = True) -> None:
+    def render_text(self, show_error: bool = True) -> None:
+        """The job's outcome as text lines: its error (stderr), or the saved files."""
         job = self.job
         if job.error is not None:
             if not show_error:
@@ -134,18 +176,25 @@ class CellView:
             print(f"  {C.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)
 
 
-class _Ticker:
+
+
+class Ticker:
     """Refreshes the elapsed time of live cards every `refresh_interval` seconds, on the client's poller
     threads (`Poller.call_later`: no thread of its own); it stops when no live card is left."""
 
-    def __init__(self, owner: "LiveViews"):
+    def __init__(self, owner: LiveViews):
         self.owner = owner
         self._lock = threading.Lock()
         self._scheduled = False
         self._stopped = False
 
+    @property
+    def scheduled(self) -> bool:
+        """True while a refresh is scheduled (some live card is left)."""
+        return self._scheduled
+
     def ensure(self) -> None:
-        if self.owner.refresh_interval <= 0:
+        if self.owner.host.refresh_interval <= 0:
             return
         with self._lock:
             if self._scheduled:
@@ -159,14 +208,14 @@ class _Ticker:
 
     def _schedule(self) -> None:
         try:
-            self.owner.session.client.poller.call_later(max(0.1, self.owner.refresh_interval), self._tick)
+            self.owner.host.session.client.poller.call_later(max(0.1, self.owner.host.refresh_interval), self._tick)
         except Exception:  # no client (no key, say): the cards still change with each state
             with self._lock:
                 self._scheduled = False
 
     def _tick(self) -> None:
         with self._lock:  # a view added after this check calls ensure(), which then schedules again
-            views = [] if self._stopped else self.owner._live_views()
+            views = [] if self._stopped else self.owner.live()
             if not views:
                 self._scheduled = False
                 return
@@ -180,94 +229,87 @@ class _Ticker:
 
 
 class LiveViews:
-    """Mixin of `Imagen4Magics`: the cells' live views and the waiting that goes with them.
+    """The cells' live views and the waiting that goes with them; owned by the magic (`host`), whose traits
+    `embed`, `preview_size`, `timeout`, `refresh_interval`, `rich()` and `session` it reads."""
 
-    The host provides `rich()`, `session`, and the traits `embed`, `preview_size`, `timeout` and
-    `refresh_interval`; it calls `_init_views()` before anything else (before traitlets' `__init__`).
-    """
-
-    def _init_views(self) -> None:
+    def __init__(self, host: Host):
+        self.host = host
         self._views: set[CellView] = set()
         self._views_lock = threading.Lock()
-        self._ticker = _Ticker(self)
-        self._outcomes: dict[str, threading.Event] = {}  # set once the session recorded a task's end
-
-    def _session_changed(self, job: Job) -> None:
-        """The session calls this after it wrote a job's change to the history."""
-        if job.done():
-            self._recorded(job.task_id).set()
-
-    def _recorded(self, task_id: str) -> threading.Event:
-        with self._views_lock:
-            return self._outcomes.setdefault(task_id, threading.Event())
+        self.ticker = Ticker(self)
 
     # -- views ---------------------------------------------------------------------------------
     def _track_view(self, view: CellView) -> None:
         with self._views_lock:
             self._views.add(view)
-        self._ticker.ensure()
+        self.ticker.ensure()
 
     def _untrack_view(self, view: CellView) -> None:
         with self._views_lock:
             self._views.discard(view)
 
-    def _live_views(self) -> list[CellView]:
+    def live(self) -> list[CellView]:
+        """The views not rendered in their final state yet."""
         with self._views_lock:
-            return [v for v in self._views if not v.rendered.is_set()]  # finalizing ones too
+            return list(self._views)
 
-    def _view(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
-        return CellView(self, job, rich=self.rich(), embed=embed or self.embed, preview_size=self.preview_size,
+    def open(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
+        """Show `job` in the running cell (a live card and image slots, or status lines); `deferred`: the
+        final rendering waits for `block_on`, on the kernel thread."""
+        return self.view(job, embed=embed, deferred=deferred).open()
+
+    def view(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
+        host = self.host
+        return CellView(self, job, rich=host.rich(), embed=embed or host.embed, preview_size=host.preview_size,
                         deferred=deferred)
 
-    def _block_on(self, views: list[CellView], *, raises: bool = False) -> list[Job]:
-        """Wait on the kernel thread until the views' jobs are done, then render them here. `raises`: the
-        caller raises the error of a job finished here (text mode then leaves the message to it)."""
-        limit = self.timeout + 60.0
+    def block_on(self, views: list[CellView], *, raises: bool = False) -> list[Job]:
+        """Wait on the kernel thread until the views' jobs are done, then render them here, so the images are
+        in this cell's outputs before it ends. `raises`: the caller raises the error of a job finished here
+        (text mode then leaves the message to it)."""
+        limit = self.host.timeout + 60.0
         deadline = time.monotonic() + limit
         interrupted = False
         try:
             for view in views:
-                view.job.exception(max(0.0, deadline - time.monotonic()))
-                if view.job.done():  # the session records the outcome just after: let it, first
-                    self._recorded(view.job.task_id).wait(10)
+                settled(view.job, max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             interrupted = True
-        unfinished = []
-        for view in views:
-            with view._lock:
-                view.deferred = False
-                if view.job.done():
-                    view.finalize(error_raised=raises)
-                else:
-                    unfinished.append(view.job)
+        unfinished = [v.job for v in views if not v.release(error_raised=raises)]
         if unfinished:
             why = "Interrupted" if interrupted else f"Still running after {limit:g} s"
             ids = ", ".join(j.task_id for j in unfinished)
-            self._say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
-                      "images will appear here; %imagen4 wait blocks again.")
+            self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
+                     "images will appear here; %imagen4 wait blocks again.")
         return [v.job for v in views]
 
+    def stop(self) -> None:
+        """No more elapsed-time refreshes (the extension is unloaded); cards still change with each state."""
+        self.ticker.stop()
+
+    # -- one-off outputs -----------------------------------------------------------------------
     def output_base(self) -> Path:
         """The folder that image paths in outputs are relative to: the notebook's, else the working directory
         (where Jupyter starts a notebook's kernel)."""
-        notebook = self.session.notebook
+        notebook = self.host.session.notebook
         return Path(notebook).parent if notebook else Path.cwd()
 
-    def _say(self, text: str, kind: str = "info") -> None:
-        if self.rich():
+    def say(self, text: str, kind: str = "info") -> None:
+        """A one-line message in the cell (stderr in text mode for errors)."""
+        if self.host.rich():
             display(C.message_bundle(text, kind), raw=True)
         else:
             print(f"[imagen4] {text}", file=sys.stderr if kind == "error" else sys.stdout, flush=True)
 
-    def _show_finished(self, job: Job, embed: str, note: str = "") -> None:
+    def show_finished(self, job: Job, embed: str, note: str = "") -> None:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
-        if not self.rich():
+        if not self.host.rich():
             if note == "reused":
                 print(C.reused_bundle(job, job.created_at)["text/plain"], flush=True)
-            view = self._view(job, embed=embed)
-            view._render_text()
+            self.view(job, embed=embed).render_text()
             return
         display(C.reused_bundle(job, job.created_at) if note == "reused" else C.card_bundle(job), raw=True)
+        base = self.output_base()
         for image in job.images:
-            data, meta = D.image_output(job, image, embed, self.preview_size, base=self.output_base())
+            data, meta = D.image_output(job, image, embed, self.host.preview_size, base=base)
             display(data, raw=True, metadata=meta)

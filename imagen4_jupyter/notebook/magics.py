@@ -11,25 +11,42 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.core.magic_arguments import kwds, magic_arguments
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
 from ..api.job import Job
 from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
-from ..records.session import REUSE_POLICIES, Session, set_session
+from ..records.session import REUSE_POLICIES, Session, current_session, set_session
 from . import outputs as D
-from .cellview import CellView, LiveViews, _Ticker  # noqa: F401 - names kept importable from here
-from .subcommands import (  # noqa: F401 - SUBCOMMANDS and short_error: still importable from here
-    SUBCOMMANDS,
-    Subcommands,
+from .cellview import LiveViews
+from .options import (
+    DEFAULT_ASPECT_RATIO,
+    DEFAULT_NUM_IMAGES,
+    DEFAULT_TIMEOUT,
+    CellError,
+    add_cell_flags,
     check_wait_out,
-    parse_line,
-    short_error,
+    parse_words,
+    shared_flags,
+    split_line,
     wait_override,
 )
+from .subcommands import SUBCOMMANDS, Subcommands, help_text
+
+__all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "unload"]
 
 WAIT_MODES = ("auto", "always", "never")
+CELL_FLAGS = shared_flags(add_cell_flags)  # the flags of %%imagen4 (their argparse actions once it is built)
+
+
+class Choice(Enum):
+    """An `Enum` trait whose error is one sentence: `aspect_ratio '2:1' is not supported; use one of ...`."""
+
+    def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> Any:
+        if error is not None:
+            return super().error(obj, value, error, info)
+        raise TraitError(f"{self.name} {value!r} is not supported; use one of {', '.join(map(str, self.values))}.")
 
 
 def split_body(cell: str) -> tuple[str, str | None]:
@@ -42,20 +59,21 @@ def split_body(cell: str) -> tuple[str, str | None]:
 
 
 @magics_class
-class Imagen4Magics(LiveViews, Subcommands, Magics):
+class Imagen4Magics(Magics):
     """Google Imagen 4 in Jupyter: `%%imagen4` cells and `%imagen4 <subcommand>`."""
 
-    aspect_ratio = Unicode("1:1", help="Default aspect ratio: one of 1:1 16:9 9:16 3:4 4:3 (-a overrides).").tag(
-        config=True)
-    num_images = Int(1, help="Default number of images per prompt, 1-4 (-n overrides).").tag(config=True)
-    wait = Enum(WAIT_MODES, "auto", help=(
+    aspect_ratio = Choice(ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, help=(
+        "Default aspect ratio: one of 1:1 16:9 9:16 3:4 4:3 (-a overrides).")).tag(config=True)
+    num_images = Int(DEFAULT_NUM_IMAGES, min=1, max=MAX_IMAGES, help=(
+        "Default number of images per prompt, 1-4 (-n overrides).")).tag(config=True)
+    wait = Choice(WAIT_MODES, "auto", help=(
         "Whether a cell blocks until its images are there: 'auto' blocks in headless runs (nbclient, "
         "papermill, nbconvert --execute) and terminals, and returns at once in an interactive notebook; "
         "'always' / 'never' force it (--wait / --no-wait override per cell).")).tag(config=True)
-    timeout = Float(900.0, help=(
+    timeout = Float(DEFAULT_TIMEOUT, help=(
         "Seconds to follow a task before giving up on it (the service may still finish it: %imagen4 resume "
         "picks it up). A blocking cell waits at most this long.")).tag(config=True)
-    poll_interval = Float(0.0, help=(
+    poll_interval = Float(0.0, min=0.0, help=(
         "Seconds between status checks; 0 learns how long generation takes (from this notebook's history) "
         "and checks densely only around the likely end, following the provider's advised schedule (2-3 s at "
         "first, then sparser) until it has seen three tasks.")).tag(config=True)
@@ -65,18 +83,19 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
     notebook = Unicode("", help=(
         "The notebook's path, when it cannot be detected (JupyterLab's JPY_SESSION_NAME and VS Code are); "
         "decides which history file is used.")).tag(config=True)
-    embed = Enum(D.EMBED_MODES, "preview", help=(
+    embed = Choice(D.EMBED_MODES, "preview", help=(
         "How images go into the notebook: 'preview' a bounded JPEG/PNG (full resolution stays on disk), "
         "'full' the original bytes, 'none' file paths only (--embed overrides).")).tag(config=True)
-    preview_size = Int(768, help="Longest side in pixels of embedded previews (embed='preview').").tag(config=True)
-    reuse = Enum(REUSE_POLICIES, "seeded", help=(
+    preview_size = Int(768, min=16, help="Longest side in pixels of embedded previews (embed='preview').").tag(
+        config=True)
+    reuse = Choice(REUSE_POLICIES, "seeded", help=(
         "When a cell whose exact request succeeded before shows the stored images instead of creating a task: "
         "'seeded' only for requests with a seed, 'always' for any identical request, 'never'. --force "
         "always creates a new task.")).tag(config=True)
-    display_mode = Enum(("auto", "rich", "text"), "auto", help=(
+    display_mode = Choice(("auto", "rich", "text"), "auto", help=(
         "'rich' notebook outputs (live card, inline images), 'text' status lines and file paths (terminals); "
         "'auto' picks rich inside a Jupyter kernel.")).tag(config=True)
-    refresh_interval = Float(1.0, help=(
+    refresh_interval = Float(1.0, min=0.0, help=(
         "Seconds between elapsed-time refreshes of live status cards; 0 refreshes only when the state "
         "changes.")).tag(config=True)
     track_credits = Bool(False, help=(
@@ -87,39 +106,15 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
         # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
         # runs the trait observers, and they read these.
         self._session: Session | None = None
-        self._init_views()
+        self.views = LiveViews(self)  # the cells' live outputs
+        self.commands = Subcommands(self, self.views)  # %imagen4 <subcommand>
         super().__init__(shell=shell, **kwargs)
 
     # -- traits -------------------------------------------------------------------------------
-    @validate("aspect_ratio")
-    def _check_ratio(self, proposal: Any) -> str:
-        value = str(proposal["value"]).strip()
-        if value not in ASPECT_RATIOS:
-            raise TraitError(f"aspect_ratio {value!r} is not supported; use one of {', '.join(ASPECT_RATIOS)}.")
-        return value
-
-    @validate("num_images")
-    def _check_num(self, proposal: Any) -> int:
-        if not 1 <= proposal["value"] <= MAX_IMAGES:
-            raise TraitError(f"num_images must be from 1 to {MAX_IMAGES}, not {proposal['value']}.")
-        return proposal["value"]
-
     @validate("timeout")
-    def _check_timeout(self, proposal: Any) -> float:
+    def _check_timeout(self, proposal: Any) -> float:  # Float(min=) cannot say "more than 0"
         if not proposal["value"] > 0:
             raise TraitError("timeout must be a positive number of seconds.")
-        return proposal["value"]
-
-    @validate("poll_interval", "refresh_interval")
-    def _check_nonneg(self, proposal: Any) -> float:
-        if proposal["value"] < 0:
-            raise TraitError(f"{proposal['trait'].name} must be 0 or more seconds.")
-        return proposal["value"]
-
-    @validate("preview_size")
-    def _check_preview(self, proposal: Any) -> int:
-        if proposal["value"] < 16:
-            raise TraitError("preview_size must be at least 16 pixels.")
         return proposal["value"]
 
     @observe("poll_interval", "timeout")
@@ -155,12 +150,11 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
     def session(self) -> Session:
         """The kernel's session: the current one if it keeps the same history file, else a new one."""
         if self._session is None:
-            from ..records import session as S
             from ..records.history import find_notebook, history_path
 
             user_ns = self.shell.user_ns if self.shell else None
             nb, _ = find_notebook(user_ns, self.notebook or None)
-            current = S._current
+            current = current_session()
             if current is not None and current.history.path == history_path(nb, self.history_folder or None):
                 current.reuse = self.reuse  # a reloaded extension or a panel opened first: keep its jobs
                 current.configure_client(schedule=self.schedule())
@@ -170,7 +164,6 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
                                         history_folder=self.history_folder or None, reuse=self.reuse,
                                         client_options={"schedule": self.schedule()})
                 set_session(self._session)
-            self._session.subscribe(self._session_changed)
         return self._session
 
     # -- where am I running -------------------------------------------------------------------
@@ -202,22 +195,12 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
     # -- the magic ------------------------------------------------------------------------------
     @no_var_expand
     @magic_arguments(name="%imagen4")  # the usage line then reads %%imagen4
-    @argument("-n", "--num-images", metavar="N", help="How many images, 1-4 (default: Imagen4Magics.num_images).")
-    @argument("-a", "--aspect-ratio", metavar="RATIO",
-              help="One of 1:1 16:9 9:16 3:4 4:3 (default: Imagen4Magics.aspect_ratio).")
-    @argument("-s", "--seed", metavar="SEED", help=(
-        "Seed (text or a number). A seeded request that succeeded before is shown again from the history "
-        "without a new task (see Imagen4Magics.reuse)."))
-    @argument("--negative", metavar="TEXT", help="Negative prompt (or write it below a line holding only ---).")
-    @argument("--callback-url", metavar="URL", help="An http(s) URL the service POSTs the finished task to.")
-    @argument("--wait", action="store_true", help="Block until the images are there (default in headless runs).")
-    @argument("--no-wait", action="store_true",
-              help="Return at once; the card and images update in place (default in interactive notebooks).")
-    @argument("--force", action="store_true", help="Create a new task even if this exact request succeeded before.")
-    @argument("-o", "--out", metavar="NAME",
-              help="Bind the job handle to NAME at once (NAME.task_id, NAME.wait(), NAME.images).")
-    @argument("--embed", choices=D.EMBED_MODES,
-              help="preview (bounded, default), full (original bytes) or none (file paths only).")
+    @kwds(epilog=help_text() + """
+
+Defaults: %config Imagen4Magics (aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
+notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits). The API key comes from
+APIKLEY_API_KEY and is never stored or shown.""")
+    @CELL_FLAGS
     @line_cell_magic
     def imagen4(self, line: str, cell: str | None = None) -> None:
         """Generate images with Google Imagen 4 (Apikley's task API).
@@ -235,32 +218,15 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
         placeholders in this cell when they are ready. Headless runs block so the saved notebook has them.
         Images and an append-only history (.imagen4/ beside the notebook) are kept on disk; re-running a
         seeded request that succeeded before shows the stored images without a new task.
-
-        Line magic -- %imagen4 <subcommand>:
-          history [--limit N] [--search TEXT]   earlier tasks: time, prompt, parameters, state, id, thumbnails
-          history --export FILE.csv|FILE.json   every task of the history to a file (paths relative to it)
-          show TASK_ID                          a task's stored images (or its live status)
-          status TASK_ID                        ask the service about a task now
-          resume [--wait | --no-wait]           follow tasks left unfinished (e.g. by a kernel restart)
-          wait [--timeout SECONDS]              block until every pending task has finished
-          credits                               the account's remaining credits
-          panel                                 the interactive widget panel
-          batch SOURCE [-n N] [-a RATIO] [-s SEED] [--negative TEXT] [-c CONCURRENCY] [--force] [-o NAME]
-                [--wait | --no-wait]            many prompts: SOURCE is a list variable, a CSV file with a
-                                                prompt column (other request columns used), or df['prompt']
-
-        Defaults: %config Imagen4Magics (aspect_ratio, num_images, wait, timeout, poll_interval,
-        history_folder, notebook, embed, preview_size, reuse, display_mode, refresh_interval,
-        track_credits). The API key comes from APIKLEY_API_KEY and is never stored or shown.
         """
         if cell is None:
-            return self._subcommand(line)
+            return self.commands.run(line)
         return self._generate(line, cell)
 
     # -- %%imagen4 -------------------------------------------------------------------------------
     def build_request(self, line: str, cell: str) -> tuple[GenerationRequest, Any]:
         """Parse flags and body into a validated request; every problem is a UsageError (nothing sent)."""
-        args = parse_line(self.imagen4.parser, line)
+        args = parse_words(self.imagen4.parser, split_line(line), known=CELL_FLAGS.option_strings())
         check_wait_out(args)
         prompt, negative = split_body(cell)
         if negative is not None and args.negative is not None:
@@ -309,19 +275,19 @@ class Imagen4Magics(LiveViews, Subcommands, Magics):
         except E.InvalidRequestError as err:
             raise UsageError(str(err)) from None
         except E.Imagen4Error as err:
-            raise short_error(err) from None
+            raise CellError(err) from err
         if args.out:
             self.shell.user_ns[args.out] = job
         if job.reused:
-            self._show_finished(job, embed, note="reused")
+            self.views.show_finished(job, embed, note="reused")
             return None
         if self.track_credits:
             job.add_done_callback(self._record_credits_after)
-        view = self._view(job, embed=embed, deferred=blocking).open()
+        view = self.views.open(job, embed=embed, deferred=blocking)
         if blocking:
-            self._block_on([view], raises=True)
+            self.views.block_on([view], raises=True)
             if job.done() and job.error is not None:
-                raise short_error(job.error) from None
+                raise CellError(job.error) from job.error
         return None
 
     def _credits_event(self, key: str) -> dict:
@@ -361,8 +327,6 @@ def unload(ipython: Any) -> None:
     for kind in ("line", "cell"):
         manager.magics[kind].pop("imagen4", None)
     if magics is not None:
-        magics._ticker.stop()
-        if magics._session is not None:
-            magics._session.unsubscribe(magics._session_changed)
+        magics.views.stop()
         if magics in getattr(ipython, "configurables", []):
             ipython.configurables.remove(magics)

@@ -272,3 +272,8 @@ def set_session(session: Session | None) -> None:
     global _current
     _current = session
 
+
+
+def current_session() -> Session | None:
+    """The kernel's session if one was made (by `get_session`, `set_session` or the magic), else None."""
+    return _current

@@ -1,0 +1,142 @@
+"""What the magic's command lines share: the request flags of `%%imagen4` and `%imagen4 batch` (defined once,
+added to both), parsing with shell quoting and "did you mean" hints, and `CellError`, a failure shown as one
+line in the notebook.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import ArgDecorator
+
+from ..api import errors as E
+
+# the defaults of the traits the request flags fall back to (Imagen4Magics declares its traits with these)
+DEFAULT_NUM_IMAGES = 1
+DEFAULT_ASPECT_RATIO = "1:1"
+DEFAULT_TIMEOUT = 900.0
+
+AddArgument = Callable[..., Any]  # argparse's add_argument (of a parser or of a group)
+
+
+class CellError(UsageError):
+    """A failure of the magic, shown as one line (no traceback) in the notebook: the message of `error`, the
+    package's exception behind it (also the `__cause__` when raised `from` it, so `%tb` still has it)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+        super().__init__(error.short() if isinstance(error, E.Imagen4Error) else f"{type(error).__name__}: {error}")
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for an exception's own rendering
+        return [str(self)]
+
+
+def add_request_flags(add: AddArgument, *, batch: bool = False) -> None:
+    """-n, -a, -s and --negative: the request fields a cell sets and a batch gives its items as defaults."""
+    each = " for every item without its own" if batch else ""
+    add("-n", "--num-images", metavar="N", help=f"How many images{' per prompt' if batch else ''}, 1-4{each} "
+        f"(default: {DEFAULT_NUM_IMAGES}; see Imagen4Magics.num_images).")
+    add("-a", "--aspect-ratio", metavar="RATIO", help=f"One of 1:1 16:9 9:16 3:4 4:3{each} "
+        f"(default: {DEFAULT_ASPECT_RATIO}; see Imagen4Magics.aspect_ratio).")
+    add("-s", "--seed", metavar="SEED", help=f"Seed (text or a number){each}. A seeded request that succeeded "
+        "before is shown again from the history without a new task (see Imagen4Magics.reuse).")
+    add("--negative", metavar="TEXT", help=f"Negative prompt{each}" + (
+        "." if batch else " (or write it below a line holding only ---)."))
+
+
+def add_flow_flags(add: AddArgument, *, batch: bool = False) -> None:
+    """--wait, --no-wait, --force and -o: how a cell or a batch is sent and followed."""
+    what = "every item has finished" if batch else "the images are there"
+    add("--wait", action="store_true", help=f"Block until {what} (default in headless runs).")
+    add("--no-wait", action="store_true", help="Return at once; " + (
+        "the table appears when every item has finished" if batch else "the card and images update in place")
+        + " (default in interactive notebooks).")
+    add("--force", action="store_true", help="Create a new task even if this exact request succeeded before.")
+    add("-o", "--out", metavar="NAME", help="Bind the BatchResult to NAME at once." if batch else
+        "Bind the job handle to NAME at once (NAME.task_id, NAME.wait(), NAME.images).")
+
+
+def add_cell_flags(add: AddArgument) -> None:
+    """Every flag of a `%%imagen4` cell."""
+    from .outputs import EMBED_MODES
+
+    add_request_flags(add)
+    add("--callback-url", metavar="URL", help="An http(s) URL the service POSTs the finished task to.")
+    add_flow_flags(add)
+    add("--embed", choices=EMBED_MODES,
+        help="preview (bounded, default), full (original bytes) or none (file paths only).")
+
+
+class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument, which it stands for
+    """`@shared_flags(add_cell_flags)` on a magic: adds those flags to the parser `@magic_arguments` builds,
+    and keeps their argparse actions (`actions`, `options()`: argparse keeps its own list private)."""
+
+    def __init__(self, *adders: Callable[..., None], **options: Any):
+        self.adders, self.options = adders, options
+        self.actions: list[Any] = []
+
+    def add_to_parser(self, parser: Any, group: Any) -> None:
+        target = group if group is not None else parser
+
+        def add(*names: str, **kw: Any) -> Any:
+            action = target.add_argument(*names, **kw)
+            self.actions.append(action)
+            return action
+
+        for adder in self.adders:
+            adder(add, **self.options)
+
+    def option_strings(self) -> list[str]:
+        return [o for a in self.actions for o in a.option_strings]
+
+
+def split_line(line: str) -> list[str]:
+    """A magic's line as words, with shell-style quoting (`--negative "two words"` gives `two words`)."""
+    import shlex
+
+    try:
+        return shlex.split(line)
+    except ValueError as err:
+        raise UsageError(f"Could not read the options: {err} (check the quotes).") from None
+
+
+def parse_words(parser: Any, argv: list[str], known: Iterable[str]) -> Any:
+    """Parse `argv`; an option nobody knows is a one-line UsageError that names the closest of `known`."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        raise UsageError(unrecognized(extras, known))
+    return args
+
+
+def unrecognized(extras: list[str], options: Iterable[str]) -> str:
+    """`unrecognized arguments: --seeds 3; did you mean --seed?`"""
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    for word in extras:
+        if word.startswith("-"):
+            hint = did_you_mean(word.split("=", 1)[0], options)
+            if hint:
+                return f"{text}; {hint}"
+    return text
+
+
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """`did you mean history?` for the known name closest to `word` (empty when none is close)."""
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else ""
+
+
+def wait_override(args: Any) -> str | None:
+    """--wait / --no-wait as a wait mode for `blocking()` (None: the trait decides)."""
+    return "always" if args.wait else "never" if args.no_wait else None
+
+
+def check_wait_out(args: Any) -> None:
+    """The checks every command with --wait/--no-wait and -o/--out shares."""
+    import keyword
+
+    if args.wait and args.no_wait:
+        raise UsageError("Use either --wait or --no-wait, not both.")
+    if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
+        raise UsageError(f"-o/--out needs a Python variable name, not {args.out!r}.")
