@@ -1,6 +1,7 @@
 """The generation request: fields, defaults, validation against the schema, payload, interpolation.
 
-Pure code: nothing here does I/O. The schema is `seed-createTask-openapi.txt` (model google/imagen4).
+Pure code: nothing here does I/O. The schemas are those of the Imagen 4 family (`models.py`); the authority for
+`google/imagen4` is `seed-createTask-openapi.txt`.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InvalidRequestError
+from .models import DEFAULT_MODEL, MAX_INT_SEED, ModelSpec, model_spec
 
-MODEL = "google/imagen4"
+MODEL = DEFAULT_MODEL  # the default model (older code imports this name)
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
 MAX_PROMPT = 5000
 MAX_SEED = 500
@@ -24,7 +26,8 @@ MAX_IMAGES = 4
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One text-to-image request, already validated and normalised (`num_images` an int, `seed` a str or None)."""
+    """One text-to-image request, already validated for its model and normalised (`num_images` an int, `seed` a
+    str or None, `model` the full name)."""
 
     prompt: str
     negative_prompt: str | None = None
@@ -32,44 +35,62 @@ class GenerationRequest:
     num_images: int = 1
     seed: str | None = None
     callback_url: str | None = None
+    model: str = DEFAULT_MODEL
 
     @classmethod
-    def create(cls, prompt: Any, *, negative_prompt: Any = None, aspect_ratio: Any = "1:1",
-               num_images: Any = 1, seed: Any = None, callback_url: Any = None) -> "GenerationRequest":
-        """Validate user input and build a request; raises InvalidRequestError saying what to fix."""
+    def create(cls, prompt: Any, *, negative_prompt: Any = None, aspect_ratio: Any = None,
+               num_images: Any = 1, seed: Any = None, callback_url: Any = None,
+               model: Any = None) -> GenerationRequest:
+        """Validate user input for its model and build a request; raises InvalidRequestError saying what to fix.
+
+        `model`: `standard` (default), `fast` or `ultra`, or a full name such as `google/imagen4-ultra`.
+        `aspect_ratio=None` takes the model's documented default (16:9 for fast, 1:1 for the others).
+        """
+        spec = model_spec(model)
         return cls(
             prompt=_check_prompt(prompt, "prompt", required=True),
             negative_prompt=_check_prompt(negative_prompt, "negative prompt", required=False) or None,
-            aspect_ratio=_check_ratio(aspect_ratio),
-            num_images=_check_num_images(num_images),
-            seed=_check_seed(seed),
+            aspect_ratio=_check_ratio(aspect_ratio, spec),
+            num_images=_check_num_images(num_images, spec),
+            seed=_check_seed(seed, spec),
             callback_url=_check_callback(callback_url),
+            model=spec.name,
         )
 
+    @property
+    def spec(self) -> ModelSpec:
+        return model_spec(self.model)
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRequest":
-        """Rebuild from `to_dict()` output (history records), validating again."""
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationRequest:
+        """Rebuild from `to_dict()` output (history records), validating again. Records made before models
+        existed have no `model`: they were `google/imagen4` requests."""
         return cls.create(data.get("prompt"), negative_prompt=data.get("negative_prompt"),
                           aspect_ratio=data.get("aspect_ratio", "1:1"), num_images=data.get("num_images", 1),
-                          seed=data.get("seed"), callback_url=data.get("callback_url"))
+                          seed=data.get("seed"), callback_url=data.get("callback_url"), model=data.get("model"))
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> "GenerationRequest":
+    def from_payload(cls, payload: Mapping[str, Any]) -> GenerationRequest:
         """Rebuild from a createTask body (for example the `param` of a task record)."""
         inp = payload.get("input") or {}
+        spec = model_spec(payload.get("model"))
         return cls.create(inp.get("prompt"), negative_prompt=inp.get("negative_prompt"),
-                          aspect_ratio=inp.get("aspect_ratio", "1:1"), num_images=inp.get("num_images", "1"),
-                          seed=inp.get("seed"), callback_url=payload.get("callBackUrl"))
+                          aspect_ratio=inp.get("aspect_ratio", spec.default_ratio),
+                          num_images=inp.get("num_images", "1"), seed=inp.get("seed"),
+                          callback_url=payload.get("callBackUrl"), model=spec.name)
 
     def to_payload(self) -> dict[str, Any]:
-        """The exact createTask JSON body: strings where the schema says string; callBackUrl only if given."""
-        inp: dict[str, Any] = {"prompt": self.prompt, "aspect_ratio": self.aspect_ratio,
-                               "num_images": str(self.num_images)}
+        """The exact createTask JSON body of this model: `num_images` a string (absent for ultra), `seed` a
+        string (an integer for fast); callBackUrl only if given."""
+        spec = self.spec
+        inp: dict[str, Any] = {"prompt": self.prompt, "aspect_ratio": self.aspect_ratio}
+        if spec.multi_image:
+            inp["num_images"] = str(self.num_images)
         if self.negative_prompt:
             inp["negative_prompt"] = self.negative_prompt
         if self.seed is not None:
-            inp["seed"] = self.seed
-        body: dict[str, Any] = {"model": MODEL, "input": inp}
+            inp["seed"] = int(self.seed) if spec.integer_seed else self.seed
+        body: dict[str, Any] = {"model": spec.name, "input": inp}
         if self.callback_url:
             body["callBackUrl"] = self.callback_url
         return body
@@ -78,8 +99,12 @@ class GenerationRequest:
         return asdict(self)
 
     def key(self) -> str:
-        """A stable hash of everything that decides the images (callback URL excluded), for reuse lookup."""
-        ident = {k: v for k, v in self.to_dict().items() if k != "callback_url"}
+        """A stable hash of everything that decides the images (callback URL excluded), for reuse lookup.
+
+        The default model is left out of the hash, so keys of `google/imagen4` requests are the ones earlier
+        versions wrote and old histories keep reusing; any other model is part of the key."""
+        ident = {k: v for k, v in self.to_dict().items()
+                 if k != "callback_url" and not (k == "model" and v == DEFAULT_MODEL)}
         raw = json.dumps(ident, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
@@ -107,16 +132,26 @@ def _check_prompt(value: Any, what: str, *, required: bool) -> str:
     return value
 
 
-def _check_ratio(value: Any) -> str:
+def _check_ratio(value: Any, spec: ModelSpec) -> str:
     if value is None:
-        return "1:1"
+        return spec.default_ratio
     text = str(value).strip()
     if text not in ASPECT_RATIOS:
         raise InvalidRequestError(f"Aspect ratio {value!r} is not supported; use one of {', '.join(ASPECT_RATIOS)}.")
     return text
 
 
-def _check_num_images(value: Any) -> int:
+def _check_num_images(value: Any, spec: ModelSpec) -> int:
+    number = _whole_number_of_images(value)
+    if number > spec.max_images:
+        raise InvalidRequestError(
+            f"{spec.title} ({spec.short}) makes one image per task, so it cannot make {number}. For several, "
+            "give each its own seed (one cell or item per seed) or run a batch "
+            f"(%imagen4 batch ... -m {spec.short}, or generate_many(..., model='{spec.short}')).")
+    return number
+
+
+def _whole_number_of_images(value: Any) -> int:
     if value is None:
         return 1
     bad = InvalidRequestError(f"The number of images must be a whole number from 1 to {MAX_IMAGES}, not {value!r}.")
@@ -137,7 +172,21 @@ def _check_num_images(value: Any) -> int:
     return number
 
 
-def _check_seed(value: Any) -> str | None:
+def _check_seed(value: Any, spec: ModelSpec) -> str | None:
+    text = _seed_text(value)
+    if text is not None and spec.integer_seed:
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_INT_SEED:
+            raise InvalidRequestError(f"{spec.title} ({spec.short}) takes a whole-number seed from 0 to "
+                                      f"{MAX_INT_SEED}, not {shorten_value(text)}.")
+        return str(int(text))  # "007" and 7 are the same seed in the body
+    return text
+
+
+def shorten_value(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _seed_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
