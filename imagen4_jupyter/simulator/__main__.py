@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="credits per task of MODEL (repeatable; default: 4 fast, 6 standard, 12 ultra)")
     parser.add_argument("--cost-per-image", type=float, metavar="CREDITS",
                         help="charge CREDITS per image for every model instead of the per-task prices")
-    parser.add_argument("--url-ttl", type=float, default=86400.0, help="seconds result URLs stay valid")
-    parser.add_argument("--link-ttl", type=float, default=DEFAULT_LINK_TTL,
+    parser.add_argument("--url-ttl", type=float, default=86400.0, metavar="SECONDS",
+                        help="seconds result URLs stay valid")
+    parser.add_argument("--link-ttl", type=float, default=DEFAULT_LINK_TTL, metavar="SECONDS",
                         help="seconds a fresh link from /api/v1/common/download-url stays valid")
-    parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION,
+    parser.add_argument("--retention", type=float, default=DEFAULT_RETENTION, metavar="SECONDS",
                         help="seconds the media is kept after a task finishes (fresh links work until then)")
     parser.add_argument("--expired-status", type=int, choices=EXPIRED_STATUSES, default=404,
                         help="HTTP status of an expired result URL or link")

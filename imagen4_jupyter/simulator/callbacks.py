@@ -30,12 +30,14 @@ STALE_AGE = 3600
 
 
 class Delivery(NamedTuple):
-    """One callback POST: where, what, the receiver's HTTP status (or the error text), the headers sent."""
+    """One callback POST: where, what, the receiver's HTTP status (or the error text), the headers sent,
+    and which forgery it was (None: genuine)."""
 
     url: str
     payload: dict[str, Any]
     status: int | str
     headers: dict[str, str]
+    forge: str | None = None
 
 
 def sign(key: str, task_id: str, timestamp: int | str) -> str:
@@ -126,14 +128,15 @@ class Callbacks:
     def post(self, url: str, payload: dict[str, Any], forge: str | None = None) -> Delivery:
         """POST ``payload`` to ``url`` now and record it. ``forge``: one of FORGERIES or None (genuine).
 
-        "replay" sends the last recorded delivery of the same task again, byte for byte, old headers included.
+        "replay" sends the task's last genuine delivery again, same body, old headers included.
         """
         if forge is not None and forge not in FORGERIES:
             raise ValueError(f"forge must be None or one of {FORGERIES}")
         task_id = str(payload.get("data", {}).get("taskId", ""))
         headers = self.headers_for(task_id, forge)
         if forge == "replay":
-            earlier = [d for d in self.deliveries if d.payload.get("data", {}).get("taskId") == task_id]
+            earlier = [d for d in self.deliveries
+                       if d.forge is None and d.payload.get("data", {}).get("taskId") == task_id]
             if not earlier:
                 raise ValueError(f"no earlier callback of {task_id} to replay")
             url, payload, headers = earlier[-1].url, earlier[-1].payload, earlier[-1].headers
@@ -152,7 +155,7 @@ class Callbacks:
             result = exc.code
         except Exception as exc:  # noqa: BLE001 - callbacks must never break the simulator
             result = f"{type(exc).__name__}: {exc}"
-        delivery = Delivery(url, payload, result, headers)
+        delivery = Delivery(url, payload, result, headers, forge)
         with self._cv:
             self._deliveries.append(delivery)
         return delivery
