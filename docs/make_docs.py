@@ -129,7 +129,8 @@ def simulator_block() -> str:
         if a.nargs == 0:
             flag = "/".join(a.option_strings)
         else:
-            meta = " ".join(a.metavar) if isinstance(a.metavar, tuple) else (a.metavar or a.dest.upper())
+            choices = "{" + ",".join(str(c) for c in a.choices) + "}" if a.choices else None
+            meta = " ".join(a.metavar) if isinstance(a.metavar, tuple) else (a.metavar or choices or a.dest.upper())
             flag = f"{'/'.join(a.option_strings)} {meta}"
         values = a.default if isinstance(a.default, (tuple, list)) else (a.default,)
         default = "" if a.default is None or a.default is False else " ".join(_number(v) for v in values)

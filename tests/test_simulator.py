@@ -83,7 +83,8 @@ class Api:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(image_scale=SMALL, generation_time=(0.02, 0.02)) as s:
+    """Fast, and without the documented limits (tests/test_simulator_limits.py checks those)."""
+    with Simulator(image_scale=SMALL, generation_time=(0.02, 0.02), enforce_limits=False) as s:
         yield s
 
 
@@ -174,9 +175,16 @@ def test_auth_rejected_everywhere(sim: Simulator, header: str | None) -> None:
         s.get(sim.url + "/api/v1/chat/credit", headers=headers),
     ]
     for r in responses:
-        assert r.status_code == 401
+        assert r.status_code == 200  # as on the live service: only the body says 401
         assert r.json()["code"] == 401 and r.json()["msg"].startswith("Unauthorized")
     assert sim.tasks == {}
+
+
+def test_auth_http_401_by_option() -> None:
+    with Simulator(auth_http_status=401) as sim:
+        r = requests.get(sim.url + "/api/v1/chat/credit", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["code"] == 401
+        assert Api(sim).credit().status_code == 200
 
 
 def test_any_key_mode_and_image_needs_no_auth() -> None:
@@ -202,7 +210,7 @@ def test_unknown_path_and_method(api: Api) -> None:
 
 # -- recordInfo ---------------------------------------------------------------------------
 def test_state_progression_and_times() -> None:
-    with Simulator(queue_time=(0.25, 0.25), generation_time=(0.2, 0.2), image_scale=SMALL) as sim:
+    with Simulator(queue_time=(0.25, 0.25), generation_time=(0.2, 0.2), image_scale=SMALL, enforce_limits=False) as sim:
         api = Api(sim)
         task_id = api.new_task(num_images="2")
         seen: list[str] = []
@@ -240,9 +248,19 @@ def test_record_info_double_encoding_and_spelling(api: Api) -> None:
 
 
 def test_record_info_unknown_and_missing(api: Api) -> None:
-    assert api.info("task_google_0").json() == {"code": 404, "message": "task not found", "data": None}
-    missing = api.info(None).json()
-    assert missing["code"] == 422 and "taskId" in missing["message"]
+    unknown = api.info("task_google_0")
+    assert unknown.status_code == 200 and unknown.json() == {"code": 422, "msg": "recordInfo is null", "data": None}
+    missing = api.info(None)
+    assert missing.status_code == 400 and missing.json()["code"] == 400 and "taskId" in missing.json()["msg"]
+    blank = api.info("  ")
+    assert blank.status_code == 400 and blank.json()["code"] == 400
+
+
+def test_record_info_unknown_404_by_option() -> None:
+    with Simulator(unknown_task_code=404) as sim:
+        assert Api(sim).info("task_google_0").json() == {"code": 404, "message": "task not found", "data": None}
+    with pytest.raises(ValueError):
+        Simulator(unknown_task_code=500)
 
 
 def test_fail_outcome(api: Api) -> None:
@@ -382,7 +400,7 @@ def test_fault_drop_after_creates_and_bills(api: Api) -> None:
     before = api.sim.credits
     with pytest.raises(requests.exceptions.ConnectionError):
         api.create(body(num_images="2"))
-    assert len(api.sim.tasks) == 1 and api.sim.credits == before - 8
+    assert len(api.sim.tasks) == 1 and api.sim.credits == before - 6  # google/imagen4: 6 credits per task
 
 
 def test_fault_malformed(api: Api) -> None:
@@ -468,15 +486,22 @@ def test_credits_and_402() -> None:
     with Simulator(credits=10, image_scale=SMALL) as sim:
         api = Api(sim)
         assert api.credit().json() == {"code": 200, "msg": "success", "data": 10}
-        api.new_task(num_images="2")
-        assert api.credit().json()["data"] == 2
+        api.new_task(num_images="2")  # per task, whatever num_images says
+        assert api.credit().json()["data"] == 4
         r = api.create(body())
         assert r.json()["code"] == 402 and "credit" in r.json()["msg"].lower()
-        assert len(sim.tasks) == 1
+        assert len(sim.tasks) == 1 and len(sim.charges) == 1
         sim.credits = 100.5
         assert api.credit().json()["data"] == 100.5
         api.new_task()
-        assert sim.credits == 96.5
+        assert sim.credits == 94.5
+
+
+def test_cost_per_image_option_bills_per_image() -> None:
+    with Simulator(credits=100, cost_per_image=4.0) as sim:
+        api = Api(sim)
+        api.new_task(num_images="3")
+        assert api.credit().json()["data"] == 88 and sim.charges[0].credits == 12
 
 
 # -- callbacks ------------------------------------------------------------------------------
@@ -512,7 +537,8 @@ def test_callback_delivery(api: Api, receiver: tuple[str, list[dict[str, Any]]])
     assert len(got) == 2
     by_id = {p["data"]["taskId"]: p for p in got}
     assert by_id[ok]["code"] == 200 and by_id[ok]["data"]["state"] == "success"
-    assert by_id[ok]["data"] == api.data(ok)
+    extra = {"consumeCredits", "remainedCredits"}
+    assert {k: v for k, v in by_id[ok]["data"].items() if k not in extra} == api.data(ok)
     assert by_id[bad]["data"]["state"] == "fail" and by_id[bad]["data"]["failMsg"] == "Content policy violation"
 
 
@@ -558,7 +584,8 @@ def test_stop_is_prompt_and_idempotent() -> None:
 
 
 def test_two_hundred_tasks_quickly() -> None:
-    with Simulator(generation_time=(0.03, 0.07), queue_time=(0.0, 0.02), image_scale=SMALL) as sim:
+    with Simulator(generation_time=(0.03, 0.07), queue_time=(0.0, 0.02), image_scale=SMALL,
+                   enforce_limits=False) as sim:
         local = threading.local()
 
         def run(i: int) -> tuple[str, str]:
@@ -573,7 +600,7 @@ def test_two_hundred_tasks_quickly() -> None:
             results = list(pool.map(run, range(200)))
         assert time.monotonic() - start < 8
         assert len({t for t, _ in results}) == 200 and {s for _, s in results} == {"success"}
-        assert sim.credits == 1_000_000 - 200 * 4
+        assert sim.credits == 1_000_000 - 200 * 6
 
 
 def test_cli_starts_and_answers() -> None:

@@ -1,37 +1,48 @@
-"""The :class:`Simulator`: a local, faithful stand-in for the Apikley imagen4 API."""
+"""The :class:`Simulator`: a local, faithful stand-in for the Apikley Imagen 4 API.
+
+It implements :class:`~.backend.Backend`, the interface :mod:`.server` talks to; the dependency runs one
+way (core -> server -> backend). Limits live in :mod:`.limits`, prices in :mod:`.billing`, links in
+:mod:`.links`, callbacks in :mod:`.callbacks`, the model family in :mod:`.models`.
+"""
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import json
 import random
-import re
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
+from .backend import Reply, envelope, json_reply
+from .billing import Bank, as_number
+from .callbacks import Callbacks, Delivery, envelope_for
 from .faults import Fault, FaultSet, make_fault
-from .images import ImageCache, image_key, image_size
+from .images import image_size
+from .knobs import Knobs
+from .limits import CREATE_LIMIT, QUERY_LIMIT, Limits, max_in_window
+from .links import DEFAULT_LINK_TTL, DEFAULT_RETENTION, EXPIRED_STATUSES, Target
+from .media import Media
+from .models import MODELS
 from .server import SimHTTPServer
-from .state import SUCCESS, Duration, Outcome, RateLimiter, Recorded, SimTask, sample_duration
-from .validation import validate_create_body
+from .state import SUCCESS, Duration, Outcome, Recorded, SimTask, sample_duration
+from .validation import missing_required, validate_create_body
 
 HOST = "127.0.0.1"
 DEFAULT_KEY = "test-key"
-_IMAGE_NAME = re.compile(r"([1-9][0-9]*)\.png")
 
 
-class Simulator:
-    """Serve the Apikley imagen4 API on loopback, with scriptable behaviour.
+class Simulator(Knobs):
+    """Serve the Apikley Imagen 4 API on loopback, with scriptable behaviour.
 
-    Use as a context manager (or call :meth:`start` / :meth:`stop`). Durations,
-    ``url_ttl``, ``cost_per_image`` and ``api_keys`` are plain attributes that
-    may be changed while running; ``credits`` and ``rate_limit`` are
-    properties. Durations are ``(min, max)`` uniform ranges or fixed numbers.
+    Use as a context manager (or call :meth:`start` / :meth:`stop`). Durations, ``url_ttl``,
+    ``link_ttl``, ``retention``, ``expired_status``, ``api_keys``, ``enforce_limits``, the quirk
+    switches, ``prices`` and ``webhook_key`` are plain attributes that may be changed while running;
+    ``credits``, ``rate_limit``, ``create_limit`` and ``query_limit`` are properties. Durations are
+    ``(min, max)`` uniform ranges or fixed numbers. The documented limits (20 createTask per 10 s per
+    account, 10 recordInfo per second per key) are on by default: pass ``enforce_limits=False`` where a
+    test needs speed.
     """
 
     def __init__(
@@ -45,9 +56,26 @@ class Simulator:
         credits: float = 1_000_000.0,
         rate_limit: tuple[float, float] | None = None,
         random_seed: int = 0,
-        cost_per_image: float = 4.0,
+        cost_per_image: float | None = None,
         callback_timeout: float = 5.0,
+        *,
+        enforce_limits: bool = True,
+        create_limit: tuple[float, float] = CREATE_LIMIT,
+        query_limit: tuple[float, float] = QUERY_LIMIT,
+        prices: dict[str, float] | None = None,
+        auth_http_status: int = 200,
+        unknown_task_code: int = 422,
+        quirk_500_on_missing_field: bool = False,
+        link_ttl: float = DEFAULT_LINK_TTL,
+        retention: float = DEFAULT_RETENTION,
+        expired_status: int = 404,
+        download_url_enabled: bool = True,
+        webhook_key: str | None = None,
     ) -> None:
+        if expired_status not in EXPIRED_STATUSES:
+            raise ValueError(f"expired_status must be one of {EXPIRED_STATUSES}")
+        if unknown_task_code not in (404, 422):
+            raise ValueError("unknown_task_code must be 422 (the live quirk) or 404")
         self.port = port
         if isinstance(api_keys, str):
             api_keys = (api_keys,)
@@ -56,30 +84,34 @@ class Simulator:
         self.generation_time: Duration = generation_time
         self.image_scale = image_scale
         self.url_ttl = url_ttl
-        self.cost_per_image = cost_per_image
-        self.callback_timeout = callback_timeout
+        self.link_ttl = link_ttl
+        self.retention = retention
+        self.expired_status = expired_status
+        self.auth_http_status = auth_http_status
+        self.unknown_task_code = unknown_task_code
+        self.quirk_500_on_missing_field = quirk_500_on_missing_field
+        self.download_url_enabled = download_url_enabled
         #: Per-task overrides; each new task pops the first entry.
         self.next_outcomes: list[dict[str, Any]] = []
 
         self._lock = threading.RLock()
         self._rng = random.Random(random_seed)
-        self._credits = float(credits)
-        self._rate_limiter = RateLimiter(rate_limit)
+        #: Balance, prices and the ledger of charges.
+        self.bank = Bank(credits, prices, cost_per_image)
+        #: The 429 machinery: ``sim.limits.create`` / ``.query`` windows, ``.enforce`` (see :mod:`.limits`).
+        self.limits = Limits(rate_limit, create_limit, query_limit, enforce_limits)
         self._faults = FaultSet()
-        self._images = ImageCache()
+        self._media = Media()
         self._tasks: dict[str, SimTask] = {}
         self._tokens: dict[str, str] = {}
         self._records: list[Recorded] = []
-        self._callbacks: list[tuple[str, dict[str, Any], int | str]] = []
+        #: Sends (and records) callbacks; ``webhook_key`` signs them.
+        self.sender = Callbacks(self._prepare_callback, callback_timeout, webhook_key)
         self._counter = itertools.count(1)
-        self._schedule_seq = itertools.count()
 
         self._server: SimHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._schedule: list[tuple[float, int, str]] = []
-        self._schedule_cv = threading.Condition(self._lock)
-        self._scheduler: threading.Thread | None = None
         self._bound_port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -96,9 +128,8 @@ class Simulator:
             self._serve_thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="apikley-sim", daemon=True
             )
-            self._scheduler = threading.Thread(target=self._run_scheduler, name="apikley-sim-cb", daemon=True)
         self._serve_thread.start()
-        self._scheduler.start()
+        self.sender.start()
         return self
 
     def stop(self) -> None:
@@ -106,13 +137,12 @@ class Simulator:
         with self._lock:
             server, self._server = self._server, None
             self._stopping.set()
-            self._schedule_cv.notify_all()
         if server is None:
             return
+        self.sender.stop()
         server.stop_serving()
-        for thread in (self._serve_thread, self._scheduler):
-            if thread is not None:
-                thread.join(timeout=2)
+        if self._serve_thread is not None:
+            self._serve_thread.join(timeout=2)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -137,24 +167,6 @@ class Simulator:
         return self.api_keys[0] if self.api_keys else DEFAULT_KEY
 
     # -- settable state ----------------------------------------------------
-    @property
-    def credits(self) -> float:
-        with self._lock:
-            return self._credits
-
-    @credits.setter
-    def credits(self, value: float) -> None:
-        with self._lock:
-            self._credits = float(value)
-
-    @property
-    def rate_limit(self) -> tuple[float, float] | None:
-        return self._rate_limiter.spec
-
-    @rate_limit.setter
-    def rate_limit(self, value: tuple[float, float] | None) -> None:
-        self._rate_limiter = RateLimiter(value)
-
     # -- recording -----------------------------------------------------------
     @property
     def requests(self) -> list[Recorded]:
@@ -169,19 +181,22 @@ class Simulator:
                 return len(self._records)
             return sum(1 for r in self._records if r.endpoint == endpoint)
 
+    def max_in_window(self, endpoint: str, window: float) -> int:
+        """The most requests to ``endpoint`` received within any ``window`` seconds (all of them, refused too)."""
+        with self._lock:
+            return max_in_window((r.time for r in self._records if r.endpoint == endpoint), window)
+
+    def count_429(self, endpoint: str | None = None) -> int:
+        """How many requests (to ``endpoint``, None = any) the limits answered 429 (injected faults not counted)."""
+        return self.limits.count_429(endpoint)
+
     def reset_counts(self) -> None:
-        """Forget recorded requests."""
+        """Forget recorded requests and 429 counts."""
         with self._lock:
             self._records.clear()
+        self.limits.reset()
 
-    def _record(
-        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes | None, endpoint: str
-    ) -> None:
-        rec = Recorded(method, path, query, headers, body, endpoint, time.monotonic())
-        with self._lock:
-            self._records.append(rec)
-
-    # -- tasks ---------------------------------------------------------------
+    # -- tasks and callbacks -----------------------------------------------------
     @property
     def tasks(self) -> dict[str, SimTask]:
         """Snapshot of all tasks by id."""
@@ -196,38 +211,47 @@ class Simulator:
     def wait_for_callbacks(self, count: int = 1, timeout: float = 5.0) -> list[tuple[str, dict[str, Any], int | str]]:
         """Wait until at least ``count`` callbacks were attempted; return them."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.callbacks) >= count:
-                break
+        while time.monotonic() < deadline and len(self.sender.deliveries) < count:
             time.sleep(0.01)
         return self.callbacks
 
     @property
     def callbacks(self) -> list[tuple[str, dict[str, Any], int | str]]:
         """``(url, payload, http_status or exception text)`` per callback POST."""
-        with self._lock:
-            return list(self._callbacks)
+        return [(d.url, d.payload, d.status) for d in self.sender.deliveries]
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """Every callback POST with the headers it carried (``url, payload, status, headers``)."""
+        return self.sender.deliveries
+
+    def send_callback(self, task_id: str, forge: str | None = None, url: str | None = None) -> Delivery:
+        """POST ``task_id``'s callback now (to ``url`` or its ``callBackUrl``) and return the delivery.
+
+        ``forge``: None (genuine, signed when ``webhook_key`` is set), "unsigned", "bad_signature",
+        "stale" (validly signed an hour ago), "wrong_task" (signed for another task id) or "replay"
+        (the task's last delivery again, with its old headers).
+        """
+        prepared = self._prepare_callback(task_id, require_url=url is None)
+        if prepared is None:
+            raise ValueError(f"{task_id} has no callBackUrl; pass url=")
+        return self.sender.post(url or prepared[0], prepared[1], forge)
+
+    def _prepare_callback(self, task_id: str, require_url: bool = True) -> tuple[str, dict[str, Any]] | None:
+        task = self.task(task_id)
+        if require_url and not task.callback_url:
+            return None
+        data = task.record_data(max(time.monotonic(), task.complete_mono))
+        data["consumeCredits"] = as_number(task.cost)
+        data["remainedCredits"] = self.balance()
+        return task.callback_url or "", envelope_for(data)
 
     # -- faults --------------------------------------------------------------
     def inject(self, endpoint: str, times: int | None = 1, **fault: Any) -> Fault:
         """Make the next ``times`` requests to ``endpoint`` misbehave (None = forever).
 
-        ``endpoint``: "createTask", "recordInfo", "credit", "image", "other" or
-        "*". ``fault`` is one kind; kinds marked (*) replace processing, so
-        nothing is created or billed:
-
-        * ``code=N`` (*) HTTP 200 + ``{"code": N, "msg": ..., "data": null}``;
-          options ``http_status``, ``retry_after`` (header), ``msg`` (text).
-        * ``http_status=S`` / ``html=True`` (*) nginx-style HTML error page.
-        * ``delay=SECONDS`` sleep, then answer normally (combinable).
-        * ``drop=True`` (*) close the connection without answering.
-        * ``drop_after=True`` process (createTask: create and bill), then close.
-        * ``malformed=True`` (*) HTTP 200 with truncated JSON; for images a
-          corrupt PNG with a consistent Content-Length (processed).
-        * ``truncate=True`` process, send full Content-Length but half the body.
-        * ``redirect=URL`` (*) 302 to URL.
-        * ``content_type=CT`` process, answer with that Content-Type.
-        * ``expired=True`` (*) 404 page, as for an expired image URL.
+        ``endpoint``: "createTask", "recordInfo", "credit", "downloadUrl", "image", "other" or "*".
+        The kinds and their options are listed in docs/simulator.md and :mod:`.faults`.
         """
         return self._faults.add(make_fault(endpoint, times, fault))
 
@@ -240,27 +264,46 @@ class Simulator:
         """Pending faults."""
         return self._faults.pending
 
-    # -- used by the HTTP handler -----------------------------------------------
-    def _balance_number(self) -> float | int:
-        value = round(self.credits, 4)
-        return int(value) if value.is_integer() else value
+    # -- Backend: what the HTTP handler calls --------------------------------------
+    def record_request(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes | None, endpoint: str
+    ) -> None:
+        rec = Recorded(method, path, query, headers, body, endpoint, time.monotonic())
+        with self._lock:
+            self._records.append(rec)
 
-    def _create_task(self, body: Any, api_key: str) -> tuple[int, str, Any]:
+    def take_fault(self, endpoint: str) -> Fault | None:
+        return self._faults.take(endpoint)
+
+    def wait_stopping(self, seconds: float) -> bool:
+        return self._stopping.wait(seconds)
+
+    def accepts_key(self, key: str) -> bool:
+        return self.api_keys is None or key in self.api_keys
+
+    def check_limits(self, endpoint: str, key: str) -> int | None:
+        return self.limits.check(endpoint, key)
+
+    def balance(self) -> float | int:
+        return as_number(self.credits)
+
+    def create_task(self, body: Any, api_key: str) -> tuple[int, str, Any]:
+        """Validate, charge and create one task: ``(body code, msg, data)``."""
+        if self.quirk_500_on_missing_field and missing_required(body):
+            return 500, "This field is required", None
         errors = validate_create_body(body)
         if errors:
             return 422, "; ".join(errors), None
-        num_images = int(body["input"].get("num_images", "1"))
+        spec = MODELS[body["model"]]
+        inp = body["input"]
+        num_images = int(inp.get("num_images", "1")) if spec.has_num_images else 1
         with self._lock:
-            cost = self.cost_per_image * num_images
-            if self._credits < cost:
-                return (
-                    402,
-                    (
-                        f"The current credits are insufficient. Please top up. "
-                        f"(balance {self._balance_number()}, this task needs {cost:g})"
-                    ),
-                    None,
-                )
+            now_wall = time.time()
+            task_id = f"task_google_{int(now_wall * 1000):013d}{next(self._counter)}"
+            cost = self.bank.price(spec.name, num_images)
+            refusal = self.bank.charge(task_id, spec.name, cost)
+            if refusal is not None:
+                return 402, refusal, None
             try:
                 outcome = Outcome.parse(self.next_outcomes[0]) if self.next_outcomes else Outcome()
             except (ValueError, TypeError) as exc:
@@ -273,9 +316,7 @@ class Simulator:
                 queue = sample_duration(self._rng, self.queue_time)
             gen = outcome.generation_time
             if gen is None:
-                gen = sample_duration(self._rng, self.generation_time)
-            now_wall = time.time()
-            task_id = f"task_google_{int(now_wall * 1000):013d}{next(self._counter)}"
+                gen = sample_duration(self._rng, self.generation_time) * spec.speed
             task = SimTask(
                 task_id=task_id,
                 param=body,
@@ -285,79 +326,41 @@ class Simulator:
                 create_mono=time.monotonic(),
                 queue_duration=queue,
                 generation_duration=gen,
-                image_size=image_size(body["input"].get("aspect_ratio", "1:1"), self.image_scale),
+                image_size=image_size(inp.get("aspect_ratio", spec.default_aspect_ratio), self.image_scale),
                 token=secrets.token_urlsafe(18),
                 base_url=self.url,
                 cost=cost,
                 nonce=secrets.token_hex(8),
                 outcome=outcome,
+                default_aspect_ratio=spec.default_aspect_ratio,
             )
-            self._credits -= cost
             self._tasks[task_id] = task
             self._tokens[task.token] = task_id
-            if task.callback_url:
-                heapq.heappush(self._schedule, (task.complete_mono, next(self._schedule_seq), task_id))
-                self._schedule_cv.notify_all()
+        if task.callback_url:
+            self.sender.schedule(task_id, task.complete_mono)
         return 200, "success", {"taskId": task_id}
 
-    def _record_data(self, task_id: str) -> dict[str, Any] | None:
+    def record_info(self, task_id: str) -> Reply:
         with self._lock:
             task = self._tasks.get(task_id)
-        return None if task is None else task.record_data()
+        if task is not None:
+            return json_reply(envelope(200, "success", task.record_data(), "message"))
+        if self.unknown_task_code == 404:
+            return json_reply(envelope(404, "task not found", None, "message"))
+        return json_reply(envelope(422, "recordInfo is null"))
 
-    def _image_bytes(self, token: str, name: str) -> bytes | None:
+    def _servable(self, target: Target, now: float) -> SimTask | None:
+        """The finished task whose image ``target`` names, if it has that image."""
         with self._lock:
-            task = self._tasks.get(self._tokens.get(token, ""))
-        match = _IMAGE_NAME.fullmatch(name)
-        if task is None or match is None:
+            task = self._tasks.get(self._tokens.get(target.token, ""))
+        if task is None or target.index > task.served_images or task.state_at(now) != SUCCESS:
             return None
-        index = int(match.group(1))
-        now = time.monotonic()
-        if index > task.num_images or task.state_at(now) != SUCCESS:
-            return None
-        if now > task.complete_mono + self.url_ttl:
-            return None
-        seed_material = f"seed:{task.seed}" if task.seed else f"task:{task.nonce}"
-        key = image_key(task.prompt, task.negative_prompt, task.aspect_ratio, seed_material, index, task.image_size)
-        return self._images.get(key, task.image_size, task.prompt)
+        return task
 
-    # -- callbacks -------------------------------------------------------------
-    def _run_scheduler(self) -> None:
-        with self._schedule_cv:
-            while not self._stopping.is_set():
-                if not self._schedule:
-                    self._schedule_cv.wait()
-                    continue
-                due, _, task_id = self._schedule[0]
-                delay = due - time.monotonic()
-                if delay > 0:
-                    self._schedule_cv.wait(delay)
-                    continue
-                heapq.heappop(self._schedule)
-                task = self._tasks[task_id]
-                threading.Thread(target=self._deliver, args=(task,), name="apikley-sim-post", daemon=True).start()
+    def download_url(self, url: Any) -> tuple[int, str, Any]:
+        """A fresh link for a result URL this simulator generated: ``(body code, msg, data)``."""
+        return self._media.download_url(url, self.url, self._servable, self.retention, self.link_ttl)
 
-    def _deliver(self, task: SimTask) -> None:
-        url = task.callback_url or ""
-        data = task.record_data(max(time.monotonic(), task.complete_mono))
-        if data["state"] == SUCCESS:
-            payload = {"code": 200, "msg": "Image generated successfully.", "data": data}
-        else:
-            payload = {"code": 501, "msg": data["failMsg"] or "Generation failed", "data": data}
-        request = urllib.request.Request(
-            url,
-            data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-            headers={"Content-Type": "application/json", "User-Agent": "Apikley-Callback/1.0"},
-            method="POST",
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        result: int | str
-        try:
-            with opener.open(request, timeout=self.callback_timeout) as response:
-                result = response.status
-        except urllib.error.HTTPError as exc:
-            result = exc.code
-        except Exception as exc:  # noqa: BLE001 - callbacks must never break the simulator
-            result = f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            self._callbacks.append((url, payload, result))
+    def image(self, path: str) -> Reply:
+        """The bytes of a result URL or fresh link, or the 404 / expired page."""
+        return self._media.image(path, self._servable, self.url_ttl, self.retention, self.expired_status)

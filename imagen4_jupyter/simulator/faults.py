@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-ENDPOINTS = ("createTask", "recordInfo", "credit", "image", "other")
+ENDPOINTS = ("createTask", "recordInfo", "credit", "downloadUrl", "image", "other")
 
 #: Primary fault kinds; exactly one per injected fault (``delay`` may be combined).
 KINDS = (
@@ -20,6 +20,10 @@ KINDS = (
     "redirect",
     "content_type",
     "expired",
+    "huge_png",
+    "mislabeled",
+    "oversize",
+    "trickle",
 )
 #: Options that only refine a primary kind.
 MODIFIERS = ("http_status", "retry_after", "msg")
@@ -78,12 +82,26 @@ def make_fault(endpoint: str, times: int | None, fault: dict[str, Any]) -> Fault
         raise ValueError(f"code must be one of {sorted(CODE_MESSAGES)}")
     if kind in ("redirect", "content_type") and not isinstance(fault[kind], str):
         raise ValueError(f"{kind} must be a string")
+    if kind in ("huge_png", "mislabeled", "oversize") and endpoint not in ("image", "*"):
+        raise ValueError(f"{kind} is a fault of image downloads (endpoint 'image')")
+    if kind == "huge_png" and fault[kind] is not True and not _is_size(fault[kind]):
+        raise ValueError("huge_png must be True (12000x12000) or a (width, height) pair")
+    if kind == "oversize" and (isinstance(fault[kind], bool) or not isinstance(fault[kind], int) or fault[kind] < 1):
+        raise ValueError("oversize must be a number of bytes (an int >= 1)")
+    if kind == "trickle" and (isinstance(fault[kind], (int, float)) and not isinstance(fault[kind], bool)
+                              and fault[kind] <= 0):
+        raise ValueError("trickle must be True (one byte a second) or seconds per byte > 0")
     options = dict(fault)
     if kind == "html":
         options.setdefault("http_status", 502)
         if options["http_status"] is None:
             options["http_status"] = 502
     return Fault(endpoint=endpoint, remaining=times, kind=kind, options=options)
+
+
+def _is_size(value: Any) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
 
 
 class FaultSet:

@@ -1,9 +1,10 @@
-"""HTTP layer of the simulator: routing, auth, rate limit, envelopes, faults.
+"""HTTP layer of the simulator: routing, auth, envelopes, transport-level faults.
 
-Envelopes are spelled as the real service spells them: ``msg`` on
-createTask, credit and gateway-level errors, ``message`` on recordInfo.
-Auth failures answer HTTP 401 here; the real service may answer HTTP 200
-with body code 401, so clients must always read the body ``code``.
+Envelopes are spelled as the real service spells them: ``msg`` on createTask, credit, download-url and
+gateway-level errors, ``message`` on recordInfo. A missing or wrong key answers body code 401 with HTTP
+200 by default, as the live service does (``auth_http_status=401`` for a plain HTTP 401). Everything
+the handler needs from the simulator goes through :class:`~.backend.Backend`; this module never
+imports :mod:`.core`.
 """
 
 from __future__ import annotations
@@ -11,64 +12,16 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .backend import JSON_TYPE, Backend, Reply, classify, envelope, html_reply, json_reply
 from .faults import CODE_MESSAGES, Fault
+from .hostile import HUGE, as_jpeg, huge_png, pad_png
 
-if TYPE_CHECKING:
-    from .core import Simulator
-
-JSON_TYPE = "application/json; charset=utf-8"
-CREATE_PATH = "/api/v1/jobs/createTask"
-RECORD_PATH = "/api/v1/jobs/recordInfo"
-CREDIT_PATH = "/api/v1/chat/credit"
-FILES_PREFIX = "/files/"
-
-NGINX_PAGE = (
-    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
-
-
-@dataclass
-class Reply:
-    """A response ready to be written."""
-
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def json_reply(payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    return Reply(status, body, JSON_TYPE, dict(headers or {}))
-
-
-def envelope(code: int, text: str, data: Any = None, key: str = "msg") -> dict[str, Any]:
-    return {"code": code, key: text, "data": data}
-
-
-def html_reply(status: int, reason: str) -> Reply:
-    page = NGINX_PAGE.format(status=status, reason=reason).encode()
-    return Reply(status, page, "text/html")
-
-
-def classify(method: str, path: str) -> str:
-    """Endpoint label of a request (as recorded and as matched by faults)."""
-    if path == CREATE_PATH and method == "POST":
-        return "createTask"
-    if path == RECORD_PATH and method in ("GET", "HEAD"):
-        return "recordInfo"
-    if path == CREDIT_PATH and method in ("GET", "HEAD"):
-        return "credit"
-    if path.startswith(FILES_PREFIX) and method in ("GET", "HEAD"):
-        return "image"
-    return "other"
+#: What Spring-style gateways answer when a required query parameter is missing (the live quirk).
+MISSING_TASK_ID = "Required request parameter 'taskId' for method parameter type String is not present"
 
 
 class SimHTTPServer(ThreadingHTTPServer):
@@ -78,8 +31,8 @@ class SimHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
-        self.sim = sim
+    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
+        self.backend = backend
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, Handler)
@@ -157,8 +110,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------
     @property
-    def sim(self) -> Simulator:
-        return self.server.sim
+    def backend(self) -> Backend:
+        return self.server.backend
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -199,10 +152,11 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         endpoint = classify(self.command, parts.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        self.sim._record(self.command, parts.path, query, dict(self.headers.items()), body, endpoint)
-        fault = self.sim._faults.take(endpoint)
+        backend = self.backend
+        backend.record_request(self.command, parts.path, query, dict(self.headers.items()), body, endpoint)
+        fault = backend.take_fault(endpoint)
         if fault is not None and fault.delay:
-            if self.sim._stopping.wait(fault.delay):
+            if backend.wait_stopping(fault.delay):
                 return self._drop()
         if fault is not None:
             early = self._early_fault(fault, endpoint)
@@ -213,12 +167,44 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(reply)
         if fault.kind == "drop_after":
             return self._drop()
+        if fault.kind == "trickle":
+            return self._trickle(reply, fault)
         if fault.kind == "content_type":
             reply.content_type = fault.get("content_type")
-        if fault.kind == "malformed" and reply.status == 200:
-            # Only reached for images: right length header, corrupt bytes.
-            reply.body = reply.body[: max(1, len(reply.body) // 2)]
+        if reply.status == 200 and endpoint == "image":
+            self._spoil_image(reply, fault)
         self._send(reply, truncate=fault.kind == "truncate")
+
+    @staticmethod
+    def _spoil_image(reply: Reply, fault: Fault) -> None:
+        """The faults that replace a good image's bytes (the answer stays HTTP 200 image/png)."""
+        if fault.kind == "malformed":  # right length header, corrupt bytes
+            reply.body = reply.body[: max(1, len(reply.body) // 2)]
+        elif fault.kind == "huge_png":
+            size = HUGE if fault.get("huge_png") is True else tuple(fault.get("huge_png"))
+            reply.body = huge_png(*size)
+        elif fault.kind == "oversize":
+            reply.body = pad_png(reply.body, int(fault.get("oversize")))
+        elif fault.kind == "mislabeled":
+            reply.body = as_jpeg(reply.body)
+
+    def _trickle(self, reply: Reply, fault: Fault) -> None:
+        """Headers at once (with the full Content-Length), then the body one byte per interval."""
+        option = fault.get("trickle")
+        interval = 1.0 if option is True else float(option)
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for i in range(len(reply.body)):
+                self.wfile.write(reply.body[i : i + 1])
+                self.wfile.flush()
+                if self.backend.wait_stopping(interval):
+                    return
+        except OSError:
+            return
 
     def _early_fault(self, fault: Fault, endpoint: str) -> Reply | bool | None:
         """Answer a fault that replaces processing; True = drop, None = process."""
@@ -247,30 +233,45 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
     def _process(self, endpoint: str, path: str, query: dict[str, str], body: bytes | None) -> Reply:
-        if endpoint == "other":
+        backend = self.backend
+        if endpoint == "other" or (endpoint == "downloadUrl" and not backend.download_url_enabled):
             return json_reply(envelope(404, "endpoint not found"), 404)
         if endpoint == "image":
-            return self._image(path)
+            return backend.image(path)
         key = self._api_key()
         if key is None:
             return self._unauthorized()
-        retry = self.sim._rate_limiter.check(key)
+        retry = backend.check_limits(endpoint, key)
         if retry is not None:
             return json_reply(envelope(429, "Rate limit exceeded"), 200, {"Retry-After": str(retry)})
-        if endpoint == "createTask":
-            return self._create(body, key)
+        if endpoint in ("createTask", "downloadUrl"):
+            decoded, error = self._json_body(body)
+            if error:
+                return json_reply(envelope(422, error))
+            if endpoint == "createTask":
+                return json_reply(envelope(*backend.create_task(decoded, key)))
+            url = decoded.get("url") if isinstance(decoded, dict) else None
+            return json_reply(envelope(*backend.download_url(url)))
         if endpoint == "recordInfo":
-            return self._record_info(query)
-        return json_reply(envelope(200, "success", self.sim._balance_number()))
+            task_id = query.get("taskId", "").strip()
+            if not task_id:
+                return json_reply(envelope(400, MISSING_TASK_ID), 400)
+            return backend.record_info(task_id)
+        return json_reply(envelope(200, "success", backend.balance()))
+
+    @staticmethod
+    def _json_body(body: bytes | None) -> tuple[Any, str]:
+        """``(decoded JSON body, "")``, or ``(None, why it is not JSON)``."""
+        try:
+            return json.loads((body or b"").decode("utf-8")), ""
+        except (UnicodeDecodeError, ValueError) as exc:
+            return None, f"request body is not valid JSON: {exc}"
 
     def _api_key(self) -> str | None:
         header = self.headers.get("Authorization", "")
         scheme, _, key = header.strip().partition(" ")
         key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            return None
-        accepted = self.sim.api_keys
-        if accepted is not None and key not in accepted:
+        if scheme.lower() != "bearer" or not key or not self.backend.accepts_key(key):
             return None
         return key
 
@@ -282,28 +283,4 @@ class Handler(BaseHTTPRequestHandler):
             why = "malformed Authorization header (expected 'Bearer <API key>')"
         else:
             why = "invalid API key"
-        return json_reply(envelope(401, f"Unauthorized: {why}"), 401)
-
-    def _create(self, body: bytes | None, key: str) -> Reply:
-        try:
-            decoded = json.loads((body or b"").decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return json_reply(envelope(422, f"request body is not valid JSON: {exc}"))
-        code, text, data = self.sim._create_task(decoded, key)
-        return json_reply(envelope(code, text, data))
-
-    def _record_info(self, query: dict[str, str]) -> Reply:
-        task_id = query.get("taskId", "").strip()
-        if not task_id:
-            return json_reply(envelope(422, "taskId is required", None, "message"))
-        data = self.sim._record_data(task_id)
-        if data is None:
-            return json_reply(envelope(404, "task not found", None, "message"))
-        return json_reply(envelope(200, "success", data, "message"))
-
-    def _image(self, path: str) -> Reply:
-        token, _, name = path[len(FILES_PREFIX) :].partition("/")
-        data = self.sim._image_bytes(token, name)
-        if data is None:
-            return html_reply(404, "Not Found")
-        return Reply(200, data, "image/png", {"Cache-Control": "public, max-age=86400"})
+        return json_reply(envelope(401, f"Unauthorized: {why}"), self.backend.auth_http_status)

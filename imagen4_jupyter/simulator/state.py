@@ -1,4 +1,4 @@
-"""Simulator bookkeeping: recorded requests, tasks and their timelines, rate limits.
+"""Simulator bookkeeping: recorded requests, tasks and their timelines.
 
 A task's state is a pure function of the time elapsed since it was created:
 ``waiting`` for the first 40 % of its queue time, ``queuing`` for the rest,
@@ -8,9 +8,7 @@ A task's state is a pure function of the time elapsed since it was created:
 from __future__ import annotations
 
 import json
-import math
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +26,7 @@ WAITING_SHARE = 0.4
 #: A duration: a fixed number of seconds or a ``(min, max)`` uniform range.
 Duration = float | tuple[float, float]
 
-OUTCOME_KEYS = frozenset({"fail", "queue_time", "generation_time", "result_json", "result_urls"})
+OUTCOME_KEYS = frozenset({"fail", "queue_time", "generation_time", "result_json", "result_urls", "extra_urls"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,8 @@ class Outcome:
     generation_time: float | None = None
     result_json: str | None = None
     result_urls: list[str] | None = None
+    #: Hostile: this many result URLs (and served images) beyond the images asked for.
+    extra_urls: int = 0
 
     @classmethod
     def parse(cls, entry: Any) -> Outcome:
@@ -87,6 +87,7 @@ class Outcome:
             generation_time=_opt_float(entry.get("generation_time")),
             result_json=entry.get("result_json"),
             result_urls=list(urls) if urls is not None else None,
+            extra_urls=max(0, int(entry.get("extra_urls") or 0)),
         )
 
 
@@ -112,6 +113,7 @@ class SimTask:
     cost: float
     nonce: str
     outcome: Outcome = field(default_factory=Outcome)
+    default_aspect_ratio: str = "1:1"
 
     # -- request fields -------------------------------------------------
     @property
@@ -128,16 +130,31 @@ class SimTask:
         return self.input.get("negative_prompt", "")
 
     @property
-    def aspect_ratio(self) -> str:
-        return self.input.get("aspect_ratio", "1:1")
+    def model(self) -> str:
+        return self.param.get("model", "")
 
     @property
-    def seed(self) -> str:
+    def aspect_ratio(self) -> str:
+        return self.input.get("aspect_ratio", self.default_aspect_ratio)
+
+    @property
+    def seed(self) -> str | int:
+        """The request's seed as sent: a string (standard, ultra) or an integer (fast); "" = none."""
         return self.input.get("seed", "")
+
+    @property
+    def seed_material(self) -> str:
+        """What makes the images reproducible: the seed if one was given, else this task alone."""
+        return f"seed:{self.seed}" if self.seed not in ("", None) else f"task:{self.nonce}"
 
     @property
     def num_images(self) -> int:
         return int(self.input.get("num_images", "1"))
+
+    @property
+    def served_images(self) -> int:
+        """Images the simulator serves: those asked for plus any hostile ``extra_urls``."""
+        return self.num_images + self.outcome.extra_urls
 
     @property
     def callback_url(self) -> str | None:
@@ -185,7 +202,7 @@ class SimTask:
     @property
     def image_urls(self) -> list[str]:
         """The URLs the simulator serves for this task (valid once succeeded)."""
-        return [f"{self.base_url}/files/{self.token}/{i}.png" for i in range(1, self.num_images + 1)]
+        return [f"{self.base_url}/files/{self.token}/{i}.png" for i in range(1, self.served_images + 1)]
 
     @property
     def result_urls(self) -> list[str]:
@@ -220,7 +237,7 @@ class SimTask:
         fail_code, fail_msg = self.outcome.fail if (state == FAIL and self.outcome.fail) else ("", "")
         data: dict[str, Any] = {
             "taskId": self.task_id,
-            "model": self.param.get("model", ""),
+            "model": self.model,
             "state": state,
             "param": self.param_json,
             "resultJson": result_json,
@@ -243,28 +260,3 @@ class SimTask:
         done = (now - self.create_mono - self.queue_duration) / self.generation_duration
         return max(0, min(99, int(done * 100)))
 
-
-class RateLimiter:
-    """Token bucket per API key: ``max_requests`` per ``per_seconds``."""
-
-    def __init__(self, spec: tuple[float, float] | None) -> None:
-        self.spec = spec
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str, now_mono: float | None = None) -> int | None:
-        """Take a token for ``key``; None if allowed, else Retry-After seconds (>= 1)."""
-        if self.spec is None:
-            return None
-        capacity, per = float(self.spec[0]), float(self.spec[1])
-        rate = capacity / per if per > 0 else math.inf
-        now = time.monotonic() if now_mono is None else now_mono
-        with self._lock:
-            tokens, last = self._buckets.get(key, (capacity, now))
-            tokens = min(capacity, tokens + (now - last) * rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return None
-            self._buckets[key] = (tokens, now)
-        wait = (1.0 - tokens) / rate if rate > 0 else 3600.0
-        return max(1, math.ceil(wait))

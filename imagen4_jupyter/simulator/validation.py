@@ -1,8 +1,9 @@
-"""createTask body validation, following the service's OpenAPI schema.
+"""createTask body validation, following each model's documented schema (see :mod:`.models`).
 
-Stricter than a lenient server on purpose: unknown fields (top level and in
-``input``) and wrong JSON types are rejected, so client bugs such as sending
-``num_images`` as a number or spelling ``callbackUrl`` show up in tests.
+Stricter than a lenient server on purpose: unknown fields (top level and in ``input``) and wrong JSON
+types are rejected, so client bugs such as sending ``num_images`` as a number, a string seed to
+``google/imagen4-fast``, ``num_images`` to ``google/imagen4-ultra`` or spelling ``callbackUrl`` show up
+in tests. Every schema break answers body code 422, listing every problem found.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-MODEL = "google/imagen4"
-ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
-NUM_IMAGES = ("1", "2", "3", "4")
-MAX_PROMPT = 5000
-MAX_SEED = 500
+from .models import ASPECT_RATIOS, DEFAULT_MODEL, MAX_PROMPT, MAX_SEED, MODELS, NUM_IMAGES, ModelSpec
+
+MODEL = DEFAULT_MODEL
 TOP_LEVEL_FIELDS = ("model", "callBackUrl", "input")
-INPUT_FIELDS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed")
+INPUT_FIELDS = MODELS[DEFAULT_MODEL].input_fields
 
 
 def json_type(value: Any) -> str:
@@ -56,6 +55,15 @@ def _string_error(name: str, value: Any, max_len: int) -> str | None:
     return None
 
 
+def missing_required(body: Any) -> bool:
+    """True when a field the schema requires (``model``, ``input``, ``input.prompt``) is absent."""
+    if not isinstance(body, dict):
+        return False
+    if "model" not in body or "input" not in body:
+        return True
+    return isinstance(body["input"], dict) and "prompt" not in body["input"]
+
+
 def validate_create_body(body: Any) -> list[str]:
     """Return every validation error of a decoded createTask body (empty = valid)."""
     if not isinstance(body, dict):
@@ -64,10 +72,14 @@ def validate_create_body(body: Any) -> list[str]:
     for name in body:
         if name not in TOP_LEVEL_FIELDS:
             errors.append(f"unknown field {name!r} (allowed: {', '.join(TOP_LEVEL_FIELDS)})")
+    names = ", ".join(repr(m) for m in MODELS)
+    spec = MODELS[DEFAULT_MODEL]
     if "model" not in body:
-        errors.append(f"model is required and must be {MODEL!r}")
-    elif body["model"] != MODEL:
-        errors.append(f"model must be {MODEL!r} (got {_describe(body['model'])})")
+        errors.append(f"model is required and must be one of {names}")
+    elif not isinstance(body["model"], str) or body["model"] not in MODELS:
+        errors.append(f"model must be one of {names} (got {_describe(body['model'])})")
+    else:
+        spec = MODELS[body["model"]]
     if "callBackUrl" in body:
         url = body["callBackUrl"]
         if not isinstance(url, str):
@@ -79,17 +91,19 @@ def validate_create_body(body: Any) -> list[str]:
     if "input" not in body:
         errors.append("input is required (an object with at least 'prompt')")
     else:
-        errors.extend(_validate_input(body["input"]))
+        errors.extend(_validate_input(body["input"], spec))
     return errors
 
 
-def _validate_input(data: Any) -> list[str]:
+def _validate_input(data: Any, spec: ModelSpec) -> list[str]:
     if not isinstance(data, dict):
         return [f"input must be an object (got {json_type(data)})"]
     errors: list[str] = []
+    allowed = spec.input_fields
     for name in data:
-        if name not in INPUT_FIELDS:
-            errors.append(f"unknown field 'input.{name}' (allowed: {', '.join(INPUT_FIELDS)})")
+        if name not in allowed:
+            why = f" ({spec.name} makes one image per task)" if name == "num_images" else ""
+            errors.append(f"unknown field 'input.{name}' for {spec.name}{why} (allowed: {', '.join(allowed)})")
     if "prompt" not in data:
         errors.append("input.prompt is required")
     else:
@@ -104,12 +118,20 @@ def _validate_input(data: Any) -> list[str]:
             errors.append(err)
     if "aspect_ratio" in data and data["aspect_ratio"] not in ASPECT_RATIOS:
         errors.append(_enum_error("input.aspect_ratio", data["aspect_ratio"], ASPECT_RATIOS))
-    if "num_images" in data:
+    if "num_images" in data and spec.has_num_images:
         value = data["num_images"]
         if not isinstance(value, str) or value not in NUM_IMAGES:
             errors.append(_enum_error("input.num_images", value, NUM_IMAGES))
     if "seed" in data:
-        err = _string_error("input.seed", data["seed"], MAX_SEED)
+        err = _seed_error(data["seed"], spec)
         if err:
             errors.append(err)
     return errors
+
+
+def _seed_error(value: Any, spec: ModelSpec) -> str | None:
+    if spec.seed_type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"input.seed must be an integer for {spec.name} (got {_describe(value)})"
+        return None
+    return _string_error("input.seed", value, MAX_SEED)
