@@ -105,7 +105,8 @@ def external_sim():
     """The simulator in its own process, so thread counts here are the client's alone."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "imagen4_jupyter.simulator", "--port", "0", "--key", KEY,
-         "--queue-time", "0", "0.05", "--generation-time", "0.02", "0.1", "--image-scale", "0.03125"],
+         "--queue-time", "0", "0.05", "--generation-time", "0.02", "0.1", "--image-scale", "0.03125",
+         "--no-limits", "--cost-per-image", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline()
