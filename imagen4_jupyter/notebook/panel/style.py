@@ -33,7 +33,8 @@ RULES = [
     " .imagen4-task.imagen4-s-unsent .imagen4-badge, .imagen4-task.imagen4-s-unknown .imagen4-badge"
     " { background:#fadbd8; color:#7b1d12; }",
     ".imagen4-bar.widget-progress { height: 18px; flex: none; margin: 0; }",
-    ".imagen4-bar .progress { height: 6px; border-radius: 3px; background: var(--jp-layout-color3, #ddd); }",
+    ".imagen4-bar .progress { height: 6px; margin: 0; align-self: center; border-radius: 3px; overflow: hidden;"
+    " background: var(--jp-layout-color3, #ddd); }",
     ".imagen4-task .imagen4-err { color: var(--jp-error-color1, #c00); }",
     ".imagen4-prompt-text { overflow:hidden; text-overflow:ellipsis; white-space:nowrap; max-width: 420px;"
     " color: var(--jp-ui-font-color2, #555); }",
@@ -49,7 +50,8 @@ RULES = [
     ".imagen4-history-table th, .imagen4-history-table td { padding: 3px 6px; text-align: left;"
     " vertical-align: top; border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }",
     ".imagen4-history-table th { font-weight: 600; color: var(--jp-ui-font-color1, #222); }",
-    ".imagen4-history-table code { word-break: break-all; }",
+    ".imagen4-history-table .widget-html-content { line-height: 1.4; }",
+    ".imagen4-history-table code { white-space: nowrap; }",
 ]
 
 
