@@ -47,7 +47,7 @@ class Panel(W.VBox):
     def __init__(self, session: Session | None = None, *, thumb_size: int = 160, history_limit: int = 20):
         self.session = session or get_session()
         self.submissions: list[dict] = []  # every Generate of this panel, oldest first
-        self.closed = False
+        self._closed = False
         self._lock = threading.Lock()
         self._submitting: set[int] = set()  # threads inside session.submit for this panel (its listener calls
         # come from there, so a job is known to be the panel's from its first row)
@@ -91,6 +91,11 @@ class Panel(W.VBox):
         """Task ids submitted from this panel."""
         jobs = self.tasks.jobs
         return {jobs[k].task_id for k in set(self.tasks.mine) if k in jobs}
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` ran: the panel no longer listens to the session."""
+        return self._closed
 
     @property
     def selected(self) -> tuple[Job, StoredImage] | None:
@@ -162,21 +167,29 @@ class Panel(W.VBox):
         self._submission_done(record)
 
     def _submission_done(self, record: dict) -> None:
-        self.tasks.sent(record)
+        if self.tasks.sent(record):
+            record["job"].add_done_callback(self._on_done)
         record["sent"].set()
 
     # == session events (any thread: the poller's, or the kernel's for a cell's task) ==============
+    # a job's row follows its changes; its images and the history tab follow its done signal
     def _on_job(self, job: Job) -> None:
         with self._lock:
-            if self.closed:
+            if self._closed:
                 return
             mine = threading.get_ident() in self._submitting
-        self.tasks.show_job(job, mine=mine)
-        if job.done():
-            if job.error is None and job.images:
-                self.gallery.add(job)
-            if self.tabs.selected_index == HISTORY_TAB:
-                self.history_tab.request()
+        if self.tasks.show_job(job, mine=mine):
+            job.add_done_callback(self._on_done)  # at once for a job already done (one reused from the history)
+
+    def _on_done(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                return
+        self.tasks.show_job(job)
+        if job.error is None and job.images:
+            self.gallery.add(job)
+        if self.tabs.selected_index == HISTORY_TAB:
+            self.history_tab.request()
 
     # == gallery ===================================================================================
     def show_images(self, job: Job) -> None:
@@ -260,7 +273,7 @@ class Panel(W.VBox):
     def close(self) -> None:
         """Stop listening to the session and close every widget of the panel."""
         with self._lock:
-            self.closed = True
+            self._closed = True
         self.session.unsubscribe(self._on_job)
         for part in (self.tasks, self.gallery, self.history_tab, self.inserter, self.controls):
             part.close()

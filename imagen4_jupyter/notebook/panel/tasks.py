@@ -118,12 +118,12 @@ class TaskList(W.VBox):
             return {k: v for k, v in self.items.items() if isinstance(v, Job)}
 
     # -- what changes the list -----------------------------------------------------------------
-    def show_job(self, job: Job, *, mine: bool = False) -> None:
-        """Add a job's row, or update it (a job reused again moves to the top)."""
+    def show_job(self, job: Job, *, mine: bool = False) -> bool:
+        """Add a job's row, or update it (a job reused again moves to the top). True if the job is new here."""
         key = job_key(job)
         with self._lock:
             if self.closed:
-                return
+                return False
             known = self.items.get(key)
             if known is not job:
                 self.items.pop(key, None)
@@ -137,6 +137,7 @@ class TaskList(W.VBox):
             self._update(key)
             self._head()
         self._tick_soon()
+        return known is not job
 
     def add_submission(self, record: dict) -> None:
         """A click being sent (its row says `sending` until `sent(record)`)."""
@@ -147,19 +148,22 @@ class TaskList(W.VBox):
             self._head()
         self._tick_soon()
 
-    def sent(self, record: dict) -> None:
-        """The submission got its job (its row gives way to the job's) or was refused (its row says why)."""
+    def sent(self, record: dict) -> bool:
+        """The submission got its job (its row gives way to the job's) or was refused (its row says why).
+        True if its job is new here (the session's listener had not shown it)."""
+        new = False
         with self._lock:
             key = next((k for k, v in self.items.items() if v is record), None)
             if key is None or self.closed:
-                return
+                return False
             if record["job"] is not None:
                 del self.items[key]
-                self.show_job(record["job"], mine=True)
+                new = self.show_job(record["job"], mine=True)
                 self._draw()
             else:
                 self._update(key)
             self._head()
+        return new
 
     # -- what the list shows --------------------------------------------------------------------
     def task_rows(self) -> list[dict]:
