@@ -133,6 +133,7 @@ def test_queue_several_while_running(make_client, tmp_path):
                 assert not panel.generate.disabled
                 panel.generate.click()
             wait_for(lambda: len(panel.jobs) == 3, what="3 tasks created")
+            wait_for(lambda: len(panel.tasks.list.children) == 3, what="the sending rows give way to the tasks'")
             rows = panel.task_rows()
             assert sum(r["state"] not in ("success", "fail", "error") for r in rows) >= 2  # running together
             assert len({j.request.seed for j in panel.jobs.values()}) == 3
