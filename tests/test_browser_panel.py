@@ -76,6 +76,43 @@ def _panel_cell_index(page) -> int:
         ".jp-Notebook .jp-Cell", "cells => cells.findIndex(c => !!c.querySelector('.imagen4-panel'))")
 
 
+# the contrast (WCAG ratio) of the first element matching each selector against its first opaque background;
+# returns those under 4.5 as "selector ratio"
+CONTRAST_JS = """(selectors) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => {
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const low = [];
+  for (const sel of selectors) {
+    const el = document.querySelector(sel);
+    if (!el) { low.push(sel + ' missing'); continue; }
+    let bg = null;
+    for (let n = el; n && !bg; n = n.parentElement) {
+      const c = rgb(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) bg = c.slice(0, 3);
+    }
+    const fg = rgb(getComputedStyle(el).color);
+    const alpha = fg.length === 4 ? fg[3] : 1;
+    const mixed = fg.slice(0, 3).map((v, i) => v * alpha + (bg || [255, 255, 255])[i] * (1 - alpha));
+    const [a, b] = [lum(mixed), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    if (ratio < 4.5) low.push(sel + ' ' + ratio.toFixed(2));
+  }
+  return low;
+}"""
+
+
+def set_theme(page, name: str) -> None:
+    """Switch JupyterLab's theme through the command palette and wait until it applies."""
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type(name)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {name!r}")
+    time.sleep(0.5)  # the theme's stylesheet loads after the name changes
+
+
 def _history_requests(lab, stem: str) -> list[dict]:
     path = lab.root / ".imagen4" / f"{stem}.jsonl"
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -187,6 +224,40 @@ def test_panel_in_jupyterlab(lab, chromium):
         if os.environ.get("IMAGEN4_SAVE_DOCS_SCREENSHOT"):
             (ROOT / "docs").mkdir(exist_ok=True)
             page.screenshot(path=str(ROOT / "docs" / "panel.png"), clip=clip)
+
+        # the history tab: the `%imagen4 history` table, with a picker for Reuse settings and Show
+        page.locator(".imagen4-tabs .lm-TabBar-tab", has_text="History").click()
+        table = page.locator(".imagen4-history-table table")
+        table.wait_for()
+        assert job_id in table.inner_text() and job_id in page.locator(".imagen4-history-pick select").input_value()
+        page.wait_for_function("() => { const im = document.querySelectorAll('.imagen4-history-table img');"
+                               " return im.length === 2 && Array.from(im).every(i => i.complete && i.naturalWidth); }")
+        page.locator(".imagen4-prompt textarea").fill("something else")
+        page.locator(".imagen4-history-reuse").click()
+        page.wait_for_function(f"() => document.querySelector('.imagen4-prompt textarea').value === {PROMPT!r}")
+        time.sleep(0.3)
+        box = panel.bounding_box()
+        clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
+        page.screenshot(path=str(ARTIFACTS / "lab-panel-history.png"), clip=clip)
+
+        # the dark theme: the same panel, readable (theme colours, no light-only backgrounds)
+        set_theme(page, "JupyterLab Dark")
+        page.locator(".jp-Cell").nth(1).evaluate("c => c.scrollIntoView({block: 'start'})")
+        time.sleep(0.3)
+        box = panel.bounding_box()
+        clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
+        page.screenshot(path=str(ARTIFACTS / "lab-panel-history-dark.png"), clip=clip)
+        low = page.evaluate(CONTRAST_JS, [".imagen4-history-table td", ".imagen4-task-info code",
+                                          ".imagen4-tasks-head", ".imagen4-count", ".imagen4-history-pick select"])
+        page.locator(".imagen4-tabs .lm-TabBar-tab", has_text="Gallery").click()
+        time.sleep(0.3)
+        box = panel.bounding_box()
+        clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
+        page.screenshot(path=str(ARTIFACTS / "lab-panel-widget-dark.png"), clip=clip)
+        low += page.evaluate(CONTRAST_JS, [".imagen4-big-info code", ".imagen4-caption", ".imagen4-badge"])
+        set_theme(page, "JupyterLab Light")  # the theme is a server setting: the next test starts light again
+        assert not low, low
+
         errors = [m for m in console if m.startswith(("error", "pageerror")) and "imagen4" in m.lower()]
         assert not errors, errors
         print(f"\nlab start {lab.start_seconds:.1f} s, page to idle kernel {t_idle:.1f} s, "

@@ -311,13 +311,13 @@ def test_panel_labels_escape_prompts_seeds_errors_and_history(session, sim):
     try:
         panel.prompt.value = PAYLOADS[2]
         panel.seed.value = "s" * 501  # invalid: the reason line quotes nothing raw
-        panel._validate()
+        panel.validate()
         for job in session.jobs.values():
             if job.images:
                 panel.show_images(job)
                 panel.select((job, job.images[0]))
         panel.render_tasks()
-        panel._refresh_history()
+        panel.refresh_history()
         texts = _widget_texts(panel)
         joined = "\n".join(texts)
         assert html.escape(PAYLOADS[0]) in joined and "limit is 500" in joined  # they are shown, escaped

@@ -16,7 +16,7 @@ PROTOCOL_PREFIXES = ("_repr_", "_ipython_", "_render_traceback_", "_asdict", "_r
 # attributes of other libraries' objects that their APIs set by assignment (ipywidgets traits, requests.Session)
 EXTERNAL_ATTRIBUTES = {"value", "disabled", "tooltip", "children", "format", "display", "selected_index",
                        "outputs", "description", "options", "placeholder", "icon", "button_style", "max", "min",
-                       "bar_style", "titles", "width", "trust_env", "auth", "layout"}
+                       "bar_style", "titles", "width", "trust_env", "auth", "layout", "rows"}
 
 
 def modules() -> dict[str, Path]:

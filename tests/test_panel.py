@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,9 @@ from imagen4_jupyter.records.session import Session
 
 pytest.importorskip("ipywidgets")
 
+import ipywidgets as W  # noqa: E402
+
+from imagen4_jupyter.notebook.outputs import history_bundle  # noqa: E402
 from imagen4_jupyter.notebook.panel import Panel, cell_code, code_problem  # noqa: E402
 
 
@@ -52,11 +57,11 @@ def test_generate_disabled_with_reason_until_valid(panel):
     assert "prompt is empty" in panel.reason.value
     panel.prompt.value = "a red fox"
     assert not panel.generate.disabled and panel.reason.value == ""
-    assert panel.prompt_count.value == f"9 / {MAX_PROMPT}"
+    assert panel.controls.prompt_count.value == f"9 / {MAX_PROMPT}"
     panel.prompt.value = "x" * (MAX_PROMPT + 3)
     assert panel.generate.disabled
     assert "limit is 5000" in panel.reason.value and "Shorten it by 3" in panel.reason.value
-    assert "imagen4-over" in panel.prompt_count._dom_classes
+    assert "imagen4-over" in panel.controls.prompt_count._dom_classes
     panel.prompt.value = "ok"
     panel.negative.value = "y" * (MAX_PROMPT + 1)
     assert panel.generate.disabled and "negative prompt" in panel.reason.value
@@ -80,30 +85,37 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
     panel.num.value = "2"
     panel.generate.click()
     assert panel.seed.value == ""  # "keep" is off: the next Generate gets a new seed
-    wait_for(lambda: len(panel.grid.children) == 2, what="2 images in the gallery")
+    grid = panel.gallery.grid
+    wait_for(lambda: len(grid.children) == 2, what="2 images in the gallery")
     assert sim.count("createTask") == 1
-    job = next(iter(panel.jobs.values()))
+    (task_id, job), = panel.jobs.items()  # tracked by task id
+    assert task_id == job.task_id
     assert job.request.aspect_ratio == "16:9" and job.request.num_images == 2
     assert job.request.seed and job.request.seed.isdigit()  # a random seed was chosen and sent
     assert job.task_id in panel.mine
-    for card in panel.grid.children:
+    for card, image in zip(grid.children, job.images, strict=True):
         thumb = card.children[0].children[0]
         assert "imagen4-thumb" in thumb._dom_classes and thumb.value[:4] == b"\x89PNG"
-    wait_for(lambda: "done" in panel.tasks_html.value, what="task row done")
-    assert job.task_id in panel.tasks_html.value
+        # the store's one thumbnail cache made it (a file beside the image), not a cache of the panel's own
+        assert (Path(image.path).parent / ".thumbs" / f"{image.sha256}-{panel.gallery.thumb_size}").is_file()
+    wait_for(lambda: "done" in panel.tasks.text(), what="task row done")
+    assert job.task_id in panel.tasks.text()
     # the task is in the session's history with the panel as its source
     entry = session.history.get(job.task_id)
     assert entry.state == "success" and entry.source == "panel" and entry.request["aspect_ratio"] == "16:9"
-    # history tab shows it, searchable
-    panel.tabs.selected_index = 1  # drawn by the refresher thread, not in the click
-    wait_for(lambda: any(job.task_id in getattr(row.children[1], "value", "")
-                         for row in panel.history_list.children if row.children), what="history row")
-    assert "panel" in panel.history_list.children[0].children[1].value  # the source
-    panel.history_search.value = "LIGHTHOUSE"
-    wait_for(lambda: len(panel.history_list.children) == 1 and panel.history_list.children[0].children,
-             what="one match")
-    panel.history_search.value = "no such thing"
-    wait_for(lambda: "No task matches" in getattr(panel.history_list.children[0], "value", ""), what="no match")
+    # history tab: the `%imagen4 history` table (one renderer), drawn on the poller's workers, searchable
+    tab = panel.history_tab
+    panel.tabs.selected_index = 1
+    wait_for(lambda: job.task_id in tab.table.value, what="history table")
+    assert tab.table.value == history_bundle(tab.entries(), session.history, thumbnails=True,
+                                             base=Path.cwd())["text/html"]
+    assert tab.table.value.count("<img") == 2
+    assert tab.pick.value == job.task_id and "panel" in tab.pick.label  # the picker names the source
+    tab.search.value = "LIGHTHOUSE"
+    wait_for(lambda: len(tab.shown) == 1 and "1 task(s)" in tab.table.value, what="one match")
+    tab.search.value = "no such thing"
+    wait_for(lambda: "No task matches" in tab.table.value, what="no match")
+    assert tab.pick.value is None and tab.reuse.disabled and tab.show.disabled
 
 
 def test_queue_several_while_running(make_client, tmp_path):
@@ -113,6 +125,7 @@ def test_queue_several_while_running(make_client, tmp_path):
 
     with Simulator(api_keys=(KEY,), queue_time=(0.2, 0.3), generation_time=(0.6, 0.8), image_scale=0.0625) as slow:
         session = Session(client=make_client(base_url=slow.url), history=History(tmp_path / "q.jsonl"))
+        before = set(threading.enumerate())
         panel = Panel(session=session)
         try:
             panel.prompt.value = "tile"
@@ -120,15 +133,24 @@ def test_queue_several_while_running(make_client, tmp_path):
                 assert not panel.generate.disabled
                 panel.generate.click()
             wait_for(lambda: len(panel.jobs) == 3, what="3 tasks created")
+            wait_for(lambda: len(panel.tasks.list.children) == 3, what="the sending rows give way to the tasks'")
             rows = panel.task_rows()
             assert sum(r["state"] not in ("success", "fail", "error") for r in rows) >= 2  # running together
             assert len({j.request.seed for j in panel.jobs.values()}) == 3
-            time.sleep(0.3)
-            assert "running" in panel.tasks_html.value and "imagen4-bar" in panel.tasks_html.value
-            wait_for(lambda: len(panel.grid.children) == 3, timeout=20, what="3 images")
+            wait_for(lambda: panel.tasks.ticking, what="the once-a-second refresh")
+            assert "running" in panel.tasks.head.value
+            bars = [row.bar for row in panel.tasks.list.children]
+            assert len(bars) == 3 and all(isinstance(b, W.FloatProgress) and 0 < b.value < 1 for b in bars)
+            wait_for(lambda: len(panel.gallery.grid.children) == 3, timeout=20, what="3 images")
             assert slow.count("createTask") == 3
-            wait_for(lambda: "0 running" in panel.tasks_html.value, what="list settles")
-            wait_for(lambda: panel._thread is None, what="refresher stops when nothing runs")
+            wait_for(lambda: "0 running" in panel.tasks.head.value, what="list settles")
+            assert all(b.value == 1.0 and b.bar_style == "success" for b in bars)
+            wait_for(lambda: not panel.tasks.ticking, what="the refresh stops when nothing runs")
+            # no threads of its own: whatever started meanwhile is the client's poller and its HTTP workers
+            # (and the simulator's request handlers)
+            started = {t.name for t in set(threading.enumerate()) - before
+                       if not t.name.endswith("(process_request_thread)")}
+            assert all(name.startswith(("imagen4-poller", "imagen4-http")) for name in started), started
         finally:
             panel.close()
             session.close()
@@ -138,7 +160,7 @@ def test_seed_random_and_keep(panel):
     panel.prompt.value = "seeded"
     seed = panel.new_seed()
     assert seed.isdigit() and panel.seed.value == seed
-    panel.random_seed.click()
+    panel.controls.random_seed.click()
     assert panel.seed.value.isdigit()
     panel.seed.value = "1234"
     panel.keep.value = True
@@ -156,10 +178,12 @@ def test_failure_shows_error_in_words(panel, sim):
     sim.next_outcomes.append({"fail": ("400", "prompt flagged by safety filter")})
     panel.prompt.value = "something refused"
     panel.generate.click()
-    wait_for(lambda: "failed" in panel.tasks_html.value or "error" in panel.tasks_html.value, what="failure row")
-    wait_for(lambda: "imagen4-err" in panel.tasks_html.value, what="error words")
-    assert "safety" in panel.tasks_html.value
-    assert len(panel.grid.children) == 0
+    wait_for(lambda: "failed" in panel.tasks.text() or "error" in panel.tasks.text(), what="failure row")
+    wait_for(lambda: "imagen4-err" in panel.tasks.text(), what="error words")
+    assert "safety" in panel.tasks.text()
+    (row,) = panel.tasks.list.children
+    assert row.bar.bar_style == "danger" and "imagen4-s-fail" in row._dom_classes
+    assert len(panel.gallery.grid.children) == 0
 
 
 def test_unsent_submission_shows_why(make_client, tmp_path):
@@ -169,52 +193,57 @@ def test_unsent_submission_shows_why(make_client, tmp_path):
         panel.prompt.value = "never sent"
         rec = panel.submit(wait=True)
         assert rec["error"] is not None and rec["job"] is None
-        wait_for(lambda: "not sent" in panel.tasks_html.value, what="unsent row")
-        assert "wrong-key" not in panel.tasks_html.value
+        wait_for(lambda: "not sent" in panel.tasks.text(), what="unsent row")
+        assert "wrong-key" not in panel.tasks.text()
+        assert [r["state"] for r in panel.task_rows()] == ["unsent"] and panel.jobs == {}
     finally:
         panel.close()
         session.close()
 
 
 def test_viewer_reuse_copy_seed_save(panel, sim, tmp_path):
+    gallery = panel.gallery
     panel.prompt.value = "a {braced} cat"
     panel.negative.value = "blur"
     panel.ratio.value = "9:16"
     panel.seed.value = "77"
     panel.generate.click()
-    wait_for(lambda: len(panel.grid.children) == 1, what="image")
+    wait_for(lambda: len(gallery.grid.children) == 1, what="image")
     # click the thumbnail (the transparent zoom button over it) -> larger view
-    card = panel.grid.children[0]
+    card = gallery.grid.children[0]
     zoom = card.children[0].children[1]
     assert "imagen4-zoom" in zoom._dom_classes
     zoom.click()
-    assert panel.viewer.layout.display == "flex" and panel.big.value
-    assert "seed <b>77</b>" in panel.big_info.value
-    # copy seed: puts it in the box and emits the clipboard script
-    panel.copy_seed.click()
-    assert panel.seed_copy.value == "77"
-    assert "clipboard" in panel.js_out.outputs[0]["data"]["application/javascript"]
+    assert gallery.viewer.layout.display == "flex" and gallery.big.value
+    assert "seed <b>77</b>" in gallery.big_info.value
+    # copy seed: puts it in the box and emits the clipboard script (from the package's copy.js)
+    gallery.copy_seed.click()
+    assert gallery.seed_copy.value == "77"
+    js = panel.inserter.js_out.outputs[0]["data"]["application/javascript"]
+    assert "clipboard" in js and '"text": "77"' in js
     # reuse these settings after changing the controls
     panel.prompt.value, panel.ratio.value, panel.seed.value, panel.negative.value = "other", "1:1", "", ""
-    panel.reuse.click()
+    gallery.reuse.click()
     assert (panel.prompt.value, panel.negative.value, panel.ratio.value, panel.num.value, panel.seed.value) == (
         "a {braced} cat", "blur", "9:16", "1", "77")
-    # the same seeded request again is served from the history: no new createTask
+    # the same seeded request again is served from the history: no new createTask, a row of its own
     panel.generate.click()
     wait_for(lambda: len(panel.jobs) == 2, what="second job")
-    wait_for(lambda: "stored" in panel.tasks_html.value, what="reused row")
+    wait_for(lambda: "stored" in panel.tasks.text(), what="reused row")
+    (first, _), (stored, _) = [(k, j) for k, j in panel.jobs.items()]
+    assert stored == f"stored:{first}"
     assert sim.count("createTask") == 1
     # save as
     target = tmp_path / "out" / "fox.png"
-    panel.save_path.value = str(target)
-    panel.save.click()
+    gallery.save_path.value = str(target)
+    gallery.save.click()
     assert target.read_bytes() == panel.selected[1].data
-    assert "Saved to" in panel.view_status.value
-    panel.save_path.value = str(tmp_path / "no" / "\x00bad")
-    panel.save.click()
-    assert "Not saved" in panel.view_status.value
-    panel.close_view.click()
-    assert panel.viewer.layout.display == "none"
+    assert "Saved to" in gallery.view_status.value
+    gallery.save_path.value = str(tmp_path / "no" / "\x00bad")
+    gallery.save.click()
+    assert "Not saved" in gallery.view_status.value
+    gallery.close_view.click()
+    assert gallery.viewer.layout.display == "none"
 
 
 def test_cell_code_round_trips_through_the_magic():
@@ -239,13 +268,31 @@ def test_cell_code_round_trips_through_the_magic():
 
 
 def test_cell_code():
+    import imagen4_jupyter
+
     req = GenerationRequest.create("a {x} fox\nin snow", negative_prompt="blur {}", aspect_ratio="16:9",
                                    num_images=2, seed="42")
     assert cell_code(req) == "%%imagen4 -a 16:9 -n 2 -s 42\na {{x}} fox\nin snow\n---\nblur {{}}"
     assert cell_code(GenerationRequest.create("plain")) == "%%imagen4 -a 1:1 -n 1\nplain"
+    assert imagen4_jupyter.cell_code is cell_code and imagen4_jupyter.Panel is Panel
+
+
+def test_scripts_are_package_data():
+    from importlib.resources import files
+
+    from imagen4_jupyter.notebook.panel.insert import script
+
+    folder = files("imagen4_jupyter.notebook.panel")
+    for name, fn in (("insert", "imagen4Insert"), ("copy", "imagen4Copy")):
+        source = folder.joinpath(f"{name}.js").read_text(encoding="utf-8")
+        assert f"function {fn}(args)" in source
+        js = script(name, "tok", code="a\nb")
+        assert js.startswith(source) and js.rstrip().endswith(");") and '"token": "tok"' in js
+        assert '"code": "a\\nb"' in js  # the arguments as JSON, never pasted into the source
 
 
 def test_insert_as_code_uses_latest_task_and_reports(panel):
+    ins = panel.inserter
     panel.prompt.value = "harbour"
     panel.ratio.value = "4:3"
     panel.num.value = "2"
@@ -253,17 +300,25 @@ def test_insert_as_code_uses_latest_task_and_reports(panel):
     panel.prompt.value = "something else typed since"
     code = panel.insert_code()
     assert code == cell_code(rec["request"]) and code.startswith("%%imagen4 -a 4:3 -n 2 -s ")
-    assert panel.code.value == code and panel.code.layout.display == "flex"
-    js = panel.js_out.outputs[0]["data"]["application/javascript"]
+    assert ins.code.value == code and ins.code.layout.display == "flex"
+    js = ins.js_out.outputs[0]["data"]["application/javascript"]
     assert "notebook:insert-cell-below" in js and '"%%imagen4 -a 4:3 -n 2' in js
     # the browser reports through the hidden text box; a stale token is ignored
-    panel.insert_report.value = "not-the-token ok"
-    assert "Inserted" not in panel.insert_status.value
-    panel.insert_report.value = f"{panel._insert_token} ok"
-    assert "Inserted" in panel.insert_status.value and panel.js_out.outputs == ()
+    ins.report.value = "not-the-token ok"
+    assert "Inserted" not in ins.status.value
+    ins.report.value = f"{ins.token} ok"
+    assert "Inserted" in ins.status.value and ins.js_out.outputs == ()
     panel.insert_code()
-    panel.insert_report.value = f"{panel._insert_token} fail: no toolbar"
-    assert "Could not insert" in panel.insert_status.value and "no toolbar" in panel.insert_status.value
+    ins.report.value = f"{ins.token} fail: no toolbar"
+    assert "Could not insert" in ins.status.value and "no toolbar" in ins.status.value
+
+
+def test_insert_as_code_without_tasks_uses_the_controls_or_says_why(panel):
+    assert panel.insert_code() is None
+    assert "Nothing to insert" in panel.inserter.status.value and "prompt is empty" in panel.inserter.status.value
+    panel.prompt.value = "typed, not sent"
+    panel.seed.value = "5"
+    assert panel.insert_code() == "%%imagen4 -a 1:1 -n 1 -s 5\ntyped, not sent"
 
 
 def test_history_shows_magic_tasks_and_reuses_settings(panel, session):
@@ -271,29 +326,46 @@ def test_history_shows_magic_tasks_and_reuses_settings(panel, session):
     job = session.submit(GenerationRequest.create("from a cell", aspect_ratio="3:4", num_images=3, seed="9"),
                          source="magic")
     job.wait(10)
-    wait_for(lambda: job.task_id in panel.tasks_html.value, what="magic task in the task list")
-    assert "cell" in panel.tasks_html.value
+    wait_for(lambda: job.task_id in panel.tasks.text(), what="magic task in the task list")
+    assert "cell" in panel.tasks.text()
+    tab = panel.history_tab
     panel.tabs.selected_index = 1
-
-    def row():
-        rows = [r for r in panel.history_list.children if getattr(r, "children", ())]
-        return next((r for r in rows if job.task_id in r.children[1].value), None)
-
-    wait_for(lambda: row() is not None and len(row().children[0].children) == 3, what="history row, 3 thumbnails")
-    row = row()
-    reuse = row.children[2].children[0]
-    reuse.click()
+    wait_for(lambda: job.task_id in tab.table.value and tab.table.value.count("<img") == 3,
+             what="history table, 3 thumbnails")
+    assert tab.pick.value == job.task_id and "magic" in tab.pick.label
+    tab.reuse.click()
     assert (panel.prompt.value, panel.ratio.value, panel.num.value, panel.seed.value) == ("from a cell", "3:4",
                                                                                           "3", "9")
-    show = row.children[2].children[1]
-    show.click()
+    tab.show.click()
     assert panel.tabs.selected_index == 0 and panel.selected[0].task_id == job.task_id
+    assert len(panel.gallery.grid.children) == 3
 
 
-def test_close_unsubscribes(session):
+def test_progress_and_the_schedules_estimate(session):
+    from imagen4_jupyter.api.job import Job
+    from imagen4_jupyter.api.schedules import SmartSchedule
+    from imagen4_jupyter.notebook.panel.tasks import DEFAULT_GENERATION, expected_generation, progress
+
+    job = Job("t1", GenerationRequest.create("p", aspect_ratio="16:9", num_images=2))
+    schedule = SmartSchedule(margin=0.0)
+    assert expected_generation(schedule, job) == DEFAULT_GENERATION  # nothing learned yet
+    for seconds in (4.0, 5.0, 6.0):
+        schedule.learn("16:9", 2, seconds)
+    assert expected_generation(schedule, job) == pytest.approx(5.0, abs=0.6)  # the middle of its window
+    assert expected_generation(object(), job) == DEFAULT_GENERATION  # a schedule that does not learn
+    assert progress("queuing", False, None, 5.0) == 0.2
+    assert progress("generating", False, 2.5, 5.0) == pytest.approx(0.625)
+    assert progress("generating", False, 60.0, 5.0) == 0.95  # never full before it is done
+    assert progress("error", True, None, 5.0) == 1.0
+
+
+def test_close_stops_listening(session):
     p = Panel(session=session)
     p.close()
-    assert p._on_job not in session._listeners
+    job = session.submit(GenerationRequest.create("after close"), source="magic")
+    job.wait(10)
+    time.sleep(0.1)
+    assert p.jobs == {} and p.task_rows() == []
 
 
 def test_click_returns_at_once_while_create_task_is_slow(panel, sim):
@@ -301,11 +373,13 @@ def test_click_returns_at_once_while_create_task_is_slow(panel, sim):
     panel.prompt.value = "slow service"
     t0 = time.monotonic()
     panel.generate.click()
-    assert time.monotonic() - t0 < 0.3  # sent from a background thread: the kernel stays free
-    wait_for(lambda: "sending" in panel.tasks_html.value, what="sending row")
+    assert time.monotonic() - t0 < 0.3  # sent on the poller's workers: the kernel stays free
+    wait_for(lambda: "sending" in panel.tasks.text(), what="sending row")
     panel.prompt.value = "typed meanwhile"  # the controls keep working
-    assert panel.prompt_count.value.startswith("15 /")
-    wait_for(lambda: len(panel.grid.children) == 1, what="image after the slow create")
+    assert panel.controls.prompt_count.value.startswith("15 /")
+    wait_for(lambda: len(panel.gallery.grid.children) == 1, what="image after the slow create")
+    assert [r["state"] for r in panel.task_rows()] == ["success"]  # the sending row gave way to the task's
+    assert panel.task_rows()[0]["origin"] == "panel"
 
 
 def test_dropped_create_task_says_outcome_unknown(panel, sim):
@@ -313,6 +387,7 @@ def test_dropped_create_task_says_outcome_unknown(panel, sim):
     panel.prompt.value = "maybe billed"
     rec = panel.submit(wait=True)
     assert rec["job"] is None and type(rec["error"]).__name__ == "OutcomeUnknownError"
-    wait_for(lambda: "imagen4-s-unknown" in panel.tasks_html.value, what="unknown outcome row")
-    assert "not sent" not in panel.tasks_html.value
+    wait_for(lambda: [r["state"] for r in panel.task_rows()] == ["unknown"], what="unknown outcome row")
+    assert "imagen4-s-unknown" in panel.tasks.list.children[0]._dom_classes
+    assert "not sent" not in panel.tasks.text()
     assert sim.count("createTask") == 1  # never resent

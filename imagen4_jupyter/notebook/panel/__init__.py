@@ -1,0 +1,280 @@
+"""The ipywidgets panel: a thin view over the kernel's `Session` (same jobs and history as `%%imagen4`).
+
+A few small widgets composed: the controls (`controls.py`) build a `GenerationRequest`, which the panel hands
+to `Session.submit` on the client's poller workers (the kernel stays free); a listener on the session feeds
+the task list (`tasks.py`) and the gallery (`gallery.py`); the history tab (`history_tab.py`) shows the
+`%imagen4 history` table; "Insert as code" (`insert.py`) writes the equivalent `%%imagen4` cell below the
+panel's cell. No threads of its own, and no protocol or history logic here.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from ...api.cards import esc
+from ...api.errors import Imagen4Error, InvalidRequestError
+from ...api.job import Job
+from ...api.request import GenerationRequest
+from ...api.store import StoredImage
+from ...records.history import TaskEntry
+from ...records.session import Session, get_session
+from .controls import Controls
+from .gallery import Gallery
+from .history_tab import HistoryTab
+from .insert import InsertAsCode, cell_code, code_problem
+from .style import style_html
+from .tasks import TaskList, expected_generation
+
+__all__ = ["Panel", "cell_code", "code_problem"]
+
+HISTORY_TAB = 1
+
+
+class Panel(W.VBox):
+    """Explore Imagen 4 with controls; tasks, images and history are the kernel session's (shared with %%imagen4).
+
+    `Panel()` uses the kernel's session; `Panel(session=...)` another one (tests).
+    Seeds: an empty seed box means a new random seed is chosen and sent with each Generate (so every task
+    can be reproduced and "Insert as code" gives a cell that shows the same images); "random" fills the box;
+    "keep" keeps the box's seed for the next Generate, otherwise the box is emptied after each Generate.
+    """
+
+    def __init__(self, session: Session | None = None, *, thumb_size: int = 160, history_limit: int = 20):
+        self.session = session or get_session()
+        self.submissions: list[dict] = []  # every Generate of this panel, oldest first
+        self._closed = False
+        self._lock = threading.Lock()
+        self._submitting: set[int] = set()  # threads inside session.submit for this panel (its listener calls
+        # come from there, so a job is known to be the panel's from its first row)
+        self.controls = Controls()
+        self.tasks = TaskList(self._later, lambda job: expected_generation(self.session.client.schedule, job))
+        self.gallery = Gallery(thumb_size)
+        self.history_tab = HistoryTab(self.session, self._later, limit=history_limit)
+        self.inserter = InsertAsCode()
+        self.tabs = W.Tab(children=[self.gallery, self.history_tab], titles=("Gallery", "History"))
+        self.tabs.add_class("imagen4-tabs")
+        style = W.HTML(style_html(), layout=W.Layout(display="none"))
+        super().__init__([style, self.controls, self.inserter, self.tasks, self.tabs], layout=W.Layout(width="100%"))
+        self.add_class("imagen4-panel")
+        # the controls' widgets, as attributes of the panel (scripts and tests set their values)
+        c = self.controls
+        self.prompt, self.negative, self.ratio, self.num, self.seed = c.prompt, c.negative, c.ratio, c.num, c.seed
+        self.keep, self.generate, self.insert, self.reason = c.keep, c.generate, c.insert, c.reason
+
+        self.generate.on_click(lambda _b: self.submit())
+        self.insert.on_click(lambda _b: self.insert_code())
+        self.gallery.reuse.on_click(lambda _b: self.gallery.selected and self.reuse_settings(
+            self.gallery.selected[0].request))
+        self.gallery.copy_seed.on_click(lambda _b: self.copy_selected_seed())
+        self.history_tab.reuse.on_click(lambda _b: self._reuse_picked())
+        self.history_tab.show.on_click(lambda _b: self._show_picked())
+        self.tabs.observe(self._on_tab, names="selected_index")
+        self.session.subscribe(self._on_job)
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run `fn` after `delay` seconds on the client's poller workers (the panel has no threads)."""
+        self.session.client.poller.call_later(delay, fn)
+
+    # == what the panel knows ======================================================================
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """Every job seen since the panel opened, oldest first, by task id (`stored:<id>` for a reuse)."""
+        return self.tasks.jobs
+
+    @property
+    def mine(self) -> set[str]:
+        """Task ids submitted from this panel."""
+        jobs = self.tasks.jobs
+        return {jobs[k].task_id for k in set(self.tasks.mine) if k in jobs}
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` ran: the panel no longer listens to the session."""
+        return self._closed
+
+    @property
+    def selected(self) -> tuple[Job, StoredImage] | None:
+        return self.gallery.selected
+
+    @property
+    def gallery_items(self) -> list[tuple[Job, StoredImage]]:
+        return list(self.gallery.items)
+
+    def task_rows(self) -> list[dict]:
+        """What the task list shows, newest first: one dict per task or unsent submission."""
+        return self.tasks.task_rows()
+
+    def render_tasks(self) -> None:
+        self.tasks.refresh()
+
+    # == controls ==================================================================================
+    def current_request(self, seed: str | None = None) -> GenerationRequest:
+        """The request the controls describe (raises InvalidRequestError saying what to fix)."""
+        return self.controls.current_request(seed)
+
+    def validate(self) -> GenerationRequest | None:
+        return self.controls.validate()
+
+    def new_seed(self) -> str:
+        """Fill the seed box with a new random seed."""
+        return self.controls.new_seed()
+
+    def reuse_settings(self, request: GenerationRequest | dict | None) -> None:
+        """Fill the controls from a request (or a history request dict)."""
+        self.controls.fill(request)
+
+    # == submitting ================================================================================
+    def submit(self, *, wait: bool = False) -> dict | None:
+        """What Generate does: validate, pick a seed if none, send on the poller's workers (the kernel stays free).
+
+        Returns the submission record (`request`, and later `job` or `error`); `wait=True` blocks until sent.
+        """
+        request = self.controls.take_request()
+        if request is None:
+            return None
+        record: dict[str, Any] = {"request": request, "job": None, "error": None, "at": time.time(),
+                                  "sent": threading.Event()}
+        with self._lock:
+            self.submissions.append(record)
+        self.tasks.add_submission(record)
+        try:
+            self._later(0.0, lambda: self._send_request(record))
+        except Imagen4Error as err:  # no client can be made (a bad base URL in the environment)
+            record["error"] = err
+            self._submission_done(record)
+        if wait:
+            record["sent"].wait(30)
+        return record
+
+    def _send_request(self, record: dict) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            self._submitting.add(me)
+        try:
+            record["job"] = self.session.submit(record["request"], source="panel")
+        except Imagen4Error as err:
+            record["error"] = err
+        except Exception as err:  # never lose a click silently
+            record["error"] = Imagen4Error(f"{type(err).__name__}: {err}")
+        finally:
+            with self._lock:
+                self._submitting.discard(me)
+        self._submission_done(record)
+
+    def _submission_done(self, record: dict) -> None:
+        if self.tasks.sent(record):
+            record["job"].add_done_callback(self._on_done)
+        record["sent"].set()
+
+    # == session events (any thread: the poller's, or the kernel's for a cell's task) ==============
+    # a job's row follows its changes; its images and the history tab follow its done signal
+    def _on_job(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            mine = threading.get_ident() in self._submitting
+        if self.tasks.show_job(job, mine=mine):
+            job.add_done_callback(self._on_done)  # at once for a job already done (one reused from the history)
+
+    def _on_done(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                return
+        self.tasks.show_job(job)
+        if job.error is None and job.images:
+            self.gallery.add(job)
+        if self.tabs.selected_index == HISTORY_TAB:
+            self.history_tab.request()
+
+    # == gallery ===================================================================================
+    def show_images(self, job: Job) -> None:
+        """Put a finished job's images at the front of the gallery."""
+        self.gallery.add(job)
+
+    def select(self, item: tuple[Job, StoredImage] | None) -> None:
+        """Show one image in the larger view (None closes it)."""
+        self.gallery.select(item)
+        if item is not None:
+            self.tabs.selected_index = 0
+
+    def save_selected(self, path: str | None = None) -> Path | None:
+        """Copy the selected image's file to `path` (default: the "save as" box)."""
+        return self.gallery.save_selected(path)
+
+    def copy_selected_seed(self) -> str | None:
+        """Copy the selected image's seed to the clipboard (and put it in the box beside the button)."""
+        if self.selected is None:
+            return None
+        req = self.selected[0].request
+        if not req or not req.seed:
+            self.gallery.view_status.value = "This task was sent without a seed."
+            return None
+        self.gallery.seed_copy.value = req.seed
+        self.inserter.copy(req.seed)
+        self.gallery.view_status.value = f"Seed <b>{esc(req.seed)}</b> copied (it is also selected in the box)."
+        return req.seed
+
+    # == insert as code ============================================================================
+    def code_request(self) -> GenerationRequest | None:
+        """The request "Insert as code" writes: the selected image's, else the latest task's, else the controls'."""
+        if self.selected is not None and self.selected[0].request is not None:
+            return self.selected[0].request
+        with self._lock:
+            sent = [r["request"] for r in self.submissions if r["error"] is None]
+        if sent:
+            return sent[-1]
+        try:
+            return self.controls.current_request()
+        except InvalidRequestError as err:
+            self.inserter.say(f"<span class='imagen4-reason'>Nothing to insert: {esc(err)}</span>")
+            return None
+
+    def insert_code(self) -> str | None:
+        """Insert the `%%imagen4` cell below this one (JupyterLab 4 / Notebook 7) and show it for copying."""
+        request = self.code_request()
+        return self.inserter.insert(request) if request is not None else None
+
+    # == history tab ===============================================================================
+    def _on_tab(self, change: dict) -> None:
+        if change["new"] == HISTORY_TAB:
+            self.history_tab.request()
+
+    def request_history(self) -> None:
+        """Redraw the history tab soon, on the poller's workers (thumbnails take time; the kernel stays free)."""
+        self.history_tab.request()
+
+    def refresh_history(self) -> None:
+        """Redraw the history tab now from the session's history (newest first, filtered by the search box)."""
+        self.history_tab.refresh()
+
+    def history_entries(self) -> list[TaskEntry]:
+        return self.history_tab.entries()
+
+    def _reuse_picked(self) -> None:
+        entry = self.history_tab.chosen()
+        if entry is not None:
+            self.reuse_settings(entry.request)
+
+    def _show_picked(self) -> None:
+        entry = self.history_tab.chosen()
+        if entry is None or entry.state != "success":
+            return
+        job = self.session.job_from_history(entry)
+        if job.images:
+            self.gallery.add(job)
+            self.select((job, job.images[0]))
+
+    # == lifetime ==================================================================================
+    def close(self) -> None:
+        """Stop listening to the session and close every widget of the panel."""
+        with self._lock:
+            self._closed = True
+        self.session.unsubscribe(self._on_job)
+        for part in (self.tasks, self.gallery, self.history_tab, self.inserter, self.controls):
+            part.close()
+        super().close()

@@ -1,0 +1,142 @@
+"""The panel's controls: prompt, negative prompt, aspect ratio, number of images, seed, Generate, Insert as code.
+
+They describe a `GenerationRequest` (validated by `GenerationRequest.create`, whose errors say what to fix);
+what the buttons do is wired by the panel.
+"""
+from __future__ import annotations
+
+import random
+
+import ipywidgets as W
+
+from ...api.cards import esc
+from ...api.errors import InvalidRequestError
+from ...api.request import ASPECT_RATIOS, MAX_IMAGES, MAX_PROMPT, GenerationRequest
+
+RATIO_NAMES = {"1:1": "square", "16:9": "wide", "9:16": "tall", "3:4": "portrait", "4:3": "landscape"}
+SEED_MAX = 2_147_483_647
+GENERATE_TIP = "Send a task; you can queue more while others run"
+
+
+def random_seed() -> str:
+    return str(random.randint(1, SEED_MAX))
+
+
+class Controls(W.VBox):
+    """The input widgets; `current_request()` is the request they describe, `validate()` shows why it is not
+    valid (and disables Generate) or clears the reason."""
+
+    def __init__(self) -> None:
+        full = W.Layout(width="100%")
+        self.prompt = W.Textarea(placeholder="Describe the image you want…", rows=3, layout=full)
+        self.prompt.add_class("imagen4-prompt")
+        self.prompt_count = W.HTML()
+        self.prompt_count.add_class("imagen4-count")
+        self.negative = W.Textarea(placeholder="Negative prompt (optional): what to leave out", rows=1, layout=full)
+        self.negative.add_class("imagen4-negative")
+        self.negative_count = W.HTML()
+        self.negative_count.add_class("imagen4-count")
+        self.ratio = W.ToggleButtons(options=list(ASPECT_RATIOS), value="1:1",
+                                     tooltips=[f"{r} {RATIO_NAMES[r]}" for r in ASPECT_RATIOS],
+                                     style={"button_width": "auto"})
+        self.ratio.add_class("imagen4-ratio")
+        self.num = W.ToggleButtons(options=[str(i) for i in range(1, MAX_IMAGES + 1)], value="1",
+                                   tooltips=[f"{i} image{'s' if i > 1 else ''}" for i in range(1, MAX_IMAGES + 1)],
+                                   style={"button_width": "32px"})
+        self.num.add_class("imagen4-num")
+        self.seed = W.Text(placeholder="random each time", layout=W.Layout(width="150px"))
+        self.seed.add_class("imagen4-seed")
+        self.random_seed = W.Button(description="random", tooltip="Fill in a new random seed",
+                                    layout=W.Layout(width="auto"))
+        self.random_seed.add_class("imagen4-random-seed")
+        self.keep = W.Checkbox(value=False, description="keep", indent=False, layout=W.Layout(width="auto"),
+                               tooltip="Keep this seed for the next Generate (otherwise a new one each time)")
+        self.keep.add_class("imagen4-keep")
+        self.generate = W.Button(description="Generate", button_style="primary", icon="play", tooltip=GENERATE_TIP)
+        self.generate.add_class("imagen4-generate")
+        self.insert = W.Button(description="Insert as code", icon="code", layout=W.Layout(width="auto"),
+                               tooltip="Put the %%imagen4 cell for the selected image's task (or the latest "
+                                       "task, or these controls) below this cell")
+        self.insert.add_class("imagen4-insert")
+        self.reason = W.HTML()
+        self.reason.add_class("imagen4-reason")
+
+        seed_row = W.HBox([W.Label("Seed"), self.seed, self.random_seed, self.keep],
+                          layout=W.Layout(align_items="center"))
+        options = W.HBox([self.ratio, self.num, seed_row], layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        actions = W.HBox([self.generate, self.insert, self.reason],
+                         layout=W.Layout(align_items="center", flex_flow="row wrap"))
+        for row in (seed_row, options, actions):
+            row.add_class("imagen4-row")
+        super().__init__([self.prompt, self.prompt_count, self.negative, self.negative_count, options, actions],
+                         layout=W.Layout(width="100%"))
+        self.add_class("imagen4-controls")
+        for w in (self.prompt, self.negative, self.seed, self.ratio, self.num):
+            w.observe(lambda _change: self.validate(), names="value")
+        self.random_seed.on_click(lambda _b: self.new_seed())
+        self.validate()
+
+    def current_request(self, seed: str | None = None) -> GenerationRequest:
+        """The request the controls describe (raises InvalidRequestError saying what to fix)."""
+        # stripped like the magic strips a cell body, so "Insert as code" sends the very same request
+        return GenerationRequest.create(self.prompt.value.strip(), negative_prompt=self.negative.value.strip() or None,
+                                        aspect_ratio=self.ratio.value, num_images=int(self.num.value),
+                                        seed=seed if seed is not None else (self.seed.value.strip() or None))
+
+    def validate(self) -> GenerationRequest | None:
+        """Update the counts; enable Generate with a valid request, else disable it and say why."""
+        _count(self.prompt_count, len(self.prompt.value))
+        _count(self.negative_count, len(self.negative.value))
+        try:
+            request = self.current_request()
+        except InvalidRequestError as err:
+            self.generate.disabled = True
+            self.generate.tooltip = str(err)
+            self.reason.value = esc(err)
+            return None
+        self.generate.disabled = False
+        self.generate.tooltip = GENERATE_TIP
+        self.reason.value = ""
+        return request
+
+    def take_request(self) -> GenerationRequest | None:
+        """The request to send now: the box's seed, or a new random one when it is empty (so every task can be
+        reproduced); the box keeps the seed with "keep", else it is emptied. None (and the reason shown) if
+        the controls are not valid."""
+        if self.validate() is None:
+            return None
+        seed = self.seed.value.strip() or random_seed()
+        try:
+            request = self.current_request(seed=seed)
+        except InvalidRequestError as err:
+            self.reason.value = esc(err)
+            return None
+        self.seed.value = seed if self.keep.value else ""
+        return request
+
+    def new_seed(self) -> str:
+        """Fill the seed box with a new random seed."""
+        self.seed.value = random_seed()
+        return self.seed.value
+
+    def fill(self, request: GenerationRequest | dict | None) -> None:
+        """Set the controls from a request (or a history request dict)."""
+        if request is None:
+            return
+        data = request.to_dict() if isinstance(request, GenerationRequest) else dict(request)
+        self.prompt.value = data.get("prompt") or ""
+        self.negative.value = data.get("negative_prompt") or ""
+        if data.get("aspect_ratio") in ASPECT_RATIOS:
+            self.ratio.value = data["aspect_ratio"]
+        if str(data.get("num_images")) in self.num.options:
+            self.num.value = str(data["num_images"])
+        self.seed.value = str(data["seed"]) if data.get("seed") is not None else ""
+        self.validate()
+
+
+def _count(widget: W.HTML, n: int) -> None:
+    widget.value = f"{n} / {MAX_PROMPT}"
+    if n > MAX_PROMPT:
+        widget.add_class("imagen4-over")
+    else:
+        widget.remove_class("imagen4-over")

@@ -1,0 +1,157 @@
+"""The panel's gallery: thumbnails of finished images (newest first) and a larger view of one, with Save as.
+
+Thumbnails come from the image store's one cache (`api.store.thumbnail`, small files beside the images); the
+larger view is a bounded preview of the one image shown.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import ipywidgets as W
+
+from ...api.cards import esc
+from ...api.job import Job
+from ...api.store import StoredImage, preview, thumbnail
+
+MAX_GALLERY = 48  # newest images kept in the grid
+VIEW_SIDE = 768  # longer side of the larger view, in pixels
+EMPTY_NOTE = "<i>Images appear here as tasks finish. Click one for a larger view.</i>"
+
+
+def _button(description: str, css: str, icon: str = "") -> W.Button:
+    button = W.Button(description=description, icon=icon, layout=W.Layout(width="auto"))
+    button.add_class(css)
+    return button
+
+
+class Gallery(W.VBox):
+    """`add(job)` puts a finished job's images first; `select((job, image))` opens the larger view. The
+    view's Reuse and Copy seed buttons are wired by the panel (they act on the controls and the browser)."""
+
+    def __init__(self, thumb_size: int = 160) -> None:
+        self.thumb_size = thumb_size
+        self.items: list[tuple[Job, StoredImage]] = []  # newest first
+        self.selected: tuple[Job, StoredImage] | None = None
+        self._cards: dict[str, W.Widget] = {}
+        self._lock = threading.RLock()  # images arrive on the poller's threads
+        columns = f"repeat(auto-fill, minmax({thumb_size}px, 1fr))"
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=columns, grid_gap="6px", width="100%"))
+        self.grid.add_class("imagen4-gallery")
+        self.note = W.HTML(EMPTY_NOTE)
+        self.big = W.Image(format="png", layout=W.Layout(max_width="100%", max_height="420px",
+                                                          object_fit="contain", align_self="flex-start"))
+        self.big.add_class("imagen4-big")
+        self.big_info = W.HTML()
+        self.big_info.add_class("imagen4-big-info")
+        self.reuse = _button("Reuse these settings", "imagen4-reuse", "undo")
+        self.copy_seed = _button("Copy seed", "imagen4-copy-seed", "copy")
+        self.seed_copy = W.Text(layout=W.Layout(width="150px"), placeholder="no seed")
+        self.seed_copy.add_class("imagen4-seed-copy")
+        self.save_path = W.Text(layout=W.Layout(width="320px"), placeholder="file path")
+        self.save_path.add_class("imagen4-save-path")
+        self.save = _button("Save as", "imagen4-save", "save")
+        self.close_view = _button("Close", "imagen4-close-view")
+        self.view_status = W.HTML()
+        self.view_status.add_class("imagen4-view-status")
+        self.viewer = W.VBox([
+            self.big, self.big_info,
+            W.HBox([self.reuse, self.copy_seed, self.seed_copy, self.close_view]),
+            W.HBox([self.save_path, self.save]), self.view_status,
+        ], layout=W.Layout(display="none", border="1px solid var(--jp-border-color2, #ddd)", padding="6px"))
+        self.viewer.add_class("imagen4-viewer")
+        super().__init__([self.viewer, self.note, self.grid])
+        self.save.on_click(lambda _b: self.save_selected())
+        self.close_view.on_click(lambda _b: self.select(None))
+
+    def add(self, job: Job) -> None:
+        """Put a finished job's images at the front of the grid (an image already there stays where it is)."""
+        with self._lock:
+            known = {(j.task_id, im.sha256) for j, im in self.items}
+            new = [(job, im) for im in job.images if (job.task_id, im.sha256) not in known]
+            if not new:
+                return
+            self.items = (new + self.items)[:MAX_GALLERY]
+            keys = [f"{j.task_id}:{im.sha256}" for j, im in self.items]
+            for key, (j, im) in zip(keys, self.items, strict=True):
+                if key not in self._cards:
+                    self._cards[key] = self._card(j, im)
+            for key in [k for k in self._cards if k not in keys]:
+                self._cards.pop(key).close()
+            self.grid.children = tuple(self._cards[k] for k in keys)
+            self.note.value = f"<i>{len(keys)} image(s), newest first. Click one for a larger view.</i>"
+
+    def _card(self, job: Job, image: StoredImage) -> W.Widget:
+        try:
+            data, mime = thumbnail(image.path, self.thumb_size)
+        except Exception:  # file gone or unreadable: still show the card
+            data, mime = b"", "image/png"
+        img = W.Image(value=data, format=mime.split("/")[-1],
+                      layout=W.Layout(width=f"{self.thumb_size}px", height=f"{self.thumb_size}px"))
+        img.add_class("imagen4-thumb")
+        zoom = W.Button(tooltip="Larger view")
+        zoom.add_class("imagen4-zoom")
+        zoom.on_click(lambda _b, j=job, im=image: self.select((j, im)))
+        req = job.request
+        caption = W.HTML(f"{esc(req.aspect_ratio)} · seed {esc(req.seed) if req.seed else '—'}" if req else "")
+        caption.add_class("imagen4-caption")
+        box = W.Box([img, zoom])
+        box.add_class("imagen4-thumb-box")
+        card = W.VBox([box, caption])
+        card.add_class("imagen4-card")
+        return card
+
+    def select(self, item: tuple[Job, StoredImage] | None) -> None:
+        """Show one image in the larger view (None closes it)."""
+        self.selected = item
+        if item is None:
+            self.viewer.layout.display = "none"
+            return
+        job, image = item
+        try:
+            data, mime = preview(image.data, VIEW_SIDE)
+        except Exception as err:
+            data, mime = b"", "image/png"
+            self.view_status.value = f"<span class='imagen4-reason'>Cannot read {esc(image.path)}: {esc(err)}</span>"
+        else:
+            self.view_status.value = ""
+        self.big.format = mime.split("/")[-1]
+        self.big.value = data
+        req = job.request
+        self.big_info.value = (
+            f"<code>{esc(job.task_id)}</code> · image {image.index + 1} · {image.width}×{image.height} · "
+            f"{esc(req.aspect_ratio) if req else ''} · seed <b>{esc(req.seed) if req and req.seed else '—'}</b>"
+            f"<br/><span class='imagen4-prompt-text'>{esc(req.prompt[:300]) if req else ''}</span>"
+            f"<br/><small>{esc(image.path)}</small>")
+        self.seed_copy.value = req.seed if req and req.seed else ""
+        suffix = Path(image.path).suffix or ".png"
+        self.save_path.value = str(Path.cwd() / f"imagen4-{job.task_id}-{image.index + 1}{suffix}")
+        self.viewer.layout.display = "flex"
+
+    def save_selected(self, path: str | None = None) -> Path | None:
+        """Copy the selected image's file to `path` (default: the "save as" box); a folder keeps the name."""
+        if self.selected is None:
+            return None
+        _job, image = self.selected
+        target = Path(path or self.save_path.value).expanduser()
+        if not str(target).strip():
+            self.view_status.value = "<span class='imagen4-reason'>Type a file path first.</span>"
+            return None
+        try:
+            if target.is_dir():
+                target = target / Path(image.path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(image.path, target)
+        except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+            self.view_status.value = f"<span class='imagen4-reason'>Not saved: {esc(err)}</span>"
+            return None
+        self.view_status.value = f"Saved to <code>{esc(target)}</code>"
+        return target
+
+    def close(self) -> None:
+        with self._lock:
+            for card in self._cards.values():
+                card.close()
+            self._cards.clear()
+        super().close()

@@ -1,0 +1,260 @@
+"""The panel's task list: one row per task (or per submission not yet a task), newest first.
+
+Rows are keyed by task id (a job reused from the history has its own row, `stored`). Each row is a few
+widgets: the state in words and the elapsed time, a `FloatProgress`, and what the task is. Rows change when
+the session says a job changed; while something runs, the elapsed times and bars are refreshed once a second
+by the client's poller timer (`later`), which stops when nothing runs.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+
+from ...api.cards import esc
+from ...api.errors import OutcomeUnknownError
+from ...api.job import Job
+
+STATE_WORDS = {"submitted": "sent", "waiting": "waiting", "queuing": "queued", "generating": "generating",
+               "success": "done", "fail": "failed", "error": "error", "unsent": "not sent",
+               "unknown": "unknown", "sending": "sending"}
+ENDED = ("success", "fail", "error", "unsent", "unknown")
+MAX_ROWS = 30  # newest rows shown; older ones are dropped from the view (their jobs stay in `jobs`)
+TICK = 1.0  # seconds between refreshes of elapsed times and bars while something runs
+DEFAULT_GENERATION = 8.0  # seconds a generation is expected to take before the schedule has learned any
+
+
+def expected_generation(schedule: Any, job: Job) -> float:
+    """How long this job's generation is expected to take: the middle of the window the client's learning
+    schedule (`SmartSchedule.window`) predicts for its aspect ratio and image count, else a default."""
+    window = getattr(schedule, "window", None)
+    win = window(job) if callable(window) else None
+    return (win[0] + win[1]) / 2 if win else DEFAULT_GENERATION
+
+
+def progress(status: str, done: bool, generating_for: float | None, expected: float) -> float:
+    """A bar's fill: fixed steps while sent, waiting and queued; while generating, the time spent against
+    the expected duration (never full before the task is done)."""
+    if done:
+        return 1.0
+    if status == "generating" and generating_for is not None:
+        return min(0.95, 0.3 + 0.65 * generating_for / max(expected, 0.5))
+    return {"submitted": 0.05, "waiting": 0.12, "queuing": 0.2}.get(status, 0.1)
+
+
+def job_key(job: Job) -> str:
+    return f"stored:{job.task_id}" if job.reused else job.task_id
+
+
+class TaskRow(W.HBox):
+    """The widgets of one row; `show(row)` puts a `TaskList.task_rows()` dict in them."""
+
+    def __init__(self) -> None:
+        self.state_html = W.HTML()
+        self.state_html.add_class("imagen4-task-state")
+        self.bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="90px"))
+        self.bar.add_class("imagen4-bar")
+        self.info = W.HTML()
+        self.info.add_class("imagen4-task-info")
+        self.state = ""
+        super().__init__([self.state_html, self.bar, self.info], layout=W.Layout(flex_flow="row wrap"))
+        self.add_class("imagen4-task")
+
+    def show(self, row: dict) -> None:
+        state = row["state"] if row["state"] in STATE_WORDS else "other"  # a DOM class: known words only
+        if state != self.state:
+            if self.state:
+                self.remove_class(f"imagen4-s-{self.state}")
+            self.add_class(f"imagen4-s-{state}")
+            self.state = state
+        word = "stored" if row["reused"] else STATE_WORDS.get(row["state"], row["state"])
+        elapsed = "" if row["reused"] else f"{row['elapsed']:.1f} s"
+        self.state_html.value = (f"<span class='imagen4-badge'>{esc(word)}</span>"
+                                 f"<span class='imagen4-elapsed'>{elapsed}</span>")
+        self.bar.value = row["progress"]
+        self.bar.tooltip = f"{int(row['progress'] * 100)}%"
+        self.bar.bar_style = ("danger" if state in ("fail", "error", "unsent", "unknown")
+                              else "success" if state == "success" else "")
+        extra = ""
+        if row["reused"]:
+            extra = "<span>reused from history, nothing sent</span>"
+        if row["error"]:
+            extra = f"<span class='imagen4-err'>{esc(row['error'])}</span>"
+        tid = f"<code>{esc(row['task_id'])}</code>" if row["task_id"] else ""
+        self.info.value = (f"<span class='imagen4-origin'>{esc(row['origin'])}</span>{tid}"
+                           f"<span class='imagen4-prompt-text'>{esc(row['prompt'][:140])}</span>{extra}")
+
+
+class TaskList(W.VBox):
+    """Jobs and submissions in the order they were first seen; the newest MAX_ROWS are shown.
+
+    `later(delay, fn)` runs `fn` after `delay` seconds on the client's poller (the once-a-second refresh);
+    `expected(job)` is how long a job's generation is expected to take.
+    """
+
+    def __init__(self, later: Callable[[float, Callable[[], None]], None], expected: Callable[[Job], float]):
+        self.later = later
+        self.expected = expected
+        self.head = W.HTML()
+        self.head.add_class("imagen4-tasks-head")
+        self.list = W.VBox()
+        self.items: dict[str, Job | dict] = {}  # key -> job, or submission record without a task; oldest first
+        self.mine: set[str] = set()  # keys of the jobs sent from this panel
+        self.ticking = False
+        self.closed = False
+        self._rows: dict[str, TaskRow] = {}
+        self._generating: dict[str, float] = {}  # key -> when the row first saw `generating`
+        self._lock = threading.RLock()
+        self._count = 0
+        super().__init__([self.head, self.list], layout=W.Layout(width="100%"))
+        self.add_class("imagen4-tasks")
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        with self._lock:
+            return {k: v for k, v in self.items.items() if isinstance(v, Job)}
+
+    # -- what changes the list -----------------------------------------------------------------
+    def show_job(self, job: Job, *, mine: bool = False) -> bool:
+        """Add a job's row, or update it (a job reused again moves to the top). True if the job is new here."""
+        key = job_key(job)
+        with self._lock:
+            if self.closed:
+                return False
+            known = self.items.get(key)
+            if known is not job:
+                self.items.pop(key, None)
+                self.items[key] = job
+            if mine:
+                self.mine.add(key)
+            if job.status == "generating":
+                self._generating.setdefault(key, time.monotonic())
+            if known is not job:
+                self._draw()
+            self._update(key)
+            self._head()
+        self._tick_soon()
+        return known is not job
+
+    def add_submission(self, record: dict) -> None:
+        """A click being sent (its row says `sending` until `sent(record)`)."""
+        with self._lock:
+            self._count += 1
+            self.items[f"send:{self._count}"] = record
+            self._draw()
+            self._head()
+        self._tick_soon()
+
+    def sent(self, record: dict) -> bool:
+        """The submission got its job (its row gives way to the job's) or was refused (its row says why).
+        True if its job is new here (the session's listener had not shown it)."""
+        new = False
+        with self._lock:
+            key = next((k for k, v in self.items.items() if v is record), None)
+            if key is None or self.closed:
+                return False
+            if record["job"] is not None:
+                del self.items[key]
+                new = self.show_job(record["job"], mine=True)
+                self._draw()
+            else:
+                self._update(key)
+            self._head()
+        return new
+
+    # -- what the list shows --------------------------------------------------------------------
+    def task_rows(self) -> list[dict]:
+        """What the list shows, newest first: one dict per task or submission."""
+        with self._lock:
+            return [self._row(k, v) for k, v in reversed(list(self.items.items()))]
+
+    def _row(self, key: str, item: Job | dict) -> dict:
+        if isinstance(item, dict):
+            if isinstance(item["error"], OutcomeUnknownError):  # it may exist (and be billed): never resent
+                state, words = "unknown", str(item["error"])
+            elif item["error"] is not None:
+                state, words = "unsent", f"not sent: {item['error']}"
+            else:
+                state, words = "sending", ""
+            return {"task_id": None, "state": state, "elapsed": time.time() - item["at"], "progress": 0.02,
+                    "prompt": item["request"].prompt, "error": words, "origin": "panel", "reused": False}
+        since = self._generating.get(key)
+        generating_for = time.monotonic() - since if since is not None else None
+        fill = progress(item.status, item.done(), generating_for,
+                        self.expected(item) if generating_for is not None else DEFAULT_GENERATION)
+        return {"task_id": item.task_id, "state": item.status, "elapsed": item.elapsed, "progress": fill,
+                "prompt": item.request.prompt if item.request else "",
+                "error": str(item.error) if item.error is not None else "",
+                "origin": "panel" if key in self.mine else "cell", "reused": item.reused}
+
+    def running(self) -> int:
+        return sum(1 for r in self.task_rows() if r["state"] not in ENDED)
+
+    def refresh(self) -> None:
+        """Redraw every shown row (elapsed times, bars) and the heading."""
+        with self._lock:
+            for key in list(self._rows):
+                self._update(key)
+            self._head()
+
+    def text(self) -> str:
+        """The heading and every shown row's words, as HTML (what a reader of the list sees)."""
+        with self._lock:
+            return self.head.value + "".join(r.state_html.value + r.info.value for r in self.list.children)
+
+    def _draw(self) -> None:
+        """Make the shown rows the newest MAX_ROWS items (lock held)."""
+        keys = list(self.items)[-MAX_ROWS:][::-1]
+        for key in [k for k in self._rows if k not in keys]:
+            self._rows.pop(key).close()
+        children = []
+        for key in keys:
+            if key not in self._rows:
+                self._rows[key] = TaskRow()
+                self._update(key)
+            children.append(self._rows[key])
+        if tuple(children) != tuple(self.list.children):
+            self.list.children = tuple(children)
+
+    def _update(self, key: str) -> None:
+        row, item = self._rows.get(key), self.items.get(key)
+        if row is not None and item is not None:
+            row.show(self._row(key, item))
+
+    def _head(self) -> None:
+        if not self.items:
+            self.head.value = ""
+            return
+        self.head.value = (f"<div class='imagen4-tasks-head'><b>Tasks</b> · {self.running()} running · "
+                           f"{len(self.items)} in all</div>")
+
+    # -- the once-a-second refresh --------------------------------------------------------------
+    def _tick_soon(self) -> None:
+        with self._lock:
+            if self.ticking or self.closed or not self.running():
+                return
+            self.ticking = True
+        try:
+            self.later(TICK, self._tick)
+        except Exception:  # no client to time it (a broken configuration): the rows still change on events
+            with self._lock:
+                self.ticking = False
+
+    def _tick(self) -> None:
+        with self._lock:
+            self.ticking = False
+            if self.closed:
+                return
+            self.refresh()
+        self._tick_soon()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            for row in self._rows.values():
+                row.close()
+            self._rows.clear()
+        super().close()
