@@ -14,7 +14,7 @@ from PIL import Image
 
 from imagen4_jupyter import GenerationRequest, Imagen4Client, PollSchedule, Result, RetryPolicy, TaskRecord
 from imagen4_jupyter.api import errors as E
-from imagen4_jupyter.api.client import _retry_after
+from imagen4_jupyter.api.client import parse_retry_after
 
 # Image sizes the service produces per aspect ratio, times the fixture's image_scale (1/16).
 SIZES = {"1:1": (64, 64), "16:9": (88, 48), "9:16": (48, 88), "4:3": (80, 56), "3:4": (56, 80)}
@@ -177,12 +177,12 @@ def test_retry_after_is_capped_by_policy(sim, client):
 
 
 def test_retry_after_header_forms():
-    assert _retry_after("3") == 3.0 and _retry_after("0.5") == 0.5 and _retry_after("-2") == 0.0
-    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("0.5") == 0.5 and parse_retry_after("-2") == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= _retry_after(future) <= 31  # HTTP-date form
+    assert 25 <= parse_retry_after(future) <= 31  # HTTP-date form
     past = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 30))
-    assert _retry_after(past) == 0.0
+    assert parse_retry_after(past) == 0.0
 
 
 def test_backoff_grows_and_has_jitter():

@@ -6,10 +6,12 @@ retried; `createTask` is never resent once it may have reached the service (no i
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +19,10 @@ from urllib.parse import urlsplit
 
 from . import errors as E
 from .job import Job
+from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
+from .schedules import Schedule, SmartSchedule
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -34,7 +38,8 @@ USER_AGENT = "imagen4-jupyter/0.1"
 
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with full jitter; `Retry-After` is honoured up to `max_retry_after` seconds."""
+    """The package's one backoff: exponential with full jitter; `Retry-After` is honoured up to
+    `max_retry_after` seconds. `attempts` bounds the client's own retries of one request."""
 
     attempts: int = 6
     base: float = 0.5
@@ -42,6 +47,9 @@ class RetryPolicy:
     max_retry_after: float = 60.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to pause before retry number `attempt` (0 for the first): a random draw from
+        [0, min(cap, base * 2**attempt)]; when the service sent `retry_after` seconds, that (capped at
+        `max_retry_after`), but never less than a tenth of the draw."""
         backoff = random.uniform(0, min(self.cap, self.base * 2 ** attempt))
         if retry_after is not None:
             return max(min(retry_after, self.max_retry_after), backoff * 0.1)
@@ -79,7 +87,8 @@ def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
 
 
 def _not_sent(exc: BaseException) -> bool:
-    """True if the request certainly never reached the server (connection refused, connect timeout)."""
+    """True if the request certainly never reached the server (connection refused, connect timeout).
+    The one not-sent test: a TransportError built from such a failure carries `not_sent=True`."""
     import requests
     import urllib3.exceptions as U
 
@@ -106,14 +115,11 @@ class Imagen4Client:
     """
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
-                 timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Any = None,
+                 timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Schedule | None = None,
                  retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
                  allow_insecure_http: bool | None = None, max_workers: int = 3,
                  max_download_bytes: int = 50 * 1024 * 1024):
         import requests
-
-        from .poller import Poller
-        from .schedules import SmartSchedule
 
         if allow_insecure_http is None:
             allow_insecure_http = os.environ.get("APIKLEY_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
@@ -185,7 +191,8 @@ class Imagen4Client:
                                        num_images=num_images, seed=seed, callback_url=callback_url)
         return self.submit_request(req)
 
-    def submit_request(self, request: GenerationRequest, *, on_created=None, retry_rate_limits: bool = True) -> Job:
+    def submit_request(self, request: GenerationRequest, *, on_created: Callable[[Job], Any] | None = None,
+                       retry_rate_limits: bool = True) -> Job:
         """Create a task for a validated request. `on_created(job)` runs before polling starts.
         `retry_rate_limits`: as for `create_task`."""
         job = Job(self.create_task(request, retry_rate_limits=retry_rate_limits), request)
@@ -203,11 +210,17 @@ class Imagen4Client:
         self.poller.track(job)
         return job
 
-    def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Result:
-        """Submit and wait: returns the Result with downloaded images, or raises."""
-        return self.submit(prompt, **options).wait(timeout)
+    def generate(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str = "1:1",
+                 num_images: int | str = 1, seed: str | int | None = None, callback_url: str | None = None,
+                 timeout: float | None = None) -> Result:
+        """Submit and wait: returns the Result with downloaded images, or raises. The keywords are `submit()`'s;
+        `timeout` bounds the wait (an `Imagen4TimeoutError` then; the task keeps running on the service)."""
+        job = self.submit(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, num_images=num_images,
+                          seed=seed, callback_url=callback_url)
+        return job.result(timeout)
 
     def close(self) -> None:
+        """Stop the poller (jobs still running end with an Imagen4TimeoutError) and close the connections."""
         self.poller.stop()
         self._http.close()
 
@@ -227,8 +240,7 @@ class Imagen4Client:
                 return self._call_once(method, path, params=params, json=json, idempotent=idempotent,
                                        task_id=task_id)
             except E.Imagen4Error as err:
-                retry_ok = err.retryable and (idempotent or getattr(err, "not_sent", False)
-                                              or err.code in (429, 455))
+                retry_ok = err.retryable and (idempotent or err.not_sent or err.code in (429, 455))
                 attempt += 1
                 if not (retry and retry_ok and attempt < self.retry.attempts):
                     raise
@@ -259,10 +271,8 @@ class Imagen4Client:
 
         kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
         if _not_sent(exc):
-            err = E.TransportError(f"Could not connect to {self.base_url} ({where} {kind}). Check the network "
-                                   "and APIKLEY_BASE_URL.", task_id=task_id)
-            err.not_sent = True
-            return err
+            return E.TransportError(f"Could not connect to {self.base_url} ({where} {kind}). Check the network "
+                                    "and APIKLEY_BASE_URL.", task_id=task_id, not_sent=True)
         if not idempotent:
             return E.OutcomeUnknownError(f"The {where} request {kind} after it was sent "
                                          f"({type(exc).__name__}). " + E.OutcomeUnknownError.hint, task_id=task_id)
@@ -271,7 +281,7 @@ class Imagen4Client:
 
     def _decode(self, resp: requests.Response, where: str, idempotent: bool, task_id: str | None) -> Any:
         status = resp.status_code
-        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         try:
             body = resp.json()
         except ValueError:
@@ -328,7 +338,7 @@ class Imagen4Client:
                                           retryable=False)
                 if resp.status_code != 200:
                     raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
-                                          retry_after=_retry_after(resp.headers.get("Retry-After")))
+                                          retry_after=parse_retry_after(resp.headers.get("Retry-After")))
                 ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype and not (ctype.startswith("image/") or ctype in ("application/octet-stream",
                                                                            "binary/octet-stream")):
@@ -366,27 +376,27 @@ def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
                            retryable=False)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header, or None if absent or unreadable.
+
+    urllib3 reads the standard forms (whole seconds, an HTTP date; a date in the past is 0). A decimal number
+    of seconds, which the RFC does not allow but some servers (and the simulator's sub-second faults) send, is
+    read as such, a negative one as 0. The cap (60 s by default) is `RetryPolicy.max_retry_after`'s.
+    """
     if not value:
         return None
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util import Retry
+
     try:
-        return max(0.0, float(value))
-    except ValueError:
+        return float(Retry().parse_retry_after(value))
+    except InvalidHeader:
         pass
     try:
-        from email.utils import parsedate_to_datetime
-
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        seconds = float(value)
+    except ValueError:
         return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        import datetime as _dt
-
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def check_task_id(task_id: Any) -> str:

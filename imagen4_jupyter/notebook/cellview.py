@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class CellView:
         with self._lock:
             if self.finalized:
                 return
-            if job.done():
+            if job.finished:  # the final change: done() becomes true only after this callback
                 if not self.deferred:
                     self.finalize()
                 return
@@ -194,7 +195,7 @@ class LiveViews:
 
     def _session_changed(self, job: Job) -> None:
         """The session calls this after it wrote a job's change to the history."""
-        if job.done():
+        if job.finished:
             self._recorded(job.task_id).set()
 
     def _recorded(self, task_id: str) -> threading.Event:
@@ -227,7 +228,7 @@ class LiveViews:
         interrupted = False
         try:
             for view in views:
-                view.job.exception(max(0.0, deadline - time.monotonic()))
+                futures.wait([view.job], max(0.0, deadline - time.monotonic()))
                 if view.job.done():  # the session records the outcome just after: let it, first
                     self._recorded(view.job.task_id).wait(10)
         except KeyboardInterrupt:

@@ -470,7 +470,7 @@ class Panel(W.VBox):
             if self._closed:
                 return
             self.jobs.setdefault(id(job), job)
-            if job.done():
+            if job.finished:  # the session tells of the final state before the job is done()
                 if job not in self._new_done:
                     self._new_done.append(job)
                 self._history_dirty = True
