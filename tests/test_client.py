@@ -14,7 +14,7 @@ from PIL import Image
 
 from imagen4_jupyter import GenerationRequest, Imagen4Client, PollSchedule, Result, RetryPolicy, TaskRecord
 from imagen4_jupyter.api import errors as E
-from imagen4_jupyter.api.client import parse_retry_after
+from imagen4_jupyter.api.schedules import parse_retry_after
 
 # Image sizes the service produces per aspect ratio, times the fixture's image_scale (1/16).
 SIZES = {"1:1": (64, 64), "16:9": (88, 48), "9:16": (48, 88), "4:3": (80, 56), "3:4": (56, 80)}

@@ -6,13 +6,10 @@ retried; `createTask` is never resent once it may have reached the service (no i
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
-import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -22,7 +19,7 @@ from .job import Job
 from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
-from .schedules import Schedule, SmartSchedule
+from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -34,26 +31,6 @@ RECORD_PATH = "/api/v1/jobs/recordInfo"
 CREDIT_PATH = "/api/v1/chat/credit"
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 USER_AGENT = "imagen4-jupyter/0.1"
-
-
-@dataclass
-class RetryPolicy:
-    """The package's one backoff: exponential with full jitter; `Retry-After` is honoured up to
-    `max_retry_after` seconds. `attempts` bounds the client's own retries of one request."""
-
-    attempts: int = 6
-    base: float = 0.5
-    cap: float = 20.0
-    max_retry_after: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to pause before retry number `attempt` (0 for the first): a random draw from
-        [0, min(cap, base * 2**attempt)]; when the service sent `retry_after` seconds, that (capped at
-        `max_retry_after`), but never less than a tenth of the draw."""
-        backoff = random.uniform(0, min(self.cap, self.base * 2 ** attempt))
-        if retry_after is not None:
-            return max(min(retry_after, self.max_retry_after), backoff * 0.1)
-        return backoff
 
 
 def default_cache_dir() -> Path:
@@ -162,15 +139,16 @@ class Imagen4Client:
                                         "been created. It was not resent.")
         return task_id
 
-    def get_task(self, task_id: str) -> TaskRecord:
-        """GET recordInfo (retried on 429/455/5xx and connection failures) and parse the record."""
-        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params={"taskId": check_task_id(task_id)},
-                                               task_id=task_id), task_id)
+    def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
+        """GET recordInfo and parse the record; retried on 429/455/5xx and connection failures unless
+        `retry=False`."""
+        params = {"taskId": check_task_id(task_id)}
+        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params=params, task_id=task_id, retry=retry),
+                                    task_id)
 
     def get_task_once(self, task_id: str) -> TaskRecord:
         """One recordInfo request without retrying (the poller schedules its own retries)."""
-        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params={"taskId": check_task_id(task_id)},
-                                               task_id=task_id, retry=False), task_id)
+        return self.get_task(task_id, retry=False)
 
     def credits(self) -> float:
         """The account's remaining credits."""
@@ -374,29 +352,6 @@ def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
     size = f"{cap / (1024 * 1024):g} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
     return E.DownloadError(f"The image is larger than the {size} cap (max_download_bytes).", task_id=task_id,
                            retryable=False)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header, or None if absent or unreadable.
-
-    urllib3 reads the standard forms (whole seconds, an HTTP date; a date in the past is 0). A decimal number
-    of seconds, which the RFC does not allow but some servers (and the simulator's sub-second faults) send, is
-    read as such, a negative one as 0. The cap (60 s by default) is `RetryPolicy.max_retry_after`'s.
-    """
-    if not value:
-        return None
-    from urllib3.exceptions import InvalidHeader
-    from urllib3.util import Retry
-
-    try:
-        return float(Retry().parse_retry_after(value))
-    except InvalidHeader:
-        pass
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def check_task_id(task_id: Any) -> str:

@@ -1,4 +1,5 @@
-"""When to ask next: the provider's advised `PollSchedule`, and the learning `SmartSchedule`.
+"""When to ask next: the backoff after an error (`RetryPolicy`, `Retry-After`), the provider's advised
+`PollSchedule`, and the learning `SmartSchedule`.
 
 Smart polling: sparse while queued, dense only around the predicted end of generation.
 
@@ -12,6 +13,7 @@ advised schedule applies unchanged.
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +22,49 @@ from typing import Any, Protocol
 from .job import Job
 
 MIN_SAMPLES = 3
+
+
+@dataclass
+class RetryPolicy:
+    """The package's one backoff: exponential with full jitter; `Retry-After` is honoured up to
+    `max_retry_after` seconds. `attempts` bounds the client's own retries of one request."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 20.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to pause before retry number `attempt` (0 for the first): a random draw from
+        [0, min(cap, base * 2**attempt)]; when the service sent `retry_after` seconds, that (capped at
+        `max_retry_after`), but never less than a tenth of the draw."""
+        backoff = random.uniform(0, min(self.cap, self.base * 2 ** attempt))
+        if retry_after is not None:
+            return max(min(retry_after, self.max_retry_after), backoff * 0.1)
+        return backoff
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header, or None if absent or unreadable.
+
+    urllib3 reads the standard forms (whole seconds, an HTTP date; a date in the past is 0). A decimal number
+    of seconds, which the RFC does not allow but some servers (and the simulator's sub-second faults) send, is
+    read as such, a negative one as 0. The cap (60 s by default) is `RetryPolicy.max_retry_after`'s.
+    """
+    if not value:
+        return None
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util import Retry
+
+    try:
+        return float(Retry().parse_retry_after(value))
+    except InvalidHeader:
+        pass
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class Schedule(Protocol):
