@@ -14,7 +14,7 @@ from PIL import Image
 
 from imagen4_jupyter import GenerationRequest, Imagen4Client, PollSchedule, Result, RetryPolicy, TaskRecord
 from imagen4_jupyter.api import errors as E
-from imagen4_jupyter.api.client import _retry_after
+from imagen4_jupyter.api.schedules import parse_retry_after
 
 # Image sizes the service produces per aspect ratio, times the fixture's image_scale (1/16).
 SIZES = {"1:1": (64, 64), "16:9": (88, 48), "9:16": (48, 88), "4:3": (80, 56), "3:4": (56, 80)}
@@ -49,6 +49,17 @@ def test_generate_returns_result_with_png_images_of_the_right_size(sim, client, 
         assert (im.width, im.height) == SIZES[ratio]
         assert Path(im.path).name == f"{im.sha256}.png" and Path(im.path).parent == client.store.root
     assert res.record.cost_time_ms is not None and res.paths == [str(im.path) for im in res.images]
+
+
+def test_generate_takes_the_keywords_of_submit_and_no_others(sim, client):
+    res = client.generate("a quiet harbour", negative_prompt="people", aspect_ratio="16:9", num_images=1, seed=9,
+                          timeout=10)
+    sent = json.loads(next(r.body for r in sim.requests if r.endpoint == "createTask"))["input"]
+    assert (sent["negative_prompt"], sent["aspect_ratio"], str(sent["seed"])) == ("people", "16:9", "9")
+    assert res.request.negative_prompt == "people"
+    with pytest.raises(TypeError, match="ratio"):
+        client.generate("x", ratio="16:9")  # a misspelt keyword is an error at once, before anything is sent
+    assert sim.count("createTask") == 1
 
 
 def test_get_task_decodes_param_and_result_json_a_second_time(sim, client):
@@ -177,12 +188,13 @@ def test_retry_after_is_capped_by_policy(sim, client):
 
 
 def test_retry_after_header_forms():
-    assert _retry_after("3") == 3.0 and _retry_after("0.5") == 0.5 and _retry_after("-2") == 0.0
-    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("0.5") == 0.5 and parse_retry_after("-2") == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after(" 7 ") == 7.0 and parse_retry_after("nan") is None and parse_retry_after("inf") is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= _retry_after(future) <= 31  # HTTP-date form
+    assert 25 <= parse_retry_after(future) <= 31  # HTTP-date form
     past = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 30))
-    assert _retry_after(past) == 0.0
+    assert parse_retry_after(past) == 0.0
 
 
 def test_backoff_grows_and_has_jitter():
@@ -211,7 +223,7 @@ def test_connection_refused_gives_up_with_a_transport_error(sim, client):
     sim.stop()
     with pytest.raises(E.TransportError, match="Could not connect.*APIKLEY_BASE_URL") as info:
         client.get_task(task_id)
-    assert info.value.task_id == task_id
+    assert info.value.task_id == task_id and info.value.not_sent and info.value.retryable
 
 
 def test_create_task_to_a_closed_port_was_never_sent_so_it_is_retried(sim, make_client):
@@ -292,6 +304,7 @@ def test_malformed_task_record_is_a_protocol_error_with_task_id(sim, client, out
     err = job.exception(timeout=10)
     assert isinstance(err, E.ProtocolError) and says in str(err)
     assert err.task_id == job.task_id and job.task_id in str(err)
+    assert err.final  # a success without readable URLs is the service's last word: not asked again
     with pytest.raises(E.ProtocolError, match=says):
         client.get_task(job.task_id)
 
@@ -456,6 +469,7 @@ def test_task_record_malformed(data, says):
     with pytest.raises(E.ProtocolError, match=says) as info:
         TaskRecord.from_data(data, tid)
     assert info.value.task_id == tid and (tid is None or f"(task {tid})" in str(info.value))
+    assert info.value.final == ("resultUrls" in says or "not a list" in says)  # only a success's bad result
 
 
 def test_netrc_entry_does_not_replace_the_bearer_key(monkeypatch, tmp_path):

@@ -172,3 +172,34 @@ def test_only_store_files_on_disk_count_as_a_stored_result(tmp_path):
     store_file.write_bytes(b"x")
     assert h.images_on_disk(h.get("t2"))
     assert h.find_reusable(REQ.replace(seed="t1")) is None and h.find_reusable(REQ.replace(seed="t2")).task_id == "t2"
+
+
+def test_a_replaced_file_is_read_afresh_under_the_same_lock(tmp_path):
+    """Reading a history whose file was replaced by a shorter one starts over without replacing the lock: a
+    thread inside (holding it) keeps every other reader and writer out until it leaves."""
+    import threading
+    import time
+
+    h = History(tmp_path / "h.jsonl")
+    for i in range(5):
+        submitted(h, f"t{i}")
+    other = History(tmp_path / "other.jsonl")
+    submitted(other, "fresh")
+    lock = h._lock
+    other.path.replace(h.path)  # someone else replaced the file: it is shorter than what h has read
+    appended = threading.Event()
+
+    def writer() -> None:
+        submitted(h, "late")
+        appended.set()
+
+    with lock:
+        h.refresh()  # the reset path, while this thread holds the lock
+        assert h._lock is lock
+        assert sorted(h.tasks) == ["fresh"]  # read afresh from the new file
+        thread = threading.Thread(target=writer)
+        thread.start()
+        time.sleep(0.2)
+        assert not appended.is_set()  # the writer waits for the lock this thread holds
+    thread.join(5)
+    assert appended.is_set() and sorted(e.task_id for e in h.entries()) == ["fresh", "late"]

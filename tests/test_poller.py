@@ -155,3 +155,36 @@ def test_a_failing_on_created_hook_does_not_lose_the_paid_task(sim, client):
         client.submit_request(GenerationRequest.create("x"), on_created=hook)
     assert len(seen[0].wait(10).images) == 1
     assert sim.count("createTask") == 1
+
+
+def test_the_poller_needs_only_the_poll_target_interface(sim, client):
+    """The poller knows no Imagen4Client: anything with a schedule, a backoff, a store, one status fetch and a
+    download will do (here every request still goes to the simulator, through a real client)."""
+    from imagen4_jupyter.api.poller import Poller, PollTarget
+    from imagen4_jupyter.api.request import GenerationRequest
+
+    class Target:
+        def __init__(self) -> None:
+            self.schedule, self.retry, self.store = client.schedule, client.retry, client.store
+            self.fetched: list[str] = []
+            self.downloaded: list[str] = []
+
+        def get_task_once(self, task_id: str):
+            self.fetched.append(task_id)
+            return client.get_task_once(task_id)
+
+        def download(self, url: str, *, task_id: str | None = None) -> bytes:
+            self.downloaded.append(url)
+            return client.download(url, task_id=task_id)
+
+    target: PollTarget = Target()
+    poller = Poller(target)
+    job = Job(client.create_task(GenerationRequest.create("x", num_images=2)), None)
+    poller.track(job)
+    try:
+        result = job.result(10)
+    finally:
+        poller.stop()
+    assert set(target.fetched) == {job.task_id} and target.downloaded == result.result_urls
+    assert len(result.images) == 2 and all(im.path.parent == client.store.root for im in result.images)
+    assert not client.poller.active  # the client's own poller never saw the job

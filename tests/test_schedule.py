@@ -90,7 +90,7 @@ def test_observe_learns_from_a_finished_job():
     s.next_delay(j, 1005.0)  # first sight of `generating` registers the done callback
     j.record = TaskRecord(task_id="task_x", state="success", result_urls=["http://x/1.png"],
                           create_time_ms=1_000_000, update_time_ms=1_014_000, complete_time_ms=1_014_000)
-    j._finish(images=[])
+    j.settle(images=[])
     assert s._samples[("1:1", 1)] == [10.0]
 
 

@@ -1,6 +1,7 @@
 """HTML and text cards of jobs and results: the status card, the reused line, messages, thumbnails.
 
-Pure functions over duck-typed jobs (anything with `task_id`, `status`, `request`, `error`, `images`, `elapsed`),
+Pure functions over duck-typed jobs (anything with `task_id`, `status`, `request`, `error`, `images`, `elapsed`
+and `finished`: the outcome is known, which a `Job` is already while its change callbacks draw the final card),
 so `Job` and `Result` can render themselves and every front-end shows the same card. All user text is
 HTML-escaped; rich bundles always carry `text/plain` too.
 """
@@ -74,7 +75,7 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
         if job.task_id not in text:
             text += f" (task {job.task_id})"
     else:
-        finished = status == "success" and job.done()
+        finished = status == "success" and job.finished
         label = "done" if finished else "downloading" if status == "success" else status
         icon = "✓" if finished else "⏳"
         text = f"[imagen4] {job.task_id}: {label} ({job.elapsed:.1f} s) {shorten(prompt, 80)!r}"
@@ -123,12 +124,14 @@ def thumb_html(path: Any, side: int = 72) -> str:
 
 
 def job_html(job: Any) -> str:
+    """A job's card, with its images once it finished successfully."""
     html_card = card_bundle(job)["text/html"]
-    if job.images:
-        html_card += result_html(job.wait(0)) if job.done() and job.error is None else ""
+    if job.images and job.finished and job.error is None:
+        html_card += result_html(job)
     return html_card
 
 
 def result_html(result: Any, max_side: int = 256) -> str:
+    """The task id and a preview of every image of a Result (or a finished job)."""
     imgs = "".join(thumb_html(im.path, max_side) for im in result.images)
     return f"<div class='imagen4-result'><code>{esc(result.task_id)}</code><br/>{imgs}</div>"

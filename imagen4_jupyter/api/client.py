@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import random
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import errors as E
 from .job import Job
+from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
+from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -30,22 +31,6 @@ RECORD_PATH = "/api/v1/jobs/recordInfo"
 CREDIT_PATH = "/api/v1/chat/credit"
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 USER_AGENT = "imagen4-jupyter/0.1"
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with full jitter; `Retry-After` is honoured up to `max_retry_after` seconds."""
-
-    attempts: int = 6
-    base: float = 0.5
-    cap: float = 20.0
-    max_retry_after: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        backoff = random.uniform(0, min(self.cap, self.base * 2 ** attempt))
-        if retry_after is not None:
-            return max(min(retry_after, self.max_retry_after), backoff * 0.1)
-        return backoff
 
 
 def default_cache_dir() -> Path:
@@ -79,7 +64,8 @@ def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
 
 
 def _not_sent(exc: BaseException) -> bool:
-    """True if the request certainly never reached the server (connection refused, connect timeout)."""
+    """True if the request certainly never reached the server (connection refused, connect timeout).
+    The one not-sent test: a TransportError built from such a failure carries `not_sent=True`."""
     import requests
     import urllib3.exceptions as U
 
@@ -106,14 +92,11 @@ class Imagen4Client:
     """
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
-                 timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Any = None,
+                 timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Schedule | None = None,
                  retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
                  allow_insecure_http: bool | None = None, max_workers: int = 3,
                  max_download_bytes: int = 50 * 1024 * 1024):
         import requests
-
-        from .poller import Poller
-        from .schedules import SmartSchedule
 
         if allow_insecure_http is None:
             allow_insecure_http = os.environ.get("APIKLEY_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
@@ -156,15 +139,16 @@ class Imagen4Client:
                                         "been created. It was not resent.")
         return task_id
 
-    def get_task(self, task_id: str) -> TaskRecord:
-        """GET recordInfo (retried on 429/455/5xx and connection failures) and parse the record."""
-        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params={"taskId": check_task_id(task_id)},
-                                               task_id=task_id), task_id)
+    def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
+        """GET recordInfo and parse the record; retried on 429/455/5xx and connection failures unless
+        `retry=False`."""
+        params = {"taskId": check_task_id(task_id)}
+        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params=params, task_id=task_id, retry=retry),
+                                    task_id)
 
     def get_task_once(self, task_id: str) -> TaskRecord:
         """One recordInfo request without retrying (the poller schedules its own retries)."""
-        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params={"taskId": check_task_id(task_id)},
-                                               task_id=task_id, retry=False), task_id)
+        return self.get_task(task_id, retry=False)
 
     def credits(self) -> float:
         """The account's remaining credits."""
@@ -185,7 +169,8 @@ class Imagen4Client:
                                        num_images=num_images, seed=seed, callback_url=callback_url)
         return self.submit_request(req)
 
-    def submit_request(self, request: GenerationRequest, *, on_created=None, retry_rate_limits: bool = True) -> Job:
+    def submit_request(self, request: GenerationRequest, *, on_created: Callable[[Job], Any] | None = None,
+                       retry_rate_limits: bool = True) -> Job:
         """Create a task for a validated request. `on_created(job)` runs before polling starts.
         `retry_rate_limits`: as for `create_task`."""
         job = Job(self.create_task(request, retry_rate_limits=retry_rate_limits), request)
@@ -203,11 +188,17 @@ class Imagen4Client:
         self.poller.track(job)
         return job
 
-    def generate(self, prompt: str, *, timeout: float | None = None, **options: Any) -> Result:
-        """Submit and wait: returns the Result with downloaded images, or raises."""
-        return self.submit(prompt, **options).wait(timeout)
+    def generate(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str = "1:1",
+                 num_images: int | str = 1, seed: str | int | None = None, callback_url: str | None = None,
+                 timeout: float | None = None) -> Result:
+        """Submit and wait: returns the Result with downloaded images, or raises. The keywords are `submit()`'s;
+        `timeout` bounds the wait (an `Imagen4TimeoutError` then; the task keeps running on the service)."""
+        job = self.submit(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, num_images=num_images,
+                          seed=seed, callback_url=callback_url)
+        return job.result(timeout)
 
     def close(self) -> None:
+        """Stop the poller (jobs still running end with an Imagen4TimeoutError) and close the connections."""
         self.poller.stop()
         self._http.close()
 
@@ -227,8 +218,7 @@ class Imagen4Client:
                 return self._call_once(method, path, params=params, json=json, idempotent=idempotent,
                                        task_id=task_id)
             except E.Imagen4Error as err:
-                retry_ok = err.retryable and (idempotent or getattr(err, "not_sent", False)
-                                              or err.code in (429, 455))
+                retry_ok = err.retryable and (idempotent or err.not_sent or err.code in (429, 455))
                 attempt += 1
                 if not (retry and retry_ok and attempt < self.retry.attempts):
                     raise
@@ -259,10 +249,8 @@ class Imagen4Client:
 
         kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
         if _not_sent(exc):
-            err = E.TransportError(f"Could not connect to {self.base_url} ({where} {kind}). Check the network "
-                                   "and APIKLEY_BASE_URL.", task_id=task_id)
-            err.not_sent = True
-            return err
+            return E.TransportError(f"Could not connect to {self.base_url} ({where} {kind}). Check the network "
+                                    "and APIKLEY_BASE_URL.", task_id=task_id, not_sent=True)
         if not idempotent:
             return E.OutcomeUnknownError(f"The {where} request {kind} after it was sent "
                                          f"({type(exc).__name__}). " + E.OutcomeUnknownError.hint, task_id=task_id)
@@ -271,7 +259,7 @@ class Imagen4Client:
 
     def _decode(self, resp: requests.Response, where: str, idempotent: bool, task_id: str | None) -> Any:
         status = resp.status_code
-        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         try:
             body = resp.json()
         except ValueError:
@@ -328,7 +316,7 @@ class Imagen4Client:
                                           retryable=False)
                 if resp.status_code != 200:
                     raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
-                                          retry_after=_retry_after(resp.headers.get("Retry-After")))
+                                          retry_after=parse_retry_after(resp.headers.get("Retry-After")))
                 ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype and not (ctype.startswith("image/") or ctype in ("application/octet-stream",
                                                                            "binary/octet-stream")):
@@ -364,29 +352,6 @@ def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
     size = f"{cap / (1024 * 1024):g} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
     return E.DownloadError(f"The image is larger than the {size} cap (max_download_bytes).", task_id=task_id,
                            retryable=False)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from email.utils import parsedate_to_datetime
-
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        import datetime as _dt
-
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return max(0.0, when.timestamp() - time.time())
 
 
 def check_task_id(task_id: Any) -> str:

@@ -1,82 +1,124 @@
-"""`Job`: the handle of one submitted task, updated by the poller."""
+"""`Job`: the handle of one submitted task, a `concurrent.futures.Future` that the poller completes."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent import futures
+from typing import Any
 
-from .errors import Imagen4Error, TimeoutError
-from .records import Result, TaskRecord
+from .errors import Imagen4Error, Imagen4TimeoutError
+from .records import Result, State, TaskRecord
 from .request import GenerationRequest
 from .store import StoredImage
 
+log = logging.getLogger("imagen4_jupyter")
 
-class Job:
-    """A submitted task. Thread-safe; updated by the poller.
 
-    `status` is the latest state; `wait()` blocks until done and returns the Result (or raises);
-    `add_done_callback(fn)` and `on_change(fn)` call `fn(job)` from the poller thread.
+class Job(futures.Future):
+    """A submitted task: a `concurrent.futures.Future` of its `Result`. Thread-safe; updated by the poller.
+
+    As a Future: `done()`, `result(timeout)`, `exception(timeout)`, `add_done_callback(fn)`,
+    `concurrent.futures.wait(jobs)` / `as_completed(jobs)`, and `await job` (so `asyncio.gather(*jobs)`).
+    The future completes only after the job's change callbacks (`on_change`: the history's final event, the
+    cell's display) ran for the final state; `finished` is already true while they run.
+    `cancel()` returns False: the service cannot cancel a task.
+
+    Attributes: `status` (a `State`), `record` (the last TaskRecord), `images`, `error`, `reused` (rebuilt from
+    the history, no request sent), `checks` (status checks made), `first_generating_at` (local time generation
+    was first seen), `generating_since_ms` (server time generation started, from the record's `updateTime`;
+    set by the learning schedule), `clock_offset` (seconds to add to a server time to get local time),
+    `created_at`, `tracked_at` (the overall timeout counts from here), `finished_at`.
     """
 
     def __init__(self, task_id: str, request: GenerationRequest | None, *, created_at: float | None = None):
+        super().__init__()
+        self.set_running_or_notify_cancel()  # a task exists once there is a Job: running until it settles
         self.task_id = task_id
         self.request = request
         self.created_at = created_at if created_at is not None else time.time()
-        self.tracked_at = time.time()  # overall timeout counts from here (a resumed task gets a fresh limit)
+        self.tracked_at = time.time()
         self.reused = False
-        self.status = "submitted"
+        self.status: State = "submitted"
         self.record: TaskRecord | None = None
         self.images: list[StoredImage] = []
         self.error: Imagen4Error | None = None
         self.checks = 0
         self.first_generating_at: float | None = None
+        self.generating_since_ms: int | None = None
+        self.clock_offset = 0.0
         self.finished_at: float | None = None
-        self._result: Result | None = None
-        self._finished = False  # set first; `_done` (what wait() waits on) only after the change callbacks ran
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._done_callbacks: list[Callable[[Job], None]] = []
+        self._job_lock = threading.Lock()  # not `_condition`: that one is the Future's
         self._change_callbacks: list[Callable[[Job], None]] = []
 
     # -- reading ------------------------------------------------------------------------------
-    def done(self) -> bool:
-        return self._finished
+    @property
+    def finished(self) -> bool:
+        """True once the outcome is known (images stored, or the error set). Already true while the change
+        callbacks run for the final state; `done()` becomes true only after they ran."""
+        return self.finished_at is not None
 
     @property
     def elapsed(self) -> float:
         end = self.finished_at if self.finished_at is not None else time.time()
         return max(0.0, end - self.created_at)
 
-    def wait(self, timeout: float | None = None) -> Result:
-        """Block until the task is finished and its images are stored; raise its error if it failed."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"Still {self.status} after waiting {timeout:g} s; call wait() again later.",
-                               task_id=self.task_id)
-        if self.error is not None:
-            raise self.error
-        assert self._result is not None
-        return self._result
-
-    result = wait
-
     def exception(self, timeout: float | None = None) -> Imagen4Error | None:
-        self._done.wait(timeout)
-        return self.error
+        """Block until done; return the job's error (None if it succeeded). Raises `Imagen4TimeoutError` if it
+        is not done within `timeout` seconds."""
+        try:
+            return super().exception(timeout)
+        except futures.TimeoutError:  # only the wait itself: the job's own error is returned, not raised
+            raise Imagen4TimeoutError(f"Still {self.status} after waiting {timeout:g} s; call wait() again later.",
+                                      task_id=self.task_id) from None
 
-    def add_done_callback(self, fn: Callable[["Job"], None]) -> None:
-        with self._lock:
-            if not self._done.is_set():
-                self._done_callbacks.append(fn)
-                return
-        fn(self)
+    def result(self, timeout: float | None = None) -> Result:
+        """Block until the task is finished and its images are stored; return the Result or raise its error.
+        Raises `Imagen4TimeoutError` (naming the task) if it is not done within `timeout` seconds."""
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        return super().result(0)
 
-    def on_change(self, fn: Callable[["Job"], None]) -> None:
-        with self._lock:
+    def wait(self, timeout: float | None = None) -> Result:
+        """The same as `result(timeout)`."""
+        return self.result(timeout)
+
+    def cancel(self) -> bool:
+        """Always False: the service cannot cancel a task, so a Job runs until it settles."""
+        return False
+
+    def add_done_callback(self, fn: Callable[[Job], Any]) -> None:
+        """Call `fn(job)` once the job is done (at once if it is): from the poller thread, after the history's
+        final event and the display update. An exception in `fn` is logged, never raised."""
+        def safe(job: futures.Future) -> None:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("done callback failed for task %s", self.task_id)
+
+        super().add_done_callback(safe)
+
+    def on_change(self, fn: Callable[[Job], Any]) -> None:
+        """Call `fn(job)` from the poller thread on every status change and once for the final state (then
+        `finished` is true and `done()` still false). An exception in `fn` is logged, never raised."""
+        with self._job_lock:
             self._change_callbacks.append(fn)
 
-    # -- updating (poller side) ---------------------------------------------------------------
-    def _set_state(self, status: str, record: TaskRecord | None = None) -> None:
-        with self._lock:
+    def __await__(self) -> Generator[Any, None, Result]:
+        """`await job` returns the Result (or raises its error), without blocking the event loop."""
+        import asyncio  # ~10 ms, and already loaded wherever there is an event loop
+
+        return asyncio.wrap_future(self).__await__()
+
+    # -- updating (the poller's and the session's side) ---------------------------------------
+    def update(self, status: State, record: TaskRecord | None = None) -> None:
+        """Report a status check: the new state and the record it came from. Runs the change callbacks if the
+        state changed. Ignored once the job is finished."""
+        with self._job_lock:
+            if self.finished:
+                return
             changed = status != self.status
             self.status = status
             if record is not None:
@@ -86,38 +128,37 @@ class Job:
             callbacks = list(self._change_callbacks) if changed else []
         self._fire(callbacks)
 
-    def _finish(self, *, images: list[StoredImage] | None = None, error: Imagen4Error | None = None,
-                reused: bool = False) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self._finished = True
+    def settle(self, *, images: list[StoredImage] | None = None, error: Imagen4Error | None = None) -> bool:
+        """Finish the job with its stored images, or with `error`: runs the change callbacks, then completes the
+        future (waiters and done callbacks wake). Returns False (and changes nothing) if already finished."""
+        with self._job_lock:
+            if self.finished:
+                return False
             self.finished_at = time.time()
+            result = None
             if error is not None:
                 self.error = error
                 self.status = "fail" if (self.record and self.record.state == "fail") else "error"
             else:
                 self.images = list(images or [])
                 self.status = "success"
-                self._result = Result(task_id=self.task_id, request=self.request, state="success",
-                                      result_urls=self.record.result_urls if self.record else
-                                      [im.url or "" for im in self.images],
-                                      images=self.images, record=self.record, reused=reused)
-            changed = list(self._change_callbacks)
-        self._fire(changed)  # the history's final event is written before wait() returns
-        with self._lock:
-            self._done.set()
-            done_callbacks, self._done_callbacks = self._done_callbacks, []
-        self._fire(done_callbacks)
+                urls = self.record.result_urls if self.record else [im.url or "" for im in self.images]
+                result = Result(task_id=self.task_id, request=self.request, state="success", result_urls=urls,
+                                images=self.images, record=self.record, reused=self.reused)
+            callbacks = list(self._change_callbacks)
+        self._fire(callbacks)  # the history's final event is written before anyone waiting wakes
+        if error is not None:
+            super().set_exception(error)
+        else:
+            super().set_result(result)
+        return True
 
-    def _fire(self, callbacks: list[Callable[["Job"], None]]) -> None:
+    def _fire(self, callbacks: list[Callable[[Job], Any]]) -> None:
         for fn in callbacks:
             try:
                 fn(self)
             except Exception:  # a display callback must never kill the poller
-                import logging
-
-                logging.getLogger("imagen4_jupyter").exception("callback failed for task %s", self.task_id)
+                log.exception("callback failed for task %s", self.task_id)
 
     # -- display ------------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -8,53 +8,54 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
+import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import errors as E
 from .job import Job
+from .records import TaskRecord
+from .schedules import PollSchedule, Schedule
+from .store import StoredImage
 
-if TYPE_CHECKING:
-    from .client import Imagen4Client
+__all__ = ["Backoff", "ImageSink", "PollSchedule", "PollTarget", "Poller"]  # PollSchedule lives in schedules.py
 
 PROTOCOL_RETRIES = 3  # extra status checks after an unreadable answer before the job fails
 
 
-@dataclass(frozen=True)
-class PollSchedule:
-    """The provider's advice: every 2-3 s for 30 s, 5-10 s until 2 min, 15-30 s after; give up at 15 min.
+class Backoff(Protocol):
+    """The pause before asking again after a retryable error (`RetryPolicy`)."""
 
-    `phases` are (until elapsed seconds, interval seconds); `max_wait` is the overall limit.
-    """
+    def delay(self, attempt: int, retry_after: float | None = None) -> float: ...
 
-    phases: tuple[tuple[float, float], ...] = ((30.0, 2.5), (120.0, 7.5), (math.inf, 22.5))
-    max_wait: float = 900.0
 
-    @classmethod
-    def fixed(cls, interval: float, max_wait: float = 900.0) -> "PollSchedule":
-        return cls(phases=((math.inf, interval),), max_wait=max_wait)
+class ImageSink(Protocol):
+    """Where downloaded images go (`ImageStore`)."""
 
-    def scaled(self, factor: float) -> "PollSchedule":
-        """The same shape with every time multiplied by `factor` (tests and benchmarks)."""
-        return PollSchedule(tuple((u * factor, i * factor) for u, i in self.phases), self.max_wait * factor)
+    def put(self, data: bytes, *, url: str | None = None, index: int = 0,
+            task_id: str | None = None) -> StoredImage: ...
 
-    def next_delay(self, job: Job, now: float) -> float:
-        elapsed = now - job.created_at
-        for until, interval in self.phases:
-            if elapsed < until:
-                return interval
-        return self.phases[-1][1]
+
+class PollTarget(Protocol):
+    """What the poller needs from a client (`Imagen4Client` is one): fetch a record once, download an image,
+    store it, and the schedule and backoff to follow. The poller knows nothing else about the client."""
+
+    schedule: Schedule
+    retry: Backoff
+    store: ImageSink
+
+    def get_task_once(self, task_id: str) -> TaskRecord: ...  # one request, no retrying
+
+    def download(self, url: str, *, task_id: str | None = None) -> bytes: ...
 
 
 class Poller:
     """Follows jobs in the background for one client. Threads start on first use."""
 
-    def __init__(self, client: "Imagen4Client", max_workers: int = 3):
+    def __init__(self, client: PollTarget, max_workers: int = 3):
         self.client = client
         self.max_workers = max_workers
         self._heap: list[tuple[float, int, Job | None, Any]] = []  # (due, seq, job, "check" | "download" | fn)
@@ -68,6 +69,8 @@ class Poller:
 
     # -- public -------------------------------------------------------------------------------
     def track(self, job: Job, delay: float | None = None) -> None:
+        """Follow `job` until it settles: first check after `delay` seconds (by default the schedule's; at once
+        for a job created more than a second ago, such as a resumed task)."""
         now = time.time()
         job.tracked_at = now
         if delay is None:
@@ -78,7 +81,7 @@ class Poller:
             self._ensure_started()
 
     def stop(self) -> None:
-        """Stop following jobs; any still running end with a TimeoutError (`track()` them to resume)."""
+        """Stop following jobs; any still running end with an Imagen4TimeoutError (`track()` them to resume)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -88,7 +91,7 @@ class Poller:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for job in left:
-            job._finish(error=E.TimeoutError(
+            job.settle(error=E.Imagen4TimeoutError(
                 f"The client was closed while the task was still {job.status}; it may still finish on the "
                 "service. `client.track(task_id)` on a new client picks it up.", task_id=job.task_id))
 
@@ -110,7 +113,7 @@ class Poller:
                     return
 
     # -- scheduler ----------------------------------------------------------------------------
-    def _push(self, due: float, job: Job, action: str) -> None:
+    def _push(self, due: float, job: Job | None, action: str | Callable[[], None]) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), job, action))
         self._cond.notify()
 
@@ -141,8 +144,6 @@ class Poller:
             try:
                 action()
             except Exception:
-                import logging
-
                 logging.getLogger("imagen4_jupyter").exception("scheduled call failed")
             return
         try:
@@ -160,7 +161,7 @@ class Poller:
         record = self.client.get_task_once(job.task_id)
         job.checks += 1
         self._errors.pop(job.task_id, None)
-        job._set_state(record.state, record)
+        job.update(record.state, record)
         if record.state == "success":
             self._download(job)
         elif record.state == "fail":
@@ -170,9 +171,9 @@ class Poller:
             now = time.time()
             max_wait = self.client.schedule.max_wait
             if now >= self._deadline(job):
-                self._end(job, error=E.TimeoutError(
+                self._end(job, error=E.Imagen4TimeoutError(
                     f"Still {record.state} after {max_wait:g} s, so this client stopped waiting. "
-                    + E.TimeoutError.hint, task_id=job.task_id))
+                    + E.Imagen4TimeoutError.hint, task_id=job.task_id))
             else:
                 # never sleep past the overall limit: the last check happens at the deadline
                 due = min(now + self.client.schedule.next_delay(job, now), self._deadline(job))
@@ -196,7 +197,7 @@ class Poller:
         # A garbled or redirected status answer (ProtocolError) may be a proxy's hiccup: a status check is
         # safe to repeat, so it is asked again a few times before the job fails with that error.
         again = err.retryable or (action == "check" and isinstance(err, E.ProtocolError)
-                                  and not getattr(err, "final", False) and count <= PROTOCOL_RETRIES)
+                                  and not err.final and count <= PROTOCOL_RETRIES)
         if again and now < self._deadline(job):
             delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:
@@ -207,8 +208,8 @@ class Poller:
     def _deadline(self, job: Job) -> float:
         return job.tracked_at + self.client.schedule.max_wait
 
-    def _end(self, job: Job, **outcome) -> None:
+    def _end(self, job: Job, *, images: list[StoredImage] | None = None, error: E.Imagen4Error | None = None) -> None:
         with self._cond:
             self.active.pop(job.task_id, None)
             self._errors.pop(job.task_id, None)
-        job._finish(**outcome)
+        job.settle(images=images, error=error)

@@ -3,28 +3,50 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import ProtocolError
 from .request import GenerationRequest
 from .store import StoredImage
 
-RUNNING_STATES = ("waiting", "queuing", "generating")
-FINAL_STATES = ("success", "fail")
+State = Literal["submitted", "waiting", "queuing", "generating", "success", "fail", "error"]
+"""Every state a task or job can be in, in the order a task goes through them.
+
+`submitted`: created, not checked yet (a `Job` only); `waiting`, `queuing`, `generating`: the service is working
+on it; `success`, `fail`: the service's last word; `error`: this client gave up on the job (timeout, download or
+connection problem; the task may still finish on the service, a `Job` only)."""
+STATES: tuple[State, ...] = get_args(State)
+RUNNING_STATES: tuple[State, ...] = STATES[STATES.index("waiting"):STATES.index("success")]  # the service is working
+FINAL_STATES: tuple[State, ...] = STATES[STATES.index("success"):STATES.index("error")]  # the service is done
 
 
-def _decode_twice(value: Any, what: str, task_id: str | None) -> Any:
+def _decode_twice(value: Any, what: str, task_id: str | None, *, final: bool = False) -> Any:
     """`param` and `resultJson` are JSON encoded as strings inside the JSON answer."""
     if value is None or value == "":
         return None
     if isinstance(value, (dict, list)):
         return value
     if not isinstance(value, str):
-        raise ProtocolError(f"`{what}` should be a JSON string, got {type(value).__name__}.", task_id=task_id)
+        raise ProtocolError(f"`{what}` should be a JSON string, got {type(value).__name__}.", task_id=task_id,
+                            final=final)
     try:
         return json.loads(value)
     except ValueError:
-        raise ProtocolError(f"`{what}` is not valid JSON: {value[:80]!r}.", task_id=task_id) from None
+        raise ProtocolError(f"`{what}` is not valid JSON: {value[:80]!r}.", task_id=task_id, final=final) from None
+
+
+def _result_urls(value: Any, task_id: str) -> list[str]:
+    """The image URLs of a successful task. A success without readable URLs is the service's last word on the
+    task (asking again gives the same answer), so these errors are built `final`."""
+    result = _decode_twice(value, "resultJson", task_id, final=True)
+    if not isinstance(result, dict) or "resultUrls" not in result:
+        raise ProtocolError("The task succeeded but `resultJson` has no `resultUrls`.", task_id=task_id, final=True)
+    urls = result["resultUrls"]
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
+        raise ProtocolError("`resultUrls` is not a list of URLs.", task_id=task_id, final=True)
+    if not urls:
+        raise ProtocolError("The task succeeded but returned no image URLs.", task_id=task_id, final=True)
+    return list(urls)
 
 
 def _ms(value: Any) -> int | None:
@@ -41,7 +63,7 @@ class TaskRecord:
     """One answer of recordInfo, decoded. Times are Unix milliseconds."""
 
     task_id: str
-    state: str
+    state: State
     model: str | None = None
     param: dict | None = None
     result_urls: list[str] = field(default_factory=list)
@@ -71,22 +93,9 @@ class TaskRecord:
         if state not in RUNNING_STATES + FINAL_STATES:
             raise ProtocolError(f"recordInfo answer has unknown state {state!r}.", task_id=tid)
         param = _decode_twice(data.get("param"), "param", tid)
-        urls: list[str] = []
-        if state == "success":
-            try:
-                result = _decode_twice(data.get("resultJson"), "resultJson", tid)
-                if not isinstance(result, dict) or "resultUrls" not in result:
-                    raise ProtocolError("The task succeeded but `resultJson` has no `resultUrls`.", task_id=tid)
-                urls = result["resultUrls"]
-                if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
-                    raise ProtocolError("`resultUrls` is not a list of URLs.", task_id=tid)
-                if not urls:
-                    raise ProtocolError("The task succeeded but returned no image URLs.", task_id=tid)
-            except ProtocolError as err:
-                err.final = True  # the service's last word on this task: asking again gives the same answer
-                raise
+        urls = _result_urls(data.get("resultJson"), tid) if state == "success" else []
         return cls(task_id=tid, state=state, model=data.get("model"),
-                   param=param if isinstance(param, dict) else None, result_urls=list(urls),
+                   param=param if isinstance(param, dict) else None, result_urls=urls,
                    fail_code=str(data["failCode"]) if data.get("failCode") not in (None, "") else None,
                    fail_msg=str(data["failMsg"]) if data.get("failMsg") not in (None, "") else None,
                    cost_time_ms=_ms(data.get("costTime")),
@@ -103,7 +112,7 @@ class Result:
 
     task_id: str
     request: GenerationRequest | None
-    state: str
+    state: State
     result_urls: list[str]
     images: list[StoredImage]
     record: TaskRecord | None = None

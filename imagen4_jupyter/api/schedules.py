@@ -1,4 +1,7 @@
-"""Smart polling: sparse while queued, dense only around the predicted end of generation.
+"""When to ask next: the backoff after an error (`RetryPolicy`, `Retry-After`), the provider's advised
+`PollSchedule`, and the learning `SmartSchedule`.
+
+Smart polling: sparse while queued, dense only around the predicted end of generation.
 
 Time in the queue varies with load; time spent generating is steady for a given aspect ratio and image
 count. When a check first sees `generating`, the record's `updateTime` says when generation started (server
@@ -10,15 +13,94 @@ advised schedule applies unchanged.
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .job import Job
-from .poller import PollSchedule
 
 MIN_SAMPLES = 3
+
+
+@dataclass
+class RetryPolicy:
+    """The package's one backoff: exponential with full jitter; `Retry-After` is honoured up to
+    `max_retry_after` seconds. `attempts` bounds the client's own retries of one request."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 20.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to pause before retry number `attempt` (0 for the first): a random draw from
+        [0, min(cap, base * 2**attempt)]; when the service sent `retry_after` seconds, that (capped at
+        `max_retry_after`), but never less than a tenth of the draw."""
+        backoff = random.uniform(0, min(self.cap, self.base * 2 ** attempt))
+        if retry_after is not None:
+            return max(min(retry_after, self.max_retry_after), backoff * 0.1)
+        return backoff
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header, or None if absent or unreadable.
+
+    urllib3 reads the standard forms (whole seconds, an HTTP date; a date in the past is 0). A decimal number
+    of seconds, which the RFC does not allow but some servers (and the simulator's sub-second faults) send, is
+    read as such, a negative one as 0. The cap (60 s by default) is `RetryPolicy.max_retry_after`'s.
+    """
+    if not value:
+        return None
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util import Retry
+
+    try:
+        return float(Retry().parse_retry_after(value))
+    except InvalidHeader:
+        pass
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class Schedule(Protocol):
+    """What the poller asks a schedule: the pause before the next status check, and the overall limit."""
+
+    @property
+    def max_wait(self) -> float: ...
+
+    def next_delay(self, job: Job, now: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """The provider's advice: every 2-3 s for 30 s, 5-10 s until 2 min, 15-30 s after; give up at 15 min.
+
+    `phases` are (until elapsed seconds, interval seconds); `max_wait` is the overall limit.
+    """
+
+    phases: tuple[tuple[float, float], ...] = ((30.0, 2.5), (120.0, 7.5), (math.inf, 22.5))
+    max_wait: float = 900.0
+
+    @classmethod
+    def fixed(cls, interval: float, max_wait: float = 900.0) -> "PollSchedule":
+        return cls(phases=((math.inf, interval),), max_wait=max_wait)
+
+    def scaled(self, factor: float) -> "PollSchedule":
+        """The same shape with every time multiplied by `factor` (tests and benchmarks)."""
+        return PollSchedule(tuple((u * factor, i * factor) for u, i in self.phases), self.max_wait * factor)
+
+    def next_delay(self, job: Job, now: float) -> float:
+        """Seconds until the next check of `job`, by the time elapsed since it was created."""
+        elapsed = now - job.created_at
+        for until, interval in self.phases:
+            if elapsed < until:
+                return interval
+        return self.phases[-1][1]
 
 
 def _key(job: Job) -> tuple[str, int]:
@@ -70,7 +152,7 @@ class SmartSchedule:
     def observe(self, job: Job) -> None:
         """Learn from a finished job whose generation start and completion times are known."""
         rec = job.record
-        start = getattr(job, "generating_since_ms", None)
+        start = job.generating_since_ms
         if rec is None or start is None or job.error is not None or not rec.complete_time_ms:
             return
         self.learn(*_key(job), (rec.complete_time_ms - start) / 1000.0)
@@ -91,6 +173,7 @@ class SmartSchedule:
 
     # -- scheduling ---------------------------------------------------------------------------
     def next_delay(self, job: Job, now: float) -> float:
+        """Seconds until the next check of `job`: sparse while queued, dense inside the predicted window."""
         rec = job.record
         if rec is None or rec.state in ("waiting", "queuing"):
             win = self.window(job)
@@ -114,17 +197,18 @@ class SmartSchedule:
         return min(self.fallback.next_delay(job, now), max(self.fine, (now - latest) / 2))
 
     def _generation_start(self, job: Job, now: float) -> float:
-        """Local time when generation started, from the record's server times (remembered on the job)."""
+        """Local time when generation started, from the record's server times (remembered on the job as
+        `generating_since_ms` and `clock_offset`, the server-to-local clock difference)."""
         rec = job.record
-        if getattr(job, "generating_since_ms", None) is None:
+        if job.generating_since_ms is None:
             server_start = rec.update_time_ms if rec.update_time_ms else None
             job.generating_since_ms = server_start if server_start else int(now * 1000)
             job.add_done_callback(self.observe)
             if rec.create_time_ms and server_start:
-                job._clock_offset = job.created_at - rec.create_time_ms / 1000.0
+                job.clock_offset = job.created_at - rec.create_time_ms / 1000.0
             else:
-                job._clock_offset = now - job.generating_since_ms / 1000.0
-        return job.generating_since_ms / 1000.0 + getattr(job, "_clock_offset", 0.0)
+                job.clock_offset = now - job.generating_since_ms / 1000.0
+        return job.generating_since_ms / 1000.0 + job.clock_offset
 
 
 def seed_from_history(schedule: Any, history: Any, limit: int = 1000) -> int:

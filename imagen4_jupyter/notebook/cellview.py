@@ -39,20 +39,15 @@ class Host(Protocol):
 
 
 def ended(job: Job) -> bool:
-    """True once the job has finished: also inside its final change callbacks, before it reports done
-    (`finished_at` is set first; a `success` status alone can come before the images are downloaded)."""
-    return job.done() or job.finished_at is not None
+    """True once the job's outcome is known: also inside its final change callbacks, before the future
+    reports done (a `success` status alone can come before the images are downloaded)."""
+    return job.finished
 
 
 def settled(job: Job, timeout: float | None) -> bool:
     """Wait until `job` is done (its history record and display updates included); False on timeout."""
-    try:
-        job.exception(timeout)
-    except TimeoutError:  # a Future's exception(timeout) raises it (Imagen4TimeoutError is one too)
-        return False
-    except concurrent.futures.CancelledError:
-        return True
-    return job.done()
+    done, _ = concurrent.futures.wait([job], timeout)
+    return bool(done)
 
 
 class CellView:

@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import pickle
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -120,6 +121,11 @@ class History:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.folder = self.path.parent
+        self._lock = threading.RLock()  # made once: a reset keeps it (a thread inside may hold it)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget everything read so far (the file was replaced): the next refresh reads it from the start."""
         self.tasks: dict[str, TaskEntry] = {}
         self.unknown: list[dict] = []
         self.by_key: dict[str, list[str]] = {}
@@ -128,9 +134,6 @@ class History:
         self._partial = b""
         self._warned = False
         self._indexed = 0  # the log offset the index file (a snapshot of the folded state) covers
-        import threading
-
-        self._lock = threading.RLock()
 
     # -- writing ------------------------------------------------------------------------------
     def append(self, event: dict) -> None:
@@ -169,7 +172,7 @@ class History:
             except FileNotFoundError:
                 return
             if size < self._offset:  # replaced by someone else: start over
-                self.__init__(self.path)
+                self._reset()
             if self._offset == 0 and size >= INDEX_EVERY:
                 self._load_index(size)
             if size == self._offset:

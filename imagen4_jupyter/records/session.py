@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent import futures
 from typing import Any
 
 from ..api import errors as E
@@ -49,12 +50,15 @@ class Session:
     def configure_client(self, **options: Any) -> None:
         """Change client options (schedule, timeout ...); the client is rebuilt on next use if needed."""
         self._client_options.update(options)
-        if self._client is not None:
-            for name in ("schedule", "timeout", "retry"):
-                if name in options:
-                    setattr(self._client, name, options[name])
+        client = self._client
+        if client is not None:
+            if "timeout" in options:
+                client.timeout = options["timeout"]
+            if "retry" in options:
+                client.retry = options["retry"]
             if "schedule" in options:
-                seed_from_history(self._client.schedule, self.history)
+                client.schedule = options["schedule"]
+                seed_from_history(client.schedule, self.history)
 
     @property
     def store(self) -> ImageStore:
@@ -82,6 +86,7 @@ class Session:
         self._listeners.append(fn)
 
     def unsubscribe(self, fn: Callable[[Job], None]) -> None:
+        """Stop calling `fn` (no error if it was not subscribed)."""
         if fn in self._listeners:
             self._listeners.remove(fn)
 
@@ -96,6 +101,7 @@ class Session:
 
     # -- submitting ---------------------------------------------------------------------------
     def find_reusable(self, request: GenerationRequest, reuse: str | None = None) -> TaskEntry | None:
+        """The history's stored result for `request` if the reuse policy (`seeded`, `always`, `never`) allows."""
         policy = reuse or self.reuse
         if policy not in REUSE_POLICIES:
             raise E.InvalidRequestError(f"reuse must be one of {', '.join(REUSE_POLICIES)}, not {policy!r}.")
@@ -149,7 +155,8 @@ class Session:
         self._notify(job)
 
     def _record_change(self, job: Job) -> None:
-        if not job.done():
+        """A change callback: runs for the final state before the job is done, so waiters see it written."""
+        if not job.finished:
             self.history.append({"event": "state", "task_id": job.task_id, "state": job.status})
         elif job.error is None:
             rec = job.record
@@ -158,14 +165,12 @@ class Session:
                 "images": [{**im.to_dict(), "path": self.history.relative(im.path)} for im in job.images],
                 "cost_time_ms": rec.cost_time_ms if rec else None,
                 "create_time_ms": rec.create_time_ms if rec else None,
-                "generating_since_ms": getattr(job, "generating_since_ms", None),
+                "generating_since_ms": job.generating_since_ms,
                 "complete_time_ms": rec.complete_time_ms if rec else None})
         else:
             err = job.error
-            final = isinstance(err, (E.GenerationFailedError, E.NotFoundError)) or (
-                isinstance(err, E.DownloadError) and not err.retryable) or bool(getattr(err, "final", False))
             self.history.append({"event": "failed", "task_id": job.task_id, "kind": type(err).__name__,
-                                 "code": err.code, "message": str(err), "final": final,
+                                 "code": err.code, "message": str(err), "final": err.final,
                                  "fail_code": getattr(err, "fail_code", None)})
         self._notify(job)
 
@@ -177,13 +182,13 @@ class Session:
         if entry.state == "success":
             job.record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
                                     cost_time_ms=entry.cost_time_ms)
-            job._finish(images=self.history.stored_images(entry), reused=reused)
+            job.settle(images=self.history.stored_images(entry))
         elif entry.error is not None:
             cls = getattr(E, entry.error.get("kind") or "", E.Imagen4Error)
             if not (isinstance(cls, type) and issubclass(cls, E.Imagen4Error)):
                 cls = E.Imagen4Error
-            job._finish(error=cls(entry.error.get("message") or "failed"))
-        if entry.finished_at and job.done():
+            job.settle(error=cls(entry.error.get("message") or "failed"))
+        if entry.finished_at and job.finished:
             job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
         return job
 
@@ -203,7 +208,7 @@ class Session:
     def pending(self) -> list[Job]:
         """Jobs not yet settled: still running, or finished but their outcome not yet recorded."""
         with self._lock:
-            return [j for j in self.jobs.values() if not j._done.is_set()]
+            return [j for j in self.jobs.values() if not j.done()]
 
     def wait_all(self, timeout: float | None = None) -> list[Job]:
         """Block until every job of this session is done; returns them."""
@@ -214,10 +219,11 @@ class Session:
                 return list(self.jobs.values())
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if remaining == 0.0:
-                raise E.TimeoutError(f"{len(pending)} task(s) still running after {timeout:g} s.")
-            pending[0]._done.wait(remaining)
+                raise E.Imagen4TimeoutError(f"{len(pending)} task(s) still running after {timeout:g} s.")
+            futures.wait(pending, remaining)  # then look again: jobs may have been added meanwhile
 
     def result_of(self, task_id: str) -> Result | None:
+        """The Result of a finished, successful task of this session or its history; None otherwise."""
         job = self.jobs.get(task_id)
         if job is None:
             entry = self.history.get(task_id)
@@ -225,6 +231,7 @@ class Session:
         return job.wait(0) if job is not None and job.done() and job.error is None else None
 
     def close(self) -> None:
+        """Close the client (its poller stops; see `Imagen4Client.close`)."""
         if self._client is not None:
             self._client.close()
 
@@ -269,6 +276,7 @@ def get_session(**kwargs: Any) -> Session:
 
 
 def set_session(session: Session | None) -> None:
+    """Replace the kernel's session (None: the next `get_session()` makes a new one)."""
     global _current
     _current = session
 

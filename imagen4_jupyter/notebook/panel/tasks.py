@@ -183,7 +183,7 @@ class TaskList(W.VBox):
                     "prompt": item["request"].prompt, "error": words, "origin": "panel", "reused": False}
         since = self._generating.get(key)
         generating_for = time.monotonic() - since if since is not None else None
-        fill = progress(item.status, item.done(), generating_for,
+        fill = progress(item.status, item.finished, generating_for,
                         self.expected(item) if generating_for is not None else DEFAULT_GENERATION)
         return {"task_id": item.task_id, "state": item.status, "elapsed": item.elapsed, "progress": fill,
                 "prompt": item.request.prompt if item.request else "",
