@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from imagen4_jupyter import Imagen4Client, PollSchedule, RetryPolicy
+from imagen4_jupyter.api.pacing import Limits
 from imagen4_jupyter.simulator import Simulator
 
 KEY = "test-key-0123456789"
@@ -22,12 +23,13 @@ def sim():
 
 @pytest.fixture
 def make_client(sim, tmp_path):
-    """Build clients against `sim` with fast polling and retries; all are closed after the test."""
+    """Build clients against `sim` with fast polling and retries, and no pacing (the fixture's simulator has no
+    limits either); all are closed after the test."""
     made = []
 
     def make(**kw) -> Imagen4Client:
         opts = dict(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
-                    cache_dir=tmp_path / "cache", timeout=(2.0, 5.0))
+                    cache_dir=tmp_path / "cache", timeout=(2.0, 5.0), limits=Limits.off())
         opts.update(kw)
         c = Imagen4Client(**opts)
         made.append(c)

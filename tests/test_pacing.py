@@ -56,3 +56,17 @@ def test_one_pacer_per_service_and_key_shared_by_the_process():
     off = shared_pacer("http://127.0.0.1:1", "key-a", Limits.off())
     assert off is not a and off.create_delay() == 0.0 and off.query_delay() == 0.0
     assert "key-a" not in repr(vars(a)) and all("key-a" not in str(k) for k in vars(a))
+
+
+def test_try_take_takes_only_a_free_slot():
+    clock = Clock()
+    w = SlidingWindow(2, 1.0, margin=0.0, clock=clock)
+    assert w.try_take() == 0.0 and w.try_take() == 0.0
+    assert w.try_take() == pytest.approx(1.0)  # full: nothing taken
+    clock.now += 0.5
+    assert w.try_take() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert w.try_take() == 0.0
+    assert w.reserve() == 0.0  # 1000 is a whole window before 1001
+    assert w.reserve() == pytest.approx(1.0)  # a reservation queues behind the taken slots
+    assert w.try_take() == pytest.approx(1.0)  # and try_take never jumps the queue

@@ -158,8 +158,8 @@ def test_a_failing_on_created_hook_does_not_lose_the_paid_task(sim, client):
 
 
 def test_the_poller_needs_only_the_poll_target_interface(sim, client):
-    """The poller knows no Imagen4Client: anything with a schedule, a backoff, a store, one status fetch and a
-    download will do (here every request still goes to the simulator, through a real client)."""
+    """The poller knows no Imagen4Client: anything with a schedule, a backoff, a store, a query slot, one status
+    fetch and a download will do (here every request still goes to the simulator, through a real client)."""
     from imagen4_jupyter.api.poller import Poller, PollTarget
     from imagen4_jupyter.api.request import GenerationRequest
 
@@ -172,6 +172,9 @@ def test_the_poller_needs_only_the_poll_target_interface(sim, client):
         def get_task_once(self, task_id: str):
             self.fetched.append(task_id)
             return client.get_task_once(task_id)
+
+        def query_slot(self) -> float:
+            return client.query_slot()
 
         def download(self, url: str, *, task_id: str | None = None) -> bytes:
             self.downloaded.append(url)

@@ -61,7 +61,7 @@ def test_sample_count_is_bounded_and_keeps_the_newest():
     for i in range(500):  # a spread of 5-14.9 s, then the service gets slower
         s.learn("1:1", 1, 5.0 + (i % 100) / 10)
     lo, hi = s.window(job())
-    assert len(s._samples[("1:1", 1)]) == 20 and lo == 13.0 and hi == 14.9  # the last 20 learned
+    assert len(s._samples[("1:1", 1, "google/imagen4")]) == 20 and lo == 13.0 and hi == 14.9  # the last 20 learned
     for sec in (5.0, 30.0) * 10:
         s.learn("1:1", 1, sec)
     assert s.window(job()) == (5.0, 30.0)
@@ -91,7 +91,7 @@ def test_observe_learns_from_a_finished_job():
     j.record = TaskRecord(task_id="task_x", state="success", result_urls=["http://x/1.png"],
                           create_time_ms=1_000_000, update_time_ms=1_014_000, complete_time_ms=1_014_000)
     j.settle(images=[])
-    assert s._samples[("1:1", 1)] == [10.0]
+    assert s._samples[("1:1", 1, "google/imagen4")] == [10.0]
 
 
 def _history_line(tid: str, ratio: str, n: int, gen_ms: int | None) -> list[dict]:
@@ -118,7 +118,7 @@ def test_seed_from_history_per_ratio_and_count(tmp_path):
     assert seed_from_history(PollSchedule(), History(path)) == 0  # nothing to teach a fixed schedule
     s2 = SmartSchedule()
     assert seed_from_history(s2, History(path), limit=2) == 2  # only the newest
-    assert s2._samples[("16:9", 4)] == [21.0, 22.0]
+    assert s2._samples[("16:9", 4, "google/imagen4")] == [21.0, 22.0]
 
 
 def test_session_records_durations_and_a_new_session_starts_with_them(tmp_path):

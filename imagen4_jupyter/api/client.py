@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from . import errors as E
 from .job import Job
+from .pacing import Limits, Pacer, shared_pacer
 from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
@@ -95,7 +96,7 @@ class Imagen4Client:
                  timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Schedule | None = None,
                  retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
                  allow_insecure_http: bool | None = None, max_workers: int = 3,
-                 max_download_bytes: int = 50 * 1024 * 1024):
+                 max_download_bytes: int = 50 * 1024 * 1024, limits: Limits | None = None):
         import requests
 
         if allow_insecure_http is None:
@@ -114,6 +115,9 @@ class Imagen4Client:
         # With trust_env, requests would let a ~/.netrc entry replace our Authorization header (and send
         # netrc passwords to image hosts); a session-level no-op auth turns that lookup off.
         self._http.auth = _keep_headers
+        # The documented limits (20 createTask per 10 s, 10 recordInfo per s), shared by every client of this
+        # process on the same service and key; `Limits.off()` for a service without them.
+        self.pacer: Pacer = shared_pacer(self.base_url, self.__key, limits if limits is not None else Limits())
         self.poller = Poller(self, max_workers=max_workers)
 
     def __repr__(self) -> str:
@@ -124,31 +128,38 @@ class Imagen4Client:
         return bool(self.__key)
 
     # -- the three endpoints ------------------------------------------------------------------
-    def create_task(self, request: GenerationRequest, *, retry_rate_limits: bool = True) -> str:
+    def create_task(self, request: GenerationRequest, *, retry_rate_limits: bool = True,
+                    slot_taken: bool = False) -> str:
         """POST createTask; return the task id. Never resent after an ambiguous failure.
 
         Resent only when it certainly created nothing (a 429/455 answer, a connection never made), after the
         pause the client's `retry` policy gives. `retry_rate_limits=False` makes one attempt and raises those
-        at once, for callers with their own backoff (a batch's shared pause).
+        at once, for callers with their own backoff (a batch's shared pause). Each attempt waits for a slot
+        under the create limit (`slot_taken`: the caller already took one for the first attempt).
         """
         data = self._call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False,
-                          retry=retry_rate_limits)
+                          retry=retry_rate_limits, pace="create", slot_taken=slot_taken)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise E.OutcomeUnknownError("createTask answered success but without a taskId; a task may have "
                                         "been created. It was not resent.")
         return task_id
 
-    def get_task(self, task_id: str, *, retry: bool = True) -> TaskRecord:
+    def get_task(self, task_id: str, *, retry: bool = True, slot_taken: bool = False) -> TaskRecord:
         """GET recordInfo and parse the record; retried on 429/455/5xx and connection failures unless
-        `retry=False`."""
+        `retry=False`. Each request waits for a slot under the query limit (`slot_taken`: already taken)."""
         params = {"taskId": check_task_id(task_id)}
-        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params=params, task_id=task_id, retry=retry),
-                                    task_id)
+        return TaskRecord.from_data(self._call("GET", RECORD_PATH, params=params, task_id=task_id, retry=retry,
+                                               pace="query", slot_taken=slot_taken), task_id)
 
     def get_task_once(self, task_id: str) -> TaskRecord:
-        """One recordInfo request without retrying (the poller schedules its own retries)."""
-        return self.get_task(task_id, retry=False)
+        """One recordInfo request without retrying, in a query slot the caller took (the poller schedules its
+        own retries and chooses which task gets each slot)."""
+        return self.get_task(task_id, retry=False, slot_taken=True)
+
+    def query_slot(self) -> float:
+        """Take a recordInfo slot if one is free now (0.0), else the seconds until one frees (none taken)."""
+        return self.pacer.try_query()
 
     def credits(self) -> float:
         """The account's remaining credits."""
@@ -210,10 +221,17 @@ class Imagen4Client:
 
     # -- HTTP ---------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
-              idempotent: bool = True, task_id: str | None = None, retry: bool = True) -> Any:
-        """One API call with retries; returns the envelope's `data` or raises the mapped error."""
+              idempotent: bool = True, task_id: str | None = None, retry: bool = True, pace: str | None = None,
+              slot_taken: bool = False) -> Any:
+        """One API call with retries; returns the envelope's `data` or raises the mapped error. `pace`: the
+        limit each attempt waits under ("create" or "query"), the first one's slot already taken if
+        `slot_taken`."""
         attempt = 0
         while True:
+            if pace is not None and not (slot_taken and attempt == 0):
+                delay = self.pacer.create_delay() if pace == "create" else self.pacer.query_delay()
+                if delay > 0:
+                    time.sleep(delay)
             try:
                 return self._call_once(method, path, params=params, json=json, idempotent=idempotent,
                                        task_id=task_id)
@@ -293,6 +311,10 @@ class Imagen4Client:
         message = body.get("msg") if body.get("msg") is not None else body.get("message")
         if code == 200:
             return body.get("data")
+        if where == "recordInfo" and code == 422 and "recordinfo is null" in str(message).lower():
+            raise E.NotFoundError("The service does not know this task (it answered 422 \"recordInfo is null\"). "
+                                  "Check the task id, that it was created with this API key's account, and that "
+                                  "it is less than 14 days old.", task_id=task_id, code=422)
         raise E.error_for_code(code, str(message) if message is not None else None, task_id=task_id,
                                retry_after=retry_after)
 

@@ -46,6 +46,20 @@ class SlidingWindow:
             self._slots.append(due)
             return due - now
 
+    def try_take(self) -> float:
+        """Take a slot only if one is free now: returns 0.0 (taken), else the seconds until one frees (none
+        taken). The poller uses this to choose which check gets the next slot."""
+        with self._lock:
+            now = self.clock()
+            if len(self._slots) == self.count:
+                due = self._slots[0] + self.window + self.margin
+                if due > now or (self._slots and self._slots[-1] > now):
+                    return max(due, self._slots[-1]) - now
+            elif self._slots and self._slots[-1] > now:
+                return self._slots[-1] - now
+            self._slots.append(now)
+            return 0.0
+
     def wait_hint(self) -> float:
         """How long a slot taken now would wait, without taking it."""
         with self._lock:
@@ -86,6 +100,12 @@ class Pacer:
 
     def query_delay(self) -> float:
         return self.query.reserve() if self.query else 0.0
+
+    def try_create(self) -> float:
+        return self.create.try_take() if self.create else 0.0
+
+    def try_query(self) -> float:
+        return self.query.try_take() if self.query else 0.0
 
 
 _PACERS: dict[tuple[str, str, Limits], Pacer] = {}

@@ -47,7 +47,9 @@ class PollTarget(Protocol):
     retry: Backoff
     store: ImageSink
 
-    def get_task_once(self, task_id: str) -> TaskRecord: ...  # one request, no retrying
+    def get_task_once(self, task_id: str) -> TaskRecord: ...  # one request in a slot taken, no retrying
+
+    def query_slot(self) -> float: ...  # take a recordInfo slot if free (0.0), else seconds until one is
 
     def download(self, url: str, *, task_id: str | None = None) -> bytes: ...
 
@@ -127,16 +129,48 @@ class Poller:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.time()):
-                    timeout = (self._heap[0][0] - time.time()) if self._heap else None
-                    self._cond.wait(timeout)
-                if self._stopped:
-                    return
-                _, _, job, action = heapq.heappop(self._heap)
+                picked = None
+                while picked is None:
+                    while not self._stopped and (not self._heap or self._heap[0][0] > time.time()):
+                        timeout = (self._heap[0][0] - time.time()) if self._heap else None
+                        self._cond.wait(timeout)
+                    if self._stopped:
+                        return
+                    picked = self._next_due(time.time())
+                job, action = picked
             try:
                 self._pool.submit(self._work, job, action)
             except RuntimeError:  # pool shut down
                 return
+
+    def _next_due(self, now: float) -> tuple[Job | None, Any] | None:
+        """The next due item to run (lock held). Downloads and timers go first; a status check needs a slot
+        under the query limit, and when the budget is short the due check most likely complete gets it
+        (`schedule.priority`). None: nothing may run yet (the condition was waited on meanwhile)."""
+        if self._heap[0][3] != "check":
+            _, _, job, action = heapq.heappop(self._heap)
+            return job, action
+        due = [i for i, entry in enumerate(self._heap) if entry[0] <= now]
+        other = next((i for i in due if self._heap[i][3] != "check"), None)
+        if other is not None:
+            return self._take(other)
+        wait = self.client.query_slot()
+        if wait > 0:  # the query budget, not the schedule, is the limit now
+            self._cond.wait(wait)
+            return None
+        if len(due) == 1:
+            return self._take(due[0])
+        priority = self.client.schedule.priority
+        best = max(due, key=lambda i: (priority(self._heap[i][2], now, self._heap[i][0]), -self._heap[i][1]))
+        return self._take(best)
+
+    def _take(self, index: int) -> tuple[Job | None, Any]:
+        _, _, job, action = self._heap[index]
+        last = self._heap.pop()
+        if index < len(self._heap):
+            self._heap[index] = last
+            heapq.heapify(self._heap)
+        return job, action
 
     # -- work (in a pool thread) --------------------------------------------------------------
     def _work(self, job: Job | None, action: str | Callable[[], None]) -> None:

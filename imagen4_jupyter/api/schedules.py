@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .job import Job
+from .models import DEFAULT_MODEL
 
 MIN_SAMPLES = 3
 
@@ -75,6 +76,14 @@ class Schedule(Protocol):
 
     def next_delay(self, job: Job, now: float) -> float: ...
 
+    def priority(self, job: Job, now: float, due: float) -> float: ...
+
+
+def overdue_share(job: Job, now: float, due: float, advised: float) -> float:
+    """How far past its due time a check is, in advised intervals: what keeps every task fed when the query
+    budget, not the schedule, is the limit (a task waiting longer climbs above the likely ones)."""
+    return max(0.0, now - due) / max(advised, 1e-3)
+
 
 @dataclass(frozen=True)
 class PollSchedule:
@@ -102,10 +111,14 @@ class PollSchedule:
                 return interval
         return self.phases[-1][1]
 
+    def priority(self, job: Job, now: float, due: float) -> float:
+        """Which due check gets the next query slot: the one waiting longest (this schedule knows no more)."""
+        return overdue_share(job, now, due, self.next_delay(job, now))
 
-def _key(job: Job) -> tuple[str, int]:
+
+def _key(job: Job) -> tuple[str, int, str]:
     req = job.request
-    return (req.aspect_ratio, req.num_images) if req else ("?", 0)
+    return (req.aspect_ratio, req.num_images, req.model) if req else ("?", 0, DEFAULT_MODEL)
 
 
 @dataclass
@@ -138,12 +151,13 @@ class SmartSchedule:
         return self.fallback.max_wait
 
     # -- learning -----------------------------------------------------------------------------
-    def learn(self, aspect_ratio: str, num_images: int, seconds: float) -> None:
-        """Record one observed generation duration (seconds from `generating` to completion)."""
+    def learn(self, aspect_ratio: str, num_images: int, seconds: float, model: str = DEFAULT_MODEL) -> None:
+        """Record one observed generation duration (seconds from `generating` to completion), per model, ratio
+        and image count (and per model overall, the fallback while a combination has few samples)."""
         if not (0 < seconds < 3600):
             return
         with self._lock:
-            for key in ((aspect_ratio, num_images), ("*", 0)):
+            for key in ((aspect_ratio, num_images, model), ("*", 0, model)):
                 samples = self._samples[key]
                 samples.append(seconds)
                 if len(samples) > self.max_samples:  # keep the newest: durations drift as the service changes
@@ -155,14 +169,16 @@ class SmartSchedule:
         start = job.generating_since_ms
         if rec is None or start is None or job.error is not None or not rec.complete_time_ms:
             return
-        self.learn(*_key(job), (rec.complete_time_ms - start) / 1000.0)
+        ratio, n, model = _key(job)
+        self.learn(ratio, n, (rec.complete_time_ms - start) / 1000.0, model)
 
     def window(self, job: Job) -> tuple[float, float] | None:
         """(earliest, latest) likely generation durations for this job, or None if not enough known."""
         with self._lock:
-            samples = self._samples.get(_key(job)) or []
+            key = _key(job)
+            samples = self._samples.get(key) or []
             if len(samples) < MIN_SAMPLES:
-                samples = self._samples.get(("*", 0)) or []
+                samples = self._samples.get(("*", 0, key[2])) or []
             if len(samples) < MIN_SAMPLES:
                 return None
             samples = sorted(samples)  # at most max_samples (200): microseconds
@@ -196,6 +212,29 @@ class SmartSchedule:
         # later than anything seen before: back off gradually towards the advised schedule
         return min(self.fallback.next_delay(job, now), max(self.fine, (now - latest) / 2))
 
+    def likelihood(self, job: Job, now: float) -> float:
+        """How likely `job` is finished by `now`, 0 to 1: the share of learned durations (this model, ratio and
+        image count) it has already been generating for. Queued or unknown: a low prior (a check still tells
+        when generation starts)."""
+        rec = job.record
+        if rec is None or rec.state in ("waiting", "queuing") or job.generating_since_ms is None:
+            return 0.1
+        key = _key(job)
+        with self._lock:
+            samples = self._samples.get(key) or []
+            if len(samples) < MIN_SAMPLES:
+                samples = self._samples.get(("*", 0, key[2])) or []
+            samples = list(samples)
+        if len(samples) < MIN_SAMPLES:
+            return 0.5
+        generating_for = now - self._generation_start(job, now) + self.margin
+        return sum(1 for s in samples if s <= generating_for) / len(samples)
+
+    def priority(self, job: Job, now: float, due: float) -> float:
+        """Which due check gets the next query slot when the budget is short: likely completions first, and
+        a check overdue by a whole advised interval counts as much as a certain one (nobody starves)."""
+        return self.likelihood(job, now) + overdue_share(job, now, due, self.fallback.next_delay(job, now))
+
     def _generation_start(self, job: Job, now: float) -> float:
         """Local time when generation started, from the record's server times (remembered on the job as
         `generating_since_ms` and `clock_offset`, the server-to-local clock difference)."""
@@ -225,11 +264,11 @@ def seed_from_history(schedule: Any, history: Any, limit: int = 1000) -> int:
             continue
         try:
             samples.append((str(req.get("aspect_ratio") or "1:1"), int(req.get("num_images") or 1),
-                            (end - start) / 1000.0))
+                            (end - start) / 1000.0, str(req.get("model") or DEFAULT_MODEL)))
         except (TypeError, ValueError):
             continue
         if len(samples) >= limit:
             break
-    for ratio, n, seconds in reversed(samples):  # oldest first, as they happened
-        learn(ratio, n, seconds)
+    for ratio, n, seconds, model in reversed(samples):  # oldest first, as they happened
+        learn(ratio, n, seconds, model)
     return len(samples)
