@@ -27,7 +27,9 @@ def format_credits(value: float) -> str:
 
 
 def _credits(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        raise InvalidRequestError(f"{what} must be a number of credits, not {value!r}.")
+    if not isinstance(value, (int, float)):
         try:
             value = float(value)
         except (TypeError, ValueError):
