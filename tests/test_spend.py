@@ -233,3 +233,23 @@ def test_a_402_with_several_in_flight_sends_nothing_after_it(tmp_path):
         assert sim.count("createTask") <= 5 + 3
         assert Counter(i.state for i in result)["success"] == 5
         assert all(i.state == "not-submitted" for i in result if i.index >= sim.count("createTask"))
+
+
+def test_a_429_coming_back_after_a_402_does_not_requeue_its_item(tmp_path):
+    """The 402 stops the batch while another createTask is still out; its late 429 must not put the item back
+    in a queue nobody sends from any more (the batch would never end)."""
+    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05), image_scale=0.0625,
+                   enforce_limits=False) as sim:
+        sim.inject("createTask", times=1, code=402)
+        sim.inject("createTask", times=1, code=429, delay=0.4)
+        s = session_on(sim, tmp_path)
+        try:
+            result = generate_many([f"w{i}" for i in range(6)], session=s, concurrency=2, progress=False,
+                                   wait=False)
+            result.wait(timeout=10)
+        finally:
+            s.close()
+        assert Counter(i.state for i in result) == {"error": 1, "not-submitted": 5}
+        assert sim.count("createTask") == 2 and not sim.tasks
+        late = [i for i in result if "after the batch had stopped" in i.note]
+        assert len(late) == 1 and late[0].error.title == "Rate limited"

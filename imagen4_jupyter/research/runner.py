@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 # the batch's policy: these stop the whole batch (every other item would get the same answer)
 ABORTING = (E.AuthenticationError, E.InsufficientCreditsError, E.ConfigurationError, E.FeatureDisabledError)
+# a createTask answered with one of these created no task, so its estimated cost goes back to the budget
+UNBILLED = (E.RateLimitError, E.MaintenanceError, E.AuthenticationError, E.InsufficientCreditsError,
+            E.ServiceValidationError, E.FeatureDisabledError, E.ConfigurationError, E.InvalidRequestError)
 MAX_CONSECUTIVE_429 = 30  # then the batch stops submitting (the service keeps refusing)
 MAX_FOLLOWS = 3  # re-follow a task whose polling ended with a transient error this many times
 
@@ -255,8 +258,8 @@ class BatchRun:
 
     def _create_failed(self, item: BatchItem, err: BaseException) -> None:
         self._free_slot()
-        if self.budget is not None and isinstance(err, E.Imagen4Error) and not isinstance(err, E.OutcomeUnknownError):
-            self.budget.give_back(item)  # the service answered and created nothing: nothing was billed
+        if self.budget is not None and isinstance(err, E.Imagen4Error) and (err.not_sent or isinstance(err, UNBILLED)):
+            self.budget.give_back(item)  # the service refused it, or it never left: nothing was billed
             self.stats["estimated_credits"] = self.budget.spent
         if isinstance(err, E.Imagen4Error) and (isinstance(err, (E.RateLimitError, E.MaintenanceError))
                                                 or err.not_sent):
