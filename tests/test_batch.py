@@ -442,3 +442,56 @@ def test_the_default_session_is_the_registered_one(sim, tmp_path):
     finally:
         S.set_session(None)
         session.close()
+
+
+@pytest.fixture
+def session(sim, tmp_path):
+    s = make_session(sim, tmp_path)
+    yield s
+    s.close()
+
+
+# -- the model in a batch -----------------------------------------------------------------------------
+def test_each_item_is_sent_with_its_own_model_and_the_table_shows_it(sim, session):
+    items = ["a kite", {"prompt": "a boat", "model": "ultra"}, {"prompt": "a train", "model": "google/imagen4"},
+             GenerationRequest.create("a plane", model="ultra")]
+    result = generate_many(items, session=session, model="fast", seed=3, progress=False)
+    assert result.ok, result.counts()
+    sent = {t.param["input"]["prompt"]: t.model for t in sim.tasks.values()}
+    assert sent == {"a kite": "google/imagen4-fast", "a boat": "google/imagen4-ultra",
+                    "a train": "google/imagen4", "a plane": "google/imagen4-ultra"}
+    assert [row["model"] for row in result.rows] == ["fast", "ultra", "standard", "ultra"]
+    assert Counter(c.model for c in sim.charges) == {"google/imagen4-ultra": 2, "google/imagen4-fast": 1,
+                                                     "google/imagen4": 1}
+    assert "ultra · 1:1" in result._repr_html_() and "fast · 16:9" in result._repr_html_()
+
+
+def test_per_model_validation_names_the_item_and_sends_nothing(sim, session):
+    with pytest.raises(InvalidRequestError, match=r"Item 2 \('three'\): Imagen 4 Ultra \(ultra\) makes one image"):
+        generate_many(["one", "two", {"prompt": "three", "model": "ultra"}], session=session, num_images=2,
+                      progress=False)
+    with pytest.raises(InvalidRequestError, match=r"Item 1 \('b'\): Imagen 4 Fast \(fast\) takes a whole-number"):
+        generate_many(["a", {"prompt": "b", "seed": "abc"}], session=session, model="fast", progress=False)
+    with pytest.raises(InvalidRequestError, match="Unknown model 'turbo'"):
+        generate_many(["a"], session=session, model="turbo", progress=False)
+    assert sim.count("createTask") == 0
+
+
+def test_a_dataframe_model_column_with_gaps_takes_the_default(sim, session):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"prompt": ["x", "y", "z"], "model": ["ultra", None, "fast"]})
+    result = generate_many(frame, session=session, model="fast", progress=False)
+    assert [i.request.model for i in result] == ["google/imagen4-ultra", "google/imagen4-fast",
+                                                 "google/imagen4-fast"]
+    df = result.to_dataframe()
+    assert list(df["model"]) == ["ultra", "fast", "fast"] and "note" in df.columns
+
+
+def test_the_model_is_part_of_reuse_and_of_the_batch(sim, session):
+    first = generate_many(["a lamp"], session=session, seed=1, model="fast", progress=False)
+    again = generate_many(["a lamp"], session=session, seed=1, model="fast", progress=False)
+    other = generate_many(["a lamp"], session=session, seed=1, model="ultra", progress=False)
+    assert again[0].origin == "reused" and again[0].task_id == first[0].task_id
+    assert other[0].origin == "created" and other[0].task_id != first[0].task_id
+    assert first.batch_id != other.batch_id
+    assert sim.count("createTask") == 2

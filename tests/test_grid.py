@@ -161,3 +161,50 @@ def test_long_labels_wrap_and_end_with_dots():
     assert len(lines) == 3 and lines[-1].endswith("...")
     assert all(font.getlength(line) <= 100 for line in lines)
     assert _wrap("x" * 500, font, 60, 2)[0] and all(font.getlength(x) <= 60 for x in _wrap("x" * 500, font, 60, 2))
+
+
+def test_grids_take_a_model_and_say_it_in_the_title(sim, client):
+    grid = prompt_seed_grid(["a kite"], [1, 2], client=client, cell_size=48, progress=False, model="fast")
+    sent = sorted(sim.tasks.values(), key=lambda t: t.param["input"]["seed"])
+    assert [t.model for t in sent] == ["google/imagen4-fast"] * 2
+    assert [t.param["input"]["seed"] for t in sent] == [1, 2]  # fast's seed is a JSON integer
+    assert {t.param["input"]["aspect_ratio"] for t in sent} == {"16:9"}  # fast's own default ratio
+    assert grid.title == "prompt x seed · fast · 16:9"
+    assert grid.provenance()["cells"][0][0]["request"]["model"] == "google/imagen4-fast"
+    ratios = prompt_ratio_grid(["a kite"], ["1:1"], client=client, cell_size=48, progress=False, model="ultra")
+    assert ratios.title == "prompt x aspect ratio · ultra"
+    assert ratios.cell(0, 0).request.model == "google/imagen4-ultra"
+    assert prompt_seed_grid(["a"], [1], client=client, progress=False, cell_size=48).title == \
+        "prompt x seed · standard · 1:1"
+
+
+def test_a_grid_is_validated_per_model_before_anything_is_sent_and_can_be_a_dry_run(sim, client):
+    from imagen4_jupyter import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=r"Item 0 \('a'\): Imagen 4 Ultra \(ultra\) makes one image"):
+        prompt_seed_grid(["a", "b"], [1, 2], client=client, model="ultra", num_images=2, progress=False)
+    plan = prompt_seed_grid(["a", "b"], [1, 2], client=client, model="ultra", dry_run=True)
+    assert plan.to_create == 4 and plan.credits == 48
+    assert sim.count("createTask") == 0
+
+
+def test_contact_sheet_captions_name_the_model_when_a_sheet_mixes_them(sim, client):
+    from imagen4_jupyter.research.sheet import compose
+
+    mixed = generate_many([{"prompt": "x", "model": "fast"}, {"prompt": "x", "model": "ultra"}], client=client,
+                          progress=False)
+    image, layout = compose(mixed, cell_size=64)
+    assert layout.caption_texts == [["fast", "ultra"]]
+    for box in layout.captions[0]:
+        assert box is not None and ink_in(image, box) > 10  # the name is drawn under the cell
+        assert box[1] == layout.cells[0][0][3]
+    plain, no_caps = compose(mixed, cell_size=64, captions=False)
+    assert no_caps.captions == [] and plain.height < image.height
+    one_model = generate_many(["p", "q"], client=client, progress=False)
+    assert compose(one_model, cell_size=64)[1].captions == []
+    assert compose(one_model, cell_size=64, captions=True)[1].caption_texts == [["standard", "standard"]]
+    _, custom = compose(one_model, cell_size=64, captions=["left", None])
+    assert custom.caption_texts == [["left", None]] and custom.captions[0][1] is None
+    with pytest.raises(ValueError, match="3 captions for 2 cells"):
+        compose(one_model, cell_size=64, captions=["a", "b", "c"])
+    assert isinstance(contact_sheet(mixed, cell_size=64), Image.Image)

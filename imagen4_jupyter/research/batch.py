@@ -18,6 +18,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
+from ..api.spend import PriceBook, default_price_book
+from .budget import BatchPlan, make_plan, models_label
 from .items import REQUEST_FIELDS, batch_id, build_requests
 from .plan import ResumePlan
 from .progress import Progress
@@ -48,13 +50,15 @@ def default_session() -> Session:
 def generate_many(items: Any, *, session: Session | None = None, client: Imagen4Client | None = None,
                   concurrency: int = 4, force: bool = False, reuse: str | None = None, progress: bool = True,
                   timeout: float | None = None, name: str | None = None, wait: bool = True,
-                  **defaults: Any) -> BatchResult:
+                  model: str | None = None, dry_run: bool = False, budget: float | None = None,
+                  prices: PriceBook | None = None, **defaults: Any) -> BatchResult | BatchPlan:
     """Generate images for many prompts or requests; blocks until all are done and returns a `BatchResult`.
 
     items: prompts (str), dicts of request fields, GenerationRequests, a pandas Series or DataFrame (its
-    `prompt`, `negative_prompt`, `aspect_ratio`, `num_images`, `seed` columns). `defaults` (aspect_ratio=,
-    num_images=, seed=, negative_prompt=) apply to str and dict items. All items are validated before
-    anything is sent.
+    `prompt`, `negative_prompt`, `aspect_ratio`, `num_images`, `seed`, `model` columns). `defaults`
+    (aspect_ratio=, num_images=, seed=, negative_prompt=) apply to str and dict items. `model`: the model of
+    every str and dict item without its own (`fast`, `standard`, `ultra` or a full name; default standard).
+    All items are validated, each for its model, before anything is sent.
 
     concurrency: tasks in flight at once. One shared backoff: a 429 pauses every submission for the client's
     `RetryPolicy` pause (its Retry-After, up to `max_retry_after`). A createTask with an unknown outcome is
@@ -68,12 +72,24 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     `wait=False`: return the result at once and submit from a background thread (the progress display, made
     here, updates in place); `result.wait()` blocks until every item has finished, `result.stop()` stops
     sending.
+
+    dry_run=True: send nothing and return the `BatchPlan`: per model how many items are reused or followed
+    (0 credits) and how many tasks would be created, the estimated credits and the balance (one credit
+    request). A real batch shows the same line before it starts (with progress on). `budget`: credits this
+    batch may spend, by estimate: it stops sending before the first item whose estimated cost passes what is
+    left (that item and later new ones are not-submitted, the note says why; reused items cost nothing).
+    `prices`: the `PriceBook` behind the estimates (default: the process's, `api.spend.default_price_book()`).
+    A 402 (not enough credits) stops the batch at once; nothing is resent.
     """
     global last_batch
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise E.InvalidRequestError(f"concurrency must be a whole number of at least 1, not {concurrency!r}.")
     if timeout is not None and not timeout > 0:
         raise E.InvalidRequestError("timeout must be a positive number of seconds (or None).")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0):
+        raise E.InvalidRequestError(f"budget must be a number of credits of at least 0 (or None), not {budget!r}.")
+    if model is not None:
+        defaults["model"] = model
     requests = build_requests(items, **defaults)
     if session is not None and client is not None and session.client is not client:
         raise E.InvalidRequestError("Pass either session= or client=, not both (the session has its own client).")
@@ -88,12 +104,17 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     assert client is not None
     bid = batch_id(requests, name)
     batch_items = [BatchItem(i, r) for i, r in enumerate(requests)]
+    book = prices if prices is not None else default_price_book()
+    if dry_run:  # the history is read, the balance asked; nothing else is sent
+        preview = ResumePlan(batch_items, session=session, bid=bid, force=force, reuse=reuse)
+        preview.read()
+        return make_plan(batch_items, preview, prices=book, budget=budget, client=client)
     if not batch_items:
         last_batch = BatchResult(batch_items, bid)
         return last_batch
     plan = ResumePlan(batch_items, session=session, bid=bid, force=force, reuse=reuse)  # read when the run starts
     run = BatchRun(batch_items, session=session, client=client, concurrency=concurrency, plan=plan, bid=bid,
-                   timeout=timeout)
+                   timeout=timeout, budget=budget, prices=book)
     result = BatchResult(batch_items, bid, stats=run.stats, control=run)
     last_batch = result
     key = (str(session.history.path) if session is not None else id(client), bid)
@@ -105,7 +126,7 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
                                         "resumes it, with no new task for what was sent.")
         _submitting[key] = result
     if progress:
-        run.show_progress(Progress(len(batch_items)))
+        run.show_progress(Progress(len(batch_items), label=models_label(batch_items)))
     if not wait:
         run.start_background(lambda: _done_submitting(key, result))
         return result

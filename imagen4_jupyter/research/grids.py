@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..api.models import model_spec
 from ..api.request import ASPECT_RATIOS
 from .sheet import Layout, compose
 
@@ -24,15 +25,17 @@ MAX_INLINE_PNG = 1_500_000  # larger sheets are shown inline as JPEG (the saved 
 def contact_sheet(items: Any, *, rows: int | None = None, cols: int | None = None,
                   row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
                   title: str | None = None, cell_size: int = 256, as_bytes: bool = False,
-                  **options: Any) -> Any:
+                  captions: bool | Sequence[str | None] | None = None, **options: Any) -> Any:
     """Lay results out in one image: a PIL image, or PNG bytes with `as_bytes=True`.
 
     items: a flat list (row by row) or a list of rows of Results, Jobs, BatchItems, StoredImages, paths,
     bytes or PIL images (None leaves a cell empty; a failed item shows its state); a BatchResult works too.
     A cell with several images (num_images > 1) tiles them. Thumbnails are at most `cell_size` px a side.
+    captions: a line under each cell. None (default): the model's short name (fast, standard, ultra) when
+    the sheet mixes models; True: the model always; False: none; or one text per cell, row by row.
     """
     sheet, _ = compose(items, rows=rows, cols=cols, row_labels=row_labels, col_labels=col_labels, title=title,
-                       cell_size=cell_size, **options)
+                       cell_size=cell_size, captions=captions, **options)
     if as_bytes:
         buf = io.BytesIO()
         sheet.save(buf, format="PNG", optimize=True)
@@ -123,13 +126,15 @@ class Grid:
 
 
 def _run_grid(row_values: list, col_values: list, make_item, *, row_label, col_label, kind: str,
-              title: str | None, cell_size: int, batch_options: dict) -> Grid:
+              title: str | None, cell_size: int, batch_options: dict) -> Any:
     from .batch import generate_many
 
     if not row_values or not col_values:
         raise ValueError("A grid needs at least one row and one column.")
     items = [make_item(r, c) for r in row_values for c in col_values]
     result = generate_many(items, **batch_options)
+    if batch_options.get("dry_run"):
+        return result  # the BatchPlan: nothing was sent, there is nothing to draw
     n_cols = len(col_values)
     cells = [list(result.items[r * n_cols:(r + 1) * n_cols]) for r in range(len(row_values))]
     rows = [row_label(v) for v in row_values]
@@ -138,17 +143,22 @@ def _run_grid(row_values: list, col_values: list, make_item, *, row_label, col_l
     return Grid(image, layout, row_labels=rows, col_labels=cols, cells=cells, batch=result, title=title, kind=kind)
 
 
-def prompt_seed_grid(prompts: Sequence[str], seeds: Sequence[Any], *, aspect_ratio: str = "1:1",
+def prompt_seed_grid(prompts: Sequence[str], seeds: Sequence[Any], *, aspect_ratio: str | None = None,
                      negative_prompt: str | None = None, num_images: int = 1, title: str | None = None,
-                     cell_size: int = 256, **batch_options: Any) -> Grid:
+                     cell_size: int = 256, model: str | None = None, **batch_options: Any) -> Any:
     """One row per prompt, one column per seed: runs the batch (see `generate_many` for session=, client=,
-    concurrency=, force=, reuse=, progress=, timeout=) and returns the labelled `Grid`."""
+    concurrency=, force=, reuse=, progress=, timeout=, budget=) and returns the labelled `Grid`.
+
+    `model`: `standard` (default), `fast` or `ultra`; `aspect_ratio=None` takes the model's default."""
     if isinstance(prompts, str) or isinstance(seeds, (str, int)):
         raise TypeError("prompts and seeds must be lists (wrap a single one in [...]).")
+    spec = model_spec(model)
+    ratio = aspect_ratio if aspect_ratio is not None else spec.default_ratio
     if title is None:
-        title = f"prompt x seed · {aspect_ratio}" + (f" · negative: {negative_prompt}" if negative_prompt else "")
+        title = (f"prompt x seed · {spec.short} · {ratio}"
+                 + (f" · negative: {negative_prompt}" if negative_prompt else ""))
     return _run_grid(list(prompts), list(seeds),
-                     lambda p, s: {"prompt": p, "seed": s, "aspect_ratio": aspect_ratio,
+                     lambda p, s: {"prompt": p, "seed": s, "aspect_ratio": ratio, "model": spec.name,
                                    "negative_prompt": negative_prompt, "num_images": num_images},
                      row_label=str, col_label=lambda s: "no seed" if s is None else f"seed {s}",
                      kind="prompt x seed", title=title, cell_size=cell_size, batch_options=batch_options)
@@ -156,14 +166,17 @@ def prompt_seed_grid(prompts: Sequence[str], seeds: Sequence[Any], *, aspect_rat
 
 def prompt_ratio_grid(prompts: Sequence[str], aspect_ratios: Sequence[str] = ASPECT_RATIOS, *,
                       seed: Any = None, negative_prompt: str | None = None, num_images: int = 1,
-                      title: str | None = None, cell_size: int = 256, **batch_options: Any) -> Grid:
-    """One row per prompt, one column per aspect ratio (all five by default); returns the labelled `Grid`."""
+                      title: str | None = None, cell_size: int = 256, model: str | None = None,
+                      **batch_options: Any) -> Any:
+    """One row per prompt, one column per aspect ratio (all five by default); returns the labelled `Grid`
+    (the `BatchPlan` with dry_run=True). `model`: `standard` (default), `fast` or `ultra`."""
     if isinstance(prompts, str) or isinstance(aspect_ratios, str):
         raise TypeError("prompts and aspect_ratios must be lists (wrap a single one in [...]).")
+    spec = model_spec(model)
     if title is None:
-        title = "prompt x aspect ratio" + (f" · seed {seed}" if seed is not None else "")
+        title = f"prompt x aspect ratio · {spec.short}" + (f" · seed {seed}" if seed is not None else "")
     return _run_grid(list(prompts), list(aspect_ratios),
-                     lambda p, a: {"prompt": p, "seed": seed, "aspect_ratio": a,
+                     lambda p, a: {"prompt": p, "seed": seed, "aspect_ratio": a, "model": spec.name,
                                    "negative_prompt": negative_prompt, "num_images": num_images},
                      row_label=str, col_label=str, kind="prompt x aspect ratio", title=title,
                      cell_size=cell_size, batch_options=batch_options)

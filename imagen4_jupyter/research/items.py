@@ -10,9 +10,10 @@ from typing import Any
 
 from ..api import errors as E
 from ..api.cards import shorten
+from ..api.models import model_spec
 from ..api.request import GenerationRequest
 
-REQUEST_FIELDS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "callback_url")
+REQUEST_FIELDS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "callback_url", "model")
 
 
 def plain_value(value: Any) -> Any:
@@ -73,6 +74,9 @@ def build_requests(items: Any, **defaults: Any) -> list[GenerationRequest]:
     """Validate every item into a GenerationRequest; the first bad one raises, naming its index.
 
     Items are prompts (str), dicts of request fields (over `defaults`) or GenerationRequests (used as given).
+    `model` (a default for every item, a dict key or a DataFrame column; `fast`, `standard`, `ultra` or a full
+    name): every item is validated for its own model (ultra makes one image per task, fast takes whole-number
+    seeds). An unknown default model is refused once, before any item.
     """
     unknown = sorted(set(defaults) - set(REQUEST_FIELDS) - {"prompt"})
     if unknown:
@@ -82,6 +86,8 @@ def build_requests(items: Any, **defaults: Any) -> list[GenerationRequest]:
         raise E.InvalidRequestError("`prompt` cannot be a default; each item gives its own prompt.")
     listed, from_frame = _as_list(items)
     base = {k: plain_value(v) for k, v in defaults.items()}
+    if base.get("model") is not None:
+        base["model"] = model_spec(base["model"]).name
     requests: list[GenerationRequest] = []
     for index, item in enumerate(listed):
         item = plain_value(item)

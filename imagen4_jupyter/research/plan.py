@@ -90,3 +90,12 @@ class ResumePlan:
                 self.claimed.add(entry.task_id)
                 return FOLLOW, entry
         return CREATE, None
+
+    def preview(self) -> dict[int, str]:
+        """What `resolve` would answer for every item now (REUSE, FOLLOW, LOST or CREATE), by index, without
+        claiming any task: for a batch's plan before (or instead of) running it. `read()` first."""
+        claimed = set(self.claimed)
+        try:
+            return {item.index: self.resolve(item)[0] for item in self.items}
+        finally:
+            self.claimed = claimed

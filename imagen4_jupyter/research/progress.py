@@ -36,10 +36,12 @@ class ProgressState:
 
 
 class Progress:
-    """A progress line for `total` items."""
+    """A progress line for `total` items; `label` (the batch's models, say "ultra") follows "imagen4 batch"."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, label: str | None = None):
         self.total = total
+        self.label = label
+        self.plan = ""  # the batch's plan, shown once above the line (`announce`)
         self.handle = None
         self.last = 0.0
         self.last_line = ""
@@ -70,16 +72,25 @@ class Progress:
             parts.append(f"{state.rate_limited}×429")
         if state.elapsed_s is not None:
             parts.append(f"{state.elapsed_s:.0f} s")
-        return "imagen4 batch: " + " · ".join(parts)
+        return f"imagen4 batch{f' ({self.label})' if self.label else ''}: " + " · ".join(parts)
 
     def _bundle(self, state: ProgressState, final: bool = False) -> dict[str, str]:
         c = state.counts
         text = self._text(state, final)
         colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
-        html = (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">'
+        plan = f'<div style="color:var(--jp-ui-font-color2,#555)">{esc(self.plan)}</div>' if self.plan else ""
+        html = (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">{plan}'
                 f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'
                 f'vertical-align:middle;accent-color:{colour}"></progress> {esc(text)}</div>')
-        return {"text/html": html, "text/plain": text}
+        return {"text/html": html, "text/plain": f"{self.plan}\n{text}" if self.plan else text}
+
+    def announce(self, line: str) -> None:
+        """Show the batch's plan before it starts: above the line in a notebook, one line on stderr elsewhere."""
+        self.plan = line
+        if self.handle is not None:
+            self.handle.update(self._bundle(ProgressState()), raw=True)
+            return
+        print(line, file=sys.stderr, flush=True)
 
     def due(self, final: bool = False) -> bool:
         """True if an update now would be shown (at most four a second; the final one always)."""

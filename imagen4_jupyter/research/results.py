@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from ..api import errors as E
 from ..api.cards import esc, shorten, thumb_html
 from ..api.job import Job
+from ..api.models import short_name
 from ..api.request import GenerationRequest
 
 PARAM_FIELDS = ("negative_prompt", "aspect_ratio", "num_images", "seed")
@@ -60,10 +61,10 @@ class BatchItem:
 
     def row(self) -> dict[str, Any]:
         req = self.request
-        return {"index": self.index, "prompt": req.prompt,
+        return {"index": self.index, "prompt": req.prompt, "model": short_name(req.model),
                 "params": {k: getattr(req, k) for k in PARAM_FIELDS},
                 "task_id": self.task_id, "state": self.status, "origin": self.origin,
-                "images": self.paths, "error": _error_text(self.error)}
+                "images": self.paths, "error": _error_text(self.error), "note": self.note or None}
 
 
 def _error_text(err: BaseException | None) -> str | None:
@@ -136,7 +137,8 @@ class BatchResult:
 
     @property
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per item: index, prompt, params, task_id, state, origin, images (paths), error."""
+        """One dict per item: index, prompt, model (short name), params, task_id, state, origin, images (paths),
+        error, note (why it was not sent, for example the budget)."""
         return [item.row() for item in self.items]
 
     @property
@@ -213,6 +215,9 @@ class BatchResult:
                      f"{s.get('followed', 0)} followed")
             if s.get("rate_limited"):
                 line += f" · rate limited {s['rate_limited']}× ({s.get('paused_s', 0):.0f} s paused)"
+            if s.get("budget") is not None:
+                line += (f" · budget {s['budget']:g}: ~{s.get('estimated_credits', 0):g} credits sent"
+                         + (f", {s['over_budget']} not sent" if s.get("over_budget") else ""))
             line += f" · {s.get('wall_s', 0):.1f} s"
         return line
 
@@ -231,7 +236,8 @@ class BatchResult:
             rec = {k: v for k, v in row.items() if k != "params"}
             rec.update(row["params"])
             records.append(rec)
-        columns = ["index", "prompt", *PARAM_FIELDS, "task_id", "state", "origin", "images", "error"]
+        columns = ["index", "prompt", *PARAM_FIELDS, "model", "task_id", "state", "origin", "images", "error",
+                   "note"]
         return pd.DataFrame.from_records(records, columns=columns).set_index("index")
 
     def _repr_html_(self, max_rows: int = 200) -> str:
@@ -240,7 +246,7 @@ class BatchResult:
         body = []
         for item in self.items[:max_rows]:
             req = item.request
-            params = [req.aspect_ratio, f"{req.num_images} img"]
+            params = [short_name(req.model), req.aspect_ratio, f"{req.num_images} img"]
             if req.seed is not None:
                 params.append(f"seed {req.seed}")
             if req.negative_prompt:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
 from ..api.job import Job
+from ..api.spend import PriceBook, default_price_book
+from .budget import Budget, make_plan
 from .plan import CREATE, FOLLOW, LOST, REUSE, ResumePlan
 from .progress import Progress, ProgressState, ipython_shell
 from .results import BatchItem, item_counts
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 
 # the batch's policy: these stop the whole batch (every other item would get the same answer)
 ABORTING = (E.AuthenticationError, E.InsufficientCreditsError, E.ConfigurationError, E.FeatureDisabledError)
+# a createTask answered with one of these created no task, so its estimated cost goes back to the budget
+UNBILLED = (E.RateLimitError, E.MaintenanceError, E.AuthenticationError, E.InsufficientCreditsError,
+            E.ServiceValidationError, E.FeatureDisabledError, E.ConfigurationError, E.InvalidRequestError)
 MAX_CONSECUTIVE_429 = 30  # then the batch stops submitting (the service keeps refusing)
 MAX_FOLLOWS = 3  # re-follow a task whose polling ended with a transient error this many times
 
@@ -38,7 +43,8 @@ class BatchRun:
     calls go to a small pool. The `BatchControl` of its `BatchResult`."""
 
     def __init__(self, items: list[BatchItem], *, session: Session | None, client: Imagen4Client,
-                 concurrency: int, plan: ResumePlan, bid: str, timeout: float | None):
+                 concurrency: int, plan: ResumePlan, bid: str, timeout: float | None,
+                 budget: float | None = None, prices: PriceBook | None = None):
         self.items = items
         self.session = session
         self.client = client
@@ -46,6 +52,8 @@ class BatchRun:
         self.plan = plan
         self.bid = bid
         self.timeout = timeout
+        self.prices = prices if prices is not None else default_price_book()
+        self.budget = Budget(budget, self.prices) if budget is not None else None
         self.progress: Progress | None = None
         self.cond = threading.Condition()
         self.queue: deque[BatchItem] = deque(items)
@@ -59,7 +67,8 @@ class BatchRun:
         self.stats: dict[str, Any] = {
             "items": len(items), "concurrency": concurrency, "created": 0, "create_requests": 0,
             "rate_limited": 0, "pauses": 0, "paused_s": 0.0, "not_sent_retries": 0, "reused": 0, "followed": 0,
-            "lost": 0, "max_in_flight": 0, "wall_s": 0.0}
+            "lost": 0, "max_in_flight": 0, "wall_s": 0.0, "budget": budget, "estimated_credits": 0.0,
+            "over_budget": 0}
         self.decided: dict[int, tuple[str, Any]] = {}
         self.started = time.monotonic()
 
@@ -103,6 +112,9 @@ class BatchRun:
     def run(self) -> None:
         """Send every item (the history is read first: what an earlier run left is reused or followed)."""
         self.plan.read()
+        if self.progress is not None:  # the plan's one line first: reused, to create per model, credits, balance
+            self.progress.announce(make_plan(self.items, self.plan, prices=self.prices, client=self.client,
+                                             budget=None if self.budget is None else self.budget.limit).line())
         deadline = None if self.timeout is None else self.started + self.timeout
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, 4)), thread_name_prefix="imagen4-batch")
         try:
@@ -158,6 +170,9 @@ class BatchRun:
                     "exist (and be billed). Not resent; check the dashboard, then pass force=True to send it again.")
                 self.stats["lost"] += 1
                 continue
+            if action == CREATE and self.budget is not None and self.budget.stopped_at is not None:
+                self._not_in_budget(item, self.budget.take(item) or "")  # the budget stopped: none after it
+                continue
             if self.in_flight >= self.concurrency:
                 return
             if action == FOLLOW:
@@ -167,6 +182,12 @@ class BatchRun:
                 continue
             if now < self.gate_until:
                 return
+            if self.budget is not None:  # its estimated cost is charged now, or it is not sent
+                note = self.budget.take(item)
+                if note is not None:
+                    self._not_in_budget(item, note)
+                    continue
+                self.stats["estimated_credits"] = self.budget.spent
             self.queue.popleft()
             self._take_slot()
             item.origin = "created"
@@ -174,6 +195,13 @@ class BatchRun:
             item.started_at = time.time()
             self.stats["create_requests"] += 1
             pool.submit(self._create, item)
+
+    def _not_in_budget(self, item: BatchItem, note: str) -> None:
+        """Under the lock: the item's estimated cost does not fit what is left of the budget (or an earlier
+        item's did not): it is not sent."""
+        self.queue.popleft()
+        item.state, item.note, item.finished_at = "not-submitted", note, time.time()
+        self.stats["over_budget"] += 1
 
     def _take_slot(self) -> None:
         self.in_flight += 1
@@ -230,6 +258,9 @@ class BatchRun:
 
     def _create_failed(self, item: BatchItem, err: BaseException) -> None:
         self._free_slot()
+        if self.budget is not None and isinstance(err, E.Imagen4Error) and (err.not_sent or isinstance(err, UNBILLED)):
+            self.budget.give_back(item)  # the service refused it, or it never left: nothing was billed
+            self.stats["estimated_credits"] = self.budget.spent
         if isinstance(err, E.Imagen4Error) and (isinstance(err, (E.RateLimitError, E.MaintenanceError))
                                                 or err.not_sent):
             self._send_again_later(item, err)  # certainly not created: wait (all of us), then send it again
@@ -270,7 +301,7 @@ class BatchRun:
             self.gate_until = until
         item.state, item.origin = "pending", None
         self.decided[item.index] = (CREATE, None)
-        if self.closed:  # the run is over (timeout, interrupt): nobody will send it again
+        if self.closed or self.aborted is not None:  # the run is over or stopping: nobody will send it again
             item.state, item.note = "not-submitted", f"not sent: {err.title} after the batch had stopped"
             item.error, item.finished_at = err, time.time()
             return

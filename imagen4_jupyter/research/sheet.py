@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api.models import short_name
+
 BACKGROUND = (255, 255, 255)
 INK = (17, 17, 17)
 MUTED = (110, 110, 110)
@@ -141,6 +143,33 @@ class Layout:
     row_labels: list[tuple[int, int, int, int]] = field(default_factory=list)
     col_labels: list[tuple[int, int, int, int]] = field(default_factory=list)
     title: tuple[int, int, int, int] | None = None
+    captions: list[list[tuple[int, int, int, int] | None]] = field(default_factory=list)  # under each cell
+    caption_texts: list[list[str | None]] = field(default_factory=list)
+
+
+def cell_model(item: Any) -> str | None:
+    """The model behind a cell (the full name of its request's model), or None (an image, a path, empty)."""
+    if isinstance(item, (list, tuple)):
+        return next((m for m in map(cell_model, item) if m), None)
+    request = getattr(item, "request", None)
+    return getattr(request, "model", None)
+
+
+def _captions(matrix: list[list[Any]], captions: Any) -> list[list[str | None]] | None:
+    """The caption of every cell: None/True/False pick the models' short names, a sequence gives texts."""
+    if captions is False:
+        return None
+    if captions is None or captions is True:
+        models = [[cell_model(it) for it in row] for row in matrix]
+        if captions is None and len({m for row in models for m in row if m}) < 2:
+            return None  # one model (or none known): nothing to tell apart
+        return [[short_name(m) if m else None for m in row] for row in models]
+    texts = [None if t is None else str(t) for t in captions]
+    n_cols = max((len(r) for r in matrix), default=0)
+    if len(texts) > len(matrix) * n_cols:
+        raise ValueError(f"{len(texts)} captions for {len(matrix) * n_cols} cells.")
+    texts += [None] * (len(matrix) * n_cols - len(texts))
+    return [texts[r * n_cols:(r + 1) * n_cols] for r in range(len(matrix))]
 
 
 def _as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int, n_col_labels: int
@@ -172,8 +201,8 @@ def _as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int
 def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
             row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
             title: str | None = None, cell_size: int = 256, padding: int = 8,
-            label_width: int | None = None, font_size: int = 13) -> tuple[Any, Layout]:
-    """Draw a contact sheet; returns (PIL image, Layout of the boxes)."""
+            label_width: int | None = None, font_size: int = 13, captions: Any = None) -> tuple[Any, Layout]:
+    """Draw a contact sheet; returns (PIL image, Layout of the boxes). `captions`: see `contact_sheet`."""
     from PIL import Image, ImageDraw
 
     if not 16 <= cell_size <= 1024:
@@ -186,6 +215,7 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
         raise ValueError(f"{len(row_labels)} row labels for {n_rows} rows.")
     if col_labels and len(col_labels) != n_cols:
         raise ValueError(f"{len(col_labels)} column labels for {n_cols} columns.")
+    cap_texts = _captions(matrix, captions)
 
     # the pictures first: they decide the cell box (the largest thumbnail fitting in cell_size)
     pictures: list[list[Any]] = []
@@ -206,10 +236,12 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
     title_font = _font(font_size + 3)
     line_h = font_size + 4
     pad = padding
+    cap_h = line_h if cap_texts else 0  # one line under every cell
+    row_h = box_h + cap_h
     grid_w = n_cols * box_w + (n_cols - 1) * pad
     if row_labels:
         label_w = label_width or max(90, min(220, box_w))
-        row_lines = [_wrap(t, font, label_w, max(1, box_h // line_h)) for t in row_labels]
+        row_lines = [_wrap(t, font, label_w, max(1, row_h // line_h)) for t in row_labels]
     else:
         label_w, row_lines = 0, []
     col_lines = [_wrap(t, font, box_w, 3) for t in col_labels]
@@ -217,7 +249,7 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
     width = pad + (label_w + pad if label_w else 0) + grid_w + pad
     title_lines = _wrap(title, title_font, width - 2 * pad, 2) if title else []
     title_h = len(title_lines) * (font_size + 7) + pad if title_lines else 0
-    height = pad + title_h + col_h + n_rows * box_h + (n_rows - 1) * pad + pad
+    height = pad + title_h + col_h + n_rows * row_h + (n_rows - 1) * pad + pad
 
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -239,18 +271,19 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
             y += line_h
         layout.col_labels.append((x0, pad + title_h, x0 + box_w, y_grid - pad // 2))
     for r, lines in enumerate(row_lines):
-        y0 = y_grid + r * (box_h + pad)
-        y = y0 + (box_h - len(lines) * line_h) / 2
+        y0 = y_grid + r * (row_h + pad)
+        y = y0 + (row_h - len(lines) * line_h) / 2
         for line in lines:
             draw.text((pad, y), line, fill=INK, font=font)
             y += line_h
-        layout.row_labels.append((pad, y0, pad + label_w, y0 + box_h))
+        layout.row_labels.append((pad, y0, pad + label_w, y0 + row_h))
     for r, row in enumerate(pictures):
-        cells, placed = [], []
+        cells, placed, caps = [], [], []
         for c in range(n_cols):
             x0 = x_grid + c * (box_w + pad)
-            y0 = y_grid + r * (box_h + pad)
+            y0 = y_grid + r * (row_h + pad)
             cells.append((x0, y0, x0 + box_w, y0 + box_h))
+            caps.append(_caption(draw, font, cap_texts[r][c] if cap_texts else None, (x0, y0 + box_h, box_w, cap_h)))
             pic = row[c] if c < len(row) else None
             if pic is not None:
                 px, py = x0 + (box_w - pic.width) // 2, y0 + (box_h - pic.height) // 2
@@ -270,4 +303,17 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
                 ty += line_h
         layout.cells.append(cells)
         layout.images.append(placed)
+        if cap_texts:
+            layout.captions.append(caps)
+            layout.caption_texts.append(list(cap_texts[r]))
     return sheet, layout
+
+
+def _caption(draw: Any, font: Any, text: str | None, box: tuple[int, int, int, int]) -> tuple | None:
+    """One caption line centred under a cell (x, y, width, height); its box, or None when there is none."""
+    x0, y0, width, height = box
+    if not text:
+        return None
+    line = _wrap(text, font, width - 4, 1)[0]
+    draw.text((x0 + (width - font.getlength(line)) / 2, y0 + 1), line, fill=MUTED, font=font)
+    return (x0, y0, x0 + width, y0 + height)
