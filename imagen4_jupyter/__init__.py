@@ -28,7 +28,7 @@ from .api.errors import (
     RateLimitError,
     ServerError,
     ServiceValidationError,
-    TimeoutError,
+    TimeoutError,  # noqa: F401 - the old name of Imagen4TimeoutError, importable but not in __all__
     TransportError,
 )
 from .api.job import Job
