@@ -178,7 +178,7 @@ def test_blocking_cell_sends_exact_request_and_embeds_images_with_metadata(ip, s
         assert out["transient"]["display_id"] in created[1:]
         meta = out["metadata"]["imagen4"]
         assert meta["request"] == {"prompt": "A red fox in the snow", "negative_prompt": None, "aspect_ratio": "16:9",
-                                   "num_images": 2, "seed": "7", "callback_url": None}
+                                   "num_images": 2, "seed": "7", "callback_url": None, "model": "google/imagen4"}
         assert meta["model"] == "google/imagen4" and meta["task_id"].startswith("task_")
         raw = Path(meta["path"]).read_bytes()
         assert hashlib.sha256(raw).hexdigest() == meta["sha256"]
