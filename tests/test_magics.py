@@ -178,6 +178,7 @@ def test_blocking_cell_sends_exact_request_and_embeds_images_with_metadata(ip, s
         assert out["transient"]["display_id"] in created[1:]
         meta = out["metadata"]["imagen4"]
         assert meta["request"] == {"prompt": "A red fox in the snow", "negative_prompt": None, "aspect_ratio": "16:9",
+                                   "model": "google/imagen4",
                                    "num_images": 2, "seed": "7", "callback_url": None}
         assert meta["model"] == "google/imagen4" and meta["task_id"].startswith("task_")
         raw = Path(meta["path"]).read_bytes()
@@ -414,7 +415,8 @@ def test_help_lists_every_flag_and_subcommand(ip):
 
 def test_help_shows_real_default_values(ip):
     doc = " ".join(ip.find_cell_magic("imagen4").__doc__.split())
-    assert "(default: 1; see Imagen4Magics.num_images)" in doc and "(default: 1:1; see" in doc
+    assert "(default: 1; see Imagen4Magics.num_images)" in doc and "(default: standard; see Imagen4Magics.model)" in doc
+    assert "(default: the model's own, 16:9 for fast and 1:1 for standard and ultra; see" in doc
     assert "(default: Imagen4Magics" not in doc
     from imagen4_jupyter.notebook.subcommands import commands
 
@@ -462,7 +464,8 @@ def test_mistyped_flags_and_subcommands_say_did_you_mean(ip, sim, line, needle):
     ("poll_interval", -1.0, "should not be less than 0"),
     ("refresh_interval", -0.5, "should not be less than 0"),
     ("timeout", 0.0, "timeout must be a positive number"),
-    ("aspect_ratio", "2:1", "aspect_ratio '2:1' is not supported; use one of 1:1, 16:9, 9:16, 3:4, 4:3."),
+    ("aspect_ratio", "2:1", "aspect_ratio '2:1' is not supported; use one of 1:1, 16:9, 9:16, 3:4, 4:3 (or ''"),
+    ("model", "mega", "model: Unknown model 'mega'; use one of standard (google/imagen4), fast"),
     ("wait", "sometimes", "wait 'sometimes' is not supported; use one of auto, always, never."),
     ("embed", "huge", "embed 'huge' is not supported"),
     ("reuse", "often", "reuse 'often' is not supported"),
