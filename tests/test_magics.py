@@ -359,7 +359,8 @@ def test_missing_key_is_short_and_sends_nothing(ip, sim, monkeypatch):
     ip.imagen4._session = None
     monkeypatch.delenv("APIKLEY_API_KEY")
     r = run(ip, "%%imagen4 --wait\nno key")
-    assert_short_error(r, "APIKLEY_API_KEY")
+    assert_short_error(r, "Configuration problem: No API key. Set APIKLEY_API_KEY", ".env", "%imagen4 key",
+                       "%imagen4 simulator")
     assert sim.count() == 0
 
 
@@ -661,15 +662,19 @@ def test_loading_is_quick_and_imports_no_widgets(tmp_path):
             "from IPython.core.interactiveshell import InteractiveShell\n"
             "ip = InteractiveShell.instance()\n"
             "t = time.perf_counter(); ip.run_line_magic('load_ext', 'imagen4_jupyter')\n"
-            "print('ms', (time.perf_counter() - t) * 1000, 'ipywidgets' in sys.modules, 'PIL' in sys.modules)\n")
+            "print('ms', (time.perf_counter() - t) * 1000, 'ipywidgets' in sys.modules, 'PIL' in sys.modules)\n"
+            "import imagen4_jupyter; print('from', imagen4_jupyter.__file__)\n")
     env = dict(os.environ, APIKLEY_BASE_URL="http://127.0.0.1:9", APIKLEY_API_KEY=KEY,
-               PYTHONPATH=str(Path(M.__file__).resolve().parents[1]))
+               PYTHONPATH=str(Path(M.__file__).resolve().parents[2]))  # this checkout, not an installed copy
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     line = [x for x in out.stdout.splitlines() if x.startswith("ms ")][0].split()
     assert float(line[1]) < 1000 and line[2:] == ["False", "False"], out.stdout
-    assert "imagen4 history:" in out.stdout and KEY not in out.stdout
+    assert f"from {Path(M.__file__).resolve().parents[1] / '__init__.py'}" in out.stdout
+    assert "imagen4: Apikley at http://127.0.0.1:9 (from APIKLEY_BASE_URL) · key set (from APIKLEY_API_KEY) · " \
+        f"history: {tmp_path.resolve() / '.imagen4' / 'history.jsonl'}" in out.stdout, out.stdout
+    assert KEY not in out.stdout
 
 
 def test_outcome_unknown_is_not_resent_and_says_so(ip, sim):
