@@ -1,6 +1,7 @@
 """The magic's first hour, in an in-process shell against the simulator: models (-m and the model trait), the
 key resolved at each use (environment, a .env beside the notebook), %imagen4 simulator / --stop / info, and the
 one line %load_ext prints. The same in real kernels: tests/test_kernel_service.py."""
+# ruff: noqa: F811 - `ip`, the shell fixture of test_magics, is imported and used as a parameter
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import re
 
 import pytest
 from conftest import KEY
-from test_magics import assert_short_error, creates, ip, run  # noqa: F401 - ip is the shared shell fixture
+from test_magics import assert_short_error, creates, ip, run  # noqa: F401
 
 from imagen4_jupyter.api import credentials as C
 
