@@ -358,7 +358,8 @@ def test_missing_key_is_short_and_sends_nothing(ip, sim, monkeypatch):
     ip.imagen4._session = None
     monkeypatch.delenv("APIKLEY_API_KEY")
     r = run(ip, "%%imagen4 --wait\nno key")
-    assert_short_error(r, "APIKLEY_API_KEY")
+    assert_short_error(r, "Configuration problem: No API key. Set APIKLEY_API_KEY", ".env", "%imagen4 key",
+                       "%imagen4 simulator")
     assert sim.count() == 0
 
 
@@ -414,7 +415,8 @@ def test_help_lists_every_flag_and_subcommand(ip):
 
 def test_help_shows_real_default_values(ip):
     doc = " ".join(ip.find_cell_magic("imagen4").__doc__.split())
-    assert "(default: 1; see Imagen4Magics.num_images)" in doc and "(default: 1:1; see" in doc
+    assert "(default: 1; see Imagen4Magics.num_images)" in doc and "(default: standard; see Imagen4Magics.model)" in doc
+    assert "(default: the model's own, 16:9 for fast and 1:1 for standard and ultra; see" in doc
     assert "(default: Imagen4Magics" not in doc
     from imagen4_jupyter.notebook.subcommands import commands
 
@@ -462,7 +464,8 @@ def test_mistyped_flags_and_subcommands_say_did_you_mean(ip, sim, line, needle):
     ("poll_interval", -1.0, "should not be less than 0"),
     ("refresh_interval", -0.5, "should not be less than 0"),
     ("timeout", 0.0, "timeout must be a positive number"),
-    ("aspect_ratio", "2:1", "aspect_ratio '2:1' is not supported; use one of 1:1, 16:9, 9:16, 3:4, 4:3."),
+    ("aspect_ratio", "2:1", "aspect_ratio '2:1' is not supported; use one of 1:1, 16:9, 9:16, 3:4, 4:3 (or ''"),
+    ("model", "mega", "model: Unknown model 'mega'; use one of standard (google/imagen4), fast"),
     ("wait", "sometimes", "wait 'sometimes' is not supported; use one of auto, always, never."),
     ("embed", "huge", "embed 'huge' is not supported"),
     ("reuse", "often", "reuse 'often' is not supported"),
@@ -658,15 +661,19 @@ def test_loading_is_quick_and_imports_no_widgets(tmp_path):
             "from IPython.core.interactiveshell import InteractiveShell\n"
             "ip = InteractiveShell.instance()\n"
             "t = time.perf_counter(); ip.run_line_magic('load_ext', 'imagen4_jupyter')\n"
-            "print('ms', (time.perf_counter() - t) * 1000, 'ipywidgets' in sys.modules, 'PIL' in sys.modules)\n")
+            "print('ms', (time.perf_counter() - t) * 1000, 'ipywidgets' in sys.modules, 'PIL' in sys.modules)\n"
+            "import imagen4_jupyter; print('from', imagen4_jupyter.__file__)\n")
     env = dict(os.environ, APIKLEY_BASE_URL="http://127.0.0.1:9", APIKLEY_API_KEY=KEY,
-               PYTHONPATH=str(Path(M.__file__).resolve().parents[1]))
+               PYTHONPATH=str(Path(M.__file__).resolve().parents[2]))  # this checkout, not an installed copy
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     line = [x for x in out.stdout.splitlines() if x.startswith("ms ")][0].split()
     assert float(line[1]) < 1000 and line[2:] == ["False", "False"], out.stdout
-    assert "imagen4 history:" in out.stdout and KEY not in out.stdout
+    assert f"from {Path(M.__file__).resolve().parents[1] / '__init__.py'}" in out.stdout
+    assert "imagen4: Apikley at http://127.0.0.1:9 (from APIKLEY_BASE_URL) · key set (from APIKLEY_API_KEY) · " \
+        f"history: {tmp_path.resolve() / '.imagen4' / 'history.jsonl'}" in out.stdout, out.stdout
+    assert KEY not in out.stdout
 
 
 def test_outcome_unknown_is_not_resent_and_says_so(ip, sim):

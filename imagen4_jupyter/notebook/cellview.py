@@ -22,6 +22,7 @@ from ..api import errors as E
 from ..api.job import Job
 from ..records.session import Session
 from . import outputs as D
+from .service import marked
 
 
 class Host(Protocol):
@@ -62,6 +63,7 @@ class CellView:
         self.owner, self.job, self.rich = owner, job, rich
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
+        self.simulated = owner.host.session.is_simulated(job.task_id)  # made by %imagen4 simulator
         self.finalized = False
         self.card: Any = None
         self.slots: list[Any] = []
@@ -73,7 +75,7 @@ class CellView:
     def open(self) -> CellView:
         expected = self.job.request.num_images if self.job.request else 1
         if self.rich:
-            self._last_card = C.card_bundle(self.job)
+            self._last_card = self.card_bundle()
             self.card = display(self._last_card, raw=True, display_id=True)
             self.slots = [display(C.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
         else:
@@ -109,7 +111,7 @@ class CellView:
             if self.finalized:
                 return
             if self.rich:
-                bundle = C.card_bundle(self.job)
+                bundle = self.card_bundle()
                 if bundle != self._last_card:
                     self._last_card = bundle
                     self.card.update(bundle, raw=True)
@@ -139,7 +141,8 @@ class CellView:
             base = self.owner.output_base()
             for slot, image in zip(self.slots, images, strict=False):
                 try:
-                    data, meta = D.image_output(job, image, self.embed, self.preview_size, base=base)
+                    data, meta = D.image_output(job, image, self.embed, self.preview_size, base=base,
+                                                simulated=self.simulated)
                 except Exception as exc:  # a damaged file must not hide the others
                     problems.append(f"image {image.index + 1} could not be shown ({exc}); "
                                     f"file: {C.shown_path(image.path, base)}")
@@ -147,10 +150,14 @@ class CellView:
                 slot.update(data, raw=True, metadata=meta)
         for slot in self.slots[len(images) if job.error is None else 0:]:
             slot.update({"text/plain": ""}, raw=True)
-        self.card.update(C.card_bundle(job, note="; ".join(problems + ([note] if note else []))), raw=True)
+        self.card.update(self.card_bundle(note="; ".join(problems + ([note] if note else []))), raw=True)
+
+    def card_bundle(self, note: str = "") -> dict[str, str]:
+        """The job's status card; a simulated task's says so."""
+        return marked(C.card_bundle(self.job, note=note), self.simulated)
 
     def _print_state(self) -> None:
-        line = f"[imagen4] {self.job.task_id}: {self.job.status}"
+        line = f"[imagen4] {self.job.task_id}: {self.job.status}" + (" (simulated)" if self.simulated else "")
         if line != self._last_line:
             self._last_line = line
             print(line, flush=True)
@@ -165,7 +172,7 @@ class CellView:
                   file=sys.stderr, flush=True)
             return
         what = "reused (no request sent)" if job.reused else f"done in {job.elapsed:.1f} s"  # not its old time
-        print(f"[imagen4] {job.task_id}: {what}; saved:", flush=True)
+        print(f"[imagen4] {job.task_id}: {what}{' (simulated)' if self.simulated else ''}; saved:", flush=True)
         base = self.owner.output_base()
         for image in job.images:
             print(f"  {C.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)
@@ -298,13 +305,15 @@ class LiveViews:
 
     def show_finished(self, job: Job, embed: str, note: str = "") -> None:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
+        simulated = self.host.session.is_simulated(job.task_id)
+        card = marked(C.reused_bundle(job, job.created_at) if note == "reused" else C.card_bundle(job), simulated)
         if not self.host.rich():
             if note == "reused":
-                print(C.reused_bundle(job, job.created_at)["text/plain"], flush=True)
+                print(card["text/plain"], flush=True)
             self.view(job, embed=embed).render_text()
             return
-        display(C.reused_bundle(job, job.created_at) if note == "reused" else C.card_bundle(job), raw=True)
+        display(card, raw=True)
         base = self.output_base()
         for image in job.images:
-            data, meta = D.image_output(job, image, embed, self.host.preview_size, base=base)
+            data, meta = D.image_output(job, image, embed, self.host.preview_size, base=base, simulated=simulated)
             display(data, raw=True, metadata=meta)

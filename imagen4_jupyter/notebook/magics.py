@@ -16,12 +16,15 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 
 from ..api import errors as E
 from ..api.job import Job
+from ..api.models import DEFAULT_MODEL as DEFAULT_MODEL_NAME
+from ..api.models import model_spec
 from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
 from ..records.session import REUSE_POLICIES, Session, current_session, set_session
 from . import outputs as D
 from .cellview import LiveViews
 from .options import (
     DEFAULT_ASPECT_RATIO,
+    DEFAULT_MODEL,
     DEFAULT_NUM_IMAGES,
     DEFAULT_TIMEOUT,
     CellError,
@@ -32,6 +35,7 @@ from .options import (
     split_line,
     wait_override,
 )
+from .service import ask_key, describe, raise_no_key
 from .subcommands import SUBCOMMANDS, Subcommands, help_text
 
 __all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "unload"]
@@ -46,7 +50,9 @@ class Choice(Enum):
     def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> Any:
         if error is not None:
             return super().error(obj, value, error, info)
-        raise TraitError(f"{self.name} {value!r} is not supported; use one of {', '.join(map(str, self.values))}.")
+        shown = ", ".join(str(v) for v in self.values if v != "")
+        unset = " (or '' for the model's own default)" if "" in self.values else ""
+        raise TraitError(f"{self.name} {value!r} is not supported; use one of {shown}{unset}.")
 
 
 def split_body(cell: str) -> tuple[str, str | None]:
@@ -62,8 +68,12 @@ def split_body(cell: str) -> tuple[str, str | None]:
 class Imagen4Magics(Magics):
     """Google Imagen 4 in Jupyter: `%%imagen4` cells and `%imagen4 <subcommand>`."""
 
-    aspect_ratio = Choice(ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, help=(
-        "Default aspect ratio: one of 1:1 16:9 9:16 3:4 4:3 (-a overrides).")).tag(config=True)
+    model = Unicode(DEFAULT_MODEL, help=(
+        "Default model: standard (google/imagen4), fast (google/imagen4-fast) or ultra (google/imagen4-ultra; "
+        "one image per task); a full name works too (-m overrides).")).tag(config=True)
+    aspect_ratio = Choice(("", *ASPECT_RATIOS), DEFAULT_ASPECT_RATIO, help=(
+        "Default aspect ratio: one of 1:1 16:9 9:16 3:4 4:3, or '' (unset) for the model's own default: 16:9 "
+        "for fast, 1:1 for standard and ultra (-a overrides).")).tag(config=True)
     num_images = Int(DEFAULT_NUM_IMAGES, min=1, max=MAX_IMAGES, help=(
         "Default number of images per prompt, 1-4 (-n overrides).")).tag(config=True)
     wait = Choice(WAIT_MODES, "auto", help=(
@@ -106,11 +116,19 @@ class Imagen4Magics(Magics):
         # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
         # runs the trait observers, and they read these.
         self._session: Session | None = None
+        self.key_offered = False  # an interactive kernel's first cell without a key offers the masked prompt once
         self.views = LiveViews(self)  # the cells' live outputs
         self.commands = Subcommands(self, self.views)  # %imagen4 <subcommand>
         super().__init__(shell=shell, **kwargs)
 
     # -- traits -------------------------------------------------------------------------------
+    @validate("model")
+    def _check_model(self, proposal: Any) -> str:
+        try:
+            return model_spec(proposal["value"]).short  # 'google/imagen4-ultra' and 'Ultra' are kept as 'ultra'
+        except E.InvalidRequestError as err:
+            raise TraitError(f"model: {err}") from None
+
     @validate("timeout")
     def _check_timeout(self, proposal: Any) -> float:  # Float(min=) cannot say "more than 0"
         if not proposal["value"] > 0:
@@ -197,9 +215,10 @@ class Imagen4Magics(Magics):
     @magic_arguments(name="%imagen4")  # the usage line then reads %%imagen4
     @kwds(epilog=help_text() + """
 
-Defaults: %config Imagen4Magics (aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
+Defaults: %config Imagen4Magics (model, aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
 notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits). The API key comes from
-APIKLEY_API_KEY and is never stored or shown.""")
+APIKLEY_API_KEY, a .env file beside the notebook, or %imagen4 key (typed, kept in memory), and is never stored
+or shown; %imagen4 simulator tries everything without an account. %imagen4 info says which is in use.""")
     @CELL_FLAGS
     @line_cell_magic
     def imagen4(self, line: str, cell: str | None = None) -> None:
@@ -245,7 +264,7 @@ APIKLEY_API_KEY and is never stored or shown.""")
         return request, args
 
     def request_defaults(self, args: Any) -> dict[str, Any]:
-        """The request fields of -a, -n, -s and --negative ({name} replaced from the user's variables), the
+        """The request fields of -m, -a, -n, -s and --negative ({name} replaced from the user's variables), the
         traits where a flag is absent: a cell's request, or the defaults of `%imagen4 batch` items."""
         ns = self.shell.user_ns
 
@@ -253,8 +272,12 @@ APIKLEY_API_KEY and is never stored or shown.""")
             return interpolate(value, ns) if isinstance(value, str) else value
 
         try:
-            fields = {"aspect_ratio": interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio,
+            ratio = interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio
+            fields = {"aspect_ratio": ratio or None,  # unset: the model's documented default
                       "num_images": interp(args.num_images) if args.num_images is not None else self.num_images}
+            model = model_spec(interp(args.model) if args.model is not None else self.model).name
+            if model != DEFAULT_MODEL_NAME:  # the default model needs no field (older callers know none)
+                fields["model"] = model
             if args.seed is not None:
                 fields["seed"] = interp(args.seed)
             if args.negative is not None:
@@ -268,6 +291,8 @@ APIKLEY_API_KEY and is never stored or shown.""")
         blocking = self.blocking(wait_override(args))
         embed = args.embed or self.embed
         session = self.session
+        if args.force or session.find_reusable(request, self.reuse) is None:
+            self.require_key()  # a stored result needs none
         extra = self._credits_event("credits_before") if self.track_credits else {}
         try:
             job = session.submit(request, force=args.force, reuse=self.reuse, source="magic",
@@ -289,6 +314,17 @@ APIKLEY_API_KEY and is never stored or shown.""")
             if job.done() and job.error is not None:
                 raise CellError(job.error) from job.error
         return None
+
+    def require_key(self) -> None:
+        """Raise the one-line no-key error (every way to give one) unless the session's client has a key. In an
+        interactive kernel the first cell that needs a key offers the masked prompt once (`%imagen4 key`)."""
+        if self.session.client.has_key:
+            return
+        if not self.key_offered and not self.headless():
+            self.key_offered = True
+            if ask_key() and self.session.client.has_key:
+                return
+        raise_no_key()
 
     def _credits_event(self, key: str) -> dict:
         try:
@@ -312,7 +348,7 @@ def load(ipython: Any) -> Imagen4Magics:
     ipython.register_magics(magics)
     _loaded = magics
     session = magics.session
-    print(session.where())
+    print(describe(session))
     unfinished = session.history.unfinished()
     if unfinished:
         print(f"{len(unfinished)} unfinished task(s) — run %imagen4 resume")

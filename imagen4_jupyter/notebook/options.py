@@ -15,7 +15,8 @@ from ..api import errors as E
 
 # the defaults of the traits the request flags fall back to (Imagen4Magics declares its traits with these)
 DEFAULT_NUM_IMAGES = 1
-DEFAULT_ASPECT_RATIO = "1:1"
+DEFAULT_ASPECT_RATIO = ""  # unset: the model's documented default (16:9 for fast, 1:1 for standard and ultra)
+DEFAULT_MODEL = "standard"
 DEFAULT_TIMEOUT = 900.0
 
 AddArgument = Callable[..., Any]  # argparse's add_argument (of a parser or of a group)
@@ -34,12 +35,16 @@ class CellError(UsageError):
 
 
 def add_request_flags(add: AddArgument, *, batch: bool = False) -> None:
-    """-n, -a, -s and --negative: the request fields a cell sets and a batch gives its items as defaults."""
+    """-m, -n, -a, -s and --negative: the request fields a cell sets and a batch gives its items as defaults."""
     each = " for every item without its own" if batch else ""
+    add("-m", "--model", metavar="MODEL", help=f"standard, fast or ultra, or a full name such as "
+        f"google/imagen4-ultra{each} (default: {DEFAULT_MODEL}; see Imagen4Magics.model). Ultra makes one "
+        "image per task; fast takes a whole-number seed.")
     add("-n", "--num-images", metavar="N", help=f"How many images{' per prompt' if batch else ''}, 1-4{each} "
         f"(default: {DEFAULT_NUM_IMAGES}; see Imagen4Magics.num_images).")
     add("-a", "--aspect-ratio", metavar="RATIO", help=f"One of 1:1 16:9 9:16 3:4 4:3{each} "
-        f"(default: {DEFAULT_ASPECT_RATIO}; see Imagen4Magics.aspect_ratio).")
+        "(default: the model's own, 16:9 for fast and 1:1 for standard and ultra; see "
+        "Imagen4Magics.aspect_ratio).")
     add("-s", "--seed", metavar="SEED", help=f"Seed (text or a number){each}. A seeded request that succeeded "
         "before is shown again from the history without a new task (see Imagen4Magics.reuse).")
     add("--negative", metavar="TEXT", help=f"Negative prompt{each}" + (
@@ -67,6 +72,36 @@ def add_cell_flags(add: AddArgument) -> None:
     add_flow_flags(add)
     add("--embed", choices=EMBED_MODES,
         help="preview (bounded, default), full (original bytes) or none (file paths only).")
+
+
+class Command:
+    """One `%imagen4` subcommand: its sub-parser, its arguments in order (argparse actions) and its summary."""
+
+    def __init__(self, name: str, summary: str, parser: Any, handler: Callable[..., None]):
+        self.name, self.summary, self.parser = name, summary, parser
+        self.actions: list[Any] = []
+        parser.set_defaults(handler=handler)
+
+    def add(self, *names: str, **options: Any) -> Any:
+        """`add_argument` on the sub-parser, remembering the action."""
+        action = self.parser.add_argument(*names, **options)
+        self.actions.append(action)
+        return action
+
+    def options(self) -> list[str]:
+        return [o for a in self.actions for o in a.option_strings]
+
+    def usage(self) -> str:
+        """`history [--limit N] [--search TEXT] [--export FILE]`"""
+        parts = [self.name]
+        for a in self.actions:
+            if not a.option_strings:
+                parts.append(a.metavar or a.dest.upper())
+            elif a.nargs == 0:
+                parts.append(f"[{a.option_strings[0]}]")
+            else:
+                parts.append(f"[{a.option_strings[0]} {a.metavar or a.dest.upper()}]")
+        return " ".join(parts)
 
 
 class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument, which it stands for

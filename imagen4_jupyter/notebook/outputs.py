@@ -24,14 +24,15 @@ NATIVE = ("image/png", "image/jpeg")
 
 
 def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mime: str | None = None,
-                   embedded_sha256: str | None = None, base: Any = None) -> dict:
+                   embedded_sha256: str | None = None, base: Any = None, simulated: bool = False) -> dict:
     """Provenance stored with each image output under the key `imagen4`; `path` as `shown_path` gives it
-    (relative to the notebook's folder `base` when inside it)."""
+    (relative to the notebook's folder `base` when inside it). `simulated`: made by the in-kernel simulator
+    (`"simulated": true`; the key is absent for the real service)."""
     rec = job.record
-    return {
+    meta = {
         "task_id": job.task_id,
         "request": job.request.to_dict() if job.request else None,
-        "model": (rec.model if rec and rec.model else MODEL),
+        "model": (rec.model if rec and rec.model else job.request.model if job.request else MODEL),
         "index": image.index,
         "sha256": image.sha256,
         "mime": image.mime,
@@ -51,6 +52,9 @@ def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mim
             "cost_time_ms": rec.cost_time_ms if rec else None,
         },
     }
+    if simulated:
+        meta["simulated"] = True
+    return meta
 
 
 def _as_native(data: bytes, mime: str) -> tuple[bytes, str]:
@@ -66,12 +70,13 @@ def _as_native(data: bytes, mime: str) -> tuple[bytes, str]:
 
 
 def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
-                 preview_size: int = 768, *, base: Any = None) -> tuple[dict[str, str], dict]:
+                 preview_size: int = 768, *, base: Any = None, simulated: bool = False) -> tuple[dict[str, str], dict]:
     """(data, metadata) for one image: native `image/png` / `image/jpeg`, or paths only for `none`. File paths
-    are relative to `base` (the notebook's folder) when inside it (`shown_path`)."""
+    are relative to `base` (the notebook's folder) when inside it (`shown_path`); `simulated` as in
+    `image_metadata`."""
     path = shown_path(image.path, base)
     if embed == "none":
-        meta = image_metadata(job, image, embed, base=base)
+        meta = image_metadata(job, image, embed, base=base, simulated=simulated)
         text = f"{path} ({image.width}×{image.height}, sha256 {image.sha256[:12]}…)"
         return ({"text/plain": text, "text/markdown": f"`{path}` ({image.width}×{image.height})"},
                 {"imagen4": meta})
@@ -82,7 +87,7 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
         data, mime = preview(raw, preview_size)
         data, mime = _as_native(data, mime)
     meta = image_metadata(job, image, embed, embedded_mime=mime, embedded_sha256=hashlib.sha256(data).hexdigest(),
-                          base=base)
+                          base=base, simulated=simulated)
     return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, {"imagen4": meta})
 
 

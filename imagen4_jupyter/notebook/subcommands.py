@@ -1,4 +1,4 @@
-"""`%imagen4 <subcommand>`: history, show, status, resume, wait, credits, panel, batch.
+"""`%imagen4 <subcommand>`: history, show, status, resume, wait, credits, panel, batch, key, simulator, info.
 
 One parser, built once (`commands()`): an argparse sub-parser per subcommand whose `handler` default is the
 `Subcommands` method that runs it. The magic owns a `Subcommands` and calls `run(line)`; bad options are a
@@ -18,12 +18,13 @@ from IPython.display import display
 
 from ..api import cards as C
 from ..api import errors as E
-from . import cellview
+from . import cellview, service
 from . import outputs as D
 from .cellview import LiveViews, settled
 from .options import (
     DEFAULT_TIMEOUT,
     CellError,
+    Command,
     add_flow_flags,
     add_request_flags,
     check_wait_out,
@@ -34,7 +35,7 @@ from .options import (
 )
 from .sources import batch_source, split_source
 
-SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "panel", "batch")
+SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "panel", "batch", "key", "simulator", "info")
 HISTORY_LIMIT = 20
 CONCURRENCY = 4
 
@@ -49,35 +50,7 @@ class Host(cellview.Host, Protocol):
 
     def request_defaults(self, args: Any) -> dict[str, Any]: ...
 
-
-class Command:
-    """One subcommand: its sub-parser, its arguments in order (argparse actions) and its summary."""
-
-    def __init__(self, name: str, summary: str, parser: MagicArgumentParser, handler: Callable[..., None]):
-        self.name, self.summary, self.parser = name, summary, parser
-        self.actions: list[Any] = []
-        parser.set_defaults(handler=handler)
-
-    def add(self, *names: str, **options: Any) -> Any:
-        """`add_argument` on the sub-parser, remembering the action."""
-        action = self.parser.add_argument(*names, **options)
-        self.actions.append(action)
-        return action
-
-    def options(self) -> list[str]:
-        return [o for a in self.actions for o in a.option_strings]
-
-    def usage(self) -> str:
-        """`history [--limit N] [--search TEXT] [--export FILE]`"""
-        parts = [self.name]
-        for a in self.actions:
-            if not a.option_strings:
-                parts.append(a.metavar or a.dest.upper())
-            elif a.nargs == 0:
-                parts.append(f"[{a.option_strings[0]}]")
-            else:
-                parts.append(f"[{a.option_strings[0]} {a.metavar or a.dest.upper()}]")
-        return " ".join(parts)
+    def require_key(self) -> None: ...
 
 
 class Subcommands:
@@ -89,6 +62,9 @@ class Subcommands:
     def run(self, line: str) -> None:
         name, _, rest = line.strip().partition(" ")
         parser, table = commands()
+        if name in ("--help", "-h", "help"):
+            print(self.host.shell.find_line_magic("imagen4").__doc__)
+            return
         if not name:
             raise UsageError("Use %%imagen4 in a cell with a prompt, or %imagen4 <subcommand> with one of: "
                              f"{', '.join(SUBCOMMANDS)}. %imagen4? shows the help.")
@@ -181,6 +157,7 @@ class Subcommands:
 
     def status(self, args: Any) -> None:
         task_id = self.task_id(args)
+        self.host.require_key()
         try:
             record = self.host.session.client.get_task(task_id)
         except E.Imagen4Error as err:
@@ -193,6 +170,8 @@ class Subcommands:
 
     def resume(self, args: Any) -> None:
         session = self.host.session
+        if session.history.unfinished():
+            self.host.require_key()
         try:
             jobs = session.resume()
         except E.Imagen4Error as err:
@@ -235,6 +214,7 @@ class Subcommands:
 
     def credits(self, args: Any) -> None:
         session = self.host.session
+        self.host.require_key()
         try:
             value = session.client.credits()
         except E.Imagen4Error as err:
@@ -264,6 +244,7 @@ class Subcommands:
         host = self.host
         items, label = batch_source(args.source, host.shell.user_ns)
         defaults = host.request_defaults(args)
+        host.require_key()
         from ..research.batch import generate_many
 
         try:
@@ -288,6 +269,15 @@ class Subcommands:
             self._show_batch(result, handle)
 
         threading.Thread(target=finished, name="imagen4-batch-table", daemon=True).start()
+
+    def key(self, args: Any) -> None:
+        service.key_command(self.host.session, self.views.say)
+
+    def simulator(self, args: Any) -> None:
+        service.simulator_command(self.host.session, self.views.say, stop=args.stop)
+
+    def info(self, args: Any) -> None:
+        print(service.describe(self.host.session))
 
     def _wait_batch(self, result: Any) -> None:
         """Block the kernel thread until the batch has finished. An item finishes in its job's done callback,
@@ -349,6 +339,13 @@ def commands() -> tuple[MagicArgumentParser, dict[str, Command]]:
     c.add("-c", "--concurrency", type=int, default=CONCURRENCY, metavar="N",
           help=f"At most N tasks in flight at once (default: {CONCURRENCY}).")
     add_flow_flags(c.add, batch=True)
+    command("key", Subcommands.key, "type the API key at a masked prompt (kept in this kernel's memory only; "
+            "needs an interactive front-end)")
+    c = command("simulator", Subcommands.simulator, "start a simulator of the service in this kernel and use it "
+                "(its own key; everything made says simulated)")
+    c.add("--stop", action="store_true", help="Stop it and go back to the real service.")
+    command("info", Subcommands.info, "which service is in use, whether a key is set and from where, the history "
+            "file")
     assert tuple(table) == SUBCOMMANDS
     return parser, table
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..api import errors as E
 from ..api.client import Imagen4Client
+from ..api.credentials import Credentials, resolve
 from ..api.job import Job
 from ..api.records import Result, TaskRecord
 from ..api.request import GenerationRequest
@@ -34,6 +35,12 @@ class Session:
         self.reuse = reuse
         self._client = client
         self._client_options = dict(client_options or {})
+        self._own_client = client is None  # a client made here follows the credentials in force (`client`)
+        self._client_made_for: tuple[str, str | None] | None = None
+        self._client_lock = threading.Lock()
+        self._service: Credentials | None = None  # set by `use_service` (the in-kernel simulator)
+        self.simulated = False
+        self._simulated_ids: set[str] | None = None
         self.jobs: dict[str, Job] = {}
         self._listeners: list[Callable[[Job], None]] = []
         self._lock = threading.Lock()
@@ -41,10 +48,9 @@ class Session:
     # -- the client, created on first use -----------------------------------------------------
     @property
     def client(self) -> Imagen4Client:
-        if self._client is None:
-            opts = {"cache_dir": self.history.folder / "images", **self._client_options}
-            self._client = Imagen4Client(**opts)
-            seed_from_history(self._client.schedule, self.history)
+        """The client in force; a session that makes its own rebuilds it when the key or base URL changed."""
+        if self._client is None or self._credentials_changed():
+            self._rebuild_client()
         return self._client
 
     def configure_client(self, **options: Any) -> None:
@@ -59,6 +65,60 @@ class Session:
             if "schedule" in options:
                 client.schedule = options["schedule"]
                 seed_from_history(client.schedule, self.history)
+
+    # -- the service and its credentials, resolved again at each use ----------------------------
+    def credentials(self) -> Credentials:
+        """The key and base URL this session uses now: the simulator's while `use_service` points at it, else
+        resolved again (environment, the nearest .env from the notebook's folder upward, a key typed at
+        `%imagen4 key`), so a key set after the first failure works on the next call with no restart."""
+        if self._service is not None:
+            return self._service
+        from pathlib import Path
+
+        return resolve(start=Path(self.notebook).parent if self.notebook else Path.cwd())
+
+    def use_service(self, credentials: Credentials | None, *, simulated: bool = False) -> None:
+        """Point the session at other credentials (the in-kernel simulator: `simulated=True`), or back to the
+        resolved ones (None). The next use builds a new client; running jobs keep following on the old one."""
+        self._service = credentials
+        self.simulated = bool(simulated and credentials is not None)
+
+    def is_simulated(self, task_id: str) -> bool:
+        """True for a task created on (or followed by) the in-kernel simulator, in this kernel or an earlier one
+        (its `submitted` event says `"simulated": true`)."""
+        if self._simulated_ids is None:
+            self._simulated_ids = {ev.get("task_id") for ev in self.history.iter_events()
+                                   if ev.get("event") == "submitted" and ev.get("simulated") is True}
+        return task_id in self._simulated_ids
+
+    def _mark_simulated(self, job: Job) -> None:
+        if self.simulated:
+            self.is_simulated(job.task_id)  # load the set first
+            if self._simulated_ids is not None:
+                self._simulated_ids.add(job.task_id)
+
+    def _target(self) -> tuple[str, str | None]:
+        creds = self.credentials()
+        return (self._client_options.get("api_key", creds.key), self._client_options.get("base_url", creds.base_url))
+
+    def _credentials_changed(self) -> bool:
+        """True when this session's own client was built for another key or base URL than the ones in force."""
+        if not self._own_client or self._client is None:
+            return False
+        return _fingerprint(*self._target()) != self._client_made_for
+
+    def _rebuild_client(self) -> None:
+        with self._client_lock:
+            if self._client is not None and not self._credentials_changed():
+                return  # another thread rebuilt it meanwhile
+            key, url = self._target()
+            opts = {"cache_dir": self.history.folder / "images", **self._client_options, "api_key": key,
+                    "base_url": url}
+            old, self._client = self._client, Imagen4Client(**opts)
+            self._client_made_for = _fingerprint(key, url)
+            seed_from_history(self._client.schedule, self.history)
+        if old is not None:
+            _close_when_done(old, self.pending())
 
     @property
     def store(self) -> ImageStore:
@@ -107,7 +167,9 @@ class Session:
             raise E.InvalidRequestError(f"reuse must be one of {', '.join(REUSE_POLICIES)}, not {policy!r}.")
         if policy == "never" or (policy == "seeded" and request.seed is None):
             return None
-        return self.history.find_reusable(request)
+        entry = self.history.find_reusable(request)
+        # simulated images never stand in for the real service's, nor the other way round
+        return entry if entry is None or self.is_simulated(entry.task_id) == self.simulated else None
 
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
                source: str = "api", cell: Any = None, extra: dict | None = None,
@@ -126,7 +188,7 @@ class Session:
                 return job
 
         common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
-                  **(extra or {})}
+                  **({"simulated": True} if self.simulated else {}), **(extra or {})}
 
         def created(job: Job) -> None:
             try:
@@ -150,6 +212,7 @@ class Session:
         its state changes and outcome are written to the history and the listeners hear of it."""
         with self._lock:
             self.jobs[job.task_id] = job
+        self._mark_simulated(job)
         job.on_change(self._record_change)
         job.add_done_callback(_prepare_thumbnails)  # runs after the cell's display and the history record
         self._notify(job)
@@ -234,6 +297,34 @@ class Session:
         """Close the client (its poller stops; see `Imagen4Client.close`)."""
         if self._client is not None:
             self._client.close()
+
+
+def _fingerprint(key: str, base_url: str | None) -> tuple[str, str | None]:
+    """What a client was built for, without keeping another copy of the key: its hash and the base URL."""
+    import hashlib
+
+    return hashlib.sha256((key or "").encode()).hexdigest(), base_url
+
+
+def _close_when_done(client: Imagen4Client, jobs: list[Job]) -> None:
+    """Close a replaced client once the jobs it still follows are done (they keep its poller until then)."""
+    left = {id(j) for j in jobs}
+    lock = threading.Lock()
+
+    def close() -> None:
+        threading.Thread(target=client.close, name="imagen4-close-client", daemon=True).start()  # not the poller's
+
+    def one_done(job: Job) -> None:
+        with lock:
+            left.discard(id(job))
+            last = not left
+        if last:
+            close()
+
+    if not left:
+        close()
+    for job in jobs:
+        job.add_done_callback(one_done)
 
 
 def _prepare_thumbnails(job: Job) -> None:

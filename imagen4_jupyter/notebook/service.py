@@ -1,0 +1,125 @@
+"""The service a notebook talks to: the one line `%load_ext` and `%imagen4 info` print (which service, whether a
+key is set and from where, the history file), the key typed at `%imagen4 key` (a masked prompt through the
+kernel's stdin), and `%imagen4 simulator` (a simulator started inside the kernel, on loopback).
+
+The key is never shown: lines name where it came from (`Credentials.describe_key()`), never any part of it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from IPython.core.error import StdinNotImplementedError
+
+from ..api import errors as E
+from ..api.credentials import NO_KEY_HELP, Credentials, enter_key
+from ..records.session import Session
+from .options import CellError
+
+SIMULATOR = "%imagen4 simulator"  # where the simulator's key and address come from, in messages
+# realistic but quick: tasks take 2-4.5 s, images are a quarter of the real size, the documented limits are on
+SIMULATOR_OPTIONS: dict[str, Any] = {"queue_time": (0.5, 1.5), "generation_time": (1.5, 3.0), "image_scale": 0.25}
+SIMULATED_NOTE = "simulated: made by %imagen4 simulator, not the real service (nothing is billed)"
+KEY_PROMPT = "Apikley API key (hidden; kept in this kernel's memory only, never written): "
+
+Say = Callable[..., None]  # LiveViews.say(text, kind)
+_simulator: Any = None  # the kernel's simulator (module-level: it outlives a reload of the extension)
+
+
+def describe(session: Session) -> str:
+    """One line: the service (the real one and its base URL, or the simulator and its address), whether a key is
+    set and from where, and the history file."""
+    creds = session.credentials()
+    if session.simulated:
+        service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
+    else:
+        from ..api.client import DEFAULT_BASE_URL
+
+        service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (
+            f" (from {creds.url_source})" if creds.url_source else "")
+    key = creds.describe_key() if creds.has_key else (
+        "no key (set APIKLEY_API_KEY, put it in a .env beside the notebook, or run %imagen4 key)")
+    history = session.where().removeprefix("imagen4 history: ")
+    return f"imagen4: {service} · {key} · history: {history}"
+
+
+def raise_no_key() -> NoReturn:
+    """The one-line error of a cell that needs a key and has none: every way to give one."""
+    err = E.ConfigurationError(NO_KEY_HELP)
+    raise CellError(err) from err
+
+
+def ask_key() -> bool:
+    """Ask for the key with a masked prompt (the kernel's stdin: an interactive front-end); keep it in memory.
+    True if something was typed. A front-end that cannot answer (a headless run) gets the no-key error."""
+    import getpass  # looked up at call time: ipykernel replaces getpass.getpass while a cell runs
+
+    try:
+        typed = getpass.getpass(KEY_PROMPT)
+    except (StdinNotImplementedError, EOFError, OSError) as exc:
+        err = E.ConfigurationError("This front-end cannot ask for the key (it sends no input, as headless runs "
+                                   f"do). {NO_KEY_HELP}")
+        raise CellError(err) from exc
+    typed = (typed or "").strip()
+    if typed:
+        enter_key(typed)
+    return bool(typed)
+
+
+def key_command(session: Session, say: Say) -> None:
+    """`%imagen4 key`: ask, keep the key in memory, and say which key is now in force (never the key)."""
+    if not ask_key():
+        say("Nothing typed; no key kept.", "error")
+        return
+    creds = session.credentials()
+    text = "Key kept in memory for this kernel only (never written to the notebook or the history)."
+    if session.simulated:
+        text += f" The simulator is in use until {SIMULATOR} --stop."
+    elif creds.key_source != "%imagen4 key":
+        text += f" Note: {creds.describe_key()}, which comes first; remove it to use the typed key."
+    say(text, "ok")
+
+
+def simulator_command(session: Session, say: Say, *, stop: bool) -> None:
+    """`%imagen4 simulator [--stop]`: start the simulator in this kernel and point the session at it (its own
+    random key, never shown), or stop it and point the session back at the resolved real credentials."""
+    global _simulator
+    if stop:
+        sim, _simulator = _simulator, None
+        if sim is None and not session.simulated:
+            say("No simulator is running.")
+            return
+        running = [j for j in session.pending() if session.is_simulated(j.task_id)]
+        session.use_service(None)
+        if sim is not None:
+            sim.stop()
+        if running:
+            say(f"{len(running)} simulated task(s) were still running; they end with a connection error.", "error")
+        say("Simulator stopped. " + describe(session))
+        return
+    if _simulator is None:
+        import secrets
+
+        from ..simulator import Simulator
+
+        _simulator = Simulator(api_keys=("sim-" + secrets.token_urlsafe(24),), **SIMULATOR_OPTIONS).start()
+    sim = _simulator
+    session.use_service(Credentials(key=sim.api_keys[0], key_source=SIMULATOR, base_url=sim.url,
+                                    url_source=SIMULATOR), simulated=True)
+    say("Simulator started in this kernel: everything made now is marked simulated. " + describe(session), "ok")
+
+
+def marked(bundle: dict[str, str], simulated: bool) -> dict[str, str]:
+    """A card or message bundle with the simulated line added (unchanged for the real service)."""
+    if not simulated:
+        return bundle
+    from ..api.cards import esc
+
+    html = bundle.get("text/html", "")
+    end = html.rfind("</div>")
+    note = (f"<br/><span class='imagen4-simulated' style='color:var(--jp-content-font-color2,#6b7280)'>"
+            f"{esc(SIMULATED_NOTE)}</span>")
+    out = {**bundle, "text/plain": bundle["text/plain"] + f"\n{SIMULATED_NOTE}"}
+    if html:
+        out["text/html"] = html[:end] + note + html[end:] if end >= 0 else html + note
+    return out
