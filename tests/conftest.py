@@ -1,11 +1,17 @@
 """Shared fixtures: a simulator on a free loopback port per test, and clients wired to it."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from imagen4_jupyter import Imagen4Client, PollSchedule, RetryPolicy
 from imagen4_jupyter.api.pacing import Limits
 from imagen4_jupyter.simulator import Simulator
+
+# Clients in tests pace nothing unless a test gives them limits (tests that need speed; the pacing tests and the
+# documented-limits runs pass their own `limits=`, which win over this).
+os.environ.setdefault("APIKLEY_LIMITS", "off")
 
 KEY = "test-key-0123456789"
 FAST_POLL = PollSchedule.fixed(0.02, max_wait=30.0)

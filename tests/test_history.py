@@ -8,7 +8,8 @@ import warnings
 import pytest
 
 from imagen4_jupyter.api.request import GenerationRequest
-from imagen4_jupyter.records.history import History, find_notebook, history_path
+from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.location import find_notebook, history_path
 
 REQ = GenerationRequest.create("a lighthouse at dusk", seed="7")
 

@@ -5,7 +5,8 @@ import itertools
 
 import pytest
 
-from imagen4_jupyter.api.pacing import Limits, SlidingWindow, shared_pacer
+from imagen4_jupyter import ConfigurationError
+from imagen4_jupyter.api.pacing import Limits, SlidingWindow, limits_from_env, shared_pacer
 
 
 class Clock:
@@ -70,3 +71,13 @@ def test_try_take_takes_only_a_free_slot():
     assert w.reserve() == 0.0  # 1000 is a whole window before 1001
     assert w.reserve() == pytest.approx(1.0)  # a reservation queues behind the taken slots
     assert w.try_take() == pytest.approx(1.0)  # and try_take never jumps the queue
+
+
+def test_limits_from_the_environment():
+    assert limits_from_env(None) == Limits() == limits_from_env("  ")
+    assert limits_from_env("off") == Limits.off()
+    assert limits_from_env("create=5/2") == Limits(create=(5, 2.0), query=(10, 1.0))
+    assert limits_from_env("create=off,query=3/1.5") == Limits(create=None, query=(3, 1.5))
+    for bad in ("fast", "create=5", "create=0/1", "query=a/b", "pace=1/1"):
+        with pytest.raises(ConfigurationError, match="APIKLEY_LIMITS"):
+            limits_from_env(bad)

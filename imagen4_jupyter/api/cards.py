@@ -69,17 +69,21 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
     if job.error is not None:
         title = getattr(job.error, "title", type(job.error).__name__)
         text = f"[imagen4] {title}: {job.error}"
-        tid = "" if job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
+        tid = "" if job.task_id is None or job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
         body = (f"<b style='color:{colour}'>✗ {esc(title)}</b>: {esc(job.error)}"
                 f"<br/><span style='color:#6b7280'>{tid}{job.elapsed:.1f} s · {esc(shorten(prompt, 80))}</span>")
-        if job.task_id not in text:
+        if job.task_id is not None and job.task_id not in text:
             text += f" (task {job.task_id})"
     else:
         finished = status == "success" and job.finished
         label = "done" if finished else "downloading" if status == "success" else status
+        if status == "pacing":  # in the local send queue (api/sending.py): nothing sent yet
+            wait = max(0.0, (job.send_at or 0.0) - time.time())
+            label = f"waiting for a slot under the rate limit (~{wait:.0f} s)"
         icon = "✓" if finished else "⏳"
-        text = f"[imagen4] {job.task_id}: {label} ({job.elapsed:.1f} s) {shorten(prompt, 80)!r}"
-        body = (f"{icon} <b style='color:{colour}'>{esc(label)}</b> · <code>{esc(job.task_id)}</code> · "
+        shown_id = job.task_id or "not sent yet"
+        text = f"[imagen4] {shown_id}: {label} ({job.elapsed:.1f} s) {shorten(prompt, 80)!r}"
+        body = (f"{icon} <b style='color:{colour}'>{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
                 f"{job.elapsed:.1f} s · {esc(params_text(job.request))}"
                 f"<br/><span style='color:#374151'>{esc(shorten(prompt, 160))}</span>")
     if note:

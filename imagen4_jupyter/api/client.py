@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 
 from . import errors as E
 from .job import Job
-from .pacing import Limits, Pacer, shared_pacer
+from .pacing import ENV as LIMITS_ENV
+from .pacing import Limits, Pacer, limits_from_env, shared_pacer
 from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
 from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
+from .sending import SendHooks, SendQueue
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -116,9 +118,12 @@ class Imagen4Client:
         # netrc passwords to image hosts); a session-level no-op auth turns that lookup off.
         self._http.auth = _keep_headers
         # The documented limits (20 createTask per 10 s, 10 recordInfo per s), shared by every client of this
-        # process on the same service and key; `Limits.off()` for a service without them.
-        self.pacer: Pacer = shared_pacer(self.base_url, self.__key, limits if limits is not None else Limits())
+        # process on the same service and key; `Limits.off()` (or APIKLEY_LIMITS=off) for a service without them.
+        limits = limits if limits is not None else limits_from_env(os.environ.get(LIMITS_ENV))
+        self.pacer: Pacer = shared_pacer(self.base_url, self.__key, limits)
         self.poller = Poller(self, max_workers=max_workers)
+        self.queue = SendQueue(self.create_task, reserve=self.pacer.create_delay, later=self.poller.call_later,
+                               follow=self.poller.track)
 
     def __repr__(self) -> str:
         return f"Imagen4Client(base_url={self.base_url!r}, api_key={'set' if self.__key else 'missing'})"
@@ -153,8 +158,7 @@ class Imagen4Client:
                                                pace="query", slot_taken=slot_taken), task_id)
 
     def get_task_once(self, task_id: str) -> TaskRecord:
-        """One recordInfo request without retrying, in a query slot the caller took (the poller schedules its
-        own retries and chooses which task gets each slot)."""
+        """One recordInfo request, no retrying, in a query slot the caller took (the poller's way)."""
         return self.get_task(task_id, retry=False, slot_taken=True)
 
     def query_slot(self) -> float:
@@ -181,13 +185,25 @@ class Imagen4Client:
         return self.submit_request(req)
 
     def submit_request(self, request: GenerationRequest, *, on_created: Callable[[Job], Any] | None = None,
-                       retry_rate_limits: bool = True) -> Job:
+                       retry_rate_limits: bool = True, queue: bool = True, hooks: SendHooks | None = None,
+                       local_id: str | None = None) -> Job:
         """Create a task for a validated request. `on_created(job)` runs before polling starts.
-        `retry_rate_limits`: as for `create_task`."""
-        job = Job(self.create_task(request, retry_rate_limits=retry_rate_limits), request)
+
+        When the create limit has a slot free, the task is created now (the caller waits for the HTTP answer).
+        Otherwise, with `queue` (the default), the request waits in the local send queue and the Job comes back
+        at once with no task id (status `pacing`); `hooks` (api/sending.py) hear of each step. `queue=False`
+        waits for the slot here instead (for background threads, such as a batch's). `retry_rate_limits`: as
+        for `create_task`.
+        """
+        hooks = hooks or SendHooks(created=on_created)
+        slot = self.pacer.try_create() == 0.0
+        if not slot and queue:
+            return self.queue.enqueue(request, hooks, retry_rate_limits=retry_rate_limits, local_id=local_id)
+        job = Job(self.create_task(request, retry_rate_limits=retry_rate_limits, slot_taken=slot), request)
+        job.local_id = local_id
         try:
-            if on_created is not None:
-                on_created(job)
+            if hooks.created is not None:
+                hooks.created(job)
         finally:  # a paid task is followed even if the hook failed (e.g. history could not be written)
             self.poller.track(job)
         return job

@@ -32,10 +32,12 @@ class Job(futures.Future):
     `created_at`, `tracked_at` (the overall timeout counts from here), `finished_at`.
     """
 
-    def __init__(self, task_id: str, request: GenerationRequest | None, *, created_at: float | None = None):
+    def __init__(self, task_id: str | None, request: GenerationRequest | None, *, created_at: float | None = None):
         super().__init__()
-        self.set_running_or_notify_cancel()  # a task exists once there is a Job: running until it settles
-        self.task_id = task_id
+        self.set_running_or_notify_cancel()  # running until it settles
+        self.task_id = task_id  # None while the request waits in the local send queue (status "pacing")
+        self.local_id: str | None = None  # names a queued request in the history until it has a task id
+        self.send_at: float | None = None  # when a queued request's slot under the create limit is due
         self.request = request
         self.created_at = created_at if created_at is not None else time.time()
         self.tracked_at = time.time()
@@ -113,6 +115,15 @@ class Job(futures.Future):
         return asyncio.wrap_future(self).__await__()
 
     # -- updating (the poller's and the session's side) ---------------------------------------
+    def assign(self, task_id: str) -> None:
+        """A queued request was created: it has its task id now (status `submitted`); runs the change
+        callbacks."""
+        with self._job_lock:
+            self.task_id, self.status = task_id, "submitted"
+            self.created_at = self.tracked_at = time.time()
+            callbacks = list(self._change_callbacks)
+        self._fire(callbacks)
+
     def update(self, status: State, record: TaskRecord | None = None) -> None:
         """Report a status check: the new state and the record it came from. Runs the change callbacks if the
         state changed. Ignored once the job is finished."""

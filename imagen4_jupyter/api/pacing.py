@@ -108,6 +108,39 @@ class Pacer:
         return self.query.try_take() if self.query else 0.0
 
 
+ENV = "APIKLEY_LIMITS"
+
+
+def limits_from_env(value: str | None) -> Limits:
+    """The limits `APIKLEY_LIMITS` names: unset or empty for the documented ones, `off` for none, or
+    `create=20/10,query=10/1` (count/seconds; either part may be left out, or set to `off`)."""
+    text = (value or "").strip().lower()
+    if not text:
+        return Limits()
+    if text in ("off", "none", "0"):
+        return Limits.off()
+    parts = dict(CREATE=CREATE_LIMIT, QUERY=QUERY_LIMIT)
+    for item in text.split(","):
+        name, _, spec = item.partition("=")
+        name, spec = name.strip().upper(), spec.strip()
+        try:
+            if name not in parts:
+                raise ValueError(name)
+            if spec == "off":
+                parts[name] = None
+            else:
+                count, window = spec.split("/")
+                parts[name] = (int(count), float(window))
+                if parts[name][0] < 1 or parts[name][1] <= 0:
+                    raise ValueError(spec)
+        except ValueError:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(f"{ENV}={value!r} is not understood; write for example "
+                                     "'create=20/10,query=10/1' (count/seconds) or 'off'.") from None
+    return Limits(parts["CREATE"], parts["QUERY"])
+
+
 _PACERS: dict[tuple[str, str, Limits], Pacer] = {}
 _PACERS_LOCK = threading.Lock()
 

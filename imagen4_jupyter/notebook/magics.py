@@ -168,7 +168,7 @@ class Imagen4Magics(Magics):
     def session(self) -> Session:
         """The kernel's session: the current one if it keeps the same history file, else a new one."""
         if self._session is None:
-            from ..records.history import find_notebook, history_path
+            from ..records.location import find_notebook, history_path
 
             user_ns = self.shell.user_ns if self.shell else None
             nb, _ = find_notebook(user_ns, self.notebook or None)

@@ -27,9 +27,8 @@ except ImportError:  # pragma: no cover - Windows
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage, store_digest, write_atomic
 
-FOLDER = ".imagen4"
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: the send queue's waiting requests are part of the snapshot
 
 
 @dataclass
@@ -89,32 +88,6 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a history index")
 
 
-def find_notebook(user_ns: dict | None = None, configured: str | None = None) -> tuple[Path | None, str]:
-    """The notebook path and how it was found: configuration, JupyterLab's JPY_SESSION_NAME, VS Code."""
-    if configured:
-        return Path(configured).expanduser().resolve(), "configuration"
-    env = os.environ.get("JPY_SESSION_NAME")
-    if env and env.endswith(".ipynb"):
-        path = Path(env)
-        if not path.is_absolute():
-            path = (Path.cwd() / path.name) if not (Path.cwd() / path).exists() else Path.cwd() / path
-        return path.resolve(), "JPY_SESSION_NAME"
-    vsc = (user_ns or {}).get("__vsc_ipynb_file__")
-    if isinstance(vsc, str) and vsc:
-        return Path(vsc).resolve(), "VS Code"
-    return None, "working directory"
-
-
-def history_path(notebook: Path | None, folder: str | None = None) -> Path:
-    """`<notebook dir>/.imagen4/<notebook stem>.jsonl`, or `<cwd>/.imagen4/history.jsonl`."""
-    if folder:
-        base = Path(folder).expanduser()
-        return base / (f"{notebook.stem}.jsonl" if notebook else "history.jsonl")
-    if notebook is None:
-        return Path.cwd() / FOLDER / "history.jsonl"
-    return notebook.parent / FOLDER / f"{notebook.stem}.jsonl"
-
-
 class History:
     """Reads and appends one history file. Thread-safe within a process, lock-safe across processes."""
 
@@ -128,6 +101,7 @@ class History:
         """Forget everything read so far (the file was replaced): the next refresh reads it from the start."""
         self.tasks: dict[str, TaskEntry] = {}
         self.unknown: list[dict] = []
+        self.queue: dict[str, dict] = {}  # local id -> a `queued` event not yet ended (+ "sending": True once sent)
         self.by_key: dict[str, list[str]] = {}
         self.bad_lines = 0
         self._offset = 0
@@ -223,9 +197,11 @@ class History:
                         return
                     tasks[row[0]] = TaskEntry(*row)
             by_key, unknown, bad_lines = dict(state["by_key"]), list(state["unknown"]), int(state["bad_lines"])
+            queue = {str(k): dict(v) for k, v in dict(state["queue"]).items()}
         except Exception:  # missing, damaged, foreign or stale: the log itself is the truth
             return
         self.tasks, self.by_key, self.unknown, self.bad_lines = tasks, by_key, unknown, bad_lines
+        self.queue = queue
         self._offset = self._indexed = offset
 
     def _save_index(self) -> None:
@@ -237,7 +213,8 @@ class History:
                 tail = fh.read(self._offset - max(0, self._offset - 4096))
             state = {"format": INDEX_FORMAT, "fields": _FIELDS, "offset": self._offset, "head": head, "tail": tail,
                      "tasks": [tuple(getattr(e, f) for f in _FIELDS) for e in self.tasks.values()],
-                     "by_key": self.by_key, "unknown": self.unknown, "bad_lines": self.bad_lines}
+                     "by_key": self.by_key, "unknown": self.unknown, "bad_lines": self.bad_lines,
+                     "queue": self.queue}
             write_atomic(self.index_path, pickle.dumps(state, protocol=4))
         except (OSError, pickle.PicklingError, TypeError, ValueError):
             return  # a read-only folder, say: the next kernel parses the log instead
@@ -254,8 +231,13 @@ class History:
 
     def _apply(self, ev: dict) -> None:
         kind = ev["event"]
+        local = ev.get("local_id")
+        if kind in ("queued", "sending", "not_sent", "outcome_unknown", "submitted") and isinstance(local, str):
+            self._apply_queue(kind, local, ev)
         if kind == "outcome_unknown":
             self.unknown.append(ev)
+            return
+        if kind in ("queued", "sending", "not_sent"):
             return
         if kind == "credits":
             return
@@ -296,6 +278,15 @@ class History:
         elif kind == "credits_after":
             entry.credits_after = ev.get("credits")
 
+    def _apply_queue(self, kind: str, local: str, ev: dict) -> None:
+        if kind == "queued":
+            self.queue[local] = {**ev, "sending": False}
+        elif kind == "sending":
+            if local in self.queue:
+                self.queue[local]["sending"] = True
+        else:  # it has an end: a task id, an unknown outcome, or certainly nothing sent
+            self.queue.pop(local, None)
+
     # -- queries ------------------------------------------------------------------------------
     def entries(self) -> list[TaskEntry]:
         self.refresh()
@@ -319,6 +310,12 @@ class History:
         one test for "this stored result can be shown instead of asking the service"."""
         return bool(entry.images) and all(self.content_addressed(im) and self.resolve(im["path"]).exists()
                                           for im in entry.images)
+
+    def waiting(self) -> list[dict]:
+        """Requests that waited in a send queue and have no end yet (`queued` events, with `"sending": True` for
+        those whose createTask may have been sent): what resume looks at after a crash."""
+        self.refresh()
+        return [dict(ev) for ev in self.queue.values()]
 
     def unfinished(self) -> list[TaskEntry]:
         """Tasks created but not finished for good: the ones `%imagen4 resume` continues."""

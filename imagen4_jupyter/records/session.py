@@ -18,7 +18,9 @@ from ..api.records import Result, TaskRecord
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.store import ImageStore
-from .history import History, TaskEntry, find_notebook, history_path
+from .history import History, TaskEntry
+from .location import find_notebook, history_path
+from .sendlog import queue_hooks, resume_queue
 
 REUSE_POLICIES = ("seeded", "always", "never")
 
@@ -42,6 +44,7 @@ class Session:
         self.simulated = False
         self._simulated_ids: set[str] | None = None
         self.jobs: dict[str, Job] = {}
+        self.queued: dict[str, Job] = {}  # local id -> a job waiting in the client's send queue (no task id yet)
         self._listeners: list[Callable[[Job], None]] = []
         self._lock = threading.Lock()
 
@@ -173,12 +176,15 @@ class Session:
 
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
                source: str = "api", cell: Any = None, extra: dict | None = None,
-               retry_rate_limits: bool = True) -> Job:
+               retry_rate_limits: bool = True, queue: bool = True, local_id: str | None = None) -> Job:
         """Reuse a stored result when the policy allows, else create a task (recorded before polling).
 
         `extra` adds fields to the `submitted` (or `outcome_unknown`) event, for example `credits_before` or a
         batch tag. `retry_rate_limits=False`: one createTask attempt, a 429/455 raises at once (see
-        `Imagen4Client.create_task`).
+        `Imagen4Client.create_task`). When the create limit has no slot free, the request waits in the local
+        send queue (`queue=True`, the default: the Job returns at once, status `pacing`, recorded as `queued`
+        before anything is sent); `queue=False` waits for the slot in the calling thread (a batch's).
+        `local_id` resends a queued request that a dead kernel never sent (resume), under its own name.
         """
         if not force:
             entry = self.find_reusable(request, reuse)
@@ -191,15 +197,20 @@ class Session:
                   **({"simulated": True} if self.simulated else {}), **(extra or {})}
 
         def created(job: Job) -> None:
+            local = {"local_id": job.local_id} if job.local_id else {}
             try:
-                self.history.append({"event": "submitted", "task_id": job.task_id, **common})
+                self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local})
             except OSError as err:  # the task exists and is paid for: follow it and name it, never drop it
                 _history_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
                                     "this kernel only (no reuse or resume for it)")
+            with self._lock:
+                self.queued.pop(job.local_id or "", None)
             self.adopt(job)
 
+        hooks = queue_hooks(self.history, self.queued, self._lock, common, created)
         try:
-            return self.client.submit_request(request, on_created=created, retry_rate_limits=retry_rate_limits)
+            return self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
+                                              hooks=hooks, local_id=local_id)
         except E.OutcomeUnknownError as err:
             try:
                 self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
@@ -256,8 +267,11 @@ class Session:
         return job
 
     def resume(self, entries: Iterable[TaskEntry] | None = None) -> list[Job]:
-        """Follow every unfinished task of the history again, or only `entries` (zero createTask requests).
-        A task this session still follows is left to its live job (`jobs[task_id]`, not in the list)."""
+        """Follow every unfinished task of the history again, or only `entries` (zero createTask requests for
+        them). A task this session still follows is left to its live job (`jobs[task_id]`, not in the list).
+        Without `entries`, also the requests a dead kernel left in its send queue (`records/sendlog.py`): the
+        ones certainly never sent are sent now, the ones that may have been come back failed as outcome
+        unknown; none is sent twice."""
         resumed = []
         for entry in self.history.unfinished() if entries is None else entries:
             live = self.jobs.get(entry.task_id)
@@ -266,12 +280,15 @@ class Session:
             job = self.client.track(entry.task_id, entry.generation_request(), created_at=entry.submitted_at)
             self.adopt(job)
             resumed.append(job)
+        if entries is None:  # and what a dead kernel left in its send queue (api/sending.py)
+            resumed += resume_queue(self)
         return resumed
 
     def pending(self) -> list[Job]:
-        """Jobs not yet settled: still running, or finished but their outcome not yet recorded."""
+        """Jobs not yet settled: waiting in the send queue, still running, or finished but their outcome not yet
+        recorded."""
         with self._lock:
-            return [j for j in self.jobs.values() if not j.done()]
+            return [j for j in (*self.queued.values(), *self.jobs.values()) if not j.done()]
 
     def wait_all(self, timeout: float | None = None) -> list[Job]:
         """Block until every job of this session is done; returns them."""

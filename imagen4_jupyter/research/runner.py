@@ -243,9 +243,9 @@ class BatchRun:
             if self.session is not None:  # recorded before polling, like any session job
                 job = self.session.submit(item.request, force=True, source="batch", cell=self.cell,
                                           extra={"batch": {"id": self.bid, "index": item.index}},
-                                          retry_rate_limits=False)
+                                          retry_rate_limits=False, queue=False)  # this thread waits for a slot
             else:
-                job = self.client.submit_request(item.request, retry_rate_limits=False)
+                job = self.client.submit_request(item.request, retry_rate_limits=False, queue=False)
         except BaseException as err:  # noqa: BLE001 - every outcome must release the slot
             with self.cond:
                 self._create_failed(item, err)

@@ -156,7 +156,8 @@ class Panel(W.VBox):
         with self._lock:
             self._submitting.add(me)
         try:
-            record["job"] = self.session.submit(record["request"], source="panel")
+            # a poller worker: it may wait here for a slot under the create limit (the row says "sending")
+            record["job"] = self.session.submit(record["request"], source="panel", queue=False)
         except Imagen4Error as err:
             record["error"] = err
         except Exception as err:  # never lose a click silently

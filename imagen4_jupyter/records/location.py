@@ -1,0 +1,33 @@
+"""Where a notebook's history lives: which notebook this kernel runs, and its `.imagen4/<name>.jsonl`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FOLDER = ".imagen4"
+
+
+def find_notebook(user_ns: dict | None = None, configured: str | None = None) -> tuple[Path | None, str]:
+    """The notebook path and how it was found: configuration, JupyterLab's JPY_SESSION_NAME, VS Code."""
+    if configured:
+        return Path(configured).expanduser().resolve(), "configuration"
+    env = os.environ.get("JPY_SESSION_NAME")
+    if env and env.endswith(".ipynb"):
+        path = Path(env)
+        if not path.is_absolute():
+            path = (Path.cwd() / path.name) if not (Path.cwd() / path).exists() else Path.cwd() / path
+        return path.resolve(), "JPY_SESSION_NAME"
+    vsc = (user_ns or {}).get("__vsc_ipynb_file__")
+    if isinstance(vsc, str) and vsc:
+        return Path(vsc).resolve(), "VS Code"
+    return None, "working directory"
+
+
+def history_path(notebook: Path | None, folder: str | None = None) -> Path:
+    """`<notebook dir>/.imagen4/<notebook stem>.jsonl`, or `<cwd>/.imagen4/history.jsonl`."""
+    if folder:
+        base = Path(folder).expanduser()
+        return base / (f"{notebook.stem}.jsonl" if notebook else "history.jsonl")
+    if notebook is None:
+        return Path.cwd() / FOLDER / "history.jsonl"
+    return notebook.parent / FOLDER / f"{notebook.stem}.jsonl"

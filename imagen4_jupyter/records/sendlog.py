@@ -1,0 +1,103 @@
+"""What the history records of requests that waited in the local send queue, and what resume does with them.
+
+Events (each with the request's `local_id`): `queued` (with the request, the process id and host: nothing sent
+yet), `sending` (from here on the request may reach the service), then `submitted` (it has a task id),
+`outcome_unknown` or `not_sent`. After a crash, `%imagen4 resume` sends again what was certainly never sent
+(`queued` without `sending`) and reports as outcome unknown what may have been (`sending` without an end):
+nothing is sent twice.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..api import errors as E
+from ..api.job import Job
+from ..api.request import GenerationRequest
+from ..api.sending import SendHooks
+from .history import History
+
+
+class Resubmitter(Protocol):
+    """What resume needs of a session (records/session.Session is one)."""
+
+    history: History
+    queued: dict[str, Job]
+
+    def submit(self, request: GenerationRequest, *, force: bool = ..., source: str = ..., cell: Any = ...,
+               local_id: str | None = ...) -> Job: ...
+
+
+def _write(history: History, event: dict) -> None:
+    try:
+        history.append(event)
+    except OSError as err:
+        warnings.warn(f"imagen4: the history {history.path} could not be written ({err.strerror or err}); "
+                      f"a queued request's step ({event['event']}) is not recorded.", RuntimeWarning, stacklevel=3)
+
+
+def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, common: dict,
+                created: Callable[[Job], None]) -> SendHooks:
+    """The hooks of one request: each step written to `history`; `queued` holds the job until it has an end."""
+    def on_queued(job: Job) -> None:
+        with lock:
+            queued[job.local_id or ""] = job
+        _write(history, {"event": "queued", "local_id": job.local_id, **common, "pid": os.getpid(),
+                         "host": socket.gethostname()})
+
+    def ended(job: Job, event: dict) -> None:
+        _write(history, {**event, "local_id": job.local_id})
+        with lock:
+            queued.pop(job.local_id or "", None)
+
+    return SendHooks(
+        created=created, queued=on_queued,
+        sending=lambda job: _write(history, {"event": "sending", "local_id": job.local_id}),
+        unknown=lambda job, err: ended(job, {"event": "outcome_unknown", **common, "message": str(err)}),
+        not_sent=lambda job, err: ended(job, {"event": "not_sent", "kind": type(err).__name__, "code": err.code,
+                                              "message": str(err)}))
+
+
+def _alive_elsewhere(event: dict) -> bool:
+    """True if the kernel that queued this request is another process still running on this machine."""
+    pid = event.get("pid")
+    if event.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OSError):
+        return False
+    return True
+
+
+def resume_queue(session: Resubmitter) -> list[Job]:
+    """Requests a dead kernel left in its send queue: those certainly never sent are sent now; those that may
+    have been come back as jobs already failed with an OutcomeUnknownError (and the history says so)."""
+    jobs = []
+    for event in session.history.waiting():
+        local_id = event.get("local_id")
+        if not isinstance(local_id, str) or local_id in session.queued or _alive_elsewhere(event):
+            continue  # this kernel's own queue, or another live kernel's
+        try:
+            request = GenerationRequest.from_dict(event.get("request") or {})
+        except E.InvalidRequestError:
+            continue
+        if event.get("sending"):  # it may have reached the service: never sent again
+            record = {"event": "outcome_unknown", "local_id": local_id, "request": event.get("request"),
+                      "request_key": event.get("request_key"), "cell": event.get("cell"),
+                      "source": event.get("source"),
+                      "message": "The kernel stopped while this createTask was being sent, so it is unknown "
+                                 "whether a task was created. " + E.OutcomeUnknownError.hint}
+            _write(session.history, record)
+            job = Job(None, request)
+            job.local_id = local_id
+            job.settle(error=E.OutcomeUnknownError(record["message"]))
+            jobs.append(job)
+            continue
+        jobs.append(session.submit(request, force=True, source=str(event.get("source") or "resume"),
+                                   cell=event.get("cell"), local_id=local_id))
+    return jobs
