@@ -18,6 +18,8 @@ A batch that stops (a 401/402/505 on createTask stops the whole batch: every oth
 answer) is continued with its never-sent items only, as a user who fixed the key would (a "round"). Then,
 faults off, `session.resume()` follows every task the history still calls unfinished. The checks:
 
+* no hang: every `generate_many` ends by itself (one that sends nothing for STALL_S seconds while it still
+  "submits" is stopped, written down as a hang, and its unsent items go to the next round);
 * 0 lost: every item ends succeeded, failed with a named error, or "outcome unknown"; every task the
   simulator created is known to the history, or its createTask got no answer and the history says so;
 * 0 created twice: no request (prompt) made the simulator create more than one task, no task id submitted
@@ -62,6 +64,7 @@ MAX_DOWNLOAD = 1_000_000
 MAX_ROUNDS = 50
 ENDPOINTS = ("createTask", "recordInfo", "image")
 ENDED = ("success", "fail", "error", "lost-unknown")
+STALL_S = 30.0  # a batch that sends nothing for this long (the longest Retry-After is 10 s) hangs
 
 # The catalogue: label -> fault options, per endpoint. `redirect` is filled in per request (same path on
 # `localhost`, another host name for the client). Trickle intervals make each answer last ~1-4 s.
@@ -150,14 +153,14 @@ def run(tasks: int, seed: int, rate: float, concurrency: int, folder: Path, guar
                                timeout=(2.0, READ_TIMEOUT), max_download_bytes=MAX_DOWNLOAD)
         session = Session(client=client, history=History(folder / "soak.jsonl"))
         items: dict[int, Any] = {}
+        hangs: list[str] = []
         t0 = time.monotonic()
         deadline = t0 + guard
         try:
             todo, rounds = list(range(tasks)), 0
             while todo and rounds < MAX_ROUNDS and time.monotonic() < deadline:
-                result = generate_many([requests[i] for i in todo], session=session, concurrency=concurrency,
-                                       progress=False, name=f"soak-{seed}-round-{rounds}",
-                                       timeout=max(1.0, deadline - time.monotonic()))
+                result = run_round([requests[i] for i in todo], todo, session, sim, concurrency,
+                                   f"soak-{seed}-round-{rounds}", deadline, hangs)
                 rounds += 1
                 for index, item in zip(todo, result, strict=True):
                     items[index] = item
@@ -175,12 +178,14 @@ def run(tasks: int, seed: int, rate: float, concurrency: int, folder: Path, guar
             _wait_all(session, deadline)
             wall = time.monotonic() - t0
             report = check(sim, session, requests, items)
+            report["problems"]["hangs"] = hangs
+            report["ok"] = report["ok"] and not hangs
         finally:
             session.close()
         outcomes = Counter(items[i].state if i in items else "never dispatched" for i in range(tasks))
         report["figures"] = {
             "seed": seed, "tasks": tasks, "fault rate": rate, "concurrency": concurrency, "rounds": rounds,
-            "outcomes": dict(outcomes), "tasks created": len(sim.tasks),
+            "outcomes": dict(outcomes), "batch hangs": len(hangs), "tasks created": len(sim.tasks),
             "faults injected": sum(sim.injected.values()), "faults by kind": dict(sorted(sim.injected.items())),
             "batch wall s": round(batch_s, 1), "wall s (with resume)": round(wall, 1),
             "ideal s (createTask limit)": round(max(0, tasks - 20) / 2.0, 1),
@@ -189,6 +194,32 @@ def run(tasks: int, seed: int, rate: float, concurrency: int, folder: Path, guar
             "recovered by resume": recovered, "credits charged": sum(c.credits for c in sim.charges),
             **report["counts"]}
     return report
+
+
+def run_round(requests: list[GenerationRequest], indices: list[int], session: Session, sim: Simulator,
+              concurrency: int, name: str, deadline: float, hangs: list[str]) -> Any:
+    """One `generate_many`; if it is still submitting after STALL_S seconds without a single request reaching the
+    simulator (no createTask, no status check, no download: nothing is in flight), it hangs: that is written in
+    `hangs` and the batch is stopped, so its unsent items go to the next round as a user's rerun would."""
+    result = generate_many(requests, session=session, concurrency=concurrency, progress=False, name=name,
+                           timeout=max(1.0, deadline - time.monotonic()), wait=False)
+    seen, quiet_since = sim.count(), time.monotonic()
+    while result.submitting:
+        time.sleep(0.25)
+        now, count = time.monotonic(), sim.count()
+        if count != seen:
+            seen, quiet_since = count, now
+        elif now - quiet_since >= STALL_S:
+            stuck = [f"item {indices[i.index]} {i.state}" for i in result if not i.done]
+            hangs.append(f"{name}: generate_many still submitting {now - quiet_since:.0f} s after the last request, "
+                         f"nothing in flight; {', '.join(stuck)}; stats {result.stats}")
+            result.stop("not sent: the soak stopped a hung batch")
+            break
+    try:
+        result.wait(max(0.1, deadline - time.monotonic()))
+    except E.Imagen4TimeoutError:
+        pass
+    return result
 
 
 def _settles(job: Any, deadline: float) -> bool:
