@@ -199,7 +199,7 @@ def run(tasks: int, seed: int, rate: float, concurrency: int, folder: Path, guar
 def run_round(requests: list[GenerationRequest], indices: list[int], session: Session, sim: Simulator,
               concurrency: int, name: str, deadline: float, hangs: list[str]) -> Any:
     """One `generate_many`; if it is still submitting after STALL_S seconds without a single request reaching the
-    simulator (no createTask, no status check, no download: nothing is in flight), it hangs: that is written in
+    simulator (no createTask, no status check, no download began), it hangs: that is written in
     `hangs` and the batch is stopped, so its unsent items go to the next round as a user's rerun would."""
     result = generate_many(requests, session=session, concurrency=concurrency, progress=False, name=name,
                            timeout=max(1.0, deadline - time.monotonic()), wait=False)
@@ -211,8 +211,8 @@ def run_round(requests: list[GenerationRequest], indices: list[int], session: Se
             seen, quiet_since = count, now
         elif now - quiet_since >= STALL_S:
             stuck = [f"item {indices[i.index]} {i.state}" for i in result if not i.done]
-            hangs.append(f"{name}: generate_many still submitting {now - quiet_since:.0f} s after the last request, "
-                         f"nothing in flight; {', '.join(stuck)}; stats {result.stats}")
+            hangs.append(f"{name}: generate_many still submitting {now - quiet_since:.0f} s after the last request "
+                         f"began; unfinished: {', '.join(stuck)}; stats {result.stats}")
             result.stop("not sent: the soak stopped a hung batch")
             break
     try:
