@@ -24,6 +24,7 @@ FIGURES = {
     4: ("history at 10,000 tasks", "bench_history"),
     5: ("notebook size", "bench_notebook"),
     6: ("batch throughput", "bench_batch"),
+    7: ("soak: 1,000 tasks under the documented limits with 10% random faults", "soak"),
 }
 
 
@@ -93,6 +94,14 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
                      f"{b['wall']:.1f} s = {b['wall'] / r['ideal']:.2f}x ideal, {b['429']} x 429, {b['lost']} lost",
                      f"ideal {r['ideal']:.1f} s; naive loop {n['wall']:.1f} s, {n['429']} x 429, {n['lost']} lost",
                      "0 lost", _ok(b["lost"] == 0 and b["created"] == r["tasks"])))
+    if 7 in results:
+        r = results[7]
+        f = r["figures"]
+        rows.append((f"7 soak of {f['tasks']:,} tasks, {f['fault rate']:.0%} faults (seed {f['seed']})",
+                     f"{f['batch wall s']:.0f} s, {f['faults injected']} faults, "
+                     f"{sum(f['429 answers'].values())} x 429, {f['lost']} lost, {f['duplicates']} duplicated",
+                     f"ideal {f['ideal s (createTask limit)']:.0f} s (the createTask limit)", "0 lost, 0 duplicated",
+                     _ok(r["ok"])))
     return rows
 
 
