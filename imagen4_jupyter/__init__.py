@@ -13,6 +13,7 @@ The layers, lowest first (a module imports only from its own layer or lower ones
 from .api.client import Imagen4Client, RetryPolicy
 from .api.errors import (
     AuthenticationError,
+    BudgetExceededError,
     ConfigurationError,
     DownloadError,
     FeatureDisabledError,
@@ -42,7 +43,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Imagen4Client", "RetryPolicy", "PollSchedule", "GenerationRequest", "Job", "Result", "TaskRecord",
     "StoredImage", "Imagen4Error", "InvalidRequestError", "ConfigurationError", "AuthenticationError",
-    "InsufficientCreditsError", "NotFoundError", "ServiceValidationError", "RateLimitError", "MaintenanceError",
+    "InsufficientCreditsError", "BudgetExceededError", "NotFoundError", "ServiceValidationError", "RateLimitError",
+    "MaintenanceError",
     "ServerError", "GenerationFailedError", "FeatureDisabledError", "ProtocolError", "TransportError",
     "OutcomeUnknownError", "Imagen4TimeoutError", "DownloadError", "Panel", "generate_many", "BatchResult",
     "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "get_session", "cell_code",

@@ -60,6 +60,13 @@ class InvalidRequestError(Imagen4Error, ValueError):
     title = "Invalid request"
 
 
+class BudgetExceededError(Imagen4Error):
+    """Refused before sending: the request's estimated cost would pass the budget (nothing was sent)."""
+
+    title = "Over budget"
+    hint = "The request would pass the budget; raise it (%config Imagen4Magics.budget = N) or send less."
+
+
 class ConfigurationError(Imagen4Error):
     """Missing key, unsafe base URL and similar set-up problems."""
 

@@ -68,6 +68,7 @@ class Poller:
         self._stopped = False
         self._errors: dict[str, int] = {}
         self.active: dict[str, Job] = {}
+        self._busy = 0  # items handed to workers and not finished: dispatch waits for a free worker
 
     # -- public -------------------------------------------------------------------------------
     def track(self, job: Job, delay: float | None = None) -> None:
@@ -138,6 +139,7 @@ class Poller:
                         return
                     picked = self._next_due(time.time())
                 job, action = picked
+                self._busy += 1
             try:
                 self._pool.submit(self._work, job, action)
             except RuntimeError:  # pool shut down
@@ -147,6 +149,9 @@ class Poller:
         """The next due item to run (lock held). Downloads and timers go first; a status check needs a slot
         under the query limit, and when the budget is short the due check most likely complete gets it
         (`schedule.priority`). None: nothing may run yet (the condition was waited on meanwhile)."""
+        if self._busy >= self.max_workers:  # every worker busy: a slot taken now would be used late
+            self._cond.wait(0.05)
+            return None
         if self._heap[0][3] != "check":
             _, _, job, action = heapq.heappop(self._heap)
             return job, action
@@ -174,6 +179,14 @@ class Poller:
 
     # -- work (in a pool thread) --------------------------------------------------------------
     def _work(self, job: Job | None, action: str | Callable[[], None]) -> None:
+        try:
+            self._do(job, action)
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+
+    def _do(self, job: Job | None, action: str | Callable[[], None]) -> None:
         if job is None:  # call_later
             try:
                 action()

@@ -108,6 +108,10 @@ class Imagen4Magics(Magics):
     refresh_interval = Float(1.0, min=0.0, help=(
         "Seconds between elapsed-time refreshes of live status cards; 0 refreshes only when the state "
         "changes.")).tag(config=True)
+    budget = Float(None, allow_none=True, min=0.0, help=(
+        "Credits this kernel may spend on new tasks (None: no limit). A request whose estimated cost would pass "
+        "what is left is refused before it is sent; reused results cost nothing. %imagen4 spend shows the "
+        "notebook's spend.")).tag(config=True)
     track_credits = Bool(False, help=(
         "Read the account balance before and after each new task and record both in the history "
         "(two extra requests per task; %imagen4 credits always records what it reads).")).tag(config=True)
@@ -139,6 +143,11 @@ class Imagen4Magics(Magics):
     def _schedule_changed(self, change: Any) -> None:
         if self._session is not None:
             self._session.configure_client(schedule=self.schedule())
+
+    @observe("budget")
+    def _budget_changed(self, change: Any) -> None:
+        if self._session is not None:
+            self._session.spending.budget = change["new"]
 
     @observe("reuse")
     def _reuse_changed(self, change: Any) -> None:
@@ -182,6 +191,7 @@ class Imagen4Magics(Magics):
                                         history_folder=self.history_folder or None, reuse=self.reuse,
                                         client_options={"schedule": self.schedule()})
                 set_session(self._session)
+            self._session.spending.budget = self.budget
         return self._session
 
     # -- where am I running -------------------------------------------------------------------

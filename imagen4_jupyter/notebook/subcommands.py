@@ -35,7 +35,8 @@ from .options import (
 )
 from .sources import batch_source, split_source
 
-SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "panel", "batch", "key", "simulator", "info")
+SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "spend", "panel", "batch", "key",
+               "simulator", "info")
 HISTORY_LIMIT = 20
 CONCURRENCY = 4
 
@@ -223,6 +224,14 @@ class Subcommands:
         shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
         self.views.say(f"Remaining credits: {shown}", "ok")
 
+    def spend(self, args: Any) -> None:
+        from ..records.spend import spend_bundle, spend_summary
+
+        session = self.host.session
+        summary = spend_summary(session.history, session.spending.prices)
+        where = C.shown_path(session.history.path, self.views.output_base())
+        display(spend_bundle(summary, where, session.spending), raw=True)
+
     def panel(self, args: Any) -> None:
         try:
             from .panel import Panel
@@ -331,6 +340,8 @@ def commands() -> tuple[MagicArgumentParser, dict[str, Command]]:
     c.add("--timeout", type=float, metavar="SECONDS",
           help=f"Give up after SECONDS (default: {DEFAULT_TIMEOUT + 60:g}, the timeout trait plus 60).")
     command("credits", Subcommands.credits, "the account's remaining credits")
+    command("spend", Subcommands.spend, "this notebook's spend from its history, by model and by day, what reuse "
+            "saved, and this kernel's budget")
     command("panel", Subcommands.panel, "the interactive widget panel")
     c = command("batch", Subcommands.batch, "many prompts: SOURCE is a list variable, a CSV file with a prompt "
                 "column (other request columns used), or df['prompt']")

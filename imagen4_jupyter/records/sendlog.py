@@ -41,8 +41,9 @@ def _write(history: History, event: dict) -> None:
 
 
 def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, common: dict,
-                created: Callable[[Job], None]) -> SendHooks:
-    """The hooks of one request: each step written to `history`; `queued` holds the job until it has an end."""
+                created: Callable[[Job], None], on_end: Callable[[Job, bool], None] | None = None) -> SendHooks:
+    """The hooks of one request: each step written to `history`; `queued` holds the job until it has an end.
+    `on_end(job, may_have_been_sent)` hears of an end without a task (outcome unknown, or not sent)."""
     def on_queued(job: Job) -> None:
         with lock:
             queued[job.local_id or ""] = job
@@ -53,6 +54,8 @@ def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, 
         _write(history, {**event, "local_id": job.local_id})
         with lock:
             queued.pop(job.local_id or "", None)
+        if on_end is not None:
+            on_end(job, event["event"] == "outcome_unknown")
 
     return SendHooks(
         created=created, queued=on_queued,

@@ -17,10 +17,13 @@ from ..api.job import Job
 from ..api.records import Result, TaskRecord
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
+from ..api.spend import PriceBook
 from ..api.store import ImageStore
+from .clients import client_fingerprint, close_when_done
 from .history import History, TaskEntry
 from .location import find_notebook, history_path
 from .sendlog import queue_hooks, resume_queue
+from .spend import PriceProbe, Spending
 
 REUSE_POLICIES = ("seeded", "always", "never")
 
@@ -44,6 +47,8 @@ class Session:
         self.simulated = False
         self._simulated_ids: set[str] | None = None
         self.jobs: dict[str, Job] = {}
+        self.spending = Spending(PriceBook())  # this kernel's budget, spend and prices (records/spend.py)
+        self.probe = PriceProbe(self.spending.prices)  # learns prices from the balance when it is cheap
         self.queued: dict[str, Job] = {}  # local id -> a job waiting in the client's send queue (no task id yet)
         self._listeners: list[Callable[[Job], None]] = []
         self._lock = threading.Lock()
@@ -108,7 +113,7 @@ class Session:
         """True when this session's own client was built for another key or base URL than the ones in force."""
         if not self._own_client or self._client is None:
             return False
-        return _fingerprint(*self._target()) != self._client_made_for
+        return client_fingerprint(*self._target()) != self._client_made_for
 
     def _rebuild_client(self) -> None:
         with self._client_lock:
@@ -118,10 +123,10 @@ class Session:
             opts = {"cache_dir": self.history.folder / "images", **self._client_options, "api_key": key,
                     "base_url": url}
             old, self._client = self._client, Imagen4Client(**opts)
-            self._client_made_for = _fingerprint(key, url)
+            self._client_made_for = client_fingerprint(key, url)
             seed_from_history(self._client.schedule, self.history)
         if old is not None:
-            _close_when_done(old, self.pending())
+            close_when_done(old, self.pending())
 
     @property
     def store(self) -> ImageStore:
@@ -193,8 +198,20 @@ class Session:
                 self._notify(job)
                 return job
 
+        credits, measured = self.spending.reserve(request)  # over the budget: refused, nothing sent
+        before = self.probe.start(request, self.client.credits)
         common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
+                  "cost": {"credits": credits, "measured": measured},
                   **({"simulated": True} if self.simulated else {}), **(extra or {})}
+
+        def ended(job: Job | None, spent: float | None) -> None:
+            price = self.probe.end(request, before, self.client.credits, spent is not None and job is not None)
+            self.spending.settle(credits, None if spent is None else price if price is not None else spent)
+            if price is not None and job is not None and job.task_id:
+                try:
+                    self.history.append({"event": "cost", "task_id": job.task_id, "credits": price, "measured": True})
+                except OSError:
+                    pass  # a measured price is a nicety: the estimate stays recorded
 
         def created(job: Job) -> None:
             local = {"local_id": job.local_id} if job.local_id else {}
@@ -205,13 +222,18 @@ class Session:
                                     "this kernel only (no reuse or resume for it)")
             with self._lock:
                 self.queued.pop(job.local_id or "", None)
+            ended(job, credits)  # after `submitted`: a measured price follows it as a `cost` event
             self.adopt(job)
 
-        hooks = queue_hooks(self.history, self.queued, self._lock, common, created)
+        hooks = queue_hooks(self.history, self.queued, self._lock, common, created,
+                            on_end=lambda job, sent: ended(job, credits if sent else None))
         try:
             return self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
                                               hooks=hooks, local_id=local_id)
-        except E.OutcomeUnknownError as err:
+        except E.Imagen4Error as err:  # the outcome unknown may have been billed: it counts, never overspend
+            ended(None, credits if isinstance(err, E.OutcomeUnknownError) else None)
+            if not isinstance(err, E.OutcomeUnknownError):
+                raise
             try:
                 self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
             except OSError as exc:  # the user must still hear that the outcome is unknown
@@ -316,34 +338,6 @@ class Session:
             self._client.close()
 
 
-def _fingerprint(key: str, base_url: str | None) -> tuple[str, str | None]:
-    """What a client was built for, without keeping another copy of the key: its hash and the base URL."""
-    import hashlib
-
-    return hashlib.sha256((key or "").encode()).hexdigest(), base_url
-
-
-def _close_when_done(client: Imagen4Client, jobs: list[Job]) -> None:
-    """Close a replaced client once the jobs it still follows are done (they keep its poller until then)."""
-    left = {id(j) for j in jobs}
-    lock = threading.Lock()
-
-    def close() -> None:
-        threading.Thread(target=client.close, name="imagen4-close-client", daemon=True).start()  # not the poller's
-
-    def one_done(job: Job) -> None:
-        with lock:
-            left.discard(id(job))
-            last = not left
-        if last:
-            close()
-
-    if not left:
-        close()
-    for job in jobs:
-        job.add_done_callback(one_done)
-
-
 def _prepare_thumbnails(job: Job) -> None:
     """Make the history table's thumbnails now, in the poller thread, so `%imagen4 history` reads small cached
     files instead of decoding full images (~20 ms each) while the user waits."""
@@ -387,7 +381,6 @@ def set_session(session: Session | None) -> None:
     """Replace the kernel's session (None: the next `get_session()` makes a new one)."""
     global _current
     _current = session
-
 
 
 def current_session() -> Session | None:

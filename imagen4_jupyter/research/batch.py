@@ -104,7 +104,8 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     assert client is not None
     bid = batch_id(requests, name)
     batch_items = [BatchItem(i, r) for i, r in enumerate(requests)]
-    book = prices if prices is not None else default_price_book()
+    # the session's prices (learned from its balance reads) when there is one, else the process's
+    book = prices if prices is not None else session.spending.prices if session is not None else default_price_book()
     if dry_run:  # the history is read, the balance asked; nothing else is sent
         preview = ResumePlan(batch_items, session=session, bid=bid, force=force, reuse=reuse)
         preview.read()

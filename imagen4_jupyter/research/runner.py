@@ -25,10 +25,12 @@ if TYPE_CHECKING:
     from ..records.session import Session
 
 # the batch's policy: these stop the whole batch (every other item would get the same answer)
-ABORTING = (E.AuthenticationError, E.InsufficientCreditsError, E.ConfigurationError, E.FeatureDisabledError)
+ABORTING = (E.AuthenticationError, E.InsufficientCreditsError, E.ConfigurationError, E.FeatureDisabledError,
+            E.BudgetExceededError)  # the kernel's budget (records/spend.py): stop, nothing more is sent
 # a createTask answered with one of these created no task, so its estimated cost goes back to the budget
 UNBILLED = (E.RateLimitError, E.MaintenanceError, E.AuthenticationError, E.InsufficientCreditsError,
-            E.ServiceValidationError, E.FeatureDisabledError, E.ConfigurationError, E.InvalidRequestError)
+            E.ServiceValidationError, E.FeatureDisabledError, E.ConfigurationError, E.InvalidRequestError,
+            E.BudgetExceededError)
 MAX_CONSECUTIVE_429 = 30  # then the batch stops submitting (the service keeps refusing)
 MAX_FOLLOWS = 3  # re-follow a task whose polling ended with a transient error this many times
 

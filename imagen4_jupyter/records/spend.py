@@ -1,0 +1,190 @@
+"""What this kernel and this notebook spend: a kernel budget that is never overspent, prices learned from the
+balance, and the notebook's spend from its history.
+
+How sure each figure is:
+- a *measured* price is a balance delta around one createTask while no other createTask of this kernel was in
+  flight (the service bills at creation; another process of the same account spending at that moment would
+  skew it, so a model's price is the median of its last few measurements);
+- otherwise the price is an *estimate*: a configured override or the public list price (`api/spend.py`);
+- the notebook's spend adds each created task's recorded cost; reused results cost nothing.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.errors import BudgetExceededError, Imagen4Error, InvalidRequestError
+from ..api.models import model_spec, short_name
+from ..api.request import GenerationRequest
+from ..api.spend import PriceBook, format_credits
+from .history import History
+
+
+class Spending:
+    """This kernel's budget: the credits it may spend (`budget`, None for no limit) and what it has spent."""
+
+    def __init__(self, prices: PriceBook, budget: float | None = None):
+        self.prices = prices
+        self.budget = budget
+        self.spent = 0.0  # credits of the tasks this kernel created (measured where known, else estimated)
+        self.reserved = 0.0  # requests on their way: counted until they are created or certainly not
+        self._lock = threading.Lock()
+
+    def left(self) -> float | None:
+        with self._lock:
+            return None if self.budget is None else max(0.0, self.budget - self.spent - self.reserved)
+
+    def reserve(self, request: GenerationRequest) -> tuple[float, bool]:
+        """Count a request's price against the budget before it is sent: (credits, measured). Raises
+        BudgetExceededError (nothing sent) when it would pass what is left."""
+        credits, measured = self.prices.price(request.model)
+        with self._lock:
+            if self.budget is not None and self.spent + self.reserved + credits > self.budget + 1e-9:
+                left = max(0.0, self.budget - self.spent - self.reserved)
+                kind = "" if measured else " (an estimate)"
+                raise BudgetExceededError(
+                    f"Not sent: this {short_name(request.model)} task would cost ~{format_credits(credits)} credits"
+                    f"{kind}, and {format_credits(left)} of this kernel's budget of "
+                    f"{format_credits(self.budget)} are left. Raise it with %config Imagen4Magics.budget = N "
+                    "(or None for no limit).")
+            self.reserved += credits
+        return credits, measured
+
+    def settle(self, reserved: float, spent: float | None) -> None:
+        """A reserved request ended: `spent` credits (None: certainly nothing was created)."""
+        with self._lock:
+            self.reserved = max(0.0, self.reserved - reserved)
+            if spent is not None:
+                self.spent += spent
+
+
+class PriceProbe:
+    """Measures a model's price from the balance around one createTask: only while its price is not measured
+    yet and no other createTask of this kernel is in flight (cheap: two balance reads per model, once)."""
+
+    def __init__(self, prices: PriceBook):
+        self.prices = prices
+        self._in_flight = 0
+        self._starts = 0  # createTasks begun: another one begun (and maybe ended) meanwhile spoils a measurement
+        self._lock = threading.Lock()
+
+    def start(self, request: GenerationRequest, balance: Callable[[], float]) -> tuple[int, float] | None:
+        """Before sending: (a ticket, the balance) if this createTask can teach its model's price."""
+        with self._lock:
+            self._in_flight += 1
+            self._starts += 1
+            ticket, alone = self._starts, self._in_flight == 1
+        if not alone or self.prices.price(request.model)[1]:
+            return None
+        try:
+            return ticket, balance()
+        except Imagen4Error:
+            return None
+
+    def end(self, request: GenerationRequest, before: tuple[int, float] | None, balance: Callable[[], float],
+            created: bool) -> float | None:
+        """After the answer: the measured price (None if this one could not teach it)."""
+        with self._lock:
+            alone = before is not None and self._starts == before[0] and self._in_flight == 1
+            self._in_flight -= 1
+        if before is None or not created or not alone:
+            return None
+        try:
+            after = balance()
+            with self._lock:
+                if self._starts != before[0]:  # another createTask began while the balance was read
+                    return None
+            return self.prices.learn_from_balances(request.model, before[1], after)
+        except (Imagen4Error, InvalidRequestError):
+            return None
+
+
+@dataclass
+class SpendSummary:
+    """A notebook's spend from its history: credits by model and by day, and what reuse saved."""
+
+    tasks: int = 0
+    credits: float = 0.0
+    estimated: bool = False  # some figures are estimates, not measured
+    by_model: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+    by_day: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+    reused_tasks: int = 0
+    reused_images: int = 0
+    saved: float = 0.0  # credits reuse did not spend
+
+    def lines(self) -> list[str]:
+        mark = " (some estimated)" if self.estimated else ""
+        out = [f"{self.tasks} task{'s' if self.tasks != 1 else ''} created: {format_credits(self.credits)} "
+               f"credits{mark}"]
+        out += [f"  {m}: {int(n)} task{'s' if n != 1 else ''}, {format_credits(c)} credits"
+                for m, (n, c) in sorted(self.by_model.items())]
+        out += [f"  {d}: {int(n)} task{'s' if n != 1 else ''}, {format_credits(c)} credits"
+                for d, (n, c) in sorted(self.by_day.items())]
+        out.append(f"reuse: {self.reused_tasks} task{'s' if self.reused_tasks != 1 else ''} "
+                   f"({self.reused_images} image{'s' if self.reused_images != 1 else ''}) shown from the history, "
+                   f"~{format_credits(self.saved)} credits not spent")
+        return out
+
+
+def task_cost(event: dict, prices: PriceBook) -> tuple[float, bool]:
+    """The cost a `submitted` event recorded, or an estimate from `prices` for its model."""
+    cost = event.get("cost")
+    if isinstance(cost, dict) and isinstance(cost.get("credits"), (int, float)):
+        return float(cost["credits"]), bool(cost.get("measured"))
+    model = (event.get("request") or {}).get("model")
+    try:
+        return prices.price(model_spec(model).name)
+    except Exception:  # an unknown model in an old or foreign line: the default's price
+        return prices.price(None)
+
+
+def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
+    """Add up a notebook's history: created tasks at their recorded cost (later `cost` events measured it),
+    reuse at the price it would have cost."""
+    summary = SpendSummary()
+    costs: dict[str, tuple[float, bool, str, str]] = {}
+    for ev in history.iter_events():
+        kind = ev.get("event")
+        if kind == "submitted" and isinstance(ev.get("task_id"), str):
+            credits, measured = task_cost(ev, prices)
+            model = short_name((ev.get("request") or {}).get("model"))
+            day = _dt.date.fromtimestamp(ev["time"]).isoformat() if isinstance(ev.get("time"), (int, float)) else "?"
+            costs[ev["task_id"]] = (credits, measured, model, day)
+        elif kind == "cost" and ev.get("task_id") in costs and isinstance(ev.get("credits"), (int, float)):
+            _, _, model, day = costs[ev["task_id"]]
+            costs[ev["task_id"]] = (float(ev["credits"]), bool(ev.get("measured")), model, day)
+        elif kind == "reused":
+            summary.reused_tasks += 1
+            summary.reused_images += len(ev.get("images") or []) or 1
+            summary.saved += task_cost(ev, prices)[0]
+    for credits, measured, model, day in costs.values():
+        summary.tasks += 1
+        summary.credits += credits
+        summary.estimated |= not measured
+        for table, key in ((summary.by_model, model), (summary.by_day, day)):
+            table[key][0] += 1
+            table[key][1] += credits
+    return summary
+
+
+def spend_bundle(summary: SpendSummary, where: Any, spending: Spending | None = None) -> dict[str, str]:
+    """`%imagen4 spend`: the text lines and a small table (and this kernel's budget, if one is set)."""
+    from ..api.cards import esc
+
+    lines = summary.lines()
+    if spending is not None and spending.budget is not None:
+        lines.append(f"this kernel's budget: {format_credits(spending.left() or 0)} of "
+                     f"{format_credits(spending.budget)} credits left")
+    rows = "".join(f"<tr><td style='text-align:left'>{esc(m)}</td><td>{int(n)}</td><td>{esc(format_credits(c))}</td>"
+                   f"</tr>" for m, (n, c) in sorted(summary.by_model.items()))
+    days = "".join(f"<tr><td style='text-align:left'>{esc(d)}</td><td>{int(n)}</td><td>{esc(format_credits(c))}</td>"
+                   f"</tr>" for d, (n, c) in sorted(summary.by_day.items()))
+    head = "<tr><th style='text-align:left'>{}</th><th>tasks</th><th>credits</th></tr>"
+    tail = "".join(f"<div>{esc(line)}</div>" for line in lines if line.startswith(("reuse", "this kernel")))
+    html = (f"<div class='imagen4-spend'><div>{esc(lines[0])} · {esc(str(where))}</div>"
+            f"<table>{head.format('model')}{rows}</table><table>{head.format('day')}{days}</table>{tail}</div>")
+    return {"text/plain": f"[imagen4] spend in {where}\n" + "\n".join(lines), "text/html": html}
