@@ -276,7 +276,7 @@ def too_many_500s(task_id: str, action: str, count: int, last: E.Imagen4Error) -
     """The error that ends a job after `count` 500 answers in a row (not final: `resume` may try later)."""
     what = "status check" if action == "check" else "image download"
     text = (f"The service answered 500 {count} times in a row to this task's {what}, so this client stopped "
-            "asking (a 500 is not always a passing fault). Check the task on the Apikley dashboard; "
-            "`%imagen4 resume` (or `client.track(task_id)`) tries again later.")
+            "asking (a 500 is not always a passing fault). Try again after a while: `%imagen4 resume` (or "
+            "`client.track(task_id)`) picks the task up; check it on the Apikley dashboard if this repeats.")
     cls = E.DownloadError if isinstance(last, E.DownloadError) else E.ServerError
     return cls(text, task_id=task_id, code=500, service_message=last.service_message, retryable=False, final=False)
