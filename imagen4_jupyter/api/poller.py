@@ -68,7 +68,8 @@ class Poller:
         self._pool: ThreadPoolExecutor | None = None
         self._stopped = False
         self._errors: dict[str, int] = {}
-        self._fives: dict[str, tuple[int, int]] = {}  # task id -> (500s in a row, job.checks at the last one)
+        self._fives: dict[tuple[str, str], tuple[int, int]] = {}  # (task id, "check" | "download") -> (500s in a
+        # row, job.checks at the last one)
         self.active: dict[str, Job] = {}
 
     # -- public -------------------------------------------------------------------------------
@@ -249,11 +250,13 @@ class Poller:
         again = err.retryable or (action == "check" and isinstance(err, E.ProtocolError)
                                   and not err.final and count <= PROTOCOL_RETRIES)
         if again and err.code == 500:  # retried until the overall limit, but not for 500s forever
-            fives, checks = self._fives.get(job.task_id, (0, job.checks))
-            fives = fives + 1 if checks == job.checks else 1  # a good status answer in between starts again
-            self._fives[job.task_id] = (fives, job.checks)
+            kind = "download" if isinstance(err, E.DownloadError) else "check"  # a failed download re-checks first
+            fives, checks = self._fives.get((job.task_id, kind), (0, job.checks))
+            # a good status answer between two status 500s starts the count again
+            fives = fives + 1 if kind == "download" or checks == job.checks else 1
+            self._fives[(job.task_id, kind)] = (fives, job.checks)
             if fives >= MAX_CONSECUTIVE_500:
-                return self._end(job, error=too_many_500s(job.task_id, action, fives, err))
+                return self._end(job, error=too_many_500s(job.task_id, kind, fives, err))
         if again and now < self._deadline(job):
             delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:
@@ -268,13 +271,14 @@ class Poller:
         with self._cond:
             self.active.pop(job.task_id, None)
             self._errors.pop(job.task_id, None)
-            self._fives.pop(job.task_id, None)
+            self._fives.pop((job.task_id, "check"), None)
+            self._fives.pop((job.task_id, "download"), None)
         job.settle(images=images, error=error)
 
 
-def too_many_500s(task_id: str, action: str, count: int, last: E.Imagen4Error) -> E.Imagen4Error:
+def too_many_500s(task_id: str, kind: str, count: int, last: E.Imagen4Error) -> E.Imagen4Error:
     """The error that ends a job after `count` 500 answers in a row (not final: `resume` may try later)."""
-    what = "status check" if action == "check" else "image download"
+    what = "status check" if kind == "check" else "image download"
     text = (f"The service answered 500 {count} times in a row to this task's {what}, so this client stopped "
             "asking (a 500 is not always a passing fault). Try again after a while: `%imagen4 resume` (or "
             "`client.track(task_id)`) picks the task up; check it on the Apikley dashboard if this repeats.")
