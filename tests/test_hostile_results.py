@@ -5,7 +5,9 @@ asked for. And 500s: a validation-like 500 is not retried, and the poller stops 
 
 The client runs in a child process (the simulator in this one, so its own buffers are not counted) and reports
 its peak memory: `tracemalloc`'s peak of Python allocations and the growth of `ru_maxrss`, which also counts
-Pillow's C buffers (decoding 12000x12000 RGB would take ~430 MB).
+Pillow's C buffers: previewing the complete 12000x12000 bomb below without the header check grows the process
+by ~1.1 GB. (The simulator's huge_png is truncated after one row, so a decode of it would fail before touching
+most of its buffer: for it, the test is that it is refused and never stored.)
 """
 from __future__ import annotations
 
@@ -110,9 +112,26 @@ def test_a_png_declaring_144_megapixels_is_refused_before_decoding(sim, tmp_path
     bounded(out)
 
 
+def complete_bomb(path: Path, width: int = 12000, height: int = 12000) -> Path:
+    """A valid, complete PNG of width x height black RGB pixels: ~430 MB decoded from a few MB (the
+    simulator's huge_png is truncated, so decoding it fails early; this one would really be decoded)."""
+    import struct
+    import zlib
+
+    from imagen4_jupyter.simulator.hostile import PNG_SIGNATURE, chunk
+
+    packer, row, parts = zlib.compressobj(1), b"\x00" * (1 + 3 * width), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return path
+
+
 def test_previews_and_thumbnails_refuse_a_huge_file_without_decoding_it(tmp_path):
-    path = tmp_path / "bomb.png"
-    path.write_bytes(huge_png())
+    path = complete_bomb(tmp_path / "bomb.png")
+    assert path.stat().st_size < 4 * MB
     with pytest.raises(E.DownloadError, match="megapixels"):
         preview(path.read_bytes())
     with pytest.raises(E.DownloadError, match="megapixels"):
