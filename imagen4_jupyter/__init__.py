@@ -33,6 +33,7 @@ from .api.errors import (
     TransportError,
 )
 from .api.job import Job
+from .api.provenance import read_provenance
 from .api.records import Result, TaskRecord
 from .api.request import GenerationRequest
 from .api.schedules import PollSchedule
@@ -50,6 +51,7 @@ __all__ = [
     "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "get_session", "cell_code",
     "load_ipython_extension",
     "unload_ipython_extension",
+    "read_provenance",
 ]
 
 

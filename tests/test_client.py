@@ -410,7 +410,7 @@ def test_api_key_never_leaks(sim, make_client, tmp_path):
             client.get_task(task_id)
         except E.Imagen4Error as err:
             errors.append(err)
-    sim.inject("image", expired=True)
+    sim.inject("image", times=None, expired=True)  # the fresh link too
     errors.append(client.submit("y").exception(10))
     sim.stop()
     try:

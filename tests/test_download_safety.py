@@ -145,3 +145,31 @@ def test_history_table_thumbnails_only_read_content_addressed_files(ip, sim, tmp
     r = run(ip, "%imagen4 history")
     html = "".join(o["data"].get("text/html", "") for o in r.outputs)
     assert "task_evil_png" in html and "<img" not in html
+
+
+def test_saving_an_image_writes_its_provenance_and_leaves_the_store_unchanged(sim, session, tmp_path):
+    import hashlib
+
+    from imagen4_jupyter import read_provenance
+
+    request = GenerationRequest.create("saved with provenance", seed="7", model="fast")
+    res = session.submit(request).wait(10)
+    [im] = res.images
+    before = hashlib.sha256(Path(im.path).read_bytes()).hexdigest()
+    out = im.save(tmp_path / "exports" / "lighthouse.png", simulated=True)
+    info = read_provenance(out)
+    assert info == {"task_id": res.task_id, "model": "google/imagen4-fast", "request": request.to_dict(),
+                    "sha256": im.sha256, "simulated": True}
+    assert hashlib.sha256(Path(im.path).read_bytes()).hexdigest() == before == im.sha256  # the service's bytes
+    assert out.read_bytes() != Path(im.path).read_bytes()
+    from PIL import Image
+
+    with Image.open(out) as a, Image.open(im.path) as b:
+        assert a.tobytes() == b.tobytes()  # pixels untouched
+    # an image rebuilt from the history knows nothing of its task: the caller says
+    entry = session.history.get(res.task_id)
+    [old] = session.history.stored_images(entry)
+    again = read_provenance(old.save(tmp_path / "old.png", task_id=res.task_id, request=request))
+    assert again["task_id"] == res.task_id and again["request"]["prompt"] == "saved with provenance"
+    assert again["model"] == "google/imagen4-fast" and "simulated" not in again
+    assert read_provenance(im.path) is None  # the store's copy carries nothing

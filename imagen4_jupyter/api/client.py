@@ -6,6 +6,7 @@ retried; `createTask` is never resent once it may have reached the service (no i
 from __future__ import annotations
 
 import ipaddress
+import json as jsonlib
 import os
 import re
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import downloads as D
 from . import errors as E
 from .job import Job
 from .pacing import ENV as LIMITS_ENV
@@ -32,6 +34,10 @@ DEFAULT_BASE_URL = "https://api.apikley.ru"
 CREATE_PATH = "/api/v1/jobs/createTask"
 RECORD_PATH = "/api/v1/jobs/recordInfo"
 CREDIT_PATH = "/api/v1/chat/credit"
+DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # an API answer is a few KB; anything near this is not one
+# a 500 whose message reads like a validation error (the live "This field is required"): asking again is useless
+VALIDATION_500 = re.compile(r"\b(required|missing|invalid|must be|not allowed|validation)\b", re.IGNORECASE)
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 USER_AGENT = "imagen4-jupyter/0.1"
 
@@ -98,7 +104,8 @@ class Imagen4Client:
                  timeout: float | tuple[float, float] = (5.0, 30.0), schedule: Schedule | None = None,
                  retry: RetryPolicy | None = None, cache_dir: str | os.PathLike | None = None,
                  allow_insecure_http: bool | None = None, max_workers: int = 3,
-                 max_download_bytes: int = 50 * 1024 * 1024, limits: Limits | None = None):
+                 max_download_bytes: int = 50 * 1024 * 1024, limits: Limits | None = None,
+                 request_deadline: float = 60.0, download_deadline: float = 300.0):
         import requests
 
         if allow_insecure_http is None:
@@ -110,6 +117,9 @@ class Imagen4Client:
         self.retry = retry or RetryPolicy()
         self.store = ImageStore(cache_dir or default_cache_dir())
         self.max_download_bytes = max_download_bytes
+        # wall-clock limits of one whole answer (`timeout` only bounds each read): API calls, image downloads
+        self.request_deadline = request_deadline
+        self.download_deadline = download_deadline
         self.schedule = schedule or SmartSchedule()  # the provider's advice until it has learned durations
         self._http = requests.Session()
         self._http.headers["User-Agent"] = USER_AGENT
@@ -269,13 +279,20 @@ class Imagen4Client:
         import requests
 
         where = path.rsplit("/", 1)[-1]
+        started = time.monotonic()
         try:
-            resp = self._http.request(method, self.base_url + path, params=params, json=json,
-                                      headers={"Authorization": f"Bearer {self.__key}"},
-                                      timeout=self.timeout, allow_redirects=False)
+            with self._http.request(method, self.base_url + path, params=params, json=json,
+                                    headers={"Authorization": f"Bearer {self.__key}"}, timeout=self.timeout,
+                                    allow_redirects=False, stream=True) as resp:
+                raw = D.read_body(resp, deadline=started + self.request_deadline, limit=MAX_ANSWER_BYTES)
         except requests.RequestException as exc:
             raise self._transport_error(exc, where, idempotent, task_id) from None
-        return self._decode(resp, where, idempotent, task_id)
+        except D.TooSlow:
+            raise D.slow_answer(where, self.request_deadline, idempotent, task_id) from None
+        except D.TooLarge:
+            raise E.ProtocolError(f"{where} answered more than {MAX_ANSWER_BYTES // (1024 * 1024)} MB: this is "
+                                  "not an API answer. Check APIKLEY_BASE_URL.", task_id=task_id) from None
+        return self._decode(resp, raw, where, idempotent, task_id)
 
     def _transport_error(self, exc: requests.RequestException, where: str, idempotent: bool,
                          task_id: str | None) -> E.Imagen4Error:
@@ -291,12 +308,13 @@ class Imagen4Client:
         return E.TransportError(f"The {where} request {kind} ({type(exc).__name__}); it will be retried.",
                                 task_id=task_id)
 
-    def _decode(self, resp: requests.Response, where: str, idempotent: bool, task_id: str | None) -> Any:
+    def _decode(self, resp: requests.Response, raw: bytes, where: str, idempotent: bool,
+                task_id: str | None) -> Any:
         status = resp.status_code
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         try:
-            body = resp.json()
-        except ValueError:
+            body = jsonlib.loads(raw)
+        except ValueError:  # UnicodeDecodeError included
             body = None
         if not isinstance(body, dict) or "code" not in body:
             what = "invalid JSON" if body is None else "JSON without a `code` field"
@@ -331,65 +349,35 @@ class Imagen4Client:
             raise E.NotFoundError("The service does not know this task (it answered 422 \"recordInfo is null\"). "
                                   "Check the task id, that it was created with this API key's account, and that "
                                   "it is less than 14 days old.", task_id=task_id, code=422)
+        if code == 500 and message is not None and VALIDATION_500.search(str(message)):
+            raise E.ServerError(f"{where} answered 500 with what reads as a validation error, not a passing fault, so "
+                                "it was not retried; check the request's fields.", task_id=task_id, code=500,
+                                service_message=str(message), retryable=False)
         raise E.error_for_code(code, str(message) if message is not None else None, task_id=task_id,
                                retry_after=retry_after)
 
-    def download(self, url: str, *, task_id: str | None = None) -> bytes:
-        """GET an image URL (no credentials sent); checks status, type, size cap and completeness."""
-        import requests
-
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            # the same URL will be refused again: fail now, not at the overall limit
-            raise E.DownloadError(f"Refusing to download from a non-http(s) URL {url[:60]!r}.", task_id=task_id,
-                                  retryable=False)
-        try:
-            with self._http.get(url, timeout=self.timeout, stream=True) as resp:
-                if resp.status_code in (403, 404, 410):  # signed CDN URLs answer 403 once expired
-                    raise E.DownloadError(f"The image URL answered {resp.status_code}: it has expired or never "
-                                          "existed (result URLs last about 24 h).", task_id=task_id, retryable=False)
-                if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
-                    # asking again will not change the answer
-                    raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
-                                          retryable=False)
-                if resp.status_code != 200:
-                    raise E.DownloadError(f"The image URL answered HTTP {resp.status_code}.", task_id=task_id,
-                                          retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if ctype and not (ctype.startswith("image/") or ctype in ("application/octet-stream",
-                                                                           "binary/octet-stream")):
-                    raise E.DownloadError(f"The image URL served {ctype!r}, not an image.", task_id=task_id,
-                                          retryable=False)
-                length = int(resp.headers.get("Content-Length") or 0)
-                if length > self.max_download_bytes:
-                    raise _too_big(self.max_download_bytes, task_id)
-                chunks, total = [], 0
-                for chunk in resp.iter_content(64 * 1024):
-                    total += len(chunk)
-                    if total > self.max_download_bytes:
-                        raise _too_big(self.max_download_bytes, task_id)
-                    chunks.append(chunk)
-        except requests.RequestException as exc:
-            # a redirect to a file:/ftp: URL, a redirect loop, a malformed URL: asking again changes nothing
-            final = isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
-                                     requests.exceptions.MissingSchema, requests.TooManyRedirects))
-            raise E.DownloadError(f"Downloading an image failed ({type(exc).__name__}).", task_id=task_id,
-                                  retryable=not final) from None
-        data = b"".join(chunks)
-        if length and len(data) != length:
-            raise E.DownloadError(f"The image download is truncated ({len(data)} of {length} bytes).",
+    def fresh_link(self, url: str, *, task_id: str | None = None) -> str:
+        """A temporary download link (valid ~20 minutes) for a result URL that has expired, from
+        `POST /api/v1/common/download-url` (with the key). Raises the mapped error when refused."""
+        data = self._call("POST", DOWNLOAD_URL_PATH, json={"url": url}, task_id=task_id)
+        if not isinstance(data, str) or not data:
+            raise E.ProtocolError(f"download-url answered success without a link ({type(data).__name__}).",
                                   task_id=task_id)
         return data
+
+    def download(self, url: str, *, task_id: str | None = None) -> bytes:
+        """GET an image URL (no credentials sent); checks status, type, size cap, completeness and the
+        `download_deadline`. An expired URL (403/404/410) is downloaded again from a fresh link
+        (`fresh_link`); when the service has none, a final DownloadError says it no longer serves the images."""
+        def fetch(link: str) -> bytes:
+            return D.fetch_image(self._http, link, timeout=self.timeout, deadline=self.download_deadline,
+                                 max_bytes=self.max_download_bytes, task_id=task_id)
+
+        return D.with_fresh_link(url, fetch, lambda: self.fresh_link(url, task_id=task_id), task_id)
 
 
 def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
-
-
-def _too_big(cap: int, task_id: str | None) -> E.DownloadError:
-    size = f"{cap / (1024 * 1024):g} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
-    return E.DownloadError(f"The image is larger than the {size} cap (max_download_bytes).", task_id=task_id,
-                           retryable=False)
 
 
 def check_task_id(task_id: Any) -> str:

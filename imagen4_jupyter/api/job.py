@@ -29,7 +29,8 @@ class Job(futures.Future):
     the history, no request sent), `checks` (status checks made), `first_generating_at` (local time generation
     was first seen), `generating_since_ms` (server time generation started, from the record's `updateTime`;
     set by the learning schedule), `clock_offset` (seconds to add to a server time to get local time),
-    `created_at`, `tracked_at` (the overall timeout counts from here), `finished_at`.
+    `created_at`, `tracked_at` (the overall timeout counts from here), `finished_at`, `extra_urls` (result URLs
+    beyond the `num_images` asked for: noted, never downloaded).
     """
 
     def __init__(self, task_id: str | None, request: GenerationRequest | None, *, created_at: float | None = None):
@@ -45,6 +46,7 @@ class Job(futures.Future):
         self.status: State = "submitted"
         self.record: TaskRecord | None = None
         self.images: list[StoredImage] = []
+        self.extra_urls: list[str] = []
         self.error: Imagen4Error | None = None
         self.checks = 0
         self.first_generating_at: float | None = None

@@ -24,6 +24,7 @@ from .store import StoredImage
 __all__ = ["Backoff", "ImageSink", "PollSchedule", "PollTarget", "Poller"]  # PollSchedule lives in schedules.py
 
 PROTOCOL_RETRIES = 3  # extra status checks after an unreadable answer before the job fails
+MAX_CONSECUTIVE_500 = 5  # a 500 is not always transient (apikley.md 7): this many in a row for one task end it
 
 
 class Backoff(Protocol):
@@ -67,6 +68,8 @@ class Poller:
         self._pool: ThreadPoolExecutor | None = None
         self._stopped = False
         self._errors: dict[str, int] = {}
+        self._fives: dict[tuple[str, str], tuple[int, int]] = {}  # (task id, "check" | "download") -> (500s in a
+        # row, job.checks at the last one)
         self.active: dict[str, Job] = {}
         self._busy = 0  # items handed to workers and not finished: dispatch waits for a free worker
 
@@ -228,11 +231,25 @@ class Poller:
                     self._push(due, job, "check")
 
     def _download(self, job: Job) -> None:
+        """Download and store the images asked for: a service that returns more URLs than `num_images` gets
+        the first ones taken and the rest noted on `job.extra_urls` (never downloaded)."""
         assert job.record is not None
+        urls = job.record.result_urls
+        asked = job.request.num_images if job.request is not None else len(urls)
+        if len(urls) > asked:
+            job.extra_urls[:] = urls[asked:]
+            logging.getLogger("imagen4_jupyter").warning(
+                "task %s: the service returned %d image URLs for %d asked for; the %d extra were not downloaded",
+                job.task_id, len(urls), asked, len(urls) - asked)
         images = []
-        for index, url in enumerate(job.record.result_urls):
+        for index, url in enumerate(urls[:asked]):
             data = self.client.download(url, task_id=job.task_id)
-            images.append(self.client.store.put(data, url=url, index=index, task_id=job.task_id))
+            image = self.client.store.put(data, url=url, index=index, task_id=job.task_id)
+            image.meta.update(task_id=job.task_id, model=job.record.model or (job.request.model if job.request
+                                                                                else None))
+            if job.request is not None:
+                image.meta["request"] = job.request.to_dict()
+            images.append(image)
         self._end(job, images=images)
 
     def _retry_or_fail(self, job: Job, action: str, err: E.Imagen4Error) -> None:
@@ -245,6 +262,14 @@ class Poller:
         # safe to repeat, so it is asked again a few times before the job fails with that error.
         again = err.retryable or (action == "check" and isinstance(err, E.ProtocolError)
                                   and not err.final and count <= PROTOCOL_RETRIES)
+        if again and err.code == 500:  # retried until the overall limit, but not for 500s forever
+            kind = "download" if isinstance(err, E.DownloadError) else "check"  # a failed download re-checks first
+            fives, checks = self._fives.get((job.task_id, kind), (0, job.checks))
+            # a good status answer between two status 500s starts the count again
+            fives = fives + 1 if kind == "download" or checks == job.checks else 1
+            self._fives[(job.task_id, kind)] = (fives, job.checks)
+            if fives >= MAX_CONSECUTIVE_500:
+                return self._end(job, error=too_many_500s(job.task_id, kind, fives, err))
         if again and now < self._deadline(job):
             delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:
@@ -259,4 +284,16 @@ class Poller:
         with self._cond:
             self.active.pop(job.task_id, None)
             self._errors.pop(job.task_id, None)
+            self._fives.pop((job.task_id, "check"), None)
+            self._fives.pop((job.task_id, "download"), None)
         job.settle(images=images, error=error)
+
+
+def too_many_500s(task_id: str, kind: str, count: int, last: E.Imagen4Error) -> E.Imagen4Error:
+    """The error that ends a job after `count` 500 answers in a row (not final: `resume` may try later)."""
+    what = "status check" if kind == "check" else "image download"
+    text = (f"The service answered 500 {count} times in a row to this task's {what}, so this client stopped "
+            "asking (a 500 is not always a passing fault). Try again after a while: `%imagen4 resume` (or "
+            "`client.track(task_id)`) picks the task up; check it on the Apikley dashboard if this repeats.")
+    cls = E.DownloadError if isinstance(last, E.DownloadError) else E.ServerError
+    return cls(text, task_id=task_id, code=500, service_message=last.service_message, retryable=False, final=False)

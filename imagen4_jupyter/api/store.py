@@ -1,6 +1,8 @@
 """Downloaded images: type sniffing, completeness checks, sha256 content-addressed files, bounded previews.
 
-Pillow is imported lazily (only for previews and non-PNG sizes) so importing the package stays fast.
+Pillow is imported lazily (only for previews and non-PNG sizes) so importing the package stays fast. Nothing
+is decoded before its header's size is checked against MAX_PIXELS (a few-hundred-byte PNG can declare 144
+megapixels: decoding it would take ~430 MB); Pillow's own `Image.MAX_IMAGE_PIXELS` check is the second line.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 from .errors import DownloadError
 
 MIME_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+MAX_PIXELS = 64_000_000  # Imagen 4 makes ~1-4 megapixels; more than this is refused before any decoding
 
 
 def is_sha256(text: str) -> bool:
@@ -52,12 +55,35 @@ def check_complete(data: bytes, mime: str) -> bool:
 
 
 def dimensions(data: bytes, mime: str) -> tuple[int, int]:
+    """(width, height) from the header only: never decodes the pixels."""
     if mime == "image/png" and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header (Pillow refuses > 2x MAX_IMAGE_PIXELS)
         return im.size
+
+
+def check_pixels(width: int, height: int, task_id: str | None = None) -> None:
+    """Refuse an image whose header declares more than MAX_PIXELS (a final DownloadError), before decoding."""
+    if width * height > MAX_PIXELS:
+        raise DownloadError(f"The image declares {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
+                            f"over the {MAX_PIXELS / 1e6:.0f}-megapixel limit: refused without decoding it (a "
+                            "decompression bomb or a broken file).", task_id=task_id, retryable=False)
+
+
+def header_size(data: bytes, task_id: str | None = None) -> tuple[int, int]:
+    """The checked (width, height) of image bytes, from the header; raises DownloadError for a huge one."""
+    mime = sniff(data)
+    if mime is None:
+        raise DownloadError("The file is not a PNG, JPEG or WebP image.", task_id=task_id, retryable=False)
+    try:
+        width, height = dimensions(data, mime)
+    except Exception as exc:  # Pillow's bomb error or an unreadable header
+        raise DownloadError(f"The image header cannot be read safely ({type(exc).__name__}).", task_id=task_id,
+                            retryable=False) from None
+    check_pixels(width, height, task_id)
+    return width, height
 
 
 @dataclass
@@ -84,6 +110,26 @@ class StoredImage:
     def _repr_jpeg_(self):
         return self.data if self.mime == "image/jpeg" else None
 
+    def save(self, path: str | os.PathLike, *, task_id: str | None = None, request: Any = None,
+             model: str | None = None, simulated: bool | None = None) -> Path:
+        """Copy the image to `path` (folders created) with its provenance written inside: task id, model, the
+        full request, the original's sha256 and, if known, "simulated" (`read_provenance(path)` reads it back).
+        Arguments override what the image knows of its task (`meta`, filled when it was downloaded). The
+        content-addressed original is left unchanged. Returns the path."""
+        from .provenance import write
+
+        info = {**self.meta}
+        for key, value in (("task_id", task_id), ("request", request), ("model", model), ("simulated", simulated)):
+            if value is not None:
+                info[key] = value
+        req = info.get("request")
+        if req is not None and not isinstance(req, dict):
+            info["request"] = req.to_dict()  # a GenerationRequest
+        if not info.get("model") and isinstance(info.get("request"), dict):
+            info["model"] = info["request"].get("model")
+        info["sha256"] = self.sha256
+        return write(path, self.data, self.mime, info)
+
     def to_dict(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "mime": self.mime, "width": self.width,
                 "height": self.height, "size": self.size, "url": self.url, "index": self.index}
@@ -106,14 +152,14 @@ class ImageStore:
             raise DownloadError("The downloaded file is not a PNG, JPEG or WebP image.", task_id=task_id)
         if not check_complete(data, mime):
             raise DownloadError("The downloaded image is truncated.", task_id=task_id)
+        width, height = header_size(data, task_id)  # before it is stored, and before anything decodes it
         digest = hashlib.sha256(data).hexdigest()
         path = self.path_for(digest, mime)
         if not self._holds(path, digest):  # absent, or damaged since: (re)write it
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, data)
-        width, height = dimensions(data, mime)
         return StoredImage(path=path, sha256=digest, mime=mime, width=width, height=height, size=len(data),
-                           url=url, index=index)
+                           url=url, index=index, meta={"task_id": task_id} if task_id else {})
 
     @staticmethod
     def _holds(path: Path, digest: str) -> bool:
@@ -146,10 +192,14 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def preview(data: bytes, max_side: int = 768, quality: int = 85) -> tuple[bytes, str]:
-    """A bounded preview: at most `max_side` pixels on the longer side, as JPEG (or the original if smaller)."""
+    """A bounded preview: at most `max_side` pixels on the longer side, as JPEG (or the original if smaller).
+    An image declaring more than MAX_PIXELS raises DownloadError, checked before anything is decoded."""
     from PIL import Image
 
+    if sniff(data) is not None:
+        header_size(data)
     with Image.open(io.BytesIO(data)) as im:
+        check_pixels(*im.size)  # what Pillow itself read, before any pixel is
         if max(im.size) <= max_side and len(data) <= 300_000:
             return data, sniff(data) or "image/png"
         im = im.convert("RGB")

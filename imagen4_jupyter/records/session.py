@@ -262,7 +262,8 @@ class Session:
                 "cost_time_ms": rec.cost_time_ms if rec else None,
                 "create_time_ms": rec.create_time_ms if rec else None,
                 "generating_since_ms": job.generating_since_ms,
-                "complete_time_ms": rec.complete_time_ms if rec else None})
+                "complete_time_ms": rec.complete_time_ms if rec else None,
+                **({"extra_urls": job.extra_urls} if job.extra_urls else {})})  # beyond num_images: not downloaded
         else:
             err = job.error
             self.history.append({"event": "failed", "task_id": job.task_id, "kind": type(err).__name__,
