@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import errors as E
+from .credentials import DEFAULT_BASE_URL
 from .job import Job
 from .pacing import Limits, Pacer, shared_pacer
 from .poller import Poller
@@ -26,7 +27,8 @@ from .store import ImageStore
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
     import requests
 
-DEFAULT_BASE_URL = "https://api.apikley.ru"
+    from .callbacks import CallbackHints
+
 CREATE_PATH = "/api/v1/jobs/createTask"
 RECORD_PATH = "/api/v1/jobs/recordInfo"
 CREDIT_PATH = "/api/v1/chat/credit"
@@ -120,6 +122,14 @@ class Imagen4Client:
         self.pacer: Pacer = shared_pacer(self.base_url, self.__key, limits if limits is not None else Limits())
         self.poller = Poller(self, max_workers=max_workers)
 
+    callback_hints: CallbackHints | None = None  # gives each createTask its callBackUrl (Session.enable_callbacks)
+
+    def payload_for(self, request: GenerationRequest) -> dict:
+        """The createTask body; a callBackUrl from `callback_hints` unless the request names its own (that wins)."""
+        hints = self.callback_hints
+        url = hints.url_for(request) if hints is not None and not request.callback_url else None
+        return {**request.to_payload(), "callBackUrl": url} if url else request.to_payload()
+
     def __repr__(self) -> str:
         return f"Imagen4Client(base_url={self.base_url!r}, api_key={'set' if self.__key else 'missing'})"
 
@@ -137,7 +147,7 @@ class Imagen4Client:
         at once, for callers with their own backoff (a batch's shared pause). Each attempt waits for a slot
         under the create limit (`slot_taken`: the caller already took one for the first attempt).
         """
-        data = self._call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False,
+        data = self._call("POST", CREATE_PATH, json=self.payload_for(request), idempotent=False,
                           retry=retry_rate_limits, pace="create", slot_taken=slot_taken)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:

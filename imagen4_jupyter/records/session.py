@@ -8,10 +8,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
-from ..api.client import Imagen4Client
 from ..api.credentials import Credentials, resolve
 from ..api.job import Job
 from ..api.records import Result, TaskRecord
@@ -20,11 +19,17 @@ from ..api.schedules import seed_from_history
 from ..api.store import ImageStore
 from .history import History, TaskEntry, find_notebook, history_path
 
+if TYPE_CHECKING:  # the client (and requests) load with the first task, not with %load_ext
+    from ..api.client import Imagen4Client
+    from .callback_hub import CallbackHub
+
 REUSE_POLICIES = ("seeded", "always", "never")
 
 
 class Session:
     """Owns the client, the history and the jobs of one kernel (or one script)."""
+
+    callbacks: CallbackHub | None = None  # the service's callbacks as hints, while `enable_callbacks` is on
 
     def __init__(self, *, client: Imagen4Client | None = None, history: History | None = None,
                  notebook: str | None = None, history_folder: str | None = None, user_ns: dict | None = None,
@@ -111,10 +116,12 @@ class Session:
         with self._client_lock:
             if self._client is not None and not self._credentials_changed():
                 return  # another thread rebuilt it meanwhile
+            from ..api.client import Imagen4Client
             key, url = self._target()
             opts = {"cache_dir": self.history.folder / "images", **self._client_options, "api_key": key,
                     "base_url": url}
             old, self._client = self._client, Imagen4Client(**opts)
+            self._client.callback_hints = self.callbacks
             self._client_made_for = _fingerprint(key, url)
             seed_from_history(self._client.schedule, self.history)
         if old is not None:
@@ -201,11 +208,25 @@ class Session:
         try:
             return self.client.submit_request(request, on_created=created, retry_rate_limits=retry_rate_limits)
         except E.OutcomeUnknownError as err:
-            try:
-                self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
+            event = {"event": "outcome_unknown", **common, "message": str(err)}
+            try:  # with callbacks on, the request keeps its token: a callback may still name its task
+                self.history.append(event if self.callbacks is None else self.callbacks.outcome_unknown(request, event))
             except OSError as exc:  # the user must still hear that the outcome is unknown
                 _history_unwritable(self.history.path, exc, "The outcome of this createTask is not recorded")
             raise
+
+    def enable_callbacks(self, public_url: str | None = None, **options: Any) -> CallbackHub:
+        """The service's callbacks as hints, reached at `public_url` (records/callback_hub: `listen`, `webhook_key`)."""
+        from .callback_hub import CallbackHub
+        self.disable_callbacks()
+        self.callbacks = CallbackHub(self, public_url, **options)
+        self.client.callback_hints = self.callbacks
+        return self.callbacks
+
+    def disable_callbacks(self) -> None:
+        """Stop the receiver (if any); the tasks it followed are polled at the full rate again."""
+        hub, self.callbacks = self.callbacks, None
+        hub.stop() if hub is not None else None  # a client still holding it gets no more callback URLs from it
 
     def adopt(self, job: Job) -> None:
         """Make a job of this session's client (for example from `client.track`) one of the session's jobs:
@@ -294,7 +315,8 @@ class Session:
         return job.wait(0) if job is not None and job.done() and job.error is None else None
 
     def close(self) -> None:
-        """Close the client (its poller stops; see `Imagen4Client.close`)."""
+        """Close the client (its poller stops; see `Imagen4Client.close`) and the callback receiver."""
+        self.disable_callbacks()
         if self._client is not None:
             self._client.close()
 
@@ -370,7 +392,6 @@ def set_session(session: Session | None) -> None:
     """Replace the kernel's session (None: the next `get_session()` makes a new one)."""
     global _current
     _current = session
-
 
 
 def current_session() -> Session | None:
