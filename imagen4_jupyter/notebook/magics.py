@@ -156,8 +156,7 @@ class Imagen4Magics(Magics):
         """The polling schedule the traits describe."""
         import dataclasses
 
-        from ..api.poller import PollSchedule
-        from ..api.schedules import SmartSchedule
+        from ..api.schedules import PollSchedule, SmartSchedule
 
         if self.poll_interval > 0:
             return PollSchedule.fixed(self.poll_interval, max_wait=self.timeout)
