@@ -136,3 +136,44 @@ def test_pokes_coalesce_into_one_extra_check(sim, make_client):
     assert job.result(5).images
     assert sim.count("recordInfo") - before == 1
     assert client.poller.poke(job.task_id) is False  # a task no longer followed
+
+
+def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webhook_key(hsim, tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from imagen4_jupyter.notebook import magics as M
+    from imagen4_jupyter.records import session as S
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
+    monkeypatch.setenv("APIKLEY_BASE_URL", hsim.url)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv("APIKLEY_WEBHOOK_KEY", raising=False)
+    shell = InteractiveShell.instance()
+    with capture_output():
+        magics = M.load(shell)
+    try:
+        with capture_output() as cap:
+            shell.run_line_magic("config", f"Imagen4Magics.webhook_key = {WEBHOOK!r}")
+            shell.run_line_magic("config", "Imagen4Magics.callback_listen = '127.0.0.1:0'")
+            shell.run_line_magic("config", "Imagen4Magics")
+        hub = magics.session.callbacks
+        assert hub is not None and hub.signed
+        assert "callbacks on at http://127.0.0.1:" in cap.stdout and "cannot reach 127.0.0.1" in cap.stdout
+        assert WEBHOOK not in cap.stdout and magics.webhook_key == "(set)"
+        magics.session.configure_client(schedule=PollSchedule())
+        with capture_output():
+            shell.run_cell("%%imagen4 --wait -o job\ncalled back")
+        job = shell.user_ns["job"]
+        assert job.images and checks_of(hsim, job.task_id) <= 2 and hub.hints == 1
+        assert WEBHOOK not in magics.session.history.path.read_text()
+        with capture_output() as cap:
+            shell.run_line_magic("config", "Imagen4Magics.callback_listen = ''")
+        assert magics.session.callbacks is None and "callbacks off" in cap.stdout
+    finally:
+        session = magics.session
+        M.unload(shell)
+        session.close()
+        S.set_session(None)
+        shell.config.pop("Imagen4Magics", None)

@@ -19,8 +19,10 @@ from ..api.job import Job
 from ..api.models import DEFAULT_MODEL as DEFAULT_MODEL_NAME
 from ..api.models import model_spec
 from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
+from ..records.open_tasks import open_task_ids
 from ..records.session import REUSE_POLICIES, Session, current_session, set_session
 from . import outputs as D
+from .callback_mode import HIDDEN, apply_callbacks
 from .cellview import LiveViews
 from .options import (
     DEFAULT_ASPECT_RATIO,
@@ -108,6 +110,15 @@ class Imagen4Magics(Magics):
     refresh_interval = Float(1.0, min=0.0, help=(
         "Seconds between elapsed-time refreshes of live status cards; 0 refreshes only when the state "
         "changes.")).tag(config=True)
+    callback_listen = Unicode("", help=(
+        "host:port of a receiver for the service's callbacks, e.g. 0.0.0.0:8765 (opt in, for hosts the service "
+        "can reach; '' off): each callback is a hint to check its task at once.")).tag(config=True)
+    callback_url = Unicode("", help=(
+        "The public URL the service reaches that receiver at, e.g. https://my.host/imagen4 ('' the listen "
+        "address).")).tag(config=True)
+    webhook_key = Unicode("", help=(
+        "The account's webhook HMAC key: unsigned or forged callbacks are refused. Kept in memory only, shown "
+        "as '(set)'; APIKLEY_WEBHOOK_KEY works too.")).tag(config=True)
     track_credits = Bool(False, help=(
         "Read the account balance before and after each new task and record both in the history "
         "(two extra requests per task; %imagen4 credits always records what it reads).")).tag(config=True)
@@ -116,6 +127,7 @@ class Imagen4Magics(Magics):
         # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
         # runs the trait observers, and they read these.
         self._session: Session | None = None
+        self._webhook_secret: str | None = None  # the webhook_key trait shows only "(set)"
         self.key_offered = False  # an interactive kernel's first cell without a key offers the masked prompt once
         self.views = LiveViews(self)  # the cells' live outputs
         self.commands = Subcommands(self, self.views)  # %imagen4 <subcommand>
@@ -134,6 +146,20 @@ class Imagen4Magics(Magics):
         if not proposal["value"] > 0:
             raise TraitError("timeout must be a positive number of seconds.")
         return proposal["value"]
+
+    @validate("webhook_key")
+    def _hide_webhook_key(self, proposal: Any) -> str:
+        value = str(proposal["value"] or "").strip()
+        old, self._webhook_secret = self._webhook_secret, self._webhook_secret if value == HIDDEN else value or None
+        if old and self._webhook_secret and old != self._webhook_secret:  # "(set)" stays: no observer call
+            self._callbacks_changed(None)
+        return HIDDEN if self._webhook_secret else ""
+
+    @observe("callback_listen", "callback_url", "webhook_key")
+    def _callbacks_changed(self, change: Any) -> None:
+        if self._session is not None:
+            for line in apply_callbacks(self._session, self.callback_listen, self.callback_url, self._webhook_secret):
+                print(line)
 
     @observe("poll_interval", "timeout")
     def _schedule_changed(self, change: Any) -> None:
@@ -181,6 +207,8 @@ class Imagen4Magics(Magics):
                                         history_folder=self.history_folder or None, reuse=self.reuse,
                                         client_options={"schedule": self.schedule()})
                 set_session(self._session)
+            if self.callback_listen:  # configured before the session existed
+                self._callbacks_changed(None)
         return self._session
 
     # -- where am I running -------------------------------------------------------------------
@@ -348,7 +376,7 @@ def load(ipython: Any) -> Imagen4Magics:
     _loaded = magics
     session = magics.session
     print(describe(session))
-    unfinished = session.history.unfinished()
+    unfinished = open_task_ids(session.history.path)  # a small read: the history is parsed on first use
     if unfinished:
         print(f"{len(unfinished)} unfinished task(s) — run %imagen4 resume")
     return magics
