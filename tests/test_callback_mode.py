@@ -168,6 +168,18 @@ def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webho
         job = shell.user_ns["job"]
         assert job.images and checks_of(hsim, job.task_id) <= 2 and hub.hints == 1
         assert WEBHOOK not in magics.session.history.path.read_text()
+        hsim.inject("createTask", drop_after=True)
+        with capture_output():
+            shell.run_cell("%%imagen4 --wait -s 5\nanswer lost, task found")
+        deadline = time.monotonic() + 10
+        while len(hub.resolved) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (found,) = hub.resolved
+        magics.session.jobs[found].result(15)
+        with capture_output() as cap:
+            shell.run_line_magic("imagen4", "history")
+        table = cap.stdout
+        assert found in table and "answer lost, task found" in table and "outcome unknown" not in table
         with capture_output() as cap:
             shell.run_line_magic("config", "Imagen4Magics.callback_listen = ''")
         assert magics.session.callbacks is None and "callbacks off" in cap.stdout
