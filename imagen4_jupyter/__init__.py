@@ -10,7 +10,6 @@ The layers, lowest first (a module imports only from its own layer or lower ones
   notebook/   IPython and ipywidgets front-ends: the magic, its subcommands, cell views, the panel
   simulator/  the independent counterpart of the service (imports nothing from the others)
 """
-from .api.client import Imagen4Client, RetryPolicy
 from .api.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -32,12 +31,6 @@ from .api.errors import (
     TimeoutError,  # noqa: F401 - the old name of Imagen4TimeoutError, importable but not in __all__
     TransportError,
 )
-from .api.job import Job
-from .api.provenance import read_provenance
-from .api.records import Result, TaskRecord
-from .api.request import GenerationRequest
-from .api.schedules import PollSchedule
-from .api.store import StoredImage
 
 __version__ = "0.1.0"
 
@@ -67,19 +60,24 @@ def unload_ipython_extension(ipython):  # pragma: no cover
     unload(ipython)
 
 
-_LAZY = {  # name -> module, imported on first use
-    "Panel": "notebook.panel", "cell_code": "notebook.panel", "generate_many": "research.batch",
+_LAZY = {  # name -> module, imported on first use (so %load_ext loads no client, requests or Pillow)
+    "Imagen4Client": "api.client", "RetryPolicy": "api.schedules", "Job": "api.job", "Result": "api.records",
+    "TaskRecord": "api.records", "GenerationRequest": "api.request", "PollSchedule": "api.schedules",
+    "StoredImage": "api.store", "Panel": "notebook.panel", "cell_code": "notebook.panel",
+    "generate_many": "research.batch",
     "BatchResult": "research.results", "contact_sheet": "research.grids", "prompt_seed_grid": "research.grids",
     "prompt_ratio_grid": "research.grids", "Grid": "research.grids", "export_history": "records.export",
-    "get_session": "records.session",
+    "get_session": "records.session", "read_provenance": "api.provenance",
 }
 
 
 def __getattr__(name):
-    """`imagen4_jupyter.Panel` imports the panel (and ipywidgets) only when first asked for; batch, grid and
-    export helpers are imported on first use too (Pillow only when a grid is drawn, pandas only if asked)."""
+    """`imagen4_jupyter.Imagen4Client` imports the client (and requests) only when first asked for, `Panel` the
+    panel (and ipywidgets); batch, grid and export helpers are imported on first use too (Pillow only when a grid
+    is drawn, pandas only if asked)."""
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = globals()[name] = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

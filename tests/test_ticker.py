@@ -52,3 +52,78 @@ def test_live_cards_refresh_without_a_ticker_thread(sim, tmp_path, monkeypatch):
         session.close()
         S.set_session(None)
         shell.config.pop("Imagen4Magics", None)
+
+
+class FakeView:
+    """A live rich card that counts the update_display messages its refresh would send."""
+
+    rich = True
+
+    def __init__(self, sent: list):
+        self.sent = sent
+
+    def refresh(self) -> None:
+        self.sent.append((time.monotonic(), id(self)))
+
+
+class FakeHost:
+    def __init__(self, client, interval: float):
+        self.refresh_interval = interval
+        self.session = type("FakeSession", (), {"client": client})()
+
+
+class FakeOwner:
+    def __init__(self, host, views):
+        self.host, self.views = host, views
+
+    def live(self):
+        return list(self.views)
+
+
+def test_a_hundred_live_cards_send_at_most_about_twenty_refreshes_a_second(make_client):
+    from imagen4_jupyter.notebook.cellview import MAX_REFRESHES_PER_SECOND, Ticker
+
+    sent: list[tuple[float, int]] = []
+    views = [FakeView(sent) for _ in range(100)]
+    owner = FakeOwner(FakeHost(make_client(), 0.1), views)
+    ticker = Ticker(owner)
+    ticker.ensure()
+    time.sleep(2.05)
+    ticker.stop()
+    time.sleep(0.25)
+    assert MAX_REFRESHES_PER_SECOND == 20
+    first = sent[0][0]
+    per_second = [sum(1 for t, _ in sent if start <= t < start + 1.0) for start in (first, first + 1.0)]
+    assert 5 <= per_second[0] <= 22 and per_second[1] <= 22, per_second  # not 100 x 10 a second
+    assert len({who for _, who in sent}) == len(sent)  # a rotating share: nobody twice while others wait
+    counts = [0] * 100
+    ticker2 = Ticker(FakeOwner(FakeHost(make_client(), 1.0), views))
+    for _ in range(5):
+        for v in ticker2.due(views):
+            counts[views.index(v)] += 1
+    assert counts == [1] * 100  # 5 ticks x 20 = each of the 100 cards exactly once
+
+
+def test_state_changes_are_not_held_back_by_the_ticker_budget(sim, tmp_path, monkeypatch):
+    """A job's state change renders its card at once, even with many live cards sharing the refresh budget."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APIKLEY_API_KEY", KEY)
+    monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    shell = InteractiveShell.instance()
+    with capture_output():
+        magics = M.load(shell)
+    try:
+        magics.display_mode, magics.refresh_interval, magics.poll_interval = "rich", 5.0, 0.02
+        with capture_output():
+            shell.run_cell("%%imagen4 --no-wait -o job\nat once")
+            job = shell.user_ns["job"]
+            job.wait(10)
+        assert job.images and not magics.views.live()  # the final card went out with the state, no tick needed
+        assert job.elapsed < 5.0  # well before the first elapsed-time refresh was due
+    finally:
+        session = magics.session
+        M.unload(shell)
+        session.close()
+        S.set_session(None)
+        shell.config.pop("Imagen4Magics", None)

@@ -23,7 +23,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from .request import GenerationRequest
 
 MAX_BODY = 64 * 1024
 MAX_SKEW = 300.0  # seconds a signed timestamp may be off
@@ -37,6 +41,13 @@ class Hint:
     task_id: str
     token: str
     signed: bool
+
+
+class CallbackHints(Protocol):
+    """What the client asks for each createTask (`Imagen4Client.callback_hints`): a callBackUrl of its own, or
+    None for none."""
+
+    def url_for(self, request: GenerationRequest) -> str | None: ...
 
 
 def unreachable_reason(public_url: str) -> str | None:
@@ -75,6 +86,7 @@ class CallbackReceiver:
         self.refused: dict[str, int] = {}  # reason -> count
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._closed = False
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="imagen4-callbacks", daemon=True)
@@ -83,12 +95,22 @@ class CallbackReceiver:
     def address(self) -> tuple[str, int]:
         return self._server.server_address[:2]
 
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return self._thread.is_alive() and not self._closed
+
     def start(self) -> CallbackReceiver:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop listening (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def new_url(self, request_key: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from . import downloads as D
 from . import errors as E
+from .credentials import DEFAULT_BASE_URL
 from .job import Job
 from .pacing import ENV as LIMITS_ENV
 from .pacing import Limits, Pacer, limits_from_env, shared_pacer
@@ -30,7 +31,8 @@ from .store import ImageStore
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
     import requests
 
-DEFAULT_BASE_URL = "https://api.apikley.ru"
+    from .callbacks import CallbackHints
+
 CREATE_PATH = "/api/v1/jobs/createTask"
 RECORD_PATH = "/api/v1/jobs/recordInfo"
 CREDIT_PATH = "/api/v1/chat/credit"
@@ -135,6 +137,14 @@ class Imagen4Client:
         self.queue = SendQueue(self.create_task, reserve=self.pacer.create_delay, later=self.poller.call_later,
                                follow=self.poller.track)
 
+    callback_hints: CallbackHints | None = None  # gives each createTask its callBackUrl (Session.enable_callbacks)
+
+    def payload_for(self, request: GenerationRequest) -> dict:
+        """The createTask body; a callBackUrl from `callback_hints` unless the request names its own (that wins)."""
+        hints = self.callback_hints
+        url = hints.url_for(request) if hints is not None and not request.callback_url else None
+        return {**request.to_payload(), "callBackUrl": url} if url else request.to_payload()
+
     def __repr__(self) -> str:
         return f"Imagen4Client(base_url={self.base_url!r}, api_key={'set' if self.__key else 'missing'})"
 
@@ -152,7 +162,7 @@ class Imagen4Client:
         at once, for callers with their own backoff (a batch's shared pause). Each attempt waits for a slot
         under the create limit (`slot_taken`: the caller already took one for the first attempt).
         """
-        data = self._call("POST", CREATE_PATH, json=request.to_payload(), idempotent=False,
+        data = self._call("POST", CREATE_PATH, json=self.payload_for(request), idempotent=False,
                           retry=retry_rate_limits, pace="create", slot_taken=slot_taken)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:

@@ -20,6 +20,7 @@ from pathlib import Path
 ENV_KEY = "APIKLEY_API_KEY"
 ENV_BASE_URL = "APIKLEY_BASE_URL"
 DOTENV = ".env"
+DEFAULT_BASE_URL = "https://api.apikley.ru"  # the service, when nothing names another
 
 _entered: dict[str, str] = {}  # "key" -> the key typed at %imagen4 key; memory only
 _lock = threading.Lock()

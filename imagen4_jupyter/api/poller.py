@@ -72,6 +72,8 @@ class Poller:
         # row, job.checks at the last one)
         self.active: dict[str, Job] = {}
         self._busy = 0  # items handed to workers and not finished: dispatch waits for a free worker
+        self._stretch: dict[str, float] = {}  # task id -> factor on its schedule's delays (a callback will come)
+        self._poked: set[str] = set()  # poked while its check was in flight: the next check goes at once
 
     # -- public -------------------------------------------------------------------------------
     def track(self, job: Job, delay: float | None = None) -> None:
@@ -80,7 +82,7 @@ class Poller:
         now = time.time()
         job.tracked_at = now
         if delay is None:
-            delay = self.client.schedule.next_delay(job, now) if job.created_at > now - 1 else 0.0
+            delay = self._delay(job, now) if job.created_at > now - 1 else 0.0
         with self._cond:
             self.active[job.task_id] = job
             self._push(min(now + delay, self._deadline(job)), job, "check")
@@ -108,15 +110,30 @@ class Poller:
             self._push(time.time() + delay, None, fn)
             self._ensure_started()
 
-    def poke(self, task_id: str) -> None:
-        """Check a task now (for example when its callback arrived)."""
+    def poke(self, task_id: str) -> bool:
+        """Check a task now (for example when its callback arrived). Pokes coalesce: a check already due goes
+        at once, and a check in flight is followed by one more at once, however many pokes came meanwhile.
+        False if this poller does not follow `task_id` (a hint for someone else's task changes nothing)."""
         with self._cond:
+            if task_id not in self.active:
+                return False
             for i, (_, seq, job, action) in enumerate(self._heap):
-                if job is not None and job.task_id == task_id:
+                if job is not None and job.task_id == task_id and action == "check":
                     self._heap[i] = (0.0, seq, job, action)
                     heapq.heapify(self._heap)
                     self._cond.notify()
-                    return
+                    return True
+            self._poked.add(task_id)  # its check (or download) is in flight: ask once more when it is back
+            return True
+
+    def expect_callback(self, task_id: str, stretch: float = 4.0) -> None:
+        """A callback will say when `task_id` finished (`poke`): its status checks become a sparse safety net,
+        the schedule's delays times `stretch`. Call before `track`."""
+        with self._cond:
+            self._stretch[task_id] = max(1.0, stretch)
+
+    def _delay(self, job: Job, now: float) -> float:
+        return self.client.schedule.next_delay(job, now) * self._stretch.get(job.task_id, 1.0)
 
     # -- scheduler ----------------------------------------------------------------------------
     def _push(self, due: float, job: Job | None, action: str | Callable[[], None]) -> None:
@@ -226,8 +243,10 @@ class Poller:
                     + E.Imagen4TimeoutError.hint, task_id=job.task_id))
             else:
                 # never sleep past the overall limit: the last check happens at the deadline
-                due = min(now + self.client.schedule.next_delay(job, now), self._deadline(job))
                 with self._cond:
+                    poked = job.task_id in self._poked
+                    self._poked.discard(job.task_id)
+                    due = now if poked else min(now + self._delay(job, now), self._deadline(job))
                     self._push(due, job, "check")
 
     def _download(self, job: Job) -> None:
@@ -286,6 +305,8 @@ class Poller:
             self._errors.pop(job.task_id, None)
             self._fives.pop((job.task_id, "check"), None)
             self._fives.pop((job.task_id, "download"), None)
+            self._stretch.pop(job.task_id, None)
+            self._poked.discard(job.task_id)
         job.settle(images=images, error=error)
 
 

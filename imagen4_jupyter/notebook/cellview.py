@@ -13,16 +13,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from IPython.display import display
 
 from ..api import cards as C
 from ..api import errors as E
 from ..api.job import Job
-from ..records.session import Session
 from . import outputs as D
 from .service import marked
+
+if TYPE_CHECKING:
+    from ..records.session import Session
+
+MAX_REFRESHES_PER_SECOND = 20  # elapsed-time updates of all live cards together, whatever their number
 
 
 class Host(Protocol):
@@ -182,18 +186,27 @@ class CellView:
 
 class Ticker:
     """Refreshes the elapsed time of live cards every `refresh_interval` seconds, on the client's poller
-    threads (`Poller.call_later`: no thread of its own); it stops when no live card is left."""
+    threads (`Poller.call_later`: no thread of its own); it stops when no live card is left.
+
+    All cards together get at most MAX_REFRESHES_PER_SECOND elapsed-time updates: with more live cards than
+    that, each tick refreshes the ones refreshed longest ago (a rotating share), so 100 tasks in flight cost
+    ~20 output messages a second, not 100. State changes do not wait for the ticker: they go out at once.
+    """
 
     def __init__(self, owner: LiveViews):
         self.owner = owner
         self._lock = threading.Lock()
         self._scheduled = False
         self._stopped = False
+        self._refreshed: dict[CellView, float] = {}  # live view -> when the ticker last refreshed it
 
     @property
     def scheduled(self) -> bool:
         """True while a refresh is scheduled (some live card is left)."""
         return self._scheduled
+
+    def interval(self) -> float:
+        return max(0.1, self.owner.host.refresh_interval)
 
     def ensure(self) -> None:
         if self.owner.host.refresh_interval <= 0:
@@ -210,23 +223,35 @@ class Ticker:
 
     def _schedule(self) -> None:
         try:
-            self.owner.host.session.client.poller.call_later(max(0.1, self.owner.host.refresh_interval), self._tick)
+            self.owner.host.session.client.poller.call_later(self.interval(), self._tick)
         except Exception:  # no client (no key, say): the cards still change with each state
             with self._lock:
                 self._scheduled = False
+
+    def due(self, views: list[CellView]) -> list[CellView]:
+        """This tick's share of the live rich cards: the ones refreshed longest ago, at most the budget."""
+        budget = max(1, int(MAX_REFRESHES_PER_SECOND * self.interval()))
+        rich = [v for v in views if v.rich]
+        now = time.monotonic()
+        with self._lock:
+            last = {v: self._refreshed.get(v, 0.0) for v in rich}  # finished views are forgotten
+            chosen = sorted(rich, key=last.__getitem__)[:budget]
+            last.update((v, now) for v in chosen)
+            self._refreshed = last
+        return chosen
 
     def _tick(self) -> None:
         with self._lock:  # a view added after this check calls ensure(), which then schedules again
             views = [] if self._stopped else self.owner.live()
             if not views:
                 self._scheduled = False
+                self._refreshed = {}
                 return
-        for view in views:
-            if view.rich:
-                try:
-                    view.refresh()
-                except Exception:  # a display problem must not end the ticker
-                    pass
+        for view in self.due(views):
+            try:
+                view.refresh()
+            except Exception:  # a display problem must not end the ticker
+                pass
         self._schedule()
 
 

@@ -12,15 +12,17 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import kwds, magic_arguments
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
 from ..api.job import Job
 from ..api.models import DEFAULT_MODEL as DEFAULT_MODEL_NAME
 from ..api.models import model_spec
 from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
+from ..records.open_tasks import open_task_ids
 from ..records.session import REUSE_POLICIES, Session, current_session, set_session
 from . import outputs as D
+from .callback_mode import HIDDEN, apply_callbacks
 from .cellview import LiveViews
 from .options import (
     DEFAULT_ASPECT_RATIO,
@@ -28,10 +30,12 @@ from .options import (
     DEFAULT_NUM_IMAGES,
     DEFAULT_TIMEOUT,
     CellError,
+    Choice,
     add_cell_flags,
     check_wait_out,
     parse_words,
     shared_flags,
+    split_body,
     split_line,
     wait_override,
 )
@@ -42,26 +46,6 @@ __all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "u
 
 WAIT_MODES = ("auto", "always", "never")
 CELL_FLAGS = shared_flags(add_cell_flags)  # the flags of %%imagen4 (their argparse actions once it is built)
-
-
-class Choice(Enum):
-    """An `Enum` trait whose error is one sentence: `aspect_ratio '2:1' is not supported; use one of ...`."""
-
-    def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> Any:
-        if error is not None:
-            return super().error(obj, value, error, info)
-        shown = ", ".join(str(v) for v in self.values if v != "")
-        unset = " (or '' for the model's own default)" if "" in self.values else ""
-        raise TraitError(f"{self.name} {value!r} is not supported; use one of {shown}{unset}.")
-
-
-def split_body(cell: str) -> tuple[str, str | None]:
-    """The prompt above a line holding only `---`, the negative prompt below it (None without such a line)."""
-    lines = cell.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip() == "---":
-            return "\n".join(lines[:i]).strip(), "\n".join(lines[i + 1:]).strip()
-    return cell.strip(), None
 
 
 @magics_class
@@ -112,6 +96,15 @@ class Imagen4Magics(Magics):
         "Credits this kernel may spend on new tasks (None: no limit). A request whose estimated cost would pass "
         "what is left is refused before it is sent; reused results cost nothing. %imagen4 spend shows the "
         "notebook's spend.")).tag(config=True)
+    callback_listen = Unicode("", help=(
+        "host:port of a receiver for the service's callbacks, e.g. 0.0.0.0:8765 (opt in, for hosts the service "
+        "can reach; '' off): each callback is a hint to check its task at once.")).tag(config=True)
+    callback_url = Unicode("", help=(
+        "The public URL the service reaches that receiver at, e.g. https://my.host/imagen4 ('' the listen "
+        "address).")).tag(config=True)
+    webhook_key = Unicode("", help=(
+        "The account's webhook HMAC key: unsigned or forged callbacks are refused. Kept in memory only, shown "
+        "as '(set)'; APIKLEY_WEBHOOK_KEY works too.")).tag(config=True)
     track_credits = Bool(False, help=(
         "Read the account balance before and after each new task and record both in the history "
         "(two extra requests per task; %imagen4 credits always records what it reads).")).tag(config=True)
@@ -120,6 +113,7 @@ class Imagen4Magics(Magics):
         # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
         # runs the trait observers, and they read these.
         self._session: Session | None = None
+        self._webhook_secret: str | None = None  # the webhook_key trait shows only "(set)"
         self.key_offered = False  # an interactive kernel's first cell without a key offers the masked prompt once
         self.views = LiveViews(self)  # the cells' live outputs
         self.commands = Subcommands(self, self.views)  # %imagen4 <subcommand>
@@ -138,6 +132,20 @@ class Imagen4Magics(Magics):
         if not proposal["value"] > 0:
             raise TraitError("timeout must be a positive number of seconds.")
         return proposal["value"]
+
+    @validate("webhook_key")
+    def _hide_webhook_key(self, proposal: Any) -> str:
+        value = str(proposal["value"] or "").strip()
+        old, self._webhook_secret = self._webhook_secret, self._webhook_secret if value == HIDDEN else value or None
+        if old and self._webhook_secret and old != self._webhook_secret:  # "(set)" stays: no observer call
+            self._callbacks_changed(None)
+        return HIDDEN if self._webhook_secret else ""
+
+    @observe("callback_listen", "callback_url", "webhook_key")
+    def _callbacks_changed(self, change: Any) -> None:
+        if self._session is not None:
+            for line in apply_callbacks(self._session, self.callback_listen, self.callback_url, self._webhook_secret):
+                print(line)
 
     @observe("poll_interval", "timeout")
     def _schedule_changed(self, change: Any) -> None:
@@ -165,8 +173,7 @@ class Imagen4Magics(Magics):
         """The polling schedule the traits describe."""
         import dataclasses
 
-        from ..api.poller import PollSchedule
-        from ..api.schedules import SmartSchedule
+        from ..api.schedules import PollSchedule, SmartSchedule
 
         if self.poll_interval > 0:
             return PollSchedule.fixed(self.poll_interval, max_wait=self.timeout)
@@ -192,6 +199,8 @@ class Imagen4Magics(Magics):
                                         client_options={"schedule": self.schedule()})
                 set_session(self._session)
             self._session.spending.budget = self.budget
+            if self.callback_listen:  # configured before the session existed
+                self._callbacks_changed(None)
         return self._session
 
     # -- where am I running -------------------------------------------------------------------
@@ -359,7 +368,7 @@ def load(ipython: Any) -> Imagen4Magics:
     _loaded = magics
     session = magics.session
     print(describe(session))
-    unfinished = session.history.unfinished()
+    unfinished = open_task_ids(session.history.path)  # a small read: the history is parsed on first use
     if unfinished:
         print(f"{len(unfinished)} unfinished task(s) — run %imagen4 resume")
     return magics

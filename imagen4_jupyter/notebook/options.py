@@ -10,6 +10,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import ArgDecorator
+from traitlets import Enum, TraitError
 
 from ..api import errors as E
 
@@ -175,3 +176,23 @@ def check_wait_out(args: Any) -> None:
         raise UsageError("Use either --wait or --no-wait, not both.")
     if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
         raise UsageError(f"-o/--out needs a Python variable name, not {args.out!r}.")
+
+
+class Choice(Enum):
+    """An `Enum` trait whose error is one sentence: `aspect_ratio '2:1' is not supported; use one of ...`."""
+
+    def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> Any:
+        if error is not None:
+            return super().error(obj, value, error, info)
+        shown = ", ".join(str(v) for v in self.values if v != "")
+        unset = " (or '' for the model's own default)" if "" in self.values else ""
+        raise TraitError(f"{self.name} {value!r} is not supported; use one of {shown}{unset}.")
+
+
+def split_body(cell: str) -> tuple[str, str | None]:
+    """The prompt above a line holding only `---`, the negative prompt below it (None without such a line)."""
+    lines = cell.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "---":
+            return "\n".join(lines[:i]).strip(), "\n".join(lines[i + 1:]).strip()
+    return cell.strip(), None

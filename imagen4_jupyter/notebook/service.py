@@ -33,7 +33,7 @@ def describe(session: Session) -> str:
     if session.simulated:
         service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
     else:
-        from ..api.client import DEFAULT_BASE_URL
+        from ..api.credentials import DEFAULT_BASE_URL  # not the client: %load_ext loads no requests
 
         service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (
             f" (from {creds.url_source})" if creds.url_source else "")

@@ -126,10 +126,13 @@ class Subcommands:
 
     def _unknown_entries(self, text: str | None) -> list:
         """Requests whose createTask outcome is unknown (no task id), as rows for the history table."""
+        from ..records.callback_hub import resolved_refs
         from ..records.history import TaskEntry
 
-        rows = []
+        rows, resolved = [], resolved_refs(self.host.session.history)  # a callback named their task
         for ev in self.host.session.history.unknown:
+            if ev.get("callback_ref") in resolved:
+                continue
             req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
             hay = " ".join(str(req.get(k) or "") for k in ("prompt", "negative_prompt", "seed")).lower()
             if text and text.lower() not in hay:

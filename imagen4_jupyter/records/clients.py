@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from typing import TYPE_CHECKING
 
-from ..api.client import Imagen4Client
-from ..api.job import Job
+if TYPE_CHECKING:  # the client (and requests) load with the first task, not with %load_ext
+    from ..api.client import Imagen4Client
+    from ..api.job import Job
 
 
 def client_fingerprint(key: str, base_url: str | None) -> tuple[str, str | None]:

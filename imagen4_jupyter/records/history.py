@@ -88,6 +88,12 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a history index")
 
 
+def warn_unwritable(path: Any, err: OSError, what: str) -> None:
+    """Say (a RuntimeWarning, one line) that the history could not be written and what that means."""
+    warnings.warn(f"imagen4: the history {path} could not be written ({type(err).__name__}: "
+                  f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=4)
+
+
 class History:
     """Reads and appends one history file. Thread-safe within a process, lock-safe across processes."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,7 +18,7 @@ from ..api import errors as E
 from ..api.job import Job
 from ..api.request import GenerationRequest
 from ..api.sending import SendHooks
-from .history import History
+from .history import History, warn_unwritable
 
 
 class Resubmitter(Protocol):
@@ -36,8 +35,7 @@ def _write(history: History, event: dict) -> None:
     try:
         history.append(event)
     except OSError as err:
-        warnings.warn(f"imagen4: the history {history.path} could not be written ({err.strerror or err}); "
-                      f"a queued request's step ({event['event']}) is not recorded.", RuntimeWarning, stacklevel=3)
+        warn_unwritable(history.path, err, f"A queued request's step ({event['event']}) is not recorded")
 
 
 def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, common: dict,

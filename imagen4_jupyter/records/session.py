@@ -8,28 +8,33 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
-from ..api.client import Imagen4Client
 from ..api.credentials import Credentials, resolve
 from ..api.job import Job
 from ..api.records import Result, TaskRecord
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
-from ..api.store import ImageStore
+from ..api.store import ImageStore, prepare_thumbnails
 from .clients import client_fingerprint, close_when_done
-from .history import History, TaskEntry
+from .history import History, TaskEntry, warn_unwritable
 from .location import find_notebook, history_path
 from .sendlog import queue_hooks, resume_queue
 from .spend import PriceProbe, Spending
+
+if TYPE_CHECKING:  # the client (and requests) load with the first task, not with %load_ext
+    from ..api.client import Imagen4Client
+    from .callback_hub import CallbackHub
 
 REUSE_POLICIES = ("seeded", "always", "never")
 
 
 class Session:
     """Owns the client, the history and the jobs of one kernel (or one script)."""
+
+    callbacks: CallbackHub | None = None  # the service's callbacks as hints, while `enable_callbacks` is on
 
     def __init__(self, *, client: Imagen4Client | None = None, history: History | None = None,
                  notebook: str | None = None, history_folder: str | None = None, user_ns: dict | None = None,
@@ -119,10 +124,12 @@ class Session:
         with self._client_lock:
             if self._client is not None and not self._credentials_changed():
                 return  # another thread rebuilt it meanwhile
+            from ..api.client import Imagen4Client
             key, url = self._target()
             opts = {"cache_dir": self.history.folder / "images", **self._client_options, "api_key": key,
                     "base_url": url}
             old, self._client = self._client, Imagen4Client(**opts)
+            self._client.callback_hints = self.callbacks
             self._client_made_for = client_fingerprint(key, url)
             seed_from_history(self._client.schedule, self.history)
         if old is not None:
@@ -218,7 +225,7 @@ class Session:
             try:
                 self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local})
             except OSError as err:  # the task exists and is paid for: follow it and name it, never drop it
-                _history_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
+                warn_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
                                     "this kernel only (no reuse or resume for it)")
             with self._lock:
                 self.queued.pop(job.local_id or "", None)
@@ -234,11 +241,25 @@ class Session:
             ended(None, credits if isinstance(err, E.OutcomeUnknownError) else None)
             if not isinstance(err, E.OutcomeUnknownError):
                 raise
-            try:
-                self.history.append({"event": "outcome_unknown", **common, "message": str(err)})
+            event = {"event": "outcome_unknown", **common, "message": str(err)}
+            try:  # with callbacks on, the request keeps its token: a callback may still name its task
+                self.history.append(event if self.callbacks is None else self.callbacks.outcome_unknown(request, event))
             except OSError as exc:  # the user must still hear that the outcome is unknown
-                _history_unwritable(self.history.path, exc, "The outcome of this createTask is not recorded")
+                warn_unwritable(self.history.path, exc, "The outcome of this createTask is not recorded")
             raise
+
+    def enable_callbacks(self, public_url: str | None = None, **options: Any) -> CallbackHub:
+        """The service's callbacks as hints, reached at `public_url` (records/callback_hub: `listen`, `webhook_key`)."""
+        from .callback_hub import CallbackHub
+        self.disable_callbacks()
+        self.callbacks = CallbackHub(self, public_url, **options)
+        self.client.callback_hints = self.callbacks
+        return self.callbacks
+
+    def disable_callbacks(self) -> None:
+        """Stop the receiver (if any); the tasks it followed are polled at the full rate again."""
+        hub, self.callbacks = self.callbacks, None
+        hub.stop() if hub is not None else None  # a client still holding it gets no more callback URLs from it
 
     def adopt(self, job: Job) -> None:
         """Make a job of this session's client (for example from `client.track`) one of the session's jobs:
@@ -247,7 +268,7 @@ class Session:
             self.jobs[job.task_id] = job
         self._mark_simulated(job)
         job.on_change(self._record_change)
-        job.add_done_callback(_prepare_thumbnails)  # runs after the cell's display and the history record
+        job.add_done_callback(prepare_thumbnails)  # runs after the cell's display and the history record
         self._notify(job)
 
     def _record_change(self, job: Job) -> None:
@@ -334,28 +355,10 @@ class Session:
         return job.wait(0) if job is not None and job.done() and job.error is None else None
 
     def close(self) -> None:
-        """Close the client (its poller stops; see `Imagen4Client.close`)."""
+        """Close the client (its poller stops; see `Imagen4Client.close`) and the callback receiver."""
+        self.disable_callbacks()
         if self._client is not None:
             self._client.close()
-
-
-def _prepare_thumbnails(job: Job) -> None:
-    """Make the history table's thumbnails now, in the poller thread, so `%imagen4 history` reads small cached
-    files instead of decoding full images (~20 ms each) while the user waits."""
-    from ..api.store import thumbnail
-
-    for image in job.images:
-        try:
-            thumbnail(image.path)
-        except Exception:  # only a cache: the table makes it itself if this failed
-            pass
-
-
-def _history_unwritable(path: Any, err: OSError, what: str) -> None:
-    import warnings
-
-    warnings.warn(f"imagen4: the history {path} could not be written ({type(err).__name__}: "
-                  f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=5)
 
 
 _current: Session | None = None
