@@ -17,7 +17,8 @@ pytest.importorskip("ipywidgets")
 import ipywidgets as W  # noqa: E402
 
 from imagen4_jupyter.notebook.outputs import history_bundle  # noqa: E402
-from imagen4_jupyter.notebook.panel import Panel, cell_code, code_problem  # noqa: E402
+from imagen4_jupyter.notebook.panel import DEBOUNCE, Panel, cell_code, code_problem  # noqa: E402
+from imagen4_jupyter.notebook.panel.gallery import COVER  # noqa: E402
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -54,7 +55,13 @@ def test_import_package_does_not_import_ipywidgets():
 
 def test_generate_disabled_with_reason_until_valid(panel):
     assert panel.generate.disabled
-    assert "prompt is empty" in panel.reason.value
+    # before anything was typed: a neutral hint, no error
+    assert "imagen4-hint" in panel.reason.value and "Describe the image" in panel.reason.value
+    assert "empty" not in panel.reason.value and "imagen4-error" not in panel.reason.value
+    panel.prompt.value = "a red fox"
+    assert not panel.generate.disabled and panel.reason.value == ""
+    panel.prompt.value = ""  # typed, then cleared: now it is an error that says what to fix
+    assert panel.generate.disabled and "prompt is empty" in panel.reason.value and "imagen4-error" in panel.reason.value
     panel.prompt.value = "a red fox"
     assert not panel.generate.disabled and panel.reason.value == ""
     assert panel.controls.prompt_count.value == f"9 / {MAX_PROMPT}"
@@ -84,7 +91,7 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
     panel.ratio.value = "16:9"
     panel.num.value = "2"
     panel.generate.click()
-    assert panel.seed.value == ""  # "keep" is off: the next Generate gets a new seed
+    assert panel.seed.value == ""  # the box was empty: it stays so, the next Generate gets a new seed
     grid = panel.gallery.grid
     wait_for(lambda: len(grid.children) == 2, what="2 images in the gallery")
     assert sim.count("createTask") == 1
@@ -97,7 +104,7 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
         thumb = card.children[0].children[0]
         assert "imagen4-thumb" in thumb._dom_classes and thumb.value[:4] == b"\x89PNG"
         # the store's one thumbnail cache made it (a file beside the image), not a cache of the panel's own
-        assert (Path(image.path).parent / ".thumbs" / f"{image.sha256}-{panel.gallery.thumb_size}").is_file()
+        assert (Path(image.path).parent / ".thumbs" / f"{image.sha256}-{round(panel.gallery.thumb_size * COVER)}").is_file()
     wait_for(lambda: "done" in panel.tasks.text(), what="task row done")
     assert job.task_id in panel.tasks.text()
     # the task is in the session's history with the panel as its source
@@ -112,7 +119,7 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
     assert tab.table.value.count("<img") == 2
     assert tab.pick.value == job.task_id and "panel" in tab.pick.label  # the picker names the source
     tab.search.value = "LIGHTHOUSE"
-    wait_for(lambda: len(tab.shown) == 1 and "1 task(s)" in tab.table.value, what="one match")
+    wait_for(lambda: len(tab.shown) == 1 and "1 task in" in tab.table.value, what="one match")
     tab.search.value = "no such thing"
     wait_for(lambda: "No task matches" in tab.table.value, what="no match")
     assert tab.pick.value is None and tab.reuse.disabled and tab.show.disabled
@@ -128,8 +135,8 @@ def test_queue_several_while_running(make_client, tmp_path):
         before = set(threading.enumerate())
         panel = Panel(session=session)
         try:
-            panel.prompt.value = "tile"
-            for _ in range(3):
+            for i in range(3):
+                panel.prompt.value = f"tile {i}"  # a change between clicks: never taken for a double click
                 assert not panel.generate.disabled
                 panel.generate.click()
             wait_for(lambda: len(panel.jobs) == 3, what="3 tasks created")
@@ -156,22 +163,64 @@ def test_queue_several_while_running(make_client, tmp_path):
             session.close()
 
 
-def test_seed_random_and_keep(panel):
+def test_a_typed_seed_stays_until_changed(panel):
     panel.prompt.value = "seeded"
     seed = panel.new_seed()
     assert seed.isdigit() and panel.seed.value == seed
     panel.controls.random_seed.click()
     assert panel.seed.value.isdigit()
     panel.seed.value = "1234"
-    panel.keep.value = True
     rec = panel.submit(wait=True)
-    assert rec["request"].seed == "1234" and panel.seed.value == "1234"
+    assert rec["request"].seed == "1234" and panel.seed.value == "1234"  # it stays after Generate
     panel.prompt.value = "seeded, changed"
     rec2 = panel.submit(wait=True)
-    assert rec2["request"].seed == "1234"
-    panel.keep.value = False
+    assert rec2["request"].seed == "1234" and panel.seed.value == "1234"
+    panel.seed.value = ""  # the user emptied it: a new random seed for each Generate, the box stays empty
     rec3 = panel.submit(wait=True)
-    assert rec3["request"].seed == "1234" and panel.seed.value == ""
+    rec4 = panel.submit(wait=True)
+    assert rec3["request"].seed.isdigit() and rec3["request"].seed != rec4["request"].seed
+    assert panel.seed.value == ""
+
+
+def test_double_click_on_generate_makes_one_task(panel, sim):
+    panel.prompt.value = "one task only"
+    first = panel.click_generate()
+    panel.generate.click()  # the second click of a double click: ignored
+    panel.generate.click()
+    assert first is not None and len(panel.submissions) == 1
+    wait_for(lambda: len(panel.gallery.grid.children) == 1, what="the image")
+    assert sim.count("createTask") == 1
+    time.sleep(DEBOUNCE + 0.05)
+    panel.generate.click()  # a deliberate click later sends another task
+    wait_for(lambda: sim.count("createTask") == 2, what="the second task")
+    panel.prompt.value = "changed at once"
+    panel.generate.click()  # changed controls are never a double click
+    wait_for(lambda: sim.count("createTask") == 3, what="the third task")
+
+
+def test_model_chooser_sends_the_model(panel, sim):
+    import json
+
+    assert panel.model.options == ("standard", "fast", "ultra") and panel.model.value == "standard"
+    panel.prompt.value = "ultra fox"
+    panel.num.value = "3"
+    panel.model.value = "ultra"
+    assert panel.num.value == "1"  # ultra makes one image
+    panel.num.value = "2"
+    assert panel.generate.disabled and "ultra" in panel.reason.value.lower()
+    panel.num.value = "1"
+    rec = panel.submit(wait=True)
+    assert rec["request"].model == "google/imagen4-ultra"
+    (body,) = [json.loads(r.body) for r in sim.requests if r.endpoint == "createTask"]
+    assert body["model"] == "google/imagen4-ultra"
+    assert cell_code(rec["request"]).startswith("%%imagen4 -m ultra -a 1:1 -n 1 -s ")
+    rec["job"].wait(10)
+    wait_for(lambda: len(panel.gallery.grid.children) == 1, what="the image")
+    caption = panel.gallery.grid.children[0].children[1].value
+    assert "ultra · 1:1 · seed " in caption and "1/1" in caption
+    panel.model.value = "fast"
+    panel.reuse_settings(rec["request"])
+    assert panel.model.value == "ultra"
 
 
 def test_failure_shows_error_in_words(panel, sim):
@@ -226,13 +275,16 @@ def test_viewer_reuse_copy_seed_save(panel, sim, tmp_path):
     gallery.reuse.click()
     assert (panel.prompt.value, panel.negative.value, panel.ratio.value, panel.num.value, panel.seed.value) == (
         "a {braced} cat", "blur", "9:16", "1", "77")
-    # the same seeded request again is served from the history: no new createTask, a row of its own
+    # the same seeded request again is served from the history: no new createTask; the task's own row says so
+    # (a task id is listed once, and a reuse is no task)
     panel.generate.click()
     wait_for(lambda: len(panel.jobs) == 2, what="second job")
-    wait_for(lambda: "stored" in panel.tasks.text(), what="reused row")
+    wait_for(lambda: "reused 1×" in panel.tasks.text(), what="reused on the task's row")
     (first, _), (stored, _) = [(k, j) for k, j in panel.jobs.items()]
     assert stored == f"stored:{first}"
     assert sim.count("createTask") == 1
+    assert len(panel.tasks.list.children) == 1 and panel.tasks.text().count(first) == 1
+    assert "1 task" in panel.tasks.head.value and "1 result reused" in panel.tasks.head.value
     # save as
     target = tmp_path / "out" / "fox.png"
     gallery.save_path.value = str(target)
