@@ -443,3 +443,82 @@ def test_dropped_create_task_says_outcome_unknown(panel, sim):
     assert "imagen4-s-unknown" in panel.tasks.list.children[0]._dom_classes
     assert "not sent" not in panel.tasks.text()
     assert sim.count("createTask") == 1  # never resent
+
+
+def test_no_key_banner_turns_generate_off_and_offers_the_key_cell_and_the_simulator(monkeypatch, tmp_path):
+    from imagen4_jupyter.api.credentials import forget_entered_key
+    from imagen4_jupyter.notebook.service import simulator_command
+
+    for name in ("APIKLEY_API_KEY", "APIKLEY_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    forget_entered_key()
+    monkeypatch.chdir(tmp_path)
+    session = Session(history=History(tmp_path / ".imagen4" / "nokey.jsonl"), notebook=str(tmp_path / "nk.ipynb"))
+    panel = Panel(session=session)
+    try:
+        assert panel.banner.layout.display == "flex" and "No API key" in panel.banner.text.value
+        assert "%imagen4 key" in panel.banner.text.value and "APIKLEY_API_KEY" in panel.banner.text.value
+        panel.prompt.value = "a fox"
+        assert panel.generate.disabled and "No API key" in panel.reason.value and "Generate is off" in panel.reason.value
+        assert panel.click_generate() is None and panel.task_rows() == []
+        panel.banner.enter.click()  # inserts a `%imagen4 key` cell below (its masked prompt asks for the key)
+        assert panel.inserter.code.value == "%imagen4 key"
+        assert "imagen4Insert" in panel.inserter.js_out.outputs[0]["data"]["application/javascript"]
+        panel.banner.simulate.click()  # %imagen4 simulator in this kernel
+        assert session.simulated and "Simulator started" in panel.banner.status.value
+        assert panel.banner.layout.display == "none" and not panel.generate.disabled and panel.reason.value == ""
+        rec = panel.click_generate()
+        assert rec is not None and rec["sent"].wait(10) and rec["job"] is not None
+        rec["job"].wait(20)
+        wait_for(lambda: "simulated" in panel.tasks.text() and "done" in panel.tasks.text(), timeout=20,
+                 what="a simulated task, done")
+    finally:
+        panel.close()
+        simulator_command(session, lambda *a, **k: None, stop=True)
+        session.close()
+
+
+def test_clear_hides_ended_rows_and_the_insert_notice_fades(panel, monkeypatch):
+    import imagen4_jupyter.notebook.panel.insert as insert_module
+
+    panel.prompt.value = "to be cleared"
+    rec = panel.submit(wait=True)
+    rec["job"].wait(10)
+    wait_for(lambda: "done" in panel.tasks.text(), what="done")
+    assert panel.tasks.clear_button.layout.display == "flex"
+    panel.tasks.clear_button.click()
+    assert panel.task_rows() == [] and panel.tasks.list.children == ()
+    assert "1 cleared" in panel.tasks.head.value and rec["job"].task_id in panel.jobs  # still known
+    # the "Inserted" notice and the code box go away a few seconds after the cell is in
+    monkeypatch.setattr(insert_module, "FADE_AFTER", 0.2)
+    ins = panel.inserter
+    panel.insert_code()
+    ins.report.value = f"{ins.token} ok"
+    assert "Inserted the cell below" in ins.status.value
+    wait_for(lambda: ins.status.value == "" and ins.code.layout.display == "none", what="the notice fades")
+
+
+def test_cards_and_outputs_name_prompt_parameters_and_show_images_side_by_side(session):
+    from imagen4_jupyter.api import cards as C
+    from imagen4_jupyter.notebook.outputs import SHOWN_BOX, display_width, image_output
+
+    job = session.submit(GenerationRequest.create("a <b>bold</b> heron", aspect_ratio="16:9", num_images=2,
+                                                  seed="11"))
+    job.wait(10)
+    done = C.card_bundle(job)["text/html"]
+    again = session.job_from_history(session.history.get(job.task_id), reused=True)
+    reused = C.reused_bundle(again, job.created_at)
+    for html in (done, reused["text/html"]):
+        assert "16:9 · 2 images · seed 11" in html and "a &lt;b&gt;bold&lt;/b&gt; heron" in html
+        assert "⏳" not in html and "♻" not in html and "#6b7280" not in html
+        assert "var(--jp-ui-font-color1" in html and "title='a &lt;b&gt;bold" in html
+    assert "Reused 2 images of task" in reused["text/plain"] and "16:9 · 2 images · seed 11" in reused["text/plain"]
+    ultra = GenerationRequest.create("u", model="ultra")
+    assert C.params_text(ultra) == "ultra · 1:1 · 1 image" and C.params_text(ultra.to_dict()).startswith("ultra ·")
+    # each image stays a native output with its metadata, shown at most SHOWN_BOX (16:9: 480 wide)
+    data, meta = image_output(job, job.images[0], "full")
+    assert "image/png" in data and meta["imagen4"]["task_id"] == job.task_id
+    assert meta["image/png"]["width"] == display_width(job.images[0].width, job.images[0].height)
+    assert display_width(1408, 768) == 480 and display_width(1024, 1024) == SHOWN_BOX[1]
+    assert display_width(768, 1408) == round(360 * 768 / 1408) and display_width(100, 100) == 100
+    assert display_width(2048, 2048, embedded_width=300) == 300

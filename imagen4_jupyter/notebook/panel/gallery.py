@@ -59,11 +59,10 @@ class Gallery(W.VBox):
         self.close_view = _button("Close", "imagen4-close-view")
         self.view_status = W.HTML()
         self.view_status.add_class("imagen4-view-status")
-        rows = [W.HBox([self.reuse, self.copy_seed, self.seed_copy, self.close_view]),
-                W.HBox([self.save_path, self.save], layout=W.Layout(width="100%"))]
+        wrap = {"flex_flow": "row wrap", "align_items": "center"}
+        rows = [W.HBox([self.reuse, self.copy_seed, self.seed_copy, self.close_view], layout=W.Layout(**wrap)),
+                W.HBox([self.save_path, self.save], layout=W.Layout(width="100%", **wrap))]
         for row in rows:
-            row.layout.flex_flow = "row wrap"
-            row.layout.align_items = "center"
             row.add_class("imagen4-row")
         self.viewer = W.VBox([self.big, self.big_info, *rows, self.view_status],
                              layout=W.Layout(display="none", border="1px solid var(--jp-border-color2, #ddd)",
@@ -100,10 +99,10 @@ class Gallery(W.VBox):
         prompt = job.request.prompt if job.request else ""
         tip = f"{text}: {prompt[:300]}" if prompt else text
         side = f"{self.thumb_size}px"
-        img = W.Image(value=data, format=mime.split("/")[-1], tooltip=tip,
+        img = W.Image(value=data, format=mime.split("/")[-1],
                       layout=W.Layout(width="100%", height=side, object_fit="cover"))
         img.add_class("imagen4-thumb")
-        zoom = W.Button(tooltip=f"Larger view of {tip}")
+        zoom = W.Button(tooltip=f"Larger view of image {image.index + 1}")  # user text only in escaped HTML
         zoom.add_class("imagen4-zoom")
         zoom.on_click(lambda _b, j=job, im=image: self.select((j, im)))
         label = W.HTML(f"<span title='{esc(tip)}'>{esc(text)}</span>")
