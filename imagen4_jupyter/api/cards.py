@@ -43,7 +43,8 @@ CELL_CSS = (
     "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
     f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:0 8px}}"
     f"{_AREA}>.jp-OutputArea-child{{flex:1 1 100%;min-width:0}}"
-    f"{_AREA}>{_IMAGE}{{flex:0 1 auto}}"
+    f"{_AREA}>{_IMAGE}{{flex:0 1 auto;width:auto;max-width:100%}}"
+    f"{_AREA}>{_IMAGE}>.jp-OutputArea-output{{width:auto;flex:0 1 auto}}"
     f"{_AREA}>{_IMAGE}+{_IMAGE}>.jp-OutputPrompt{{display:none}}"
     ".imagen4-card code{color:inherit}</style>")
 

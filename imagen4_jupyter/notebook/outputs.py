@@ -112,7 +112,7 @@ CELL = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
         "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
 # per column: a prompt that keeps its width (a word a line no more), a task id that may wrap anywhere
 COLUMNS = (("time", "white-space:nowrap"), ("prompt", "min-width:14em;width:45%"),
-           ("parameters", "min-width:8em"), ("state", "min-width:5em"), ("task id", "min-width:7em"),
+           ("parameters", "min-width:8em"), ("state", "min-width:8em"), ("task id", "min-width:7em"),
            ("images", "min-width:76px"))
 TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-break:break-all;color:inherit"
 
@@ -151,8 +151,8 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         return message_bundle(f"No tasks found in {where}.")
     header = "".join(f"<th style='{st};font-weight:600'>{name}</th>"
                      for st, (name, _extra) in zip(styles, COLUMNS, strict=True))
-    table = ("<table class='imagen4-history' style='border-collapse:collapse;font-size:12px;width:100%;"
-             f"margin-top:4px'><thead><tr>{header}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    table = ("<table class='imagen4-history' style='border-collapse:collapse;table-layout:auto;font-size:12px;"
+             f"width:100%;margin-top:4px'><thead><tr>{header}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
     return {"text/plain": head + "\n" + "\n".join(lines),
             "text/html": f"<div class='imagen4-history-wrap' style='color:{FG};max-width:100%;overflow-x:auto'>"
                          f"<div>{esc(head)}</div>{table}</div>"}

@@ -273,5 +273,5 @@ class BatchResult:
         more = "" if len(self.items) <= max_rows else (
             f"<tr><td colspan=7 style='{cell}'>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
         return (f"<div style='color:{FG};max-width:100%;overflow-x:auto'><b>imagen4 batch</b>: {esc(self.summary())}"
-                f"<table style='font-size:12px;border-collapse:collapse;width:100%'>{head}{''.join(body)}{more}"
-                "</table></div>")
+                "<table style='font-size:12px;border-collapse:collapse;table-layout:auto;width:100%'>"
+                f"{head}{''.join(body)}{more}</table></div>")
