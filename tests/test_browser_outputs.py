@@ -149,8 +149,15 @@ def test_cell_outputs_in_light_and_dark_at_1400_and_800(lab):
                     cells = page.evaluate("""() => Array.from(document.querySelector('.imagen4-history tbody tr')
                         .children).map(c => { const r = c.getBoundingClientRect();
                           return [r.left, r.right, c.scrollWidth <= c.clientWidth + 1]; })""")
-                    assert cells[1][1] - cells[1][0] > 150, (name, cells)
+                    spans = [c[1] - c[0] for c in cells]
+                    assert spans[1] >= 118 and spans[1] == max(spans), (name, cells)  # the prompt is widest
                     assert all(c[2] for c in cells), (name, cells)  # no cell's text runs over its neighbour
+                    wrap = table.bounding_box()
+                    assert page.locator(".imagen4-history").bounding_box()["width"] <= wrap["width"] + 1, name
+                    # a wrapped image lines up with the one above it (no stray indent)
+                    boxes = [imgs.nth(k).bounding_box() for k in range(2)]
+                    if boxes[1]["y"] > boxes[0]["y"] + 2:
+                        assert abs(boxes[1]["x"] - boxes[0]["x"]) < 2, (name, boxes)
             set_theme(page, "JupyterLab Light")  # the theme is a server setting
             for name, (checked, low) in results.items():
                 assert checked >= 20, (name, checked)

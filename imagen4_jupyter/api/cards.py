@@ -41,11 +41,14 @@ _AREA = ".jp-OutputArea:has(>.jp-OutputArea-child .imagen4-card)"
 _IMAGE = ".jp-OutputArea-child:has(.jp-RenderedImage)"
 CELL_CSS = (
     "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
-    f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:0 8px}}"
+    # the outputs flow in a wrapping row, indented as one block by the prompt's width (the empty prompts of
+    # display outputs are hidden, so an image that wraps onto a new line lines up with the one above)
+    f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:4px 8px;"
+    "padding-left:var(--jp-cell-prompt-width,64px);box-sizing:border-box}"
     f"{_AREA}>.jp-OutputArea-child{{flex:1 1 100%;min-width:0}}"
+    f"{_AREA}>.jp-OutputArea-child>.jp-OutputPrompt:empty{{display:none}}"
     f"{_AREA}>{_IMAGE}{{flex:0 1 auto;width:auto;max-width:100%}}"
     f"{_AREA}>{_IMAGE}>.jp-OutputArea-output{{width:auto;flex:0 1 auto}}"
-    f"{_AREA}>{_IMAGE}+{_IMAGE}>.jp-OutputPrompt{{display:none}}"
     ".imagen4-card code{color:inherit}</style>")
 
 

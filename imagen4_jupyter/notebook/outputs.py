@@ -111,8 +111,8 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
 CELL = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
         "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
 # per column: a prompt that keeps its width (a word a line no more), a task id that may wrap anywhere
-COLUMNS = (("time", "white-space:nowrap"), ("prompt", "min-width:14em;width:45%"),
-           ("parameters", "min-width:8em"), ("state", "min-width:8em"), ("task id", "min-width:7em"),
+COLUMNS = (("time", "min-width:5.5em"), ("prompt", "min-width:10em;width:45%"),
+           ("parameters", "min-width:6.5em"), ("state", "min-width:6em"), ("task id", "min-width:7em"),
            ("images", "min-width:76px"))
 TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-break:break-all;color:inherit"
 
