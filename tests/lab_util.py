@@ -245,6 +245,14 @@ TRUNCATED_JS = """(sel) => {
     if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1 && el.tagName !== 'BUTTON')
       out.push({text: el.textContent.trim(), scroll: el.scrollWidth, client: el.clientWidth});
   }
+  // nothing runs out of the panel, and each task row is as wide as the panel at most
+  const panel = document.querySelector(sel);
+  if (panel && panel.scrollWidth > panel.clientWidth + 1)
+    out.push({text: 'the panel', scroll: panel.scrollWidth, client: panel.clientWidth});
+  for (const row of document.querySelectorAll(sel + ' .imagen4-task, ' + sel + ' .imagen4-task-line')) {
+    if (row.scrollWidth > row.clientWidth + 1)
+      out.push({text: row.textContent.trim().slice(0, 60), scroll: row.scrollWidth, client: row.clientWidth});
+  }
   return out;
 }"""
 

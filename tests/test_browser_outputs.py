@@ -159,7 +159,6 @@ def test_cell_outputs_in_light_and_dark_at_1400_and_800(lab):
                     if boxes[1]["y"] > boxes[0]["y"] + 2:
                         assert abs(boxes[1]["x"] - boxes[0]["x"]) < 2, (name, boxes)
             set_theme(page, "JupyterLab Light")  # the theme is a server setting
-            for name, (checked, low) in results.items():
-                assert checked >= 20, (name, checked)
-                assert not low, (name, low)
+            assert all(checked >= 20 for checked, _low in results.values()), results
+            assert not [(name, low) for name, (_checked, low) in results.items() if low], results
         context.close()

@@ -46,7 +46,7 @@ class Gallery(W.VBox):
         self.big = W.Image(format="png", layout=W.Layout(max_width="100%", max_height="420px",
                                                           object_fit="contain", align_self="flex-start"))
         self.big.add_class("imagen4-big")
-        self.big_info = W.HTML(layout=W.Layout(max_width="100%", min_width="0"))
+        self.big_info = W.HTML(layout=W.Layout(width="100%", min_width="0"))
         self.big_info.add_class("imagen4-big-info")
         self.reuse = _button("Reuse these settings", "imagen4-reuse", "undo")
         self.copy_seed = _button("Copy seed", "imagen4-copy-seed", "copy")
@@ -147,7 +147,7 @@ class Gallery(W.VBox):
             f"<code>{esc(job.task_id)}</code> · image {image.index + 1}/{count} · {image.width}×{image.height} · "
             f"{model}{esc(req.aspect_ratio) if req else ''} · seed "
             f"<b>{esc(req.seed) if req and req.seed else '—'}</b>"
-            f"<br/><span class='imagen4-line' title='{esc(prompt[:2000])}'>{esc(prompt[:300])}</span>"
+            f"<span class='imagen4-line' title='{esc(prompt[:2000])}'>{esc(prompt[:300])}</span>"
             f"<br/><span class='imagen4-line imagen4-path' title='{esc(image.path)}'>{esc(image.path)}</span>")
         self.seed_copy.value = req.seed if req and req.seed else ""
         suffix = Path(image.path).suffix or ".png"

@@ -49,11 +49,14 @@ RULES = [
     ".imagen4-task-state { flex: none; }",
     ".imagen4-task-state .widget-html-content { display:flex; gap:8px; align-items:center; white-space:nowrap; }",
     ".imagen4-task-state .imagen4-elapsed { min-width: 40px; }",
-    ".imagen4-task-info .widget-html-content { display:flex; flex-wrap:wrap; gap:0 8px; align-items:center;"
-    " line-height: 18px; }",
-    ".imagen4-task-info .widget-html-content > span, .imagen4-task-info code { flex: none; white-space: nowrap; }",
-    ".imagen4-task-info .imagen4-prompt-text { flex: 1 1 0; " + ELLIPSIS + " min-width: 6em; color: " + FG2 + "; }",
-    ".imagen4-task-info .imagen4-err { flex: 1 1 100%; white-space: normal; }",
+    # one line per task: what it is, then the prompt, which ends in an ellipsis (whole on hover); an error below
+    ".imagen4-task-info { min-width: 0; }",
+    ".imagen4-task-info .widget-html-content { display: block; line-height: 18px; overflow: hidden; }",
+    ".imagen4-task-line { display: flex; flex-wrap: nowrap; gap: 0 8px; align-items: center; min-width: 0; }",
+    ".imagen4-task-line > span, .imagen4-task-line > code { flex: 0 1 auto; min-width: 0; " + ELLIPSIS + " }",
+    ".imagen4-task-line > code, .imagen4-task-line > .imagen4-origin { flex: 0 0 auto; }",
+    ".imagen4-task-line > .imagen4-prompt-text { flex: 1 1 0; min-width: 4em; color: " + FG2 + "; }",
+    ".imagen4-task-info .imagen4-err { display: block; white-space: normal; }",
     ".imagen4-task-info .imagen4-note { color: " + FG2 + "; }",
     ".imagen4-task .imagen4-badge { display:inline-block; min-width:64px; padding:0 6px; border-radius:8px;"
     " text-align:center; background: var(--jp-layout-color2, #eee); color: " + FG + ";"
@@ -69,7 +72,9 @@ RULES = [
     " background: var(--jp-layout-color3, #ddd); }",
     # the gallery and the larger view
     ".imagen4-line { display: inline-block; max-width: 100%; vertical-align: bottom; " + ELLIPSIS + " }",
-    ".imagen4-big-info .widget-html-content { line-height: 1.5; }",
+    ".imagen4-big-info { width: 100%; min-width: 0; overflow: hidden; }",
+    ".imagen4-big-info .widget-html-content { line-height: 1.5; white-space: normal; }",
+    ".imagen4-big-info .imagen4-line { display: block; }",
     ".imagen4-path { font-size: 11px; color: " + FG2 + "; }",
     ".imagen4-thumb-box { position: relative; overflow: hidden; border-radius: 4px; }",
     ".imagen4-thumb-box .imagen4-zoom { position:absolute; top:0; left:0; width:100%; height:100%; opacity:0;"
@@ -81,6 +86,8 @@ RULES = [
     ".imagen4-caption .widget-html-content { font-size: 11px; color: " + FG2 + "; line-height: 16px; "
     + ELLIPSIS + " }",
     ".imagen4-tile.imagen4-selected .imagen4-caption .widget-html-content { color: " + FG + "; }",
+    ".imagen4-panel .imagen4-tabs .lm-TabBar-tab, .imagen4-panel .imagen4-tabs .lm-TabBar-tabLabel { color: "
+    + FG + "; }",
     # the history tab shows the `%imagen4 history` table (its own inline styles: left-aligned, theme colours)
     ".imagen4-history-table .widget-html-content { line-height: 1.4; white-space: normal; }",
 ]

@@ -89,14 +89,15 @@ class TaskRow(W.HBox):
         if row["reused"]:
             extra = "<span class='imagen4-note'>from the history, nothing sent</span>"
         elif row.get("reuses"):
-            extra = f"<span class='imagen4-note'>reused {row['reuses']}×, nothing sent</span>"
+            extra = (f"<span class='imagen4-note' title='reused {row['reuses']}× from the history, nothing sent'>"
+                     f"reused {row['reuses']}×</span>")
         if row.get("simulated"):
             extra += "<span class='imagen4-note'>simulated</span>"
         error = f"<span class='imagen4-err'>{esc(row['error'])}</span>" if row["error"] else ""
         tid = f"<code>{esc(row['task_id'])}</code>" if row["task_id"] else ""
-        self.info.value = (f"<span class='imagen4-origin'>{esc(row['origin'])}</span>{tid}{extra}"
-                           f"<span class='imagen4-prompt-text' title='{esc(row['prompt'][:2000])}'>"
-                           f"{esc(row['prompt'][:300])}</span>{error}")
+        self.info.value = (f"<div class='imagen4-task-line'><span class='imagen4-origin'>{esc(row['origin'])}</span>"
+                           f"{tid}{extra}<span class='imagen4-prompt-text' title='{esc(row['prompt'][:2000])}'>"
+                           f"{esc(row['prompt'][:300])}</span></div>{error}")
 
 
 class TaskList(W.VBox):
