@@ -148,7 +148,7 @@ class Gallery(W.VBox):
             f"{model}{esc(req.aspect_ratio) if req else ''} · seed "
             f"<b>{esc(req.seed) if req and req.seed else '—'}</b>"
             f"<span class='imagen4-line' title='{esc(prompt[:2000])}'>{esc(prompt[:300])}</span>"
-            f"<br/><span class='imagen4-line imagen4-path' title='{esc(image.path)}'>{esc(image.path)}</span>")
+            f"<span class='imagen4-line imagen4-path' title='{esc(image.path)}'>{esc(image.path)}</span>")
         self.seed_copy.value = req.seed if req and req.seed else ""
         suffix = Path(image.path).suffix or ".png"
         self.save_path.value = f"imagen4-{job.task_id}-{image.index + 1}{suffix}"  # in the working folder
