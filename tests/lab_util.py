@@ -177,3 +177,101 @@ def run_cell(page, index: int) -> None:
 
 def has_chromium() -> bool:
     return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
+
+
+# -- themes, widths and contrast (what a person sees) ------------------------------------------------
+def set_theme(page, name: str) -> None:
+    """Switch JupyterLab's theme through the command palette and wait until it applies."""
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type(name)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {name!r}")
+    time.sleep(0.5)  # the theme's stylesheet loads after the name changes
+
+
+# Every visible element under the roots that holds text of its own: its colour against the first opaque
+# background up its ancestors (WCAG ratio). Returns [{where, text, ratio, fg, bg}] for those under `minimum`.
+CONTRAST_ALL_JS = """([roots, minimum]) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  const low = [];
+  let checked = 0;
+  for (const sel of roots) {
+    for (const root of document.querySelectorAll(sel)) {
+      for (const el of [root, ...root.querySelectorAll('*')]) {
+        const own = Array.from(el.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim();
+        const isInput = el.tagName === 'TEXTAREA' || el.tagName === 'INPUT' || el.tagName === 'SELECT';
+        if (!own && !(isInput && el.value)) continue;
+        if (el.tagName === 'STYLE' || el.tagName === 'SCRIPT') continue;
+        const box = el.getBoundingClientRect();
+        const cs = getComputedStyle(el);
+        if (!box.width || !box.height || cs.visibility === 'hidden' || cs.display === 'none') continue;
+        let bg = null;
+        for (let n = el; n && !bg; n = n.parentElement) {
+          const c = rgb(getComputedStyle(n).backgroundColor);
+          if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) bg = c.slice(0, 3);
+        }
+        bg = bg || [255, 255, 255];
+        const fg = rgb(cs.color);
+        const alpha = (fg.length === 4 ? fg[3] : 1) * Number(cs.opacity || 1);
+        const mixed = fg.slice(0, 3).map((v, i) => v * alpha + bg[i] * (1 - alpha));
+        const [a, b] = [lum(mixed), lum(bg)].sort((x, y) => y - x);
+        const ratio = (a + 0.05) / (b + 0.05);
+        checked += 1;
+        if (ratio < minimum) low.push({where: sel + ' ' + el.tagName.toLowerCase() + '.' + el.className,
+                                       text: (own || el.value).slice(0, 40), ratio: Number(ratio.toFixed(2)),
+                                       fg: cs.color, bg: 'rgb(' + bg.join(',') + ')'});
+      }
+    }
+  }
+  return {checked, low};
+}"""
+
+
+def low_contrast(page, roots: list[str], minimum: float = 4.5) -> tuple[int, list[dict]]:
+    """(how many text elements were measured, those under `minimum`) under the CSS selectors `roots`."""
+    found = page.evaluate(CONTRAST_ALL_JS, [roots, minimum])
+    return found["checked"], found["low"]
+
+
+# Panel labels cut short: a button, toggle button, label or caption whose text is wider than its box
+TRUNCATED_JS = """(sel) => {
+  const out = [];
+  for (const el of document.querySelectorAll(sel + ' button, ' + sel + ' .widget-label, ' + sel + ' .imagen4-label')) {
+    const box = el.getBoundingClientRect();
+    if (!box.width) continue;
+    if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1 && el.tagName !== 'BUTTON')
+      out.push({text: el.textContent.trim(), scroll: el.scrollWidth, client: el.clientWidth});
+  }
+  // nothing runs out of the panel, and each task row is as wide as the panel at most
+  const panel = document.querySelector(sel);
+  if (panel && panel.scrollWidth > panel.clientWidth + 1)
+    out.push({text: 'the panel', scroll: panel.scrollWidth, client: panel.clientWidth});
+  for (const row of document.querySelectorAll(sel + ' .imagen4-task, ' + sel + ' .imagen4-task-line')) {
+    if (row.scrollWidth > row.clientWidth + 1)
+      out.push({text: row.textContent.trim().slice(0, 60), scroll: row.scrollWidth, client: row.clientWidth});
+  }
+  return out;
+}"""
+
+
+def truncated_labels(page, root: str = ".imagen4-panel") -> list[dict]:
+    return page.evaluate(TRUNCATED_JS, root)
+
+
+def shot(page, name: str, locator=None, pad: int = 8) -> Path:
+    """Save a screenshot under test-artifacts/ (of `locator`'s box when given, else the viewport)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    if locator is None:
+        page.screenshot(path=str(path))
+    else:
+        box = locator.bounding_box()
+        size = page.viewport_size
+        x, y = max(0, box["x"] - pad), max(0, box["y"] - pad)
+        clip = {"x": x, "y": y, "width": min(box["width"] + 2 * pad, size["width"] - x),
+                "height": min(box["height"] + 2 * pad, size["height"] - y)}
+        page.screenshot(path=str(path), clip=clip)
+    return path

@@ -1,6 +1,7 @@
 """The panel in a real browser: JupyterLab 4 (and Notebook 7) on loopback, wired to the simulator, headless chromium.
 
-Set IMAGEN4_SAVE_DOCS_SCREENSHOT=1 to also write docs/panel.png (the README's screenshot).
+Set IMAGEN4_SAVE_DOCS_SCREENSHOT=1 to also write docs/panel.png (the README's screenshot, from
+`test_panel_in_light_and_dark_at_1400_and_800`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ from lab_util import (
     artifacts_on_failure,
     browser,
     has_chromium,
+    low_contrast,
     run_cell,
+    set_theme,
+    shot,
+    truncated_labels,
     wait_lab_kernel_idle,
     wait_nb7_kernel_idle,
     watch_console,
@@ -103,16 +108,6 @@ CONTRAST_JS = """(selectors) => {
 }"""
 
 
-def set_theme(page, name: str) -> None:
-    """Switch JupyterLab's theme through the command palette and wait until it applies."""
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type(name)
-    page.keyboard.press("Enter")
-    page.wait_for_function(f"() => document.body.dataset.jpThemeName === {name!r}")
-    time.sleep(0.5)  # the theme's stylesheet loads after the name changes
-
-
 def _history_requests(lab, stem: str) -> list[dict]:
     path = lab.root / ".imagen4" / f"{stem}.jsonl"
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -143,8 +138,9 @@ def test_panel_in_jupyterlab(lab, chromium):
         assert _panel_cell_index(page) == 1
 
         generate = page.locator(".imagen4-generate")
-        assert generate.is_disabled()  # empty prompt
-        assert "prompt is empty" in page.locator(".imagen4-reason").inner_text()
+        assert generate.is_disabled()  # empty prompt: a neutral hint until something is typed
+        assert "Describe the image" in page.locator(".imagen4-reason").inner_text()
+        assert "empty" not in page.locator(".imagen4-reason").inner_text()
         page.locator(".imagen4-prompt textarea").fill(PROMPT)
         page.wait_for_function("() => !document.querySelector('.imagen4-generate').disabled")
         assert page.locator(".imagen4-count").first.inner_text() == f"{len(PROMPT)} / 5000"
@@ -221,9 +217,6 @@ def test_panel_in_jupyterlab(lab, chromium):
         box = panel.bounding_box()
         clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
         page.screenshot(path=str(ARTIFACTS / "lab-panel-widget.png"), clip=clip)
-        if os.environ.get("IMAGEN4_SAVE_DOCS_SCREENSHOT"):
-            (ROOT / "docs").mkdir(exist_ok=True)
-            page.screenshot(path=str(ROOT / "docs" / "panel.png"), clip=clip)
 
         # the history tab: the `%imagen4 history` table, with a picker for Reuse settings and Show
         page.locator(".imagen4-tabs .lm-TabBar-tab", has_text="History").click()
@@ -292,4 +285,84 @@ def test_panel_in_notebook7(lab, chromium):
         assert _panel_cell_index(page) == 1 and texts[2] == code, texts
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "nb7-panel.png"), full_page=True)
+    context.close()
+
+
+PANEL_ROOTS = [".imagen4-panel"]
+
+
+def test_panel_in_light_and_dark_at_1400_and_800(lab, chromium):
+    """Screenshots (`panel-<theme>-<width>.png`), no button label cut short at 800 px, text contrast of the whole
+    panel at least 4.5:1, and a double click on Generate makes one task."""
+    lab.write_notebook("panel-look.ipynb", [SETUP, "%imagen4 panel"])
+    context = chromium.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    console = watch_console(page)
+    with artifacts_on_failure(page, "panel-look", console):
+        page.goto(lab.url(f"/lab/workspaces/w{os.getpid()}c/tree/panel-look.ipynb"))
+        wait_lab_kernel_idle(page)
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+b")  # no file browser: the notebook gets the window's width
+        run_cell(page, 0)
+        page.wait_for_function("() => document.querySelectorAll('.jp-Cell')[0]"
+                               ".querySelector('.jp-InputPrompt').textContent.includes('[1]')")
+        run_cell(page, 1)
+        panel = page.locator(".imagen4-panel")
+        panel.wait_for()
+        before = lab.sim.count("createTask")
+        page.locator(".imagen4-prompt textarea").fill("a harbour at night, lanterns on the water, " * 3)
+        page.locator(".imagen4-ratio button", has_text="16:9").click()
+        page.locator(".imagen4-num button", has_text=re.compile(r"^2$")).click()
+        page.locator(".imagen4-seed input").fill("11")
+        page.wait_for_function("() => !document.querySelector('.imagen4-generate').disabled"
+                               " && document.querySelector('.imagen4-ratio button.mod-active')"
+                               "?.textContent.includes('16:9')")
+        time.sleep(0.3)  # the seed's comm message reaches the kernel
+        page.locator(".imagen4-generate").dblclick()
+        page.wait_for_function("() => document.querySelectorAll('.imagen4-gallery img.imagen4-thumb').length === 2"
+                               " && Array.from(document.querySelectorAll('.imagen4-gallery img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+        time.sleep(1.0)  # a second task would have been created by now
+        assert lab.sim.count("createTask") == before + 1  # a double click makes one task
+        assert page.locator(".imagen4-seed input").input_value() == "11"  # a typed seed stays
+        # the same seeded request again: reused, shown on the task's own row (no second row, no own line)
+        time.sleep(1.1)
+        page.locator(".imagen4-generate").click()
+        page.locator(".imagen4-tasks", has_text="reused 1×").wait_for()
+        assert page.locator(".imagen4-task").count() == 1
+        assert lab.sim.count("createTask") == before + 1
+        page.locator(".imagen4-zoom").first.click()
+        page.locator(".imagen4-viewer img").wait_for()
+        assert page.locator(".imagen4-tile.imagen4-selected").count() == 1
+        captions = page.locator(".imagen4-caption").all_inner_texts()
+        assert sorted(captions) == ["16:9 · seed 11 · 1/2", "16:9 · seed 11 · 2/2"], captions
+        results = {}
+        for theme in ("JupyterLab Light", "JupyterLab Dark"):
+            if theme != "JupyterLab Light":
+                set_theme(page, theme)
+            for width in (1400, 800):
+                page.set_viewport_size({"width": width, "height": 1800})
+                time.sleep(0.5)
+                page.locator(".jp-Cell").nth(1).evaluate("c => c.scrollIntoView({block: 'start'})")
+                time.sleep(0.3)
+                name = f"panel-{theme.split()[-1].lower()}-{width}"
+                shot(page, name, panel)
+                results[name] = low_contrast(page, PANEL_ROOTS)
+                if width == 800:
+                    cut = truncated_labels(page)
+                    assert not cut, (name, cut)
+        set_theme(page, "JupyterLab Light")  # the theme is a server setting
+        if os.environ.get("IMAGEN4_SAVE_DOCS_SCREENSHOT"):
+            page.set_viewport_size({"width": 1100, "height": 1800})
+            time.sleep(0.5)
+            page.locator(".jp-Cell").nth(1).evaluate("c => c.scrollIntoView({block: 'start'})")
+            time.sleep(0.3)
+            (ROOT / "docs").mkdir(exist_ok=True)
+            box = panel.bounding_box()
+            page.screenshot(path=str(ROOT / "docs" / "panel.png"),
+                            clip={"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16,
+                                  "height": box["height"] + 16})
+        assert all(checked >= 20 for checked, _low in results.values()), results
+        assert not [(name, low) for name, (_checked, low) in results.items() if low], results
     context.close()

@@ -17,7 +17,8 @@ pytest.importorskip("ipywidgets")
 import ipywidgets as W  # noqa: E402
 
 from imagen4_jupyter.notebook.outputs import history_bundle  # noqa: E402
-from imagen4_jupyter.notebook.panel import Panel, cell_code, code_problem  # noqa: E402
+from imagen4_jupyter.notebook.panel import DEBOUNCE, Panel, cell_code, code_problem  # noqa: E402
+from imagen4_jupyter.notebook.panel.gallery import COVER  # noqa: E402
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -54,7 +55,13 @@ def test_import_package_does_not_import_ipywidgets():
 
 def test_generate_disabled_with_reason_until_valid(panel):
     assert panel.generate.disabled
-    assert "prompt is empty" in panel.reason.value
+    # before anything was typed: a neutral hint, no error
+    assert "imagen4-hint" in panel.reason.value and "Describe the image" in panel.reason.value
+    assert "empty" not in panel.reason.value and "imagen4-error" not in panel.reason.value
+    panel.prompt.value = "a red fox"
+    assert not panel.generate.disabled and panel.reason.value == ""
+    panel.prompt.value = ""  # typed, then cleared: now it is an error that says what to fix
+    assert panel.generate.disabled and "prompt is empty" in panel.reason.value and "imagen4-error" in panel.reason.value
     panel.prompt.value = "a red fox"
     assert not panel.generate.disabled and panel.reason.value == ""
     assert panel.controls.prompt_count.value == f"9 / {MAX_PROMPT}"
@@ -84,7 +91,7 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
     panel.ratio.value = "16:9"
     panel.num.value = "2"
     panel.generate.click()
-    assert panel.seed.value == ""  # "keep" is off: the next Generate gets a new seed
+    assert panel.seed.value == ""  # the box was empty: it stays so, the next Generate gets a new seed
     grid = panel.gallery.grid
     wait_for(lambda: len(grid.children) == 2, what="2 images in the gallery")
     assert sim.count("createTask") == 1
@@ -97,7 +104,8 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
         thumb = card.children[0].children[0]
         assert "imagen4-thumb" in thumb._dom_classes and thumb.value[:4] == b"\x89PNG"
         # the store's one thumbnail cache made it (a file beside the image), not a cache of the panel's own
-        assert (Path(image.path).parent / ".thumbs" / f"{image.sha256}-{panel.gallery.thumb_size}").is_file()
+        side = round(panel.gallery.thumb_size * COVER)
+        assert (Path(image.path).parent / ".thumbs" / f"{image.sha256}-{side}").is_file()
     wait_for(lambda: "done" in panel.tasks.text(), what="task row done")
     assert job.task_id in panel.tasks.text()
     # the task is in the session's history with the panel as its source
@@ -112,7 +120,7 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
     assert tab.table.value.count("<img") == 2
     assert tab.pick.value == job.task_id and "panel" in tab.pick.label  # the picker names the source
     tab.search.value = "LIGHTHOUSE"
-    wait_for(lambda: len(tab.shown) == 1 and "1 task(s)" in tab.table.value, what="one match")
+    wait_for(lambda: len(tab.shown) == 1 and "1 task in" in tab.table.value, what="one match")
     tab.search.value = "no such thing"
     wait_for(lambda: "No task matches" in tab.table.value, what="no match")
     assert tab.pick.value is None and tab.reuse.disabled and tab.show.disabled
@@ -128,8 +136,8 @@ def test_queue_several_while_running(make_client, tmp_path):
         before = set(threading.enumerate())
         panel = Panel(session=session)
         try:
-            panel.prompt.value = "tile"
-            for _ in range(3):
+            for i in range(3):
+                panel.prompt.value = f"tile {i}"  # a change between clicks: never taken for a double click
                 assert not panel.generate.disabled
                 panel.generate.click()
             wait_for(lambda: len(panel.jobs) == 3, what="3 tasks created")
@@ -156,22 +164,64 @@ def test_queue_several_while_running(make_client, tmp_path):
             session.close()
 
 
-def test_seed_random_and_keep(panel):
+def test_a_typed_seed_stays_until_changed(panel):
     panel.prompt.value = "seeded"
     seed = panel.new_seed()
     assert seed.isdigit() and panel.seed.value == seed
     panel.controls.random_seed.click()
     assert panel.seed.value.isdigit()
     panel.seed.value = "1234"
-    panel.keep.value = True
     rec = panel.submit(wait=True)
-    assert rec["request"].seed == "1234" and panel.seed.value == "1234"
+    assert rec["request"].seed == "1234" and panel.seed.value == "1234"  # it stays after Generate
     panel.prompt.value = "seeded, changed"
     rec2 = panel.submit(wait=True)
-    assert rec2["request"].seed == "1234"
-    panel.keep.value = False
+    assert rec2["request"].seed == "1234" and panel.seed.value == "1234"
+    panel.seed.value = ""  # the user emptied it: a new random seed for each Generate, the box stays empty
     rec3 = panel.submit(wait=True)
-    assert rec3["request"].seed == "1234" and panel.seed.value == ""
+    rec4 = panel.submit(wait=True)
+    assert rec3["request"].seed.isdigit() and rec3["request"].seed != rec4["request"].seed
+    assert panel.seed.value == ""
+
+
+def test_double_click_on_generate_makes_one_task(panel, sim):
+    panel.prompt.value = "one task only"
+    first = panel.click_generate()
+    panel.generate.click()  # the second click of a double click: ignored
+    panel.generate.click()
+    assert first is not None and len(panel.submissions) == 1
+    wait_for(lambda: len(panel.gallery.grid.children) == 1, what="the image")
+    assert sim.count("createTask") == 1
+    time.sleep(DEBOUNCE + 0.05)
+    panel.generate.click()  # a deliberate click later sends another task
+    wait_for(lambda: sim.count("createTask") == 2, what="the second task")
+    panel.prompt.value = "changed at once"
+    panel.generate.click()  # changed controls are never a double click
+    wait_for(lambda: sim.count("createTask") == 3, what="the third task")
+
+
+def test_model_chooser_sends_the_model(panel, sim):
+    import json
+
+    assert panel.model.options == ("standard", "fast", "ultra") and panel.model.value == "standard"
+    panel.prompt.value = "ultra fox"
+    panel.num.value = "3"
+    panel.model.value = "ultra"
+    assert panel.num.value == "1"  # ultra makes one image
+    panel.num.value = "2"
+    assert panel.generate.disabled and "ultra" in panel.reason.value.lower()
+    panel.num.value = "1"
+    rec = panel.submit(wait=True)
+    assert rec["request"].model == "google/imagen4-ultra"
+    (body,) = [json.loads(r.body) for r in sim.requests if r.endpoint == "createTask"]
+    assert body["model"] == "google/imagen4-ultra"
+    assert cell_code(rec["request"]).startswith("%%imagen4 -m ultra -a 1:1 -n 1 -s ")
+    rec["job"].wait(10)
+    wait_for(lambda: len(panel.gallery.grid.children) == 1, what="the image")
+    caption = panel.gallery.grid.children[0].children[1].value
+    assert "ultra · 1:1 · seed " in caption and "1/1" in caption
+    panel.model.value = "fast"
+    panel.reuse_settings(rec["request"])
+    assert panel.model.value == "ultra"
 
 
 def test_failure_shows_error_in_words(panel, sim):
@@ -226,13 +276,16 @@ def test_viewer_reuse_copy_seed_save(panel, sim, tmp_path):
     gallery.reuse.click()
     assert (panel.prompt.value, panel.negative.value, panel.ratio.value, panel.num.value, panel.seed.value) == (
         "a {braced} cat", "blur", "9:16", "1", "77")
-    # the same seeded request again is served from the history: no new createTask, a row of its own
+    # the same seeded request again is served from the history: no new createTask; the task's own row says so
+    # (a task id is listed once, and a reuse is no task)
     panel.generate.click()
     wait_for(lambda: len(panel.jobs) == 2, what="second job")
-    wait_for(lambda: "stored" in panel.tasks.text(), what="reused row")
+    wait_for(lambda: "reused 1×" in panel.tasks.text(), what="reused on the task's row")
     (first, _), (stored, _) = [(k, j) for k, j in panel.jobs.items()]
     assert stored == f"stored:{first}"
     assert sim.count("createTask") == 1
+    assert len(panel.tasks.list.children) == 1 and panel.tasks.text().count(first) == 1
+    assert "1 task" in panel.tasks.head.value and "1 result reused" in panel.tasks.head.value
     # save as
     target = tmp_path / "out" / "fox.png"
     gallery.save_path.value = str(target)
@@ -391,3 +444,83 @@ def test_dropped_create_task_says_outcome_unknown(panel, sim):
     assert "imagen4-s-unknown" in panel.tasks.list.children[0]._dom_classes
     assert "not sent" not in panel.tasks.text()
     assert sim.count("createTask") == 1  # never resent
+
+
+def test_no_key_banner_turns_generate_off_and_offers_the_key_cell_and_the_simulator(monkeypatch, tmp_path):
+    from imagen4_jupyter.api.credentials import forget_entered_key
+    from imagen4_jupyter.notebook.service import simulator_command
+
+    for name in ("APIKLEY_API_KEY", "APIKLEY_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    forget_entered_key()
+    monkeypatch.chdir(tmp_path)
+    session = Session(history=History(tmp_path / ".imagen4" / "nokey.jsonl"), notebook=str(tmp_path / "nk.ipynb"))
+    panel = Panel(session=session)
+    try:
+        assert panel.banner.layout.display == "flex" and "No API key" in panel.banner.text.value
+        assert "%imagen4 key" in panel.banner.text.value and "APIKLEY_API_KEY" in panel.banner.text.value
+        panel.prompt.value = "a fox"
+        assert panel.generate.disabled and "No API key" in panel.reason.value
+        assert "Generate is off" in panel.reason.value
+        assert panel.click_generate() is None and panel.task_rows() == []
+        panel.banner.enter.click()  # inserts a `%imagen4 key` cell below (its masked prompt asks for the key)
+        assert panel.inserter.code.value == "%imagen4 key"
+        assert "imagen4Insert" in panel.inserter.js_out.outputs[0]["data"]["application/javascript"]
+        panel.banner.simulate.click()  # %imagen4 simulator in this kernel
+        assert session.simulated and "Simulator started" in panel.banner.status.value
+        assert panel.banner.layout.display == "none" and not panel.generate.disabled and panel.reason.value == ""
+        rec = panel.click_generate()
+        assert rec is not None and rec["sent"].wait(10) and rec["job"] is not None
+        rec["job"].wait(20)
+        wait_for(lambda: "simulated" in panel.tasks.text() and "done" in panel.tasks.text(), timeout=20,
+                 what="a simulated task, done")
+    finally:
+        panel.close()
+        simulator_command(session, lambda *a, **k: None, stop=True)
+        session.close()
+
+
+def test_clear_hides_ended_rows_and_the_insert_notice_fades(panel, monkeypatch):
+    import imagen4_jupyter.notebook.panel.insert as insert_module
+
+    panel.prompt.value = "to be cleared"
+    rec = panel.submit(wait=True)
+    rec["job"].wait(10)
+    wait_for(lambda: "done" in panel.tasks.text(), what="done")
+    assert panel.tasks.clear_button.layout.display == "flex"
+    panel.tasks.clear_button.click()
+    assert panel.task_rows() == [] and panel.tasks.list.children == ()
+    assert "1 cleared" in panel.tasks.head.value and rec["job"].task_id in panel.jobs  # still known
+    # the "Inserted" notice and the code box go away a few seconds after the cell is in
+    monkeypatch.setattr(insert_module, "FADE_AFTER", 0.2)
+    ins = panel.inserter
+    panel.insert_code()
+    ins.report.value = f"{ins.token} ok"
+    assert "Inserted the cell below" in ins.status.value
+    wait_for(lambda: ins.status.value == "" and ins.code.layout.display == "none", what="the notice fades")
+
+
+def test_cards_and_outputs_name_prompt_parameters_and_show_images_side_by_side(session):
+    from imagen4_jupyter.api import cards as C
+    from imagen4_jupyter.notebook.outputs import SHOWN_BOX, display_width, image_output
+
+    job = session.submit(GenerationRequest.create("a <b>bold</b> heron", aspect_ratio="16:9", num_images=2,
+                                                  seed="11"))
+    job.wait(10)
+    done = C.card_bundle(job)["text/html"]
+    again = session.job_from_history(session.history.get(job.task_id), reused=True)
+    reused = C.reused_bundle(again, job.created_at)
+    for html in (done, reused["text/html"]):
+        assert "16:9 · 2 images · seed 11" in html and "a &lt;b&gt;bold&lt;/b&gt; heron" in html
+        assert "⏳" not in html and "♻" not in html and "#6b7280" not in html
+        assert "var(--jp-ui-font-color1" in html and "title='a &lt;b&gt;bold" in html
+    assert "Reused 2 images of task" in reused["text/plain"] and "16:9 · 2 images · seed 11" in reused["text/plain"]
+    ultra = GenerationRequest.create("u", model="ultra")
+    assert C.params_text(ultra) == "ultra · 1:1 · 1 image" and C.params_text(ultra.to_dict()).startswith("ultra ·")
+    # each image stays a native output with its metadata, shown at most SHOWN_BOX (16:9: 480 wide)
+    data, meta = image_output(job, job.images[0], "full")
+    assert "image/png" in data and meta["imagen4"]["task_id"] == job.task_id
+    assert meta["image/png"]["width"] == display_width(job.images[0].width, job.images[0].height)
+    assert display_width(1408, 768) == 480 and display_width(1024, 1024) == SHOWN_BOX[1]
+    assert display_width(768, 1408) == round(360 * 768 / 1408) and display_width(100, 100) == 100
+    assert display_width(2048, 2048, embedded_width=300) == 300

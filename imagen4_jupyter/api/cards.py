@@ -13,12 +13,43 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .models import DEFAULT_MODEL, short_name
 from .store import thumbnail
 
-STATE_COLOURS = {"submitted": "#6b7280", "waiting": "#6b7280", "queuing": "#6b7280", "generating": "#2563eb",
-                 "success": "#15803d", "fail": "#b91c1c", "error": "#b91c1c", "reused": "#15803d"}
-CARD_STYLE = ("font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;padding:4px 8px;"
-              "border-left:3px solid {colour};margin:2px 0")
+# Colours are JupyterLab's theme variables (light fallbacks for other front-ends), so a card reads well in light
+# and dark themes. Text is drawn only in the font colours (at least 4.5:1 against the theme's backgrounds); the
+# state colours mark the left border and a small shape, never text, and no glyph needs an emoji font.
+FG = "var(--jp-ui-font-color1,#1f2937)"
+FG2 = "var(--jp-content-font-color2,#4b5563)"
+GREY = "var(--jp-border-color1,#9ca3af)"
+BLUE = "var(--jp-brand-color1,#1976d2)"
+GREEN = "var(--jp-success-color1,#2e7d32)"
+RED = "var(--jp-error-color1,#c62828)"
+STATE_COLOURS = {"submitted": GREY, "waiting": GREY, "queuing": GREY, "generating": BLUE, "success": GREEN,
+                 "fail": RED, "error": RED, "reused": GREEN}
+RUNNING = ("submitted", "waiting", "queuing", "generating")
+CARD_STYLE = ("font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;line-height:1.5;padding:4px 8px;"
+              f"color:{FG};border-left:3px solid {{colour}};margin:2px 0;max-width:100%;box-sizing:border-box;"
+              "overflow-wrap:anywhere")
+# one line that ends in an ellipsis (the whole text is its title, shown on hover)
+LINE_STYLE = (f"color:{FG2};display:inline-block;max-width:100%;overflow:hidden;text-overflow:ellipsis;"
+              "white-space:nowrap;vertical-align:bottom")
+# A task's images side by side in its cell: each image is a native output of its own (with its `imagen4`
+# metadata and a display width, `outputs.image_output`); in an output area holding a card they flow in a
+# wrapping row. Without this style (an untrusted notebook), they stack at that width.
+_AREA = ".jp-OutputArea:has(>.jp-OutputArea-child .imagen4-card)"
+_IMAGE = ".jp-OutputArea-child:has(.jp-RenderedImage)"
+CELL_CSS = (
+    "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
+    # the outputs flow in a wrapping row, indented as one block by the prompt's width (the empty prompts of
+    # display outputs are hidden, so an image that wraps onto a new line lines up with the one above)
+    f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:4px 8px;"
+    "padding-left:var(--jp-cell-prompt-width,64px);box-sizing:border-box}"
+    f"{_AREA}>.jp-OutputArea-child{{flex:1 1 100%;min-width:0}}"
+    f"{_AREA}>.jp-OutputArea-child>.jp-OutputPrompt:empty{{display:none}}"
+    f"{_AREA}>{_IMAGE}{{flex:0 1 auto;width:auto;max-width:100%}}"
+    f"{_AREA}>{_IMAGE}>.jp-OutputArea-output{{width:auto;flex:0 1 auto}}"
+    ".imagen4-card code{color:inherit}</style>")
 
 
 def esc(value: object) -> str:
@@ -34,6 +65,11 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
 
 
+def plural(n: int, word: str) -> str:
+    """`1 task`, `2 tasks`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def shown_path(path: Any, base: Any = None) -> str:
     """How an image file is named in an output that is saved with the notebook: relative to `base` (the
     notebook's folder) when it is inside it, so the notebook holds no home directory or user name and still
@@ -47,12 +83,16 @@ def shown_path(path: Any, base: Any = None) -> str:
 
 
 def params_text(request: Any) -> str:
-    """`16:9 · 2 images · seed 7` for a GenerationRequest or its dict."""
+    """`16:9 · 2 images · seed 7` for a GenerationRequest or its dict; `ultra · ` first for another model than
+    the standard one."""
     if request is None:
         return ""
     get = request.get if isinstance(request, dict) else (lambda k, d=None: getattr(request, k, d))
     n = int(get("num_images", 1) or 1)
-    parts = [str(get("aspect_ratio", "1:1")), f"{n} image{'s' if n != 1 else ''}"]
+    parts = [str(get("aspect_ratio", "1:1")), plural(n, "image")]
+    model = get("model")
+    if model and model != DEFAULT_MODEL:
+        parts.insert(0, short_name(model))
     if get("seed") not in (None, ""):
         parts.append(f"seed {get('seed')}")
     if get("negative_prompt"):
@@ -60,18 +100,42 @@ def params_text(request: Any) -> str:
     return " · ".join(parts)
 
 
+def mark_html(status: str, colour: str) -> str:
+    """The state's small shape before its word: a turning ring while the task runs, a dot once it ended."""
+    base = "display:inline-block;box-sizing:border-box;width:10px;height:10px;border-radius:50%;margin-right:6px;"
+    if status in RUNNING:
+        return (f"<span class='imagen4-mark' style='{base}border:2px solid {colour};border-right-color:transparent;"
+                "animation:imagen4-spin 1s linear infinite'></span>")
+    return f"<span class='imagen4-mark' style='{base}background:{colour}'></span>"
+
+
+def prompt_line(prompt: str, limit: int = 300) -> str:
+    """The prompt on one line, cut with an ellipsis where the width ends; the whole prompt on hover."""
+    return (f"<span class='imagen4-card-prompt' style='{LINE_STYLE}' title='{esc(shorten(prompt, 2000))}'>"
+            f"{esc(shorten(prompt, limit))}</span>")
+
+
+def _card(job: Any, status: str, body: str) -> str:
+    colour = STATE_COLOURS.get(status, GREY)
+    return (f"{CELL_CSS}<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}' "
+            f"style='{CARD_STYLE.format(colour=colour)}'>{body}</div>")
+
+
 # -- the live status card ------------------------------------------------------------------------
 def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
-    """The status card of one task: state, task id, elapsed time, prompt; an error line when it failed."""
+    """The status card of one task: state, task id, elapsed time, parameters, prompt; an error line when it
+    failed."""
     status = job.status
-    colour = STATE_COLOURS.get(status, "#6b7280")
+    colour = STATE_COLOURS.get(status, GREY)
     prompt = job.request.prompt if job.request else ""
+    params = params_text(job.request)
     if job.error is not None:
         title = getattr(job.error, "title", type(job.error).__name__)
         text = f"[imagen4] {title}: {job.error}"
         tid = "" if job.task_id is None or job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
-        body = (f"<b style='color:{colour}'>✗ {esc(title)}</b>: {esc(job.error)}"
-                f"<br/><span style='color:#6b7280'>{tid}{job.elapsed:.1f} s · {esc(shorten(prompt, 80))}</span>")
+        body = (f"{mark_html(status, colour)}<b>✗ {esc(title)}</b>: {esc(job.error)}"
+                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f} s · {esc(params)}</span>"
+                f"<br/>{prompt_line(prompt)}")
         if job.task_id is not None and job.task_id not in text:
             text += f" (task {job.task_id})"
     else:
@@ -80,28 +144,30 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
         if status == "pacing":  # in the local send queue (api/sending.py): nothing sent yet
             wait = max(0.0, (job.send_at or 0.0) - time.time())
             label = f"waiting for a slot under the rate limit (~{wait:.0f} s)"
-        icon = "✓" if finished else "⏳"
         shown_id = job.task_id or "not sent yet"
         text = f"[imagen4] {shown_id}: {label} ({job.elapsed:.1f} s) {shorten(prompt, 80)!r}"
-        body = (f"{icon} <b style='color:{colour}'>{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
-                f"{job.elapsed:.1f} s · {esc(params_text(job.request))}"
-                f"<br/><span style='color:#374151'>{esc(shorten(prompt, 160))}</span>")
+        turning = "generating" if label == "downloading" else status  # the ring turns until the images are in
+        body = (f"{mark_html(turning, colour)}"
+                f"<b>{'✓ ' if finished else ''}{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
+                f"{job.elapsed:.1f} s · {esc(params)}<br/>{prompt_line(prompt)}")
     if note:
         text += f"\n{note}"
-        body += f"<br/><span style='color:#6b7280'>{esc(note)}</span>"
-    return {"text/plain": text,
-            "text/html": f"<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}' "
-                         f"style='{CARD_STYLE.format(colour=colour)}'>{body}</div>"}
+        body += f"<br/><span style='color:{FG2}'>{esc(note)}</span>"
+    return {"text/plain": text, "text/html": _card(job, status, body)}
 
 
 def reused_bundle(job: Any, submitted_at: float | None) -> dict[str, str]:
-    """One line: the images come from the history and no request was sent."""
+    """The card of images taken from the history (no request sent): the task, its parameters and prompt."""
     n = len(job.images)
-    text = (f"Reused {n} image{'s' if n != 1 else ''} of task {job.task_id} from {when(submitted_at)}; "
+    prompt = job.request.prompt if job.request else ""
+    params = params_text(job.request)
+    text = (f"Reused {plural(n, 'image')} of task {job.task_id} from {when(submitted_at)}; "
             "no request sent (--force makes a new task).")
-    return {"text/plain": "[imagen4] " + text,
-            "text/html": f"<div class='imagen4-card imagen4-reused' data-task-id='{esc(job.task_id)}' "
-                         f"style='{CARD_STYLE.format(colour=STATE_COLOURS['reused'])}'>♻ {esc(text)}</div>"}
+    plain = f"[imagen4] {text}" + (f"\n{params} {shorten(prompt, 80)!r}" if job.request else "")
+    body = (f"{mark_html('reused', STATE_COLOURS['reused'])}<b>reused</b> · <code>{esc(job.task_id)}</code> · "
+            f"{esc(params)}<br/>{prompt_line(prompt)}<br/><span style='color:{FG2}'>{plural(n, 'image')} from the "
+            f"history, made {esc(when(submitted_at))}; no request sent (--force makes a new task).</span>")
+    return {"text/plain": plain, "text/html": _card(job, "reused", body)}
 
 
 def slot_bundle() -> dict[str, str]:
@@ -110,21 +176,21 @@ def slot_bundle() -> dict[str, str]:
 
 
 def message_bundle(text: str, kind: str = "info") -> dict[str, str]:
-    colour = {"info": "#6b7280", "ok": "#15803d", "error": "#b91c1c"}.get(kind, "#6b7280")
+    colour = {"info": GREY, "ok": GREEN, "error": RED}.get(kind, GREY)
     return {"text/plain": f"[imagen4] {text}",
-            "text/html": f"<div class='imagen4-message' style='{CARD_STYLE.format(colour=colour)}'>"
-                         f"{esc(text)}</div>"}
+            "text/html": f"<div class='imagen4-message imagen4-message-{esc(kind)}' "
+                         f"style='{CARD_STYLE.format(colour=colour)}'>{esc(text)}</div>"}
 
 
 # -- thumbnails and rich reprs of Job and Result ---------------------------------------------
-def thumb_html(path: Any, side: int = 72) -> str:
-    """An inline <img> of a small preview (cached, see `thumbnail`), named by the file's name only."""
+def thumb_html(path: Any, side: int = 72, alt: str = "") -> str:
+    """An inline <img> of a small preview (cached, see `thumbnail`); its alt text is `alt`, else the file's name."""
     try:
         data, mime = thumbnail(path, side)
         return (f"<img src='data:{mime};base64,{base64.b64encode(data).decode()}' "
-                f"style='max-width:{side}px;max-height:{side}px;margin:1px' alt='{esc(Path(path).name)}'/>")
+                f"style='max-width:{side}px;max-height:{side}px;margin:1px' alt='{esc(alt or Path(path).name)}'/>")
     except Exception:
-        return "<span style='color:#9ca3af'>(missing)</span>"
+        return f"<span style='color:{FG2}'>(missing)</span>"
 
 
 def job_html(job: Any) -> str:

@@ -9,7 +9,7 @@ import hashlib
 import io
 from typing import TYPE_CHECKING, Any
 
-from ..api.cards import esc, message_bundle, params_text, shorten, shown_path, thumb_html, when
+from ..api.cards import FG, esc, message_bundle, params_text, plural, shorten, shown_path, thumb_html, when
 from ..api.request import MODEL
 from ..api.store import preview
 
@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 
 EMBED_MODES = ("preview", "full", "none")
 NATIVE = ("image/png", "image/jpeg")
+# the box an image is shown in inside a cell (width, height in CSS pixels): a 16:9 image 480 px wide, a square
+# one 360 px, so a task's images sit side by side (see `cards.CELL_CSS`) and one image never fills the screen
+SHOWN_BOX = (480, 360)
+
+
+def display_width(width: int | None, height: int | None, embedded_width: int | None = None) -> int | None:
+    """The width an image is shown at in a cell: fitted into `SHOWN_BOX`, never wider than its embedded pixels."""
+    if not width or not height:
+        return None
+    box_w, box_h = SHOWN_BOX
+    shown = min(box_w, box_h * width / height, embedded_width or width, width)
+    return max(1, round(shown))
 
 
 def image_metadata(job: "Job", image: "StoredImage", embed: str, *, embedded_mime: str | None = None,
@@ -88,14 +100,30 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
         data, mime = _as_native(data, mime)
     meta = image_metadata(job, image, embed, embedded_mime=mime, embedded_sha256=hashlib.sha256(data).hexdigest(),
                           base=base, simulated=simulated)
-    return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, {"imagen4": meta})
+    embedded_width = None if embed == "full" else round(preview_size * image.width / max(image.width, image.height, 1))
+    metadata: dict[str, Any] = {"imagen4": meta}
+    shown = display_width(image.width, image.height, embedded_width)
+    if shown:  # the width JupyterLab, Notebook 7 and VS Code show the image at (as IPython's Image(width=) does)
+        metadata[mime] = {"width": shown}
+    return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, metadata)
+
+
+CELL = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
+        "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
+# per column: a prompt that keeps its width (a word a line no more), a task id that may wrap anywhere
+COLUMNS = (("time", "min-width:5.5em"), ("prompt", "min-width:10em;width:45%"),
+           ("parameters", "min-width:6.5em"), ("state", "min-width:6em"), ("task id", "min-width:7em"),
+           ("images", "min-width:76px"))
+TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-break:break-all;color:inherit"
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
                    title: str = "", base: Any = None) -> dict[str, str]:
     """A table of history entries: time, prompt, parameters, state, task id, thumbnails; the text form names
-    the image files (relative to `base`, the notebook's folder, when inside it)."""
+    the image files (relative to `base`, the notebook's folder, when inside it). Text columns are left-aligned,
+    the prompt is the widest and shows all of itself on hover, the task id is monospace."""
     rows, lines = [], []
+    styles = [f"{CELL};{extra}" for _name, extra in COLUMNS]
     for e in entries:
         req = e.request or {}
         prompt = req.get("prompt") or ""
@@ -107,22 +135,27 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
             state = f"{e.state}: {shorten(message, 80)}"
         thumbs = ""
         if thumbnails and e.state == "success":
-            thumbs = "".join(thumb_html(im.path) for im in history.stored_images(e))  # content-addressed only
-        rows.append(f"<tr><td>{esc(when(e.submitted_at))}</td><td style='text-align:left'>"
-                    f"{esc(shorten(prompt, 200))}</td><td>{esc(params_text(req))}</td><td>{esc(state)}</td>"
-                    f"<td><code>{esc(e.task_id)}</code></td><td>{thumbs}</td></tr>")
+            thumbs = "".join(thumb_html(im.path, alt=f"image {im.index + 1} of {e.task_id}")
+                             for im in history.stored_images(e))  # content-addressed only
+        cells = [esc(when(e.submitted_at)), esc(shorten(prompt, 200)), esc(params_text(req)), esc(state),
+                 f"<code style='{TASK_ID}'>{esc(e.task_id)}</code>", thumbs]
+        tips = ["", f" title='{esc(shorten(prompt, 2000))}'", "", "", "", ""]
+        rows.append("<tr>" + "".join(f"<td style='{st}'{tip}>{c}</td>"
+                                     for st, tip, c in zip(styles, tips, cells, strict=True)) + "</tr>")
         paths = ", ".join(shown_path(history.resolve(im["path"]), base) for im in e.images)
         lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}  {params_text(req)}  "
                      f"{shorten(prompt, 60)!r}" + (f"  {paths}" if paths else ""))
     where = shown_path(history.path, base)
-    head = title or f"{len(entries)} task(s) in {where}"
+    head = title or f"{plural(len(entries), 'task')} in {where}"
     if not entries:
         return message_bundle(f"No tasks found in {where}.")
-    table = ("<table class='imagen4-history'><thead><tr><th>time</th><th>prompt</th><th>parameters</th>"
-             "<th>state</th><th>task id</th><th>images</th></tr></thead><tbody>" + "".join(rows)
-             + "</tbody></table>")
+    header = "".join(f"<th style='{st};font-weight:600'>{name}</th>"
+                     for st, (name, _extra) in zip(styles, COLUMNS, strict=True))
+    table = ("<table class='imagen4-history' style='border-collapse:collapse;table-layout:auto;font-size:12px;"
+             f"width:100%;margin-top:4px'><thead><tr>{header}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
     return {"text/plain": head + "\n" + "\n".join(lines),
-            "text/html": f"<div class='imagen4-history-wrap'><div>{esc(head)}</div>{table}</div>"}
+            "text/html": f"<div class='imagen4-history-wrap' style='color:{FG};max-width:100%;overflow-x:auto'>"
+                         f"<div>{esc(head)}</div>{table}</div>"}
 
 
 def record_bundle(record: "TaskRecord") -> dict[str, str]:

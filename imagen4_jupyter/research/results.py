@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..api import errors as E
-from ..api.cards import esc, shorten, thumb_html
+from ..api.cards import BLUE, FG, GREEN, RED, esc, shorten, thumb_html
 from ..api.job import Job
 from ..api.models import short_name
 from ..api.request import GenerationRequest
@@ -241,8 +241,14 @@ class BatchResult:
         return pd.DataFrame.from_records(records, columns=columns).set_index("index")
 
     def _repr_html_(self, max_rows: int = 200) -> str:
-        head = ("<tr>" + "".join(f"<th style='text-align:left'>{h}</th>" for h in
-                                 ("#", "prompt", "parameters", "state", "task id", "images", "error")) + "</tr>")
+        # theme colours (JupyterLab's variables), text left-aligned, the prompt widest, the task id monospace;
+        # a state's colour marks a dot before its word, never the text (readable in light and dark themes)
+        cell = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
+                "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
+        widths = {"prompt": "min-width:14em;width:40%", "parameters": "min-width:8em", "task id": "min-width:7em"}
+        names = ("#", "prompt", "parameters", "state", "task id", "images", "error")
+        head = ("<tr>" + "".join(f"<th style='{cell};font-weight:600;{widths.get(h, '')}'>{h}</th>" for h in names)
+                + "</tr>")
         body = []
         for item in self.items[:max_rows]:
             req = item.request
@@ -253,14 +259,19 @@ class BatchResult:
                 params.append("neg: " + shorten(req.negative_prompt, 30))
             thumbs = "".join(thumb_html(im.path, 64) for im in item.images[:4])
             state = item.status + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
-            colour = {"success": "#15803d", "fail": "#b91c1c", "error": "#b91c1c",
-                      "lost-unknown": "#b45309", "not-submitted": "#b91c1c"}.get(item.state, "#2563eb")
+            colour = {"success": GREEN, "fail": RED, "error": RED, "lost-unknown": "var(--jp-warn-color1,#ef6c00)",
+                      "not-submitted": RED}.get(item.state, BLUE)
+            dot = (f"<span style='display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:5px;"
+                   f"background:{colour}'></span>")
             body.append(
-                f"<tr><td>{item.index}</td><td title='{esc(req.prompt)}'>{esc(shorten(req.prompt, 80))}</td>"
-                f"<td>{esc(' · '.join(params))}</td><td style='color:{colour}'>{esc(state)}</td>"
-                f"<td><code>{esc(item.task_id or '')}</code></td><td>{thumbs}</td>"
-                f"<td>{esc(_error_text(item.error) or item.note or '')}</td></tr>")
+                f"<tr><td style='{cell}'>{item.index}</td><td style='{cell}' title='{esc(req.prompt)}'>"
+                f"{esc(shorten(req.prompt, 80))}</td><td style='{cell}'>{esc(' · '.join(params))}</td>"
+                f"<td style='{cell};white-space:nowrap'>{dot}{esc(state)}</td><td style='{cell}'>"
+                f"<code style='font-size:11px;word-break:break-all;color:inherit'>{esc(item.task_id or '')}</code>"
+                f"</td><td style='{cell}'>{thumbs}</td>"
+                f"<td style='{cell}'>{esc(_error_text(item.error) or item.note or '')}</td></tr>")
         more = "" if len(self.items) <= max_rows else (
-            f"<tr><td colspan=7>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
-        return (f"<div><b>imagen4 batch</b>: {esc(self.summary())}"
-                f"<table style='font-size:12px'>{head}{''.join(body)}{more}</table></div>")
+            f"<tr><td colspan=7 style='{cell}'>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
+        return (f"<div style='color:{FG};max-width:100%;overflow-x:auto'><b>imagen4 batch</b>: {esc(self.summary())}"
+                "<table style='font-size:12px;border-collapse:collapse;table-layout:auto;width:100%'>"
+                f"{head}{''.join(body)}{more}</table></div>")

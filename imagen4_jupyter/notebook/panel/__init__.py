@@ -4,7 +4,8 @@ A few small widgets composed: the controls (`controls.py`) build a `GenerationRe
 to `Session.submit` on the client's poller workers (the kernel stays free); a listener on the session feeds
 the task list (`tasks.py`) and the gallery (`gallery.py`); the history tab (`history_tab.py`) shows the
 `%imagen4 history` table; "Insert as code" (`insert.py`) writes the equivalent `%%imagen4` cell below the
-panel's cell. No threads of its own, and no protocol or history logic here.
+panel's cell; without an API key a banner (`keybanner.py`) turns Generate off and offers `%imagen4 key` or the
+simulator. No threads of its own, and no protocol or history logic here.
 """
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ from .controls import Controls
 from .gallery import Gallery
 from .history_tab import HistoryTab
 from .insert import InsertAsCode, cell_code, code_problem
+from .keybanner import KEY_CELL, KeyBanner
 from .style import style_html
 from .tasks import TaskList, expected_generation
 
 __all__ = ["Panel", "cell_code", "code_problem"]
 
 HISTORY_TAB = 1
+DEBOUNCE = 1.0  # seconds: a second click on Generate this soon, with the controls unchanged, is a double click
 
 
 class Panel(W.VBox):
@@ -40,33 +43,40 @@ class Panel(W.VBox):
 
     `Panel()` uses the kernel's session; `Panel(session=...)` another one (tests).
     Seeds: an empty seed box means a new random seed is chosen and sent with each Generate (so every task
-    can be reproduced and "Insert as code" gives a cell that shows the same images); "random" fills the box;
-    "keep" keeps the box's seed for the next Generate, otherwise the box is emptied after each Generate.
+    can be reproduced and "Insert as code" gives a cell that shows the same images); a seed typed in the box
+    (or filled by "random") stays for every Generate until the user changes it. A double click on Generate
+    (a second click within `DEBOUNCE` seconds, the controls unchanged) sends one task.
     """
 
-    def __init__(self, session: Session | None = None, *, thumb_size: int = 160, history_limit: int = 20):
+    def __init__(self, session: Session | None = None, *, thumb_size: int = 200, history_limit: int = 20):
         self.session = session or get_session()
         self.submissions: list[dict] = []  # every Generate of this panel, oldest first
         self._closed = False
         self._lock = threading.Lock()
         self._submitting: set[int] = set()  # threads inside session.submit for this panel (its listener calls
         # come from there, so a job is known to be the panel's from its first row)
+        self._last_click: tuple[float, tuple] | None = None  # when Generate last sent, and the controls then
         self.controls = Controls()
-        self.tasks = TaskList(self._later, lambda job: expected_generation(self.session.client.schedule, job))
+        self.tasks = TaskList(self._later, lambda job: expected_generation(self.session.client.schedule, job),
+                              simulated=self.session.is_simulated)
         self.gallery = Gallery(thumb_size)
         self.history_tab = HistoryTab(self.session, self._later, limit=history_limit)
-        self.inserter = InsertAsCode()
+        self.inserter = InsertAsCode(self._later)
+        self.banner = KeyBanner(self.session, lambda: self.inserter.insert_text(KEY_CELL, ""),
+                                self._start_simulator)
+        self.banner.on_change = self.check_key
         self.tabs = W.Tab(children=[self.gallery, self.history_tab], titles=("Gallery", "History"))
         self.tabs.add_class("imagen4-tabs")
         style = W.HTML(style_html(), layout=W.Layout(display="none"))
-        super().__init__([style, self.controls, self.inserter, self.tasks, self.tabs], layout=W.Layout(width="100%"))
+        super().__init__([style, self.banner, self.controls, self.inserter, self.tasks, self.tabs],
+                         layout=W.Layout(width="100%"))
         self.add_class("imagen4-panel")
         # the controls' widgets, as attributes of the panel (scripts and tests set their values)
         c = self.controls
         self.prompt, self.negative, self.ratio, self.num, self.seed = c.prompt, c.negative, c.ratio, c.num, c.seed
-        self.keep, self.generate, self.insert, self.reason = c.keep, c.generate, c.insert, c.reason
+        self.model, self.generate, self.insert, self.reason = c.model, c.generate, c.insert, c.reason
 
-        self.generate.on_click(lambda _b: self.submit())
+        self.generate.on_click(lambda _b: self.click_generate())
         self.insert.on_click(lambda _b: self.insert_code())
         self.gallery.reuse.on_click(lambda _b: self.gallery.selected and self.reuse_settings(
             self.gallery.selected[0].request))
@@ -75,6 +85,8 @@ class Panel(W.VBox):
         self.history_tab.show.on_click(lambda _b: self._show_picked())
         self.tabs.observe(self._on_tab, names="selected_index")
         self.session.subscribe(self._on_job)
+        self.prompt.observe(lambda _change: self.controls.blocked and self.check_key(), names="value")
+        self.check_key()
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run `fn` after `delay` seconds on the client's poller workers (the panel has no threads)."""
@@ -128,7 +140,38 @@ class Panel(W.VBox):
         """Fill the controls from a request (or a history request dict)."""
         self.controls.fill(request)
 
+    # == the key ===================================================================================
+    def check_key(self) -> str:
+        """Show the missing-key banner (and turn Generate off, saying why) while the session has no key."""
+        self.controls.blocked = self.banner.check()
+        self.controls.validate()
+        return self.controls.blocked
+
+    def _start_simulator(self) -> str:
+        """`%imagen4 simulator` for this panel's session; what it said."""
+        from ..service import simulator_command
+
+        said: list[str] = []
+        simulator_command(self.session, lambda text, kind="info": said.append(text), stop=False)
+        return said[-1] if said else ""
+
     # == submitting ================================================================================
+    def click_generate(self) -> dict | None:
+        """What a click on Generate does: `submit()`, unless it is the second click of a double click (within
+        `DEBOUNCE` seconds of the last one that sent, the controls unchanged); None then."""
+        if self.check_key():
+            return None
+        now, state = time.monotonic(), self.controls.state()
+        with self._lock:
+            last = self._last_click
+            if last is not None and now - last[0] < DEBOUNCE and last[1] == state:
+                return None
+        record = self.submit()
+        if record is not None:
+            with self._lock:
+                self._last_click = (now, state)
+        return record
+
     def submit(self, *, wait: bool = False) -> dict | None:
         """What Generate does: validate, pick a seed if none, send on the poller's workers (the kernel stays free).
 

@@ -1,7 +1,9 @@
-"""The panel's controls: prompt, negative prompt, aspect ratio, number of images, seed, Generate, Insert as code.
+"""The panel's controls: prompt, negative prompt, model, aspect ratio, number of images, seed, Generate, Insert
+as code.
 
 They describe a `GenerationRequest` (validated by `GenerationRequest.create`, whose errors say what to fix);
-what the buttons do is wired by the panel.
+what the buttons do is wired by the panel. Until the user has typed, the line beside Generate is a neutral hint,
+never an error.
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import ipywidgets as W
 
 from ...api.cards import esc
 from ...api.errors import InvalidRequestError
+from ...api.models import DEFAULT_MODEL, MODELS, short_name
 from ...api.request import ASPECT_RATIOS, MAX_IMAGES, MAX_PROMPT, GenerationRequest
 
 RATIO_NAMES = {"1:1": "square", "16:9": "wide", "9:16": "tall", "3:4": "portrait", "4:3": "landscape"}
 SEED_MAX = 2_147_483_647
 GENERATE_TIP = "Send a task; you can queue more while others run"
+START_HINT = "Describe the image you want, then Generate."
+MODEL_NAMES = tuple(m.short for m in MODELS.values())  # standard, fast, ultra
 
 
 def random_seed() -> str:
@@ -28,6 +33,9 @@ class Controls(W.VBox):
 
     def __init__(self) -> None:
         full = W.Layout(width="100%")
+        self.touched = False  # the user typed something or clicked Generate: from then on, reasons are errors
+        self.blocked = ""  # why Generate is off whatever the controls say (no API key), set by the panel
+        self.version = 0  # counts the changes of the controls (a click after a change is never a double click)
         self.prompt = W.Textarea(placeholder="Describe the image you want…", rows=3, layout=full)
         self.prompt.add_class("imagen4-prompt")
         self.prompt_count = W.HTML()
@@ -36,6 +44,11 @@ class Controls(W.VBox):
         self.negative.add_class("imagen4-negative")
         self.negative_count = W.HTML()
         self.negative_count.add_class("imagen4-count")
+        self.model = W.ToggleButtons(options=list(MODEL_NAMES), value=short_name(DEFAULT_MODEL),
+                                     tooltips=[f"{m.title}: {m.list_price} credits an image, up to {m.max_images} "
+                                               f"image{'s' if m.max_images > 1 else ''}" for m in MODELS.values()],
+                                     style={"button_width": "auto"})
+        self.model.add_class("imagen4-model")
         self.ratio = W.ToggleButtons(options=list(ASPECT_RATIOS), value="1:1",
                                      tooltips=[f"{r} {RATIO_NAMES[r]}" for r in ASPECT_RATIOS],
                                      style={"button_width": "auto"})
@@ -44,15 +57,15 @@ class Controls(W.VBox):
                                    tooltips=[f"{i} image{'s' if i > 1 else ''}" for i in range(1, MAX_IMAGES + 1)],
                                    style={"button_width": "32px"})
         self.num.add_class("imagen4-num")
-        self.seed = W.Text(placeholder="random each time", layout=W.Layout(width="150px"))
+        self.seed = W.Text(placeholder="random each time", layout=W.Layout(width="150px"),
+                           tooltip="A seed you type stays for every Generate until you change it; "
+                                   "empty: a new random seed each time")
         self.seed.add_class("imagen4-seed")
         self.random_seed = W.Button(description="random", tooltip="Fill in a new random seed",
                                     layout=W.Layout(width="auto"))
         self.random_seed.add_class("imagen4-random-seed")
-        self.keep = W.Checkbox(value=False, description="keep", indent=False, layout=W.Layout(width="auto"),
-                               tooltip="Keep this seed for the next Generate (otherwise a new one each time)")
-        self.keep.add_class("imagen4-keep")
-        self.generate = W.Button(description="Generate", button_style="primary", icon="play", tooltip=GENERATE_TIP)
+        self.generate = W.Button(description="Generate", button_style="primary", icon="play", tooltip=GENERATE_TIP,
+                                 layout=W.Layout(width="auto"))
         self.generate.add_class("imagen4-generate")
         self.insert = W.Button(description="Insert as code", icon="code", layout=W.Layout(width="auto"),
                                tooltip="Put the %%imagen4 cell for the selected image's task (or the latest "
@@ -61,19 +74,42 @@ class Controls(W.VBox):
         self.reason = W.HTML()
         self.reason.add_class("imagen4-reason")
 
-        seed_row = W.HBox([W.Label("Seed"), self.seed, self.random_seed, self.keep],
-                          layout=W.Layout(align_items="center"))
-        options = W.HBox([self.ratio, self.num, seed_row], layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        def group(label: str, *widgets: W.Widget, css: str) -> W.HBox:
+            name = W.HTML(f"<span class='imagen4-label'>{esc(label)}</span>")
+            box = W.HBox([name, *widgets], layout=W.Layout(align_items="center"))
+            box.add_class("imagen4-group")
+            box.add_class(css)
+            return box
+
+        groups = [group("Model", self.model, css="imagen4-model-group"),
+                  group("Aspect ratio", self.ratio, css="imagen4-ratio-group"),
+                  group("Images", self.num, css="imagen4-num-group"),
+                  group("Seed", self.seed, self.random_seed, css="imagen4-seed-group")]
+        options = W.HBox(groups, layout=W.Layout(flex_flow="row wrap", align_items="center"))
         actions = W.HBox([self.generate, self.insert, self.reason],
                          layout=W.Layout(align_items="center", flex_flow="row wrap"))
-        for row in (seed_row, options, actions):
+        for row in (options, actions):
             row.add_class("imagen4-row")
         super().__init__([self.prompt, self.prompt_count, self.negative, self.negative_count, options, actions],
                          layout=W.Layout(width="100%"))
         self.add_class("imagen4-controls")
         for w in (self.prompt, self.negative, self.seed, self.ratio, self.num):
-            w.observe(lambda _change: self.validate(), names="value")
+            w.observe(self._typed, names="value")
+        self.model.observe(self._model_changed, names="value")
         self.random_seed.on_click(lambda _b: self.new_seed())
+        self.validate()
+
+    def _typed(self, change: dict) -> None:
+        self.version += 1
+        if change.get("new"):
+            self.touched = True
+        self.validate()
+
+    def _model_changed(self, change: dict) -> None:
+        self.version += 1
+        spec = next((m for m in MODELS.values() if m.short == change["new"]), None)
+        if spec is not None and int(self.num.value) > spec.max_images:
+            self.num.value = str(spec.max_images)  # ultra makes one image
         self.validate()
 
     def current_request(self, seed: str | None = None) -> GenerationRequest:
@@ -81,10 +117,18 @@ class Controls(W.VBox):
         # stripped like the magic strips a cell body, so "Insert as code" sends the very same request
         return GenerationRequest.create(self.prompt.value.strip(), negative_prompt=self.negative.value.strip() or None,
                                         aspect_ratio=self.ratio.value, num_images=int(self.num.value),
-                                        seed=seed if seed is not None else (self.seed.value.strip() or None))
+                                        seed=seed if seed is not None else (self.seed.value.strip() or None),
+                                        model=self.model.value)
+
+    def state(self) -> tuple:
+        """What the controls say now, and how often they changed (a click with the same state soon after another
+        is a double click; any change in between, even one undone, makes it a new click)."""
+        return (self.version, self.prompt.value, self.negative.value, self.model.value, self.ratio.value,
+                self.num.value, self.seed.value)
 
     def validate(self) -> GenerationRequest | None:
-        """Update the counts; enable Generate with a valid request, else disable it and say why."""
+        """Update the counts; enable Generate with a valid request, else disable it and say why (a neutral hint
+        before the user typed anything)."""
         _count(self.prompt_count, len(self.prompt.value))
         _count(self.negative_count, len(self.negative.value))
         try:
@@ -92,7 +136,15 @@ class Controls(W.VBox):
         except InvalidRequestError as err:
             self.generate.disabled = True
             self.generate.tooltip = str(err)
-            self.reason.value = esc(err)
+            if self.touched:
+                self.reason.value = f"<span class='imagen4-error'>{esc(err)}</span>"
+            else:
+                self.reason.value = f"<span class='imagen4-hint'>{esc(START_HINT)}</span>"
+            return None
+        if self.blocked:
+            self.generate.disabled = True
+            self.generate.tooltip = self.blocked
+            self.reason.value = f"<span class='imagen4-hint'>{esc(self.blocked)}</span>"
             return None
         self.generate.disabled = False
         self.generate.tooltip = GENERATE_TIP
@@ -100,18 +152,18 @@ class Controls(W.VBox):
         return request
 
     def take_request(self) -> GenerationRequest | None:
-        """The request to send now: the box's seed, or a new random one when it is empty (so every task can be
-        reproduced); the box keeps the seed with "keep", else it is emptied. None (and the reason shown) if
-        the controls are not valid."""
+        """The request to send now: the box's seed (it stays there until the user changes it), or a new random
+        one when the box is empty (so every task can be reproduced; the box stays empty). None (and the reason
+        shown) if the controls are not valid."""
+        self.touched = True
         if self.validate() is None:
             return None
         seed = self.seed.value.strip() or random_seed()
         try:
             request = self.current_request(seed=seed)
         except InvalidRequestError as err:
-            self.reason.value = esc(err)
+            self.reason.value = f"<span class='imagen4-error'>{esc(err)}</span>"
             return None
-        self.seed.value = seed if self.keep.value else ""
         return request
 
     def new_seed(self) -> str:
@@ -126,6 +178,7 @@ class Controls(W.VBox):
         data = request.to_dict() if isinstance(request, GenerationRequest) else dict(request)
         self.prompt.value = data.get("prompt") or ""
         self.negative.value = data.get("negative_prompt") or ""
+        self.model.value = MODELS.get(data.get("model") or DEFAULT_MODEL, MODELS[DEFAULT_MODEL]).short
         if data.get("aspect_ratio") in ASPECT_RATIOS:
             self.ratio.value = data["aspect_ratio"]
         if str(data.get("num_images")) in self.num.options:

@@ -1,7 +1,8 @@
 """The panel's gallery: thumbnails of finished images (newest first) and a larger view of one, with Save as.
 
-Thumbnails come from the image store's one cache (`api.store.thumbnail`, small files beside the images); the
-larger view is a bounded preview of the one image shown.
+Thumbnails come from the image store's one cache (`api.store.thumbnail`, small files beside the images) and fill
+square tiles (cropped, never letterboxed); the caption names the ratio, the seed and the image's place in its task
+("16:9 · seed 11 · 1/2"). The larger view is a bounded preview of the one image shown; its tile is marked.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import ipywidgets as W
 
 from ...api.cards import esc
 from ...api.job import Job
+from ...api.models import DEFAULT_MODEL, short_name
 from ...api.store import StoredImage, preview, thumbnail
 
 MAX_GALLERY = 48  # newest images kept in the grid
 VIEW_SIDE = 768  # longer side of the larger view, in pixels
+COVER = 1.8  # thumbnails are made this much larger than the tile, so a 16:9 image still fills a square one
 EMPTY_NOTE = "<i>Images appear here as tasks finish. Click one for a larger view.</i>"
 
 
@@ -30,7 +33,7 @@ class Gallery(W.VBox):
     """`add(job)` puts a finished job's images first; `select((job, image))` opens the larger view. The
     view's Reuse and Copy seed buttons are wired by the panel (they act on the controls and the browser)."""
 
-    def __init__(self, thumb_size: int = 160) -> None:
+    def __init__(self, thumb_size: int = 200) -> None:
         self.thumb_size = thumb_size
         self.items: list[tuple[Job, StoredImage]] = []  # newest first
         self.selected: tuple[Job, StoredImage] | None = None
@@ -43,23 +46,27 @@ class Gallery(W.VBox):
         self.big = W.Image(format="png", layout=W.Layout(max_width="100%", max_height="420px",
                                                           object_fit="contain", align_self="flex-start"))
         self.big.add_class("imagen4-big")
-        self.big_info = W.HTML()
+        self.big_info = W.HTML(layout=W.Layout(width="100%", min_width="0"))
         self.big_info.add_class("imagen4-big-info")
         self.reuse = _button("Reuse these settings", "imagen4-reuse", "undo")
         self.copy_seed = _button("Copy seed", "imagen4-copy-seed", "copy")
         self.seed_copy = W.Text(layout=W.Layout(width="150px"), placeholder="no seed")
         self.seed_copy.add_class("imagen4-seed-copy")
-        self.save_path = W.Text(layout=W.Layout(width="320px"), placeholder="file path")
+        self.save_path = W.Text(layout=W.Layout(flex="1 1 360px", min_width="200px", max_width="640px"),
+                                placeholder="file path (relative to the kernel's working folder)")
         self.save_path.add_class("imagen4-save-path")
         self.save = _button("Save as", "imagen4-save", "save")
         self.close_view = _button("Close", "imagen4-close-view")
         self.view_status = W.HTML()
         self.view_status.add_class("imagen4-view-status")
-        self.viewer = W.VBox([
-            self.big, self.big_info,
-            W.HBox([self.reuse, self.copy_seed, self.seed_copy, self.close_view]),
-            W.HBox([self.save_path, self.save]), self.view_status,
-        ], layout=W.Layout(display="none", border="1px solid var(--jp-border-color2, #ddd)", padding="6px"))
+        wrap = {"flex_flow": "row wrap", "align_items": "center"}
+        rows = [W.HBox([self.reuse, self.copy_seed, self.seed_copy, self.close_view], layout=W.Layout(**wrap)),
+                W.HBox([self.save_path, self.save], layout=W.Layout(width="100%", **wrap))]
+        for row in rows:
+            row.add_class("imagen4-row")
+        self.viewer = W.VBox([self.big, self.big_info, *rows, self.view_status],
+                             layout=W.Layout(display="none", border="1px solid var(--jp-border-color2, #ddd)",
+                                             padding="6px"))
         self.viewer.add_class("imagen4-viewer")
         super().__init__([self.viewer, self.note, self.grid])
         self.save.on_click(lambda _b: self.save_selected())
@@ -80,31 +87,45 @@ class Gallery(W.VBox):
             for key in [k for k in self._cards if k not in keys]:
                 self._cards.pop(key).close()
             self.grid.children = tuple(self._cards[k] for k in keys)
-            self.note.value = f"<i>{len(keys)} image(s), newest first. Click one for a larger view.</i>"
+            n = len(keys)
+            self.note.value = f"<i>{n} image{'' if n == 1 else 's'}, newest first. Click one for a larger view.</i>"
 
     def _card(self, job: Job, image: StoredImage) -> W.Widget:
         try:
-            data, mime = thumbnail(image.path, self.thumb_size)
+            data, mime = thumbnail(image.path, round(self.thumb_size * COVER))
         except Exception:  # file gone or unreadable: still show the card
             data, mime = b"", "image/png"
+        text = caption(job, image)
+        prompt = job.request.prompt if job.request else ""
+        tip = f"{text}: {prompt[:300]}" if prompt else text
+        side = f"{self.thumb_size}px"
         img = W.Image(value=data, format=mime.split("/")[-1],
-                      layout=W.Layout(width=f"{self.thumb_size}px", height=f"{self.thumb_size}px"))
+                      layout=W.Layout(width="100%", height=side, object_fit="cover"))
         img.add_class("imagen4-thumb")
-        zoom = W.Button(tooltip="Larger view")
+        zoom = W.Button(tooltip=f"Larger view of image {image.index + 1}")  # user text only in escaped HTML
         zoom.add_class("imagen4-zoom")
         zoom.on_click(lambda _b, j=job, im=image: self.select((j, im)))
-        req = job.request
-        caption = W.HTML(f"{esc(req.aspect_ratio)} · seed {esc(req.seed) if req.seed else '—'}" if req else "")
-        caption.add_class("imagen4-caption")
-        box = W.Box([img, zoom])
+        label = W.HTML(f"<span title='{esc(tip)}'>{esc(text)}</span>")
+        label.add_class("imagen4-caption")
+        box = W.Box([img, zoom], layout=W.Layout(width="100%", height=side))
         box.add_class("imagen4-thumb-box")
-        card = W.VBox([box, caption])
-        card.add_class("imagen4-card")
+        card = W.VBox([box, label], layout=W.Layout(min_width="0"))
+        card.add_class("imagen4-tile")
         return card
+
+    def _mark_selected(self) -> None:
+        key = f"{self.selected[0].task_id}:{self.selected[1].sha256}" if self.selected else None
+        for k, card in self._cards.items():
+            if k == key:
+                card.add_class("imagen4-selected")
+            else:
+                card.remove_class("imagen4-selected")
 
     def select(self, item: tuple[Job, StoredImage] | None) -> None:
         """Show one image in the larger view (None closes it)."""
         self.selected = item
+        with self._lock:
+            self._mark_selected()
         if item is None:
             self.viewer.layout.display = "none"
             return
@@ -119,14 +140,18 @@ class Gallery(W.VBox):
         self.big.format = mime.split("/")[-1]
         self.big.value = data
         req = job.request
+        count = len(job.images) or 1
+        model = f"{short_name(req.model)} · " if req and req.model != DEFAULT_MODEL else ""
+        prompt = req.prompt if req else ""
         self.big_info.value = (
-            f"<code>{esc(job.task_id)}</code> · image {image.index + 1} · {image.width}×{image.height} · "
-            f"{esc(req.aspect_ratio) if req else ''} · seed <b>{esc(req.seed) if req and req.seed else '—'}</b>"
-            f"<br/><span class='imagen4-prompt-text'>{esc(req.prompt[:300]) if req else ''}</span>"
-            f"<br/><small>{esc(image.path)}</small>")
+            f"<code>{esc(job.task_id)}</code> · image {image.index + 1}/{count} · {image.width}×{image.height} · "
+            f"{model}{esc(req.aspect_ratio) if req else ''} · seed "
+            f"<b>{esc(req.seed) if req and req.seed else '—'}</b>"
+            f"<span class='imagen4-line' title='{esc(prompt[:2000])}'>{esc(prompt[:300])}</span>"
+            f"<span class='imagen4-line imagen4-path' title='{esc(image.path)}'>{esc(image.path)}</span>")
         self.seed_copy.value = req.seed if req and req.seed else ""
         suffix = Path(image.path).suffix or ".png"
-        self.save_path.value = str(Path.cwd() / f"imagen4-{job.task_id}-{image.index + 1}{suffix}")
+        self.save_path.value = f"imagen4-{job.task_id}-{image.index + 1}{suffix}"  # in the working folder
         self.viewer.layout.display = "flex"
 
     def save_selected(self, path: str | None = None) -> Path | None:
@@ -155,3 +180,15 @@ class Gallery(W.VBox):
                 card.close()
             self._cards.clear()
         super().close()
+
+
+def caption(job: Job, image: StoredImage) -> str:
+    """`16:9 · seed 11 · 1/2`: ratio, seed and the image's place among its task's images (`ultra · ` first for
+    another model than the standard one)."""
+    req = job.request
+    count = max(len(job.images), image.index + 1)
+    place = f"{image.index + 1}/{count}"
+    if req is None:
+        return place
+    model = f"{short_name(req.model)} · " if req.model != DEFAULT_MODEL else ""
+    return f"{model}{req.aspect_ratio} · seed {req.seed or '—'} · {place}"

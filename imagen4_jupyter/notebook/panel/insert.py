@@ -1,22 +1,27 @@
 """"Insert as code": the `%%imagen4` cell that sends a request, and the view that puts it below the panel's cell.
 
 The browser side is JavaScript kept in package data files (`insert.js`, `copy.js`), run through the trusted
-output of a hidden `Output` widget; it reports back through a hidden text box.
+output of a hidden `Output` widget; it reports back through a hidden text box. The "Inserted" notice and the code
+box fade away a few seconds after the cell is in (`later` schedules that on the client's poller).
 """
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 
 import ipywidgets as W
 
 from ...api.cards import esc
+from ...api.models import DEFAULT_MODEL, short_name
 from ...api.request import GenerationRequest
 
 __all__ = ["cell_code", "code_problem", "script", "InsertAsCode"]
+
+FADE_AFTER = 8.0  # seconds the "Inserted" notice and the code box stay after a cell was inserted
 
 
 def brace_escape(text: str) -> str:
@@ -31,6 +36,8 @@ def cell_code(request: GenerationRequest) -> str:
     flag token for IPython's argument splitter; `code_problem` says so and the code is shown anyway.
     """
     flags = ["-a", request.aspect_ratio, "-n", str(request.num_images)]
+    if request.model != DEFAULT_MODEL:
+        flags = ["-m", short_name(request.model), *flags]
     if request.seed is not None:
         flags += ["-s", brace_escape(request.seed)]
     body = brace_escape(request.prompt)
@@ -64,7 +71,8 @@ class InsertAsCode(W.VBox):
     """The status line and the code box (the fallback to copy by hand), with the hidden script output and
     report box the browser side talks through."""
 
-    def __init__(self) -> None:
+    def __init__(self, later: Callable[[float, Callable[[], None]], None] | None = None) -> None:
+        self.later = later
         self.code = W.Textarea(rows=3, layout=W.Layout(width="100%", display="none"))
         self.code.add_class("imagen4-code")
         self.status = W.HTML()
@@ -80,16 +88,25 @@ class InsertAsCode(W.VBox):
 
     def insert(self, request: GenerationRequest) -> str:
         """Show the cell's code and ask the browser to insert it below the panel's cell; returns the code."""
-        code = cell_code(request)
+        problem = code_problem(request)
+        return self.insert_text(cell_code(request), f"Note: {problem}." if problem else "")
+
+    def insert_text(self, code: str, note: str = "") -> str:
+        """Show `code` and ask the browser to insert it as a cell below the panel's cell; returns it."""
         self.code.value = code
         self.code.rows = min(12, code.count("\n") + 1)
         self.code.layout.display = "flex"
-        problem = code_problem(request)
-        self.note = f" <span class='imagen4-reason'>Note: {esc(problem)}.</span>" if problem else ""
+        self.note = f" <span class='imagen4-reason'>{esc(note)}</span>" if note else ""
         self.status.value = "Inserting the cell below… (if none appears, copy the code from the box)" + self.note
         self.token = uuid.uuid4().hex
         self.run(script("insert", self.token, code=code))
         return code
+
+    def fade(self, token: str | None) -> None:
+        """Clear the notice and hide the code box, unless another insert started since."""
+        if token is not None and token == self.token:
+            self.status.value = ""
+            self.code.layout.display = "none"
 
     def copy(self, text: str) -> None:
         """Copy `text` to the clipboard in the browser (and select the seed box, the fallback)."""
@@ -109,7 +126,12 @@ class InsertAsCode(W.VBox):
             return
         self.js_out.outputs = ()
         if message == "ok":
-            self.status.value = "Inserted the <code>%%imagen4</code> cell below. The code is also here:" + self.note
+            self.status.value = "Inserted the cell below. The code is also here:" + self.note
+            if self.later is not None:
+                try:
+                    self.later(FADE_AFTER, lambda t=token: self.fade(t))
+                except Exception:  # no client to time it: the notice stays
+                    pass
         else:
             self.status.value = (f"<span class='imagen4-reason'>Could not insert a cell "
                                  f"({esc(message.removeprefix('fail: '))}); copy the code from the box.</span>")

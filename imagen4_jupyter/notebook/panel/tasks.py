@@ -1,9 +1,12 @@
 """The panel's task list: one row per task (or per submission not yet a task), newest first.
 
-Rows are keyed by task id (a job reused from the history has its own row, `stored`). Each row is a few
-widgets: the state in words and the elapsed time, a `FloatProgress`, and what the task is. Rows change when
-the session says a job changed; while something runs, the elapsed times and bars are refreshed once a second
-by the client's poller timer (`later`), which stops when nothing runs.
+Items are keyed by task id (a job reused from the history is `stored:<id>`). A task id is listed once: a reuse
+of a task already listed shows on that task's row ("reused 2×, nothing sent"), which moves to the top; a reuse
+of an older task gets a row of its own marked "reused". Reuses are not counted as tasks. Each row is a few
+widgets on one line: the state in words and the elapsed time, a `FloatProgress`, and what the task is (the
+prompt ends in an ellipsis, whole on hover). Rows change when the session says a job changed; while something
+runs, the elapsed times and bars are refreshed once a second by the client's poller timer (`later`), which
+stops when nothing runs. "Clear" hides the ended rows.
 """
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ from typing import Any
 
 import ipywidgets as W
 
-from ...api.cards import esc
+from ...api.cards import esc, plural
 from ...api.errors import OutcomeUnknownError
 from ...api.job import Job
 
 STATE_WORDS = {"submitted": "sent", "waiting": "waiting", "queuing": "queued", "generating": "generating",
                "success": "done", "fail": "failed", "error": "error", "unsent": "not sent",
-               "unknown": "unknown", "sending": "sending"}
+               "unknown": "unknown", "sending": "sending", "reused": "reused"}
 ENDED = ("success", "fail", "error", "unsent", "unknown")
 MAX_ROWS = 30  # newest rows shown; older ones are dropped from the view (their jobs stay in `jobs`)
 TICK = 1.0  # seconds between refreshes of elapsed times and bars while something runs
@@ -49,6 +52,9 @@ def job_key(job: Job) -> str:
     return f"stored:{job.task_id}" if job.reused else job.task_id
 
 
+STORED = "stored:"
+
+
 class TaskRow(W.HBox):
     """The widgets of one row; `show(row)` puts a `TaskList.task_rows()` dict in them."""
 
@@ -57,35 +63,41 @@ class TaskRow(W.HBox):
         self.state_html.add_class("imagen4-task-state")
         self.bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="90px"))
         self.bar.add_class("imagen4-bar")
-        self.info = W.HTML()
+        self.info = W.HTML(layout=W.Layout(flex="1 1 0", min_width="0"))
         self.info.add_class("imagen4-task-info")
         self.state = ""
-        super().__init__([self.state_html, self.bar, self.info], layout=W.Layout(flex_flow="row wrap"))
+        super().__init__([self.state_html, self.bar, self.info],
+                         layout=W.Layout(flex_flow="row nowrap", align_items="center", width="100%"))
         self.add_class("imagen4-task")
 
     def show(self, row: dict) -> None:
-        state = row["state"] if row["state"] in STATE_WORDS else "other"  # a DOM class: known words only
-        if state != self.state:
+        state = "reused" if row["reused"] else row["state"] if row["state"] in STATE_WORDS else "other"
+        if state != self.state:  # a DOM class: known words only
             if self.state:
                 self.remove_class(f"imagen4-s-{self.state}")
             self.add_class(f"imagen4-s-{state}")
             self.state = state
-        word = "stored" if row["reused"] else STATE_WORDS.get(row["state"], row["state"])
+        word = STATE_WORDS.get(state, row["state"])
         elapsed = "" if row["reused"] else f"{row['elapsed']:.1f} s"
         self.state_html.value = (f"<span class='imagen4-badge'>{esc(word)}</span>"
                                  f"<span class='imagen4-elapsed'>{elapsed}</span>")
         self.bar.value = row["progress"]
         self.bar.tooltip = f"{int(row['progress'] * 100)}%"
         self.bar.bar_style = ("danger" if state in ("fail", "error", "unsent", "unknown")
-                              else "success" if state == "success" else "")
+                              else "success" if state in ("success", "reused") else "")
         extra = ""
         if row["reused"]:
-            extra = "<span>reused from history, nothing sent</span>"
-        if row["error"]:
-            extra = f"<span class='imagen4-err'>{esc(row['error'])}</span>"
+            extra = "<span class='imagen4-note'>from the history, nothing sent</span>"
+        elif row.get("reuses"):
+            extra = (f"<span class='imagen4-note' title='reused {row['reuses']}× from the history, nothing sent'>"
+                     f"reused {row['reuses']}×</span>")
+        if row.get("simulated"):
+            extra += "<span class='imagen4-note'>simulated</span>"
+        error = f"<span class='imagen4-err'>{esc(row['error'])}</span>" if row["error"] else ""
         tid = f"<code>{esc(row['task_id'])}</code>" if row["task_id"] else ""
-        self.info.value = (f"<span class='imagen4-origin'>{esc(row['origin'])}</span>{tid}"
-                           f"<span class='imagen4-prompt-text'>{esc(row['prompt'][:140])}</span>{extra}")
+        self.info.value = (f"<div class='imagen4-task-line'><span class='imagen4-origin'>{esc(row['origin'])}</span>"
+                           f"{tid}{extra}<span class='imagen4-prompt-text' title='{esc(row['prompt'][:2000])}'>"
+                           f"{esc(row['prompt'][:300])}</span></div>{error}")
 
 
 class TaskList(W.VBox):
@@ -95,11 +107,19 @@ class TaskList(W.VBox):
     `expected(job)` is how long a job's generation is expected to take.
     """
 
-    def __init__(self, later: Callable[[float, Callable[[], None]], None], expected: Callable[[Job], float]):
+    def __init__(self, later: Callable[[float, Callable[[], None]], None], expected: Callable[[Job], float],
+                 simulated: Callable[[str], bool] | None = None):
         self.later = later
         self.expected = expected
+        self.simulated = simulated or (lambda _task_id: False)
         self.head = W.HTML()
         self.head.add_class("imagen4-tasks-head")
+        self.clear_button = W.Button(description="Clear", icon="trash", layout=W.Layout(width="auto", display="none"),
+                                     tooltip="Hide the ended tasks from this list (they stay in the history)")
+        self.clear_button.add_class("imagen4-tasks-clear")
+        self.clear_button.on_click(lambda _b: self.clear())
+        self.hidden: set[str] = set()  # keys cleared from the view
+        self.reuses: dict[str, int] = {}  # task id -> how often the panel saw it reused from the history
         self.list = W.VBox()
         self.items: dict[str, Job | dict] = {}  # key -> job, or submission record without a task; oldest first
         self.mine: set[str] = set()  # keys of the jobs sent from this panel
@@ -109,7 +129,9 @@ class TaskList(W.VBox):
         self._generating: dict[str, float] = {}  # key -> when the row first saw `generating`
         self._lock = threading.RLock()
         self._count = 0
-        super().__init__([self.head, self.list], layout=W.Layout(width="100%"))
+        top = W.HBox([self.head, self.clear_button], layout=W.Layout(align_items="center"))
+        top.add_class("imagen4-row")
+        super().__init__([top, self.list], layout=W.Layout(width="100%"))
         self.add_class("imagen4-tasks")
 
     @property
@@ -128,6 +150,9 @@ class TaskList(W.VBox):
             if known is not job:
                 self.items.pop(key, None)
                 self.items[key] = job
+                self.hidden.discard(key)
+                if job.reused:
+                    self.reuses[job.task_id] = self.reuses.get(job.task_id, 0) + 1
             if mine:
                 self.mine.add(key)
             if job.status == "generating":
@@ -135,6 +160,8 @@ class TaskList(W.VBox):
             if known is not job:
                 self._draw()
             self._update(key)
+            if job.reused:
+                self._update(job.task_id)  # the listed task's row says it was reused
             self._head()
         self._tick_soon()
         return known is not job
@@ -167,9 +194,32 @@ class TaskList(W.VBox):
 
     # -- what the list shows --------------------------------------------------------------------
     def task_rows(self) -> list[dict]:
-        """What the list shows, newest first: one dict per task or submission."""
+        """What the list shows, newest first: one dict per task or submission (a task id once)."""
         with self._lock:
-            return [self._row(k, v) for k, v in reversed(list(self.items.items()))]
+            return [self._row(k, self.items[k]) for k in self._shown_keys()]
+
+    def _shown_keys(self, limit: int | None = None) -> list[str]:
+        """The keys of the rows, newest activity first: a reuse of a listed task moves that task's row up
+        instead of adding one (lock held)."""
+        order: dict[str, int] = {}
+        for pos, key in enumerate(self.items):
+            if key in self.hidden:
+                continue
+            base = key.removeprefix(STORED)
+            target = base if key.startswith(STORED) and base in self.items and base not in self.hidden else key
+            order.pop(target, None)
+            order[target] = pos
+        keys = list(order)[::-1]
+        return keys[:limit] if limit else keys
+
+    def clear(self) -> None:
+        """Hide every ended row (running ones stay); the jobs stay known (`jobs`) and in the history."""
+        with self._lock:
+            for key, item in self.items.items():
+                if self._ended(key, item):
+                    self.hidden.add(key)
+            self._draw()
+            self._head()
 
     def _row(self, key: str, item: Job | dict) -> dict:
         if isinstance(item, dict):
@@ -185,13 +235,27 @@ class TaskList(W.VBox):
         generating_for = time.monotonic() - since if since is not None else None
         fill = progress(item.status, item.finished, generating_for,
                         self.expected(item) if generating_for is not None else DEFAULT_GENERATION)
+        reuses = 0 if item.reused else self.reuses.get(key, 0)
         return {"task_id": item.task_id, "state": item.status, "elapsed": item.elapsed, "progress": fill,
                 "prompt": item.request.prompt if item.request else "",
                 "error": str(item.error) if item.error is not None else "",
-                "origin": "panel" if key in self.mine else "cell", "reused": item.reused}
+                "origin": "panel" if key in self.mine else "cell", "reused": item.reused, "reuses": reuses,
+                "simulated": self._is_simulated(item.task_id)}
+
+    def _is_simulated(self, task_id: str) -> bool:
+        try:
+            return bool(self.simulated(task_id))
+        except Exception:  # an unreadable history must not break the list
+            return False
+
+    def _ended(self, key: str, item: Job | dict) -> bool:
+        if isinstance(item, dict):
+            return item["error"] is not None
+        return item.finished or item.reused
 
     def running(self) -> int:
-        return sum(1 for r in self.task_rows() if r["state"] not in ENDED)
+        with self._lock:
+            return sum(1 for k, v in self.items.items() if not self._ended(k, v))
 
     def refresh(self) -> None:
         """Redraw every shown row (elapsed times, bars) and the heading."""
@@ -207,7 +271,7 @@ class TaskList(W.VBox):
 
     def _draw(self) -> None:
         """Make the shown rows the newest MAX_ROWS items (lock held)."""
-        keys = list(self.items)[-MAX_ROWS:][::-1]
+        keys = self._shown_keys(MAX_ROWS)
         for key in [k for k in self._rows if k not in keys]:
             self._rows.pop(key).close()
         children = []
@@ -225,11 +289,19 @@ class TaskList(W.VBox):
             row.show(self._row(key, item))
 
     def _head(self) -> None:
+        shown = self._shown_keys()
+        self.clear_button.layout.display = "flex" if any(self._ended(k, self.items[k]) for k in shown) else "none"
         if not self.items:
             self.head.value = ""
             return
-        self.head.value = (f"<div class='imagen4-tasks-head'><b>Tasks</b> · {self.running()} running · "
-                           f"{len(self.items)} in all</div>")
+        tasks = sum(1 for k in self.items if not k.startswith(STORED))
+        reused = len(self.items) - tasks
+        parts = [f"{self.running()} running", plural(tasks, "task")]
+        if reused:
+            parts.append(f"{plural(reused, 'result')} reused from the history")
+        if self.hidden:
+            parts.append(f"{len(self.hidden)} cleared")
+        self.head.value = f"<div class='imagen4-tasks-head'><b>Tasks</b> · {' · '.join(parts)}</div>"
 
     # -- the once-a-second refresh --------------------------------------------------------------
     def _tick_soon(self) -> None:
