@@ -291,8 +291,9 @@ or shown; %imagen4 simulator tries everything without an account. %imagen4 info 
             return interpolate(value, ns) if isinstance(value, str) else value
 
         try:
-            ratio = interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio
-            fields = {"aspect_ratio": ratio or None,  # unset: the model's documented default
+            # -a as given (an explicit -a '' is an error); an unset trait: the model's documented default
+            ratio = interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio or None
+            fields = {"aspect_ratio": ratio,
                       "num_images": interp(args.num_images) if args.num_images is not None else self.num_images}
             model = model_spec(interp(args.model) if args.model is not None else self.model).name
             if model != DEFAULT_MODEL_NAME:  # the default model needs no field (older callers know none)
@@ -337,12 +338,15 @@ or shown; %imagen4 simulator tries everything without an account. %imagen4 info 
     def require_key(self) -> None:
         """Raise the one-line no-key error (every way to give one) unless the session's client has a key. In an
         interactive kernel the first cell that needs a key offers the masked prompt once (`%imagen4 key`)."""
-        if self.session.client.has_key:
-            return
-        if not self.key_offered and not self.headless():
-            self.key_offered = True
-            if ask_key() and self.session.client.has_key:
+        try:
+            if self.session.client.has_key:
                 return
+            if not self.key_offered and not self.headless():
+                self.key_offered = True
+                if ask_key() and self.session.client.has_key:
+                    return
+        except E.Imagen4Error as err:  # a bad base URL, say: one line, like every other failure of a cell
+            raise CellError(err) from err
         raise_no_key()
 
     def _credits_event(self, key: str) -> dict:
