@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import FAST_RETRY, KEY
 
-from imagen4_jupyter import Imagen4Client, PollSchedule
+from imagen4_jupyter import Imagen4Client, NotFoundError, PollSchedule
 from imagen4_jupyter.api import errors as E
 from imagen4_jupyter.api.job import Job
 
@@ -191,3 +191,16 @@ def test_the_poller_needs_only_the_poll_target_interface(sim, client):
     assert set(target.fetched) == {job.task_id} and target.downloaded == result.result_urls
     assert len(result.images) == 2 and all(im.path.parent == client.store.root for im in result.images)
     assert not client.poller.active  # the client's own poller never saw the job
+
+
+def test_one_html_404_page_on_a_status_check_does_not_end_a_paid_task(sim, client):
+    """A proxy's 404 page is not the service's word on the task: asked again, the task finishes (the soak found
+    this ending healthy tasks for good)."""
+    job = client.submit("a lighthouse")
+    sim.inject("recordInfo", times=1, html=True, http_status=404)
+    assert len(job.result(20).images) == 1
+    sim.inject("recordInfo", times=None, html=True, http_status=404)  # every answer: it fails, but not for good
+    stuck = client.submit("a harbour")
+    with pytest.raises(NotFoundError) as info:
+        stuck.result(20)
+    assert info.value.final is False and "APIKLEY_BASE_URL" in str(info.value)

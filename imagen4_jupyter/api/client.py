@@ -334,8 +334,10 @@ class Imagen4Client:
             if status == 401:
                 raise E.AuthenticationError(task_id=task_id)
             if status == 404:
+                # not the service's word on the task (a proxy's page, a wrong base URL): not final
                 raise E.NotFoundError(f"{where} got HTTP 404 with {what}: this is probably not the Apikley API. "
-                                      "Check APIKLEY_BASE_URL (and the task id).", task_id=task_id, code=404)
+                                      "Check APIKLEY_BASE_URL (and the task id).", task_id=task_id, code=404,
+                                      final=False)
             if status == 429:
                 raise E.RateLimitError(task_id=task_id, retry_after=retry_after)
             if not idempotent and status != 503:

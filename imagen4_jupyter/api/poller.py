@@ -279,7 +279,7 @@ class Poller:
         # 5xx, connection) is retried with backoff until the overall limit rather than a fixed count.
         # A garbled or redirected status answer (ProtocolError) may be a proxy's hiccup: a status check is
         # safe to repeat, so it is asked again a few times before the job fails with that error.
-        again = err.retryable or (action == "check" and isinstance(err, E.ProtocolError)
+        again = err.retryable or (action == "check" and isinstance(err, (E.ProtocolError, E.NotFoundError))
                                   and not err.final and count <= PROTOCOL_RETRIES)
         if again and err.code == 500:  # retried until the overall limit, but not for 500s forever
             kind = "download" if isinstance(err, E.DownloadError) else "check"  # a failed download re-checks first
