@@ -81,3 +81,12 @@ def test_standard_keys_are_the_ones_older_versions_wrote():
     expected = hashlib.sha256(json.dumps(old, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
     assert req.key() == expected
     assert GenerationRequest.from_dict(old) == req  # a record without `model` is a standard one
+
+
+def test_submit_and_generate_take_the_model(sim, client):
+    result = client.generate("a fox", model="ultra", seed=5, timeout=10)
+    assert sent_bodies(sim)[-1]["model"] == "google/imagen4-ultra" and "num_images" not in sent_bodies(sim)[-1]["input"]
+    assert result.request.model == "google/imagen4-ultra"
+    job = client.submit("a fox", model="fast")
+    assert sent_bodies(sim)[-1]["input"]["aspect_ratio"] == "16:9"
+    job.result(10)

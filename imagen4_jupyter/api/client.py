@@ -1,8 +1,6 @@
-"""HTTP client for Apikley's task API: envelope decoding, error mapping, retries, downloads.
-
-The body `code` decides the outcome (an HTTP 200 can carry 429). Status checks and downloads are
-retried; `createTask` is never resent once it may have reached the service (no idempotency key).
-"""
+"""HTTP client for Apikley's task API: envelope decoding, error mapping, retries. The body `code` decides the
+outcome (an HTTP 200 can carry 429). Status checks and downloads are retried; `createTask` is never resent once
+it may have reached the service (no idempotency key)."""
 from __future__ import annotations
 
 import ipaddress
@@ -196,12 +194,13 @@ class Imagen4Client:
             raise E.ProtocolError(f"The credit endpoint answered {data!r}, not a number.") from None
 
     # -- jobs ---------------------------------------------------------------------------------
-    def submit(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str = "1:1",
-               num_images: int | str = 1, seed: str | int | None = None,
-               callback_url: str | None = None) -> Job:
-        """Validate, create the task, and return a `Job` that the background poller follows."""
+    def submit(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str | None = None,
+               num_images: int | str = 1, seed: str | int | None = None, callback_url: str | None = None,
+               model: str | None = None) -> Job:
+        """Validate for the model (`standard`, `fast`, `ultra`; `aspect_ratio=None` is its own default), create
+        the task, and return a `Job` that the background poller follows."""
         req = GenerationRequest.create(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio,
-                                       num_images=num_images, seed=seed, callback_url=callback_url)
+                                       num_images=num_images, seed=seed, callback_url=callback_url, model=model)
         return self.submit_request(req)
 
     def submit_request(self, request: GenerationRequest, *, on_created: Callable[[Job], Any] | None = None,
@@ -235,13 +234,13 @@ class Imagen4Client:
         self.poller.track(job)
         return job
 
-    def generate(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str = "1:1",
+    def generate(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str | None = None,
                  num_images: int | str = 1, seed: str | int | None = None, callback_url: str | None = None,
-                 timeout: float | None = None) -> Result:
+                 model: str | None = None, timeout: float | None = None) -> Result:
         """Submit and wait: returns the Result with downloaded images, or raises. The keywords are `submit()`'s;
         `timeout` bounds the wait (an `Imagen4TimeoutError` then; the task keeps running on the service)."""
         job = self.submit(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, num_images=num_images,
-                          seed=seed, callback_url=callback_url)
+                          seed=seed, callback_url=callback_url, model=model)
         return job.result(timeout)
 
     def close(self) -> None:
@@ -249,7 +248,7 @@ class Imagen4Client:
         self.poller.stop()
         self._http.close()
 
-    def __enter__(self) -> "Imagen4Client":
+    def __enter__(self) -> Imagen4Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
