@@ -90,10 +90,11 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
                          f"style='{CARD_STYLE.format(colour=colour)}'>{body}</div>"}
 
 
-def reused_bundle(job: Any, submitted_at: float | None) -> dict[str, str]:
-    """One line: the images come from the history and no request was sent."""
+def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = None) -> dict[str, str]:
+    """One line: the images come from the history (`origin`: another notebook's) and no request was sent."""
     n = len(job.images)
-    text = (f"Reused {n} image{'s' if n != 1 else ''} of task {job.task_id} from {when(submitted_at)}; "
+    source = f"{origin} ({when(submitted_at)})" if origin else when(submitted_at)
+    text = (f"Reused {n} image{'s' if n != 1 else ''} of task {job.task_id} from {source}; "
             "no request sent (--force makes a new task).")
     return {"text/plain": "[imagen4] " + text,
             "text/html": f"<div class='imagen4-card imagen4-reused' data-task-id='{esc(job.task_id)}' "

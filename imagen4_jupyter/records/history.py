@@ -1,8 +1,9 @@
 """Per-notebook history: an append-only JSON Lines event log in `.imagen4/` beside the notebook.
 
 Events: `submitted` (written before polling starts), `state`, `succeeded`, `failed`, `outcome_unknown`,
-`credits`. Lines are appended under an exclusive lock in one write; the file is never rewritten.
-Reading is incremental (only new bytes are parsed) so lookups stay fast at 10,000 tasks.
+`credits`, `reused` (a task of another history of the folder). Lines are appended under an exclusive lock in
+one write; the file is never rewritten. Reading is incremental (only new bytes are parsed) so lookups stay
+fast at 10,000 tasks.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class TaskEntry:
     credits_before: float | None = None
     credits_after: float | None = None
     succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
+    origin: str | None = None  # reused from another history of the folder: that file's name (`reused`, folder.py)
 
     @property
     def finished(self) -> bool:
@@ -265,6 +267,11 @@ class History:
         entry = self.tasks.get(tid)
         if entry is None:
             entry = self.tasks[tid] = TaskEntry(task_id=tid)
+        if kind == "reused":  # a task of another history of the folder (records/folder.py): submitted and succeeded
+            self._apply({**ev, "event": "submitted", "time": ev.get("submitted_at")})
+            self._apply({**ev, "event": "succeeded", "time": ev.get("finished_at")})
+            entry.origin = ev["from"] if isinstance(ev.get("from"), str) else None
+            return
         if kind == "submitted":
             req = ev.get("request")
             if not isinstance(req, dict):

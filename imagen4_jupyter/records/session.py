@@ -18,6 +18,7 @@ from ..api.records import Result, TaskRecord
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.store import ImageStore
+from .folder import folder_histories, origin_label, record_reuse
 from .history import History, TaskEntry, find_notebook, history_path
 
 REUSE_POLICIES = ("seeded", "always", "never")
@@ -88,7 +89,7 @@ class Session:
         (its `submitted` event says `"simulated": true`)."""
         if self._simulated_ids is None:
             self._simulated_ids = {ev.get("task_id") for ev in self.history.iter_events()
-                                   if ev.get("event") == "submitted" and ev.get("simulated") is True}
+                                   if ev.get("event") in ("submitted", "reused") and ev.get("simulated") is True}
         return task_id in self._simulated_ids
 
     def _mark_simulated(self, job: Job) -> None:
@@ -169,7 +170,16 @@ class Session:
             return None
         entry = self.history.find_reusable(request)
         # simulated images never stand in for the real service's, nor the other way round
-        return entry if entry is None or self.is_simulated(entry.task_id) == self.simulated else None
+        if entry is not None and self.is_simulated(entry.task_id) == self.simulated:
+            return entry
+        # a duplicated notebook: the request may have succeeded in another history of the same folder
+        return folder_histories(self.history.folder).find_reusable(request, own=self.history.path,
+                                                                   simulated=self.simulated)
+
+    def reused_from(self, task_id: str) -> str | None:
+        """Where a task reused from another notebook's history came from ("quickstart.ipynb's history")."""
+        entry = self.history.get(task_id)
+        return origin_label(entry.origin) if entry is not None and entry.origin else None
 
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
                source: str = "api", cell: Any = None, extra: dict | None = None,
@@ -240,6 +250,10 @@ class Session:
     # -- history-backed jobs ------------------------------------------------------------------
     def job_from_history(self, entry: TaskEntry, *, reused: bool = False) -> Job:
         """A finished Job rebuilt from the history (no request sent)."""
+        if reused and entry.origin:  # from another notebook's history: recorded in this one too (once)
+            entry, simulated = record_reuse(self.history, entry)
+            if simulated and self._simulated_ids is not None:
+                self._simulated_ids.add(entry.task_id)
         job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time())
         job.reused = reused
         if entry.state == "success":
