@@ -29,7 +29,10 @@ def fast_kernel_env(tmp_path, monkeypatch):
     (ipdir / "profile_default" / "ipython_kernel_config.py").write_text(
         'c.InteractiveShellApp.exec_lines = ["%load_ext imagen4_jupyter", '
         '"%config Imagen4Magics.poll_interval = 0.05"]\n')
-    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.02), generation_time=(0.05, 0.1), image_scale=0.125) as sim:
+    # limits off: each notebook's kernel paces itself, but two kernels in a row share the simulator's windows, and
+    # the counts below are of tasks, not of 429 retries
+    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.02), generation_time=(0.05, 0.1), image_scale=0.125,
+                   enforce_limits=False) as sim:
         monkeypatch.setenv("IPYTHONDIR", str(ipdir))
         monkeypatch.setenv("APIKLEY_BASE_URL", sim.url)
         monkeypatch.setenv("APIKLEY_API_KEY", KEY)
