@@ -120,7 +120,8 @@ def test_the_keys_cache_follows_appends_and_replacements(tmp_path, monkeypatch):
     assert FolderHistories(folder).find_reusable(REQ.replace(seed="3"), own=own).task_id == "t3"
     cache = folder / "other.jsonl.keys"
     state = json.loads(cache.read_text())
-    assert state["offset"] == (folder / "other.jsonl").stat().st_size and len(state["done"]) == 30
+    assert state["offset"] == (folder / "other.jsonl").stat().st_size and len(state["keys"]) == 30 * 32
+    assert state["keys"] == "".join(sorted(REQ.replace(seed=str(i)).key() for i in range(30)))
 
     # a fresh process starts from the cache, and reads only what was appended since
     write_task(other, "t_late", REQ.replace(seed="late"))
@@ -128,6 +129,14 @@ def test_the_keys_cache_follows_appends_and_replacements(tmp_path, monkeypatch):
     assert fresh.find_reusable(REQ.replace(seed="late"), own=own).task_id == "t_late"
     assert fresh.find_reusable(REQ.replace(seed="29"), own=own) is None  # its image file is missing
     assert fresh.find_reusable(REQ.replace(seed="nope"), own=own) is None
+
+    # which tasks the simulator made is kept in the cache too
+    write_task(other, "t_sim", REQ.replace(seed="sim"), simulated=True)
+    assert FolderHistories(folder).find_reusable(REQ.replace(seed="sim"), own=own, simulated=False) is None
+    cached = FolderHistories(folder)
+    assert cached.find_reusable(REQ.replace(seed="sim"), own=own, simulated=True).task_id == "t_sim"
+    assert cached.is_simulated("other.jsonl", "t_sim") and not cached.is_simulated("other.jsonl", "t3")
+    assert "t_sim" in json.loads(cache.read_text())["simulated"]
 
     # replaced by another log of the same length: the cache no longer matches and is not used
     text = (folder / "other.jsonl").read_text().replace('"t3"', '"u3"')
@@ -147,7 +156,8 @@ def test_a_prompt_that_looks_like_an_event_fakes_nothing(tmp_path):
     assert FolderHistories(folder).find_reusable(REQ, own=folder / "b.jsonl") is None
     keys = FolderHistories(folder)
     keys.find_reusable(REQ, own=folder / "b.jsonl")
-    assert "fake" not in json.dumps(keys._keys["a.jsonl"].done)
+    assert not keys._keys["a.jsonl"].has(REQ.key()) and keys._keys["a.jsonl"].has(tricky.key()) is False
+    assert keys._keys["a.jsonl"].pending == {"t1": tricky.key()}
 
 
 # -- a real kernel: run a notebook, duplicate it, run the copy ----------------------------------------------
