@@ -5,6 +5,12 @@ succeeded with 1-4 stored images / failed; about 1% left unfinished), ~50,000 li
 every task; the newest 40 tasks have real 1024x1024 PNGs (the simulator's), so the thumbnails of the first
 pages cost what they cost in a notebook.
 
+Also the lookup across a `.imagen4/` folder (a duplicated notebook: its own history is empty, the request
+succeeded in one of 20 other histories of 10,000 tasks each, or in none), before and after in one run:
+  before: every other history loaded as a `History` (from its index) and asked in turn,
+  after: `FolderHistories` (records/folder.py): request keys only, cached by (size, mtime) and in `.keys` files;
+  first = no `.keys` file yet, cold = a fresh kernel with them on disk, warm = later calls of the same kernel.
+
 Each operation is timed four ways, medians of several repetitions:
   naive (baseline): a full re-parse of the file for every call and no caches (thumbnails decoded each time),
   first: the first call of a fresh kernel before any index or thumbnail cache exists (an old history),
@@ -26,7 +32,8 @@ import time
 from pathlib import Path
 
 from imagen4_jupyter.api.request import GenerationRequest
-from imagen4_jupyter.records.history import History
+from imagen4_jupyter.records.folder import FolderHistories
+from imagen4_jupyter.records.history import History, TaskEntry
 
 WORDS = ("watercolour fox lighthouse harbour mountain city night rain neon garden portrait cat robot forest "
          "desert ocean sunrise winter market library train bridge castle dragon studio film grain soft light "
@@ -118,10 +125,76 @@ def _time(fn, reps: int, setup=None) -> float:
     return statistics.median(out)
 
 
+def folder_lookup(tasks: int, histories: int, reps: int) -> dict:
+    """Reuse across a folder of `histories` histories of `tasks` tasks: milliseconds per lookup, before/after."""
+    tmp = Path(tempfile.mkdtemp(prefix="imagen4-bench-folder-"))
+    try:
+        folder = tmp / ".imagen4"
+        t = time.perf_counter()
+        target = folder / "study.jsonl"  # the oldest history holds the request; its image files exist
+        write_history(target, tasks)
+        os.utime(target, ns=(1, 1))
+        for j in range(1, histories):
+            write_history(folder / f"study-Copy{j}.jsonl", tasks, image_files=False, seed=100 + j)
+        for path in folder.glob("*.jsonl"):
+            History(path).refresh()  # each owner's kernel wrote its history index
+        build_s = time.perf_counter() - t
+        own = folder / "study-Copy99.jsonl"  # the duplicated notebook: nothing in its own history yet
+        entry = next(e for e in History(target).entries() if e.succeeded and e.request_key
+                     and e.generation_request() and e.generation_request().seed)
+        hit, miss = entry.generation_request(), GenerationRequest.create("never asked before", seed="1")
+
+        def no_keys() -> None:
+            for p in folder.glob("*.keys"):
+                p.unlink()
+
+        def before(request: GenerationRequest, loaded: dict | None = None) -> TaskEntry | None:
+            for path in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+                if path == own:
+                    continue
+                h = loaded.setdefault(path, History(path)) if loaded is not None else History(path)
+                found = h.find_reusable(request)
+                if found is not None:
+                    return found
+            return None
+
+        assert before(hit).task_id == entry.task_id and before(miss) is None
+        out: dict[str, float] = {"build_s": build_s, "histories": histories, "tasks": tasks}
+        kept: dict = {}
+        before(miss, kept)
+        for name, request in (("hit", hit), ("miss", miss)):
+            out[f"before_cold_{name}"] = _time(lambda r=request: before(r), max(1, reps // 2))
+            out[f"before_warm_{name}"] = _time(lambda r=request: before(r, kept), reps * 4)
+            out[f"first_{name}"] = _time(lambda r=request: FolderHistories(folder).find_reusable(r, own=own),
+                                         max(1, reps // 2), no_keys)
+            FolderHistories(folder).find_reusable(miss, own=own)  # writes the .keys files
+            out[f"cold_{name}"] = _time(lambda r=request: FolderHistories(folder).find_reusable(r, own=own), reps)
+            warm = FolderHistories(folder)
+            assert (warm.find_reusable(request, own=own) is not None) == (name == "hit")
+            out[f"warm_{name}"] = _time(lambda r=request, w=warm: w.find_reusable(r, own=own), reps * 4)
+        out["keys_mb"] = sum(p.stat().st_size for p in folder.glob("*.keys")) / 1e6
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_folder(f: dict) -> None:
+    print(f"\nReuse across a folder: {f['histories']} histories x {f['tasks']:,} tasks, the copy's own history empty "
+          f"(built in {f['build_s']:.1f} s; .keys caches {f['keys_mb']:.1f} MB); medians in ms")
+    print("  before = each other history loaded as a History (from its index) and asked in turn; after = "
+          "FolderHistories\n  (first: no .keys yet; cold: a fresh kernel, .keys on disk; warm: later calls)")
+    print(f"{'folder lookup':24} {'before cold':>12} {'before warm':>12} {'first':>9} {'cold':>9} {'warm':>9}")
+    for name, label in (("hit", "found (oldest history)"), ("miss", "in no history")):
+        print(f"{label:24} {f[f'before_cold_{name}']:10.1f}ms {f[f'before_warm_{name}']:10.2f}ms "
+              f"{f[f'first_{name}']:7.1f}ms {f[f'cold_{name}']:7.1f}ms {f[f'warm_{name}']:7.2f}ms")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--histories", type=int, default=20, help="histories in the folder for the cross-notebook lookup")
+    ap.add_argument("--folder-tasks", type=int, default=None, help="tasks per history there (default: --tasks)")
     args = ap.parse_args(argv)
     tasks = 1000 if args.quick else args.tasks
     reps_cold, reps_warm = (2, 5) if args.quick else (5, 50)
@@ -223,8 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
               f"{goal:5d}ms")
     print(f"{'%imagen4 history --search (warm)':40} {'':>9} {'':>9} {'':>9} {rendering['warm_search']:7.2f}ms")
     print(f"(reuse lookups that found their stored images: {found}/{len(hits)}; the others' tasks failed)")
+    folder = folder_lookup(args.folder_tasks or (300 if args.quick else tasks), args.histories, reps_cold)
+    print_folder(folder)
     return {"tasks": tasks, "lookup": lookup, "render": rendering, "unfinished": scan, "found": found,
-            "size_mb": size_mb}
+            "size_mb": size_mb, "folder": folder}
 
 
 if __name__ == "__main__":

@@ -21,6 +21,29 @@ def code(text: str):
     return nbf.v4.new_code_cell(text.strip("\n"))
 
 
+# The first code cell of every notebook: the real service when a key is configured (APIKLEY_API_KEY, a .env file,
+# %imagen4 key), the built-in simulator otherwise, so each notebook runs anywhere. (Becomes
+# `%imagen4 simulator --if-no-key` once that flag exists.)
+SETUP = """
+%load_ext imagen4_jupyter
+from imagen4_jupyter.records.session import get_session
+
+if not get_session().credentials().has_key:  # no API key here: the built-in simulator stands in (free)
+    %imagen4 simulator
+"""
+SETUP_NOTE = """
+The next cell loads the extension and picks the service: with an API key configured (`APIKLEY_API_KEY`, a `.env`
+file beside the notebook, or `%imagen4 key`) it uses the real service; without one it starts the built-in
+simulator inside the kernel, so the notebook runs anywhere. Simulated images cost nothing and every one of them
+says *simulated*.
+"""
+
+
+def setup_cells() -> list:
+    """The note and the cell that start every notebook: the real service with a key, the simulator without."""
+    return [md(SETUP_NOTE), code(SETUP)]
+
+
 RESEARCH = [
     md("""
 # Reproducible research with Imagen 4
@@ -38,7 +61,7 @@ picture was made, and get the same picture again. This notebook shows what the e
 `scripts/demo --notebook notebooks/reproducible-research.ipynb` runs it against the
 built-in simulator (no key, no cost). With `APIKLEY_API_KEY` set it runs against the real service.
 """),
-    code("%load_ext imagen4_jupyter"),
+    *setup_cells(),
     md("""
 ## 1. A seeded request
 
@@ -168,6 +191,18 @@ json_path = export_history(session, "imagen4-tasks.json")
 print(csv_path, json_path)
 print(csv_path.read_text(encoding="utf-8").splitlines()[0])
 """),
+    md("""
+`copy_images_to=` also copies every image into a folder with its provenance written *inside* the file (PNG text
+chunks, JPEG comment and XMP): task id, model, request and the original's sha256, which
+`read_provenance` (or exiftool, or any image viewer's "description") reads back. The table then names the copies.
+"""),
+    code("""
+from imagen4_jupyter.api.provenance import read_provenance
+
+export_history(session, "imagen4-tasks-with-images.json", copy_images_to="imagen4-images")
+copy = sorted(Path("imagen4-images").iterdir())[0]
+print(copy, json.dumps(read_provenance(copy), indent=1)[:400])
+"""),
     code("""
 import csv
 
@@ -208,9 +243,9 @@ simulator (no key, no cost).
 """),
     md("""
 Loading the extension is optional for the Python API, but it makes `generate_many` share the magic's session:
-the same history file beside this notebook, the same settings (`%config Imagen4Magics`).
+the same history file beside this notebook, the same settings (`%config Imagen4Magics`), the same service.
 """),
-    code("%load_ext imagen4_jupyter"),
+    *setup_cells(),
     md("""
 ## 1. A list of prompts
 
@@ -299,7 +334,7 @@ grid = prompt_seed_grid(
 grid
 """),
     code("""
-path = grid.save("fox-prompt-x-seed.png")  # the PNG keeps the labels and task ids in a text chunk
+path = grid.save("fox-prompt-x-seed.png")  # labels, task ids and requests inside: read_provenance(path)
 print(path, grid.image.size)
 for label, ids in zip(grid.row_labels, grid.task_ids):
     print(f"{label[:40]:40}", ids)
@@ -353,7 +388,7 @@ the exploration becomes a reproducible cell. Tasks started here appear in `%imag
 `scripts/demo --notebook notebooks/panel.ipynb` runs this notebook against the built-in
 simulator; `./scripts/demo --lab` opens JupyterLab wired to it, where you can click around.
 """),
-    code("%load_ext imagen4_jupyter"),
+    *setup_cells(),
     code("%imagen4 panel"),
     md("""
 ## The panel from Python

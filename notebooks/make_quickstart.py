@@ -8,8 +8,8 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from make_notebooks import SETUP, code, md  # noqa: E402
 from make_notebooks import build as build_notebook  # noqa: E402  (one set of helpers for every notebook)
-from make_notebooks import code, md  # noqa: E402
 
 CELLS = [
     md("""
@@ -20,8 +20,8 @@ write a prompt in a `%%imagen4` cell, get the images in that cell.
 
 This notebook goes through the basics, one step per cell:
 
-1. load the extension,
-2. tell it your API key (or use the built-in simulator),
+1. load the extension (the real service with an API key, the built-in simulator without),
+2. your API key,
 3. a first image,
 4. options: aspect ratio, number of images, a negative prompt, `{variables}`,
 5. capturing the job in a variable,
@@ -32,16 +32,19 @@ This notebook goes through the basics, one step per cell:
 no cost) and saves the executed copy with its images in `demo-output/`.
 """),
     md("""
-## 1. Load the extension
+## 1. Load the extension, pick the service
 
-This registers the cell magic `%%imagen4` and the line magic `%imagen4 <subcommand>`.
+The first line registers the cell magic `%%imagen4` and the line magic `%imagen4 <subcommand>`. The rest picks
+the service: with an API key configured it uses the real one; without a key it starts the built-in simulator
+inside the kernel, so this notebook runs anywhere. Simulated images cost nothing and every one says *simulated*.
 """),
-    code("%load_ext imagen4_jupyter"),
+    code(SETUP),
     md("""
 ## 2. Your API key
 
 The extension reads the key from the environment variable **`APIKLEY_API_KEY`**, and the service address from
-`APIKLEY_BASE_URL` (default `https://api.apikley.ru`). Set them before you start Jupyter:
+`APIKLEY_BASE_URL` (default `https://api.apikley.ru`); then from a `.env` file beside the notebook; then from
+`%imagen4 key`, which asks for it with a hidden prompt and keeps it in memory only. For example:
 
 ```bash
 export APIKLEY_API_KEY=...        # your Apikley key
@@ -49,17 +52,14 @@ jupyter lab
 ```
 
 Keep the key out of the notebook itself: a key typed into a cell is saved with the notebook.
-The history this extension writes never contains the key.
+The history this extension writes never contains the key. With a key set after the first cell, run
+`%imagen4 simulator --stop` to switch from the simulator to the real service.
 
 `./scripts/demo` sets both variables for you, pointing them at a local simulator of the service that runs on
-`127.0.0.1`, so every cell below works without an account and costs nothing.
+`127.0.0.1`, so every cell below works without an account and costs nothing. `%imagen4 info` says which service
+this notebook uses, whether a key is set and from where (never the key), and where the history is kept:
 """),
-    code("""
-import os
-
-print("service:    ", os.environ.get("APIKLEY_BASE_URL") or "https://api.apikley.ru (default)")
-print("API key set:", bool(os.environ.get("APIKLEY_API_KEY")))
-"""),
+    code("%imagen4 info"),
     md("""
 ## 3. A first image
 
@@ -135,16 +135,18 @@ pending task is done), `%imagen4 resume`, and `%imagen4 credits` (the account's 
     md("""
 ## 7. The Python API
 
-The same client works in scripts and anywhere else. `Imagen4Client()` reads `APIKLEY_API_KEY` and
-`APIKLEY_BASE_URL` from the environment; `generate()` creates the task, waits for it and downloads the images.
-`submit()` returns a job handle at once instead.
+The same client works in scripts and anywhere else. In a script, `Imagen4Client()` reads `APIKLEY_API_KEY` and
+`APIKLEY_BASE_URL` from the environment; here it is handed the credentials this notebook uses (your key, or the
+simulator's from the first cell; neither is shown). `generate()` creates the task, waits for it and downloads the
+images. `submit()` returns a job handle at once instead.
 """),
     code("""
 from imagen4_jupyter import Imagen4Client
 
-client = Imagen4Client(cache_dir=".imagen4/images")  # keep the files beside this notebook
+creds = get_session().credentials()  # the key and address in force; a script would call Imagen4Client()
+client = Imagen4Client(creds.key, creds.base_url, cache_dir=".imagen4/images")  # files beside this notebook
 result = client.generate("An isometric pixel-art island with a tiny castle", seed=1, aspect_ratio="1:1")
-print(result.task_id, result.state, result.paths)
+print(result.task_id, result.state, result.paths, "(simulated)" if get_session().simulated else "")
 result.images[0]
 """),
     md("""

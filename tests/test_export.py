@@ -91,3 +91,32 @@ def test_bad_target_says_what_to_do_and_writes_nothing(history, tmp_path):
     assert not list(tmp_path.glob("tasks*")) and not (tmp_path / "t.csv").exists()
     out = export_history(history, tmp_path / "tasks.txt", format="csv")
     assert out.read_text().startswith("time,task_id,prompt")
+
+
+def test_export_can_copy_images_with_their_provenance_inside(history, tmp_path):
+    from imagen4_jupyter.api.provenance import read_provenance
+
+    out = tmp_path / "paper"
+    path = export_history(history, out / "tasks.json", copy_images_to=out / "images")
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    with_images = [r for r in rows if r["image_paths"]]
+    assert len(with_images) == 3 and sum(len(r["image_paths"]) for r in with_images) == 4
+    copies = sorted((out / "images").iterdir())
+    assert len(copies) == 4
+    for row in with_images:
+        entry = history.get(row["task_id"])
+        for rel, sha, stored in zip(row["image_paths"], row["sha256s"], entry.images, strict=True):
+            copy = out / rel  # the table names the copies, relative to it
+            assert copy.parent == out / "images" and copy.name.startswith(row["task_id"])
+            info = read_provenance(copy)
+            assert info["task_id"] == row["task_id"] and info["sha256"] == sha == stored["sha256"]
+            assert info["request"] == entry.request and info["model"] == "google/imagen4"
+            assert info["index"] == stored["index"]
+            original = history.resolve(stored["path"]).read_bytes()
+            assert hashlib.sha256(original).hexdigest() == sha  # the store is untouched
+            assert copy.read_bytes() != original
+    assert read_provenance(copies[0])["request"]["prompt"] in (TRICKY, "b1", "b2")
+    assert KEY not in "".join(p.read_bytes().decode("latin-1") for p in copies)
+    # without the option nothing is copied and the paths are the store's
+    plain = json.loads(export_history(history, tmp_path / "plain.json").read_text(encoding="utf-8"))
+    assert all(".imagen4" in p for r in plain for p in r["image_paths"])

@@ -92,6 +92,31 @@ def test_grid_saves_png_with_provenance_and_jpeg(grid, tmp_path):
     assert grid._repr_jpeg_() is None  # small sheets are shown as PNG only
 
 
+def test_saved_grids_carry_their_provenance_for_read_provenance(grid, tmp_path):
+    from imagen4_jupyter.api.provenance import read_provenance
+
+    expected = json.loads(json.dumps(grid.provenance()))
+    for name, options in (("g.png", {}), ("g2.png", {"compress_level": 1}), ("g.jpg", {"quality": 80}),
+                          ("g.jpeg", {})):
+        info = read_provenance(grid.save(tmp_path / name, **options))
+        assert info == expected, name
+        assert [[c["task_id"] for c in row] for row in info["cells"]] == grid.task_ids
+        assert info["cells"][0][1]["request"]["prompt"] == PROMPTS[0] and info["kind"] == "prompt x seed"
+    with Image.open(tmp_path / "g.png") as im:  # viewers show the line in words
+        assert im.text["Description"].startswith("Imagen 4 prompt x seed grid, 2x3") and grid.task_ids[1][2] in \
+            im.text["Description"]
+    assert read_provenance(grid.save(tmp_path / "g.webp")) is None  # other formats carry nothing of ours
+
+
+def test_a_grid_with_a_non_latin_title_round_trips(sim, client, tmp_path):
+    from imagen4_jupyter.api.provenance import read_provenance
+
+    g = prompt_seed_grid(["лиса в снегу 🦊"], [1], client=client, cell_size=32, progress=False, title="Füchse · 狐")
+    for name in ("u.png", "u.jpg"):
+        info = read_provenance(g.save(tmp_path / name))
+        assert info["title"] == "Füchse · 狐" and info["cells"][0][0]["request"]["prompt"] == "лиса в снегу 🦊"
+
+
 def test_grid_reuses_seeded_cells_through_the_session(sim, tmp_path):
     from conftest import FAST_POLL, FAST_RETRY, KEY
 

@@ -204,3 +204,27 @@ def test_a_replaced_file_is_read_afresh_under_the_same_lock(tmp_path):
         assert not appended.is_set()  # the writer waits for the lock this thread holds
     thread.join(5)
     assert appended.is_set() and sorted(e.task_id for e in h.entries()) == ["fresh", "late"]
+
+
+def test_a_reused_event_folds_into_a_finished_task_with_its_origin(tmp_path):
+    h = History(tmp_path / "copy.jsonl")
+    img = tmp_path / ("1" * 64 + ".png")
+    img.write_bytes(b"x")
+    h.append({"event": "reused", "task_id": "t9", "from": "study.jsonl", "request": REQ.to_dict(),
+              "request_key": REQ.key(), "urls": ["http://x/1.png"], "submitted_at": 100.0, "finished_at": 112.5,
+              "cost_time_ms": 900, "source": "magic",
+              "images": [{"path": img.name, "sha256": "1" * 64, "mime": "image/png", "index": 0}]})
+    entry = h.get("t9")
+    assert entry.succeeded and entry.finished and entry.state == "success" and entry.origin == "study.jsonl"
+    assert (entry.submitted_at, entry.finished_at, entry.cost_time_ms) == (100.0, 112.5, 900)
+    assert entry.request == REQ.to_dict() and h.find_reusable(REQ).task_id == "t9"
+    assert h.unfinished() == [] and [e.task_id for e in h.search("lighthouse")] == ["t9"]
+    assert entry.generating_since_ms is None  # a reuse teaches the polling schedule nothing
+
+
+@pytest.mark.filterwarnings("ignore:imagen4. skipped")
+def test_a_malformed_reused_event_is_an_unreadable_line(tmp_path):
+    h = History(tmp_path / "copy.jsonl")
+    h.append({"event": "reused", "task_id": "t1", "from": "study.jsonl", "request": "not a dict", "images": []})
+    h.refresh()
+    assert h.bad_lines == 1 and h.find_reusable(REQ) is None

@@ -136,3 +136,21 @@ def test_history_thumbnails_are_cached_beside_store_files_only(tmp_path):
     other.parent.mkdir()
     other.write_bytes(png)
     assert thumbnail(other)[1] == "image/jpeg" and not (other.parent / ".thumbs").exists()
+
+
+def test_reused_entries_and_their_origin_survive_the_index(tmp_path):
+    path = tmp_path / "h.jsonl"
+    writer = History(path)
+    fill(writer, 0, 10)
+    req = GenerationRequest.create("from the original", seed="5")
+    writer.append({"event": "reused", "task_id": "task_orig", "from": "study.jsonl", "request": req.to_dict(),
+                   "request_key": req.key(), "images": [{"path": "images/x.png", "sha256": "1" * 64}],
+                   "urls": [], "submitted_at": 100.0, "finished_at": 110.0, "cost_time_ms": 900})
+    fill(writer, 10, 25)
+    assert writer.index_path.exists()
+    reader = History(path)
+    reader.refresh()
+    assert reader._indexed > path.stat().st_size // 2  # the reused entry came from the index
+    entry = reader.get("task_orig")
+    assert entry.origin == "study.jsonl" and entry.succeeded and reader.by_key[req.key()] == ["task_orig"]
+    assert state(reader) == state(fresh_parse(path))

@@ -156,12 +156,14 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
     return {"text/plain": text, "text/html": _card(job, status, body)}
 
 
-def reused_bundle(job: Any, submitted_at: float | None) -> dict[str, str]:
-    """The card of images taken from the history (no request sent): the task, its parameters and prompt."""
+def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = None) -> dict[str, str]:
+    """The card of images taken from the history (`origin`: another notebook's; no request sent): the task, its
+    parameters and prompt."""
     n = len(job.images)
     prompt = job.request.prompt if job.request else ""
     params = params_text(job.request)
-    text = (f"Reused {plural(n, 'image')} of task {job.task_id} from {when(submitted_at)}; "
+    source = f"{origin} ({when(submitted_at)})" if origin else when(submitted_at)
+    text = (f"Reused {plural(n, 'image')} of task {job.task_id} from {source}; "
             "no request sent (--force makes a new task).")
     plain = f"[imagen4] {text}" + (f"\n{params} {shorten(prompt, 80)!r}" if job.request else "")
     body = (f"{mark_html('reused', STATE_COLOURS['reused'])}<b>reused</b> · <code>{esc(job.task_id)}</code> · "

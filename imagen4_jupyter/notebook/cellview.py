@@ -331,7 +331,9 @@ class LiveViews:
     def show_finished(self, job: Job, embed: str, note: str = "") -> None:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
         simulated = self.host.session.is_simulated(job.task_id)
-        card = marked(C.reused_bundle(job, job.created_at) if note == "reused" else C.card_bundle(job), simulated)
+        origin = self.host.session.reused_from(job.task_id) if note == "reused" else None
+        card = marked(C.reused_bundle(job, job.created_at, origin) if note == "reused" else C.card_bundle(job),
+                      simulated)
         if not self.host.rich():
             if note == "reused":
                 print(card["text/plain"], flush=True)

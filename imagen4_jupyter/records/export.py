@@ -3,6 +3,8 @@
 Rows carry what a methods section needs: when, task id, prompt and parameters (seed included), outcome,
 cost time and the image files with their sha256. Only these fields are written; the history never holds
 the API key, and nothing else is copied from it. `%imagen4 history --export FILE` calls `export_history`.
+`copy_images_to=DIR` also copies every stored image there with its provenance written inside the file
+(`api/provenance.py`: task id, model, request, the original's sha256), so the folder stands on its own.
 """
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import datetime as _dt
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from ..api import provenance
+from ..api.models import model_spec
 from ..api.store import write_atomic
 from .history import History
 
@@ -54,10 +59,12 @@ def _row(request: dict, tag: Any, cell: Any, **fields: Any) -> dict[str, Any]:
     return row
 
 
-def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def history_rows(history: Any, *, base: str | os.PathLike | None = None,
+                 copies: dict[tuple[str, str], Path] | None = None) -> list[dict[str, Any]]:
     """One dict per task (plus one per createTask whose outcome is unknown), oldest first.
 
-    Image paths are relative to `base` (a folder) when given, else absolute.
+    Image paths are relative to `base` (a folder) when given, else absolute. `copies` ((task id, stored path)
+    -> file, from `copy_images`): those images are named by their copies instead.
     """
     hist = _as_history(history)
     entries = hist.entries()
@@ -72,8 +79,8 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list
     except FileNotFoundError:
         pass
 
-    def path_of(stored: str) -> str:
-        full = hist.resolve(stored).resolve()
+    def path_of(stored: str, task_id: str = "") -> str:
+        full = (copies or {}).get((task_id, stored)) or hist.resolve(stored).resolve()
         if base is None:
             return str(full)
         return os.path.relpath(full, Path(base).resolve())
@@ -86,7 +93,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list
             error=(entry.error or {}).get("message"), cost_time_ms=entry.cost_time_ms,
             finished=_iso(entry.finished_at), source=entry.source,
             credits_before=entry.credits_before, credits_after=entry.credits_after,
-            image_paths=[path_of(im["path"]) for im in entry.images if im.get("path")],
+            image_paths=[path_of(im["path"], entry.task_id) for im in entry.images if im.get("path")],
             sha256s=[im.get("sha256") for im in entry.images])))
     for ev in unknown:
         req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
@@ -97,20 +104,52 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None) -> list
     return [row for _, row in rows]
 
 
+def copy_images(history: Any, folder: str | os.PathLike) -> dict[tuple[str, str], Path]:
+    """Copy every stored image of the history's succeeded tasks into `folder` as `<task id>-<index>.<ext>`, with
+    its provenance inside the file (`read_provenance(path)`: task id, model, request, the original's sha256,
+    index, simulated); the originals in `.imagen4/images/` are left as they are. Returns (task id, stored
+    path) -> copy. Images whose file is missing are skipped."""
+    hist = _as_history(history)
+    out = Path(folder).expanduser()
+    simulated = {ev.get("task_id") for ev in hist.iter_events()
+                 if ev.get("event") in ("submitted", "reused") and ev.get("simulated") is True}
+    copies: dict[tuple[str, str], Path] = {}
+    for entry in hist.entries():
+        if not entry.succeeded:
+            continue
+        request = entry.request or {}
+        for stored, image in zip([d for d in entry.images if hist.content_addressed(d)],
+                                 hist.stored_images(entry), strict=True):
+            try:
+                data = Path(image.path).read_bytes()
+            except OSError:
+                continue
+            name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', entry.task_id)}-{image.index}{Path(image.path).suffix}"
+            info = {"task_id": entry.task_id, "model": request.get("model") or model_spec(None).name,
+                    "request": request, "sha256": image.sha256, "index": image.index,
+                    **({"simulated": True} if entry.task_id in simulated else {})}
+            copies[(entry.task_id, stored["path"])] = provenance.write(out / name, data, image.mime, info).resolve()
+    return copies
+
+
 def export_history(history: Any, path: str | os.PathLike, *, format: str | None = None,
-                   absolute_paths: bool = False) -> Path:
+                   absolute_paths: bool = False, copy_images_to: str | os.PathLike | None = None) -> Path:
     """Write the history's tasks to `path` (.csv or .json, or `format=`); returns the path written.
 
     Columns: time, task_id, prompt, negative_prompt, aspect_ratio, num_images, seed, state, error,
     cost_time_ms, finished, source, cell, batch, credits_before, credits_after, image_paths, sha256s.
     Image paths are relative to the exported file's folder unless `absolute_paths=True`; in CSV, lists are
     joined with ';'. The file is replaced atomically.
+    `copy_images_to=DIR`: every stored image is also copied into DIR with its provenance written inside
+    (see `copy_images`), and `image_paths` name the copies; `sha256s` stay the originals' (the copies' bytes
+    differ by the provenance; each copy names its original's sha256).
     """
     target = Path(path).expanduser()
     kind = (format or target.suffix.lstrip(".")).lower()
     if kind not in ("csv", "json"):
         raise ValueError(f"Export to a .csv or .json file, not {target.name!r} (or pass format='csv'/'json').")
-    rows = history_rows(history, base=None if absolute_paths else (target.parent.resolve()))
+    copies = copy_images(history, copy_images_to) if copy_images_to is not None else None
+    rows = history_rows(history, base=None if absolute_paths else (target.parent.resolve()), copies=copies)
     if kind == "json":
         text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
     else:

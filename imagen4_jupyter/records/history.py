@@ -1,8 +1,9 @@
 """Per-notebook history: an append-only JSON Lines event log in `.imagen4/` beside the notebook.
 
 Events: `submitted` (written before polling starts), `state`, `succeeded`, `failed`, `outcome_unknown`,
-`credits`. Lines are appended under an exclusive lock in one write; the file is never rewritten.
-Reading is incremental (only new bytes are parsed) so lookups stay fast at 10,000 tasks.
+`credits`, `reused` (a task of another history of the folder). Lines are appended under an exclusive lock in
+one write; the file is never rewritten. Reading is incremental (only new bytes are parsed) so lookups stay
+fast at 10,000 tasks.
 """
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 try:
     import fcntl
@@ -26,46 +25,12 @@ except ImportError:  # pragma: no cover - Windows
 
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage, store_digest, write_atomic
+from .entries import ENTRY_FIELDS, TaskEntry
 
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)
 INDEX_FORMAT = 2  # 2: the send queue's waiting requests are part of the snapshot
 
 
-@dataclass
-class TaskEntry:
-    """Everything the history knows about one task, folded from its events."""
-
-    task_id: str
-    request: dict | None = None
-    request_key: str | None = None
-    submitted_at: float | None = None
-    cell: Any = None
-    source: str | None = None
-    state: str = "submitted"
-    urls: list[str] = field(default_factory=list)
-    images: list[dict] = field(default_factory=list)
-    error: dict | None = None
-    cost_time_ms: int | None = None
-    generating_since_ms: int | None = None  # server time when generation started (learned polling)
-    complete_time_ms: int | None = None
-    finished_at: float | None = None
-    credits_before: float | None = None
-    credits_after: float | None = None
-    succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
-
-    @property
-    def finished(self) -> bool:
-        """Succeeded, or failed for good (timeouts and download/connection problems can be resumed)."""
-        return self.succeeded or (self.error is not None and bool(self.error.get("final")))
-
-    def generation_request(self) -> GenerationRequest | None:
-        try:
-            return GenerationRequest.from_dict(self.request) if self.request else None
-        except Exception:
-            return None
-
-
-_FIELDS = [f.name for f in fields(TaskEntry)]
 
 
 @contextmanager
@@ -86,12 +51,6 @@ class _PlainUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a history index")
-
-
-def warn_unwritable(path: Any, err: OSError, what: str) -> None:
-    """Say (a RuntimeWarning, one line) that the history could not be written and what that means."""
-    warnings.warn(f"imagen4: the history {path} could not be written ({type(err).__name__}: "
-                  f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=4)
 
 
 class History:
@@ -185,7 +144,7 @@ class History:
         try:
             with open(self.index_path, "rb") as fh, _no_gc():
                 state = _PlainUnpickler(fh).load()
-            if state["format"] != INDEX_FORMAT or state["fields"] != _FIELDS:
+            if state["format"] != INDEX_FORMAT or state["fields"] != ENTRY_FIELDS:
                 return
             offset, head, tail = state["offset"], state["head"], state["tail"]
             if not (isinstance(offset, int) and len(tail) <= offset <= size):
@@ -199,7 +158,7 @@ class History:
             tasks = {}
             with _no_gc():
                 for row in state["tasks"]:
-                    if len(row) != len(_FIELDS) or not isinstance(row[0], str):
+                    if len(row) != len(ENTRY_FIELDS) or not isinstance(row[0], str):
                         return
                     tasks[row[0]] = TaskEntry(*row)
             by_key, unknown, bad_lines = dict(state["by_key"]), list(state["unknown"]), int(state["bad_lines"])
@@ -217,8 +176,8 @@ class History:
                 head = fh.read(min(4096, self._offset))
                 fh.seek(max(0, self._offset - 4096))
                 tail = fh.read(self._offset - max(0, self._offset - 4096))
-            state = {"format": INDEX_FORMAT, "fields": _FIELDS, "offset": self._offset, "head": head, "tail": tail,
-                     "tasks": [tuple(getattr(e, f) for f in _FIELDS) for e in self.tasks.values()],
+            state = {"format": INDEX_FORMAT, "fields": ENTRY_FIELDS, "offset": self._offset, "head": head, "tail": tail,
+                     "tasks": [tuple(getattr(e, f) for f in ENTRY_FIELDS) for e in self.tasks.values()],
                      "by_key": self.by_key, "unknown": self.unknown, "bad_lines": self.bad_lines,
                      "queue": self.queue}
             write_atomic(self.index_path, pickle.dumps(state, protocol=4))
@@ -253,6 +212,11 @@ class History:
         entry = self.tasks.get(tid)
         if entry is None:
             entry = self.tasks[tid] = TaskEntry(task_id=tid)
+        if kind == "reused":  # a task of another history of the folder (records/folder.py): submitted and succeeded
+            self._apply({**ev, "event": "submitted", "time": ev.get("submitted_at")})
+            self._apply({**ev, "event": "succeeded", "time": ev.get("finished_at")})
+            entry.origin = ev["from"] if isinstance(ev.get("from"), str) else None
+            return
         if kind == "submitted":
             req = ev.get("request")
             if not isinstance(req, dict):

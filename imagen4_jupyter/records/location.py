@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 FOLDER = ".imagen4"
 
@@ -31,3 +33,9 @@ def history_path(notebook: Path | None, folder: str | None = None) -> Path:
     if notebook is None:
         return Path.cwd() / FOLDER / "history.jsonl"
     return notebook.parent / FOLDER / f"{notebook.stem}.jsonl"
+
+
+def warn_unwritable(path: Any, err: OSError, what: str) -> None:
+    """Say (a RuntimeWarning, one line) that the history could not be written and what that means."""
+    warnings.warn(f"imagen4: the history {path} could not be written ({type(err).__name__}: "
+                  f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=4)

@@ -18,7 +18,8 @@ from ..api import errors as E
 from ..api.job import Job
 from ..api.request import GenerationRequest
 from ..api.sending import SendHooks
-from .history import History, warn_unwritable
+from .history import History
+from .location import warn_unwritable
 
 
 class Resubmitter(Protocol):

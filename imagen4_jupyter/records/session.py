@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 from ..api import errors as E
 from ..api.credentials import Credentials, resolve
 from ..api.job import Job
-from ..api.records import Result, TaskRecord
+from ..api.records import Result
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
 from ..api.store import ImageStore, prepare_thumbnails
 from .clients import client_fingerprint, close_when_done
-from .history import History, TaskEntry, warn_unwritable
-from .location import find_notebook, history_path
+from .entries import TaskEntry, finished_job
+from .folder import folder_histories, origin_label, record_reuse
+from .history import History
+from .location import find_notebook, history_path, warn_unwritable
 from .sendlog import queue_hooks, resume_queue
 from .spend import PriceProbe, Spending
 
@@ -101,7 +103,7 @@ class Session:
         (its `submitted` event says `"simulated": true`)."""
         if self._simulated_ids is None:
             self._simulated_ids = {ev.get("task_id") for ev in self.history.iter_events()
-                                   if ev.get("event") == "submitted" and ev.get("simulated") is True}
+                                   if ev.get("event") in ("submitted", "reused") and ev.get("simulated") is True}
         return task_id in self._simulated_ids
 
     def _mark_simulated(self, job: Job) -> None:
@@ -184,7 +186,16 @@ class Session:
             return None
         entry = self.history.find_reusable(request)
         # simulated images never stand in for the real service's, nor the other way round
-        return entry if entry is None or self.is_simulated(entry.task_id) == self.simulated else None
+        if entry is not None and self.is_simulated(entry.task_id) == self.simulated:
+            return entry
+        # a duplicated notebook: the request may have succeeded in another history of the same folder
+        return folder_histories(self.history.folder).find_reusable(request, own=self.history.path,
+                                                                   simulated=self.simulated)
+
+    def reused_from(self, task_id: str) -> str | None:
+        """Where a task reused from another notebook's history came from ("quickstart.ipynb's history")."""
+        entry = self.history.get(task_id)
+        return origin_label(entry.origin) if entry is not None and entry.origin else None
 
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
                source: str = "api", cell: Any = None, extra: dict | None = None,
@@ -295,20 +306,12 @@ class Session:
     # -- history-backed jobs ------------------------------------------------------------------
     def job_from_history(self, entry: TaskEntry, *, reused: bool = False) -> Job:
         """A finished Job rebuilt from the history (no request sent)."""
-        job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time())
-        job.reused = reused
-        if entry.state == "success":
-            job.record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
-                                    cost_time_ms=entry.cost_time_ms)
-            job.settle(images=self.history.stored_images(entry))
-        elif entry.error is not None:
-            cls = getattr(E, entry.error.get("kind") or "", E.Imagen4Error)
-            if not (isinstance(cls, type) and issubclass(cls, E.Imagen4Error)):
-                cls = E.Imagen4Error
-            job.settle(error=cls(entry.error.get("message") or "failed"))
-        if entry.finished_at and job.finished:
-            job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
-        return job
+        if reused and entry.origin:  # from another notebook's history: recorded in this one too (once)
+            entry, simulated = record_reuse(self.history, entry)
+            if simulated and self._simulated_ids is not None:
+                self._simulated_ids.add(entry.task_id)
+        return finished_job(entry, self.history.stored_images(entry) if entry.state == "success" else [],
+                            reused=reused)
 
     def resume(self, entries: Iterable[TaskEntry] | None = None) -> list[Job]:
         """Follow every unfinished task of the history again, or only `entries` (zero createTask requests for

@@ -82,26 +82,52 @@ class Grid:
                             "sha256": [im.sha256 for im in getattr(it, "images", [])]}
                            for it in row] for row in self.cells]}
 
+    def describe(self) -> str:
+        """One line in words for image viewers (the PNG's `Description`): what the sheet is and its task ids."""
+        ids = [t for row in self.task_ids for t in row if t]
+        return (f"Imagen 4 {self.kind} grid, {len(self.row_labels)}x{len(self.col_labels)}"
+                f"{f': {self.title}' if self.title else ''}; tasks {', '.join(ids) or 'none'}")
+
+    def _pnginfo(self) -> Any:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_itxt("imagen4", json.dumps(self.provenance(), ensure_ascii=False, sort_keys=True))
+        info.add_itxt("Description", self.describe())
+        return info
+
+    def _jpeg_comment(self) -> bytes:
+        """The provenance as the JPEG comment `api.provenance.read_provenance` reads (`imagen4:` + JSON); one
+        segment holds 64 kB, so a huge sheet keeps the task ids and states and drops the requests."""
+        info = self.provenance()
+        text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
+        if len(text) > 65000:
+            info["cells"] = [[{k: c[k] for k in ("task_id", "state")} for c in row] for row in info["cells"]]
+            text = json.dumps(info, ensure_ascii=False, sort_keys=True).encode()
+        return b"imagen4:" + text
+
     def to_png(self) -> bytes:
         if self._png is None:
-            from PIL.PngImagePlugin import PngInfo
-
-            info = PngInfo()
-            info.add_text("imagen4", json.dumps(self.provenance(), ensure_ascii=False))
             buf = io.BytesIO()
-            self.image.save(buf, format="PNG", optimize=True, pnginfo=info)
+            self.image.save(buf, format="PNG", optimize=True, pnginfo=self._pnginfo())
             self._png = buf.getvalue()
         return self._png
 
     def save(self, path: str | os.PathLike, **options: Any) -> Path:
-        """Write the sheet; the format follows the extension (PNG keeps the provenance in a text chunk)."""
+        """Write the sheet; the format follows the extension. PNG and JPEG files carry the provenance (kind,
+        labels, and per cell the task id, state, request and sha256s), which `read_provenance(path)` reads back:
+        PNG in an `imagen4` iTXt chunk (with a `Description` in words), JPEG in its comment."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".png" and not options:
+        suffix = path.suffix.lower()
+        if suffix == ".png" and not options:
             path.write_bytes(self.to_png())
+        elif suffix == ".png":
+            self.image.save(path, **{"pnginfo": self._pnginfo(), **options})
+        elif suffix in (".jpg", ".jpeg"):
+            self.image.convert("RGB").save(path, **{"comment": self._jpeg_comment(), **options})
         else:
-            image = self.image if path.suffix.lower() not in (".jpg", ".jpeg") else self.image.convert("RGB")
-            image.save(path, **options)
+            self.image.save(path, **options)
         return path
 
     def _meta(self) -> dict[str, Any]:

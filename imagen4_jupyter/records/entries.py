@@ -1,0 +1,70 @@
+"""What the history knows about one task (`TaskEntry`, folded from its events), and the finished Job rebuilt
+from it."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..api import errors as E
+from ..api.job import Job
+from ..api.records import TaskRecord
+from ..api.request import GenerationRequest
+from ..api.store import StoredImage
+
+
+@dataclass
+class TaskEntry:
+    """Everything the history knows about one task, folded from its events."""
+
+    task_id: str
+    request: dict | None = None
+    request_key: str | None = None
+    submitted_at: float | None = None
+    cell: Any = None
+    source: str | None = None
+    state: str = "submitted"
+    urls: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    error: dict | None = None
+    cost_time_ms: int | None = None
+    generating_since_ms: int | None = None  # server time when generation started (learned polling)
+    complete_time_ms: int | None = None
+    finished_at: float | None = None
+    credits_before: float | None = None
+    credits_after: float | None = None
+    succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
+    origin: str | None = None  # reused from another history of the folder: that file's name (`reused`, folder.py)
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded, or failed for good (timeouts and download/connection problems can be resumed)."""
+        return self.succeeded or (self.error is not None and bool(self.error.get("final")))
+
+    def generation_request(self) -> GenerationRequest | None:
+        try:
+            return GenerationRequest.from_dict(self.request) if self.request else None
+        except Exception:
+            return None
+
+
+ENTRY_FIELDS = [f.name for f in fields(TaskEntry)]  # the index snapshot's row layout
+
+
+def finished_job(entry: TaskEntry, images: list[StoredImage], *, reused: bool = False) -> Job:
+    """A finished Job rebuilt from a history entry and its stored images (nothing is sent). `reused`: shown in
+    place of a new task (set before it settles, so its Result says so too)."""
+    job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time())
+    job.reused = reused
+    if entry.state == "success":
+        job.record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
+                                cost_time_ms=entry.cost_time_ms)
+        job.settle(images=images)
+    elif entry.error is not None:
+        cls = getattr(E, entry.error.get("kind") or "", E.Imagen4Error)
+        if not (isinstance(cls, type) and issubclass(cls, E.Imagen4Error)):
+            cls = E.Imagen4Error
+        job.settle(error=cls(entry.error.get("message") or "failed"))
+    if entry.finished_at and job.finished:
+        job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
+    return job
