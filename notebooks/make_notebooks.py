@@ -22,14 +22,10 @@ def code(text: str):
 
 
 # The first code cell of every notebook: the real service when a key is configured (APIKLEY_API_KEY, a .env file,
-# %imagen4 key), the built-in simulator otherwise, so each notebook runs anywhere. (Becomes
-# `%imagen4 simulator --if-no-key` once that flag exists.)
+# %imagen4 key), the built-in simulator otherwise, so each notebook runs anywhere.
 SETUP = """
 %load_ext imagen4_jupyter
-from imagen4_jupyter.records.session import get_session
-
-if not get_session().credentials().has_key:  # no API key here: the built-in simulator stands in (free)
-    %imagen4 simulator
+%imagen4 simulator --if-no-key
 """
 SETUP_NOTE = """
 The next cell loads the extension and picks the service: with an API key configured (`APIKLEY_API_KEY`, a `.env`

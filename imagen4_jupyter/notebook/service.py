@@ -80,10 +80,14 @@ def key_command(session: Session, say: Say) -> None:
     say(text, "ok")
 
 
-def simulator_command(session: Session, say: Say, *, stop: bool) -> None:
-    """`%imagen4 simulator [--stop]`: start the simulator in this kernel and point the session at it (its own
-    random key, never shown), or stop it and point the session back at the resolved real credentials."""
+def simulator_command(session: Session, say: Say, *, stop: bool, if_no_key: bool = False) -> None:
+    """`%imagen4 simulator [--stop] [--if-no-key]`: start the simulator in this kernel and point the session at it
+    (its own random key, never shown), or stop it and point the session back at the resolved real credentials.
+    `if_no_key`: only when no key is configured (the first cell of a notebook that runs anywhere)."""
     global _simulator
+    if if_no_key and not stop and not session.simulated and session.credentials().has_key:
+        say(f"Using the real service: {session.credentials().describe_key()}.")
+        return
     if stop:
         sim, _simulator = _simulator, None
         if sim is None and not session.simulated:

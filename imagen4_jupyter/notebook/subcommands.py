@@ -286,7 +286,7 @@ class Subcommands:
         service.key_command(self.host.session, self.views.say)
 
     def simulator(self, args: Any) -> None:
-        service.simulator_command(self.host.session, self.views.say, stop=args.stop)
+        service.simulator_command(self.host.session, self.views.say, stop=args.stop, if_no_key=args.if_no_key)
 
     def info(self, args: Any) -> None:
         print(service.describe(self.host.session))
@@ -358,6 +358,7 @@ def commands() -> tuple[MagicArgumentParser, dict[str, Command]]:
     c = command("simulator", Subcommands.simulator, "start a simulator of the service in this kernel and use it "
                 "(its own key; everything made says simulated)")
     c.add("--stop", action="store_true", help="Stop it and go back to the real service.")
+    c.add("--if-no-key", action="store_true", help="Only when no API key is configured (else: the real service).")
     command("info", Subcommands.info, "which service is in use, whether a key is set and from where, the history "
             "file")
     assert tuple(table) == SUBCOMMANDS
