@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..api import provenance
-from ..api.models import model_spec
+from ..api.models import DEFAULT_MODEL, model_spec
 from ..api.store import write_atomic
 from .history import History
 
-COLUMNS = ("time", "task_id", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state", "error",
-           "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",
+COLUMNS = ("time", "task_id", "model", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state",
+           "error", "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",
            "image_paths", "sha256s")
 REQUEST_COLUMNS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed")
 LIST_SEPARATOR = ";"  # lists (image paths, sha256s) inside one CSV cell
@@ -52,6 +52,7 @@ def _row(request: dict, tag: Any, cell: Any, **fields: Any) -> dict[str, Any]:
     """One export row in COLUMNS order: the request's fields, the batch tag as `id#index`, then `fields`."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update({k: request.get(k) for k in REQUEST_COLUMNS})
+    row["model"] = request.get("model") or DEFAULT_MODEL  # records made before models were google/imagen4 ones
     row.update(cell=cell if isinstance(cell, (int, str)) else None,
                batch=f"{tag.get('id')}#{tag.get('index')}" if isinstance(tag, dict) else None,
                image_paths=[], sha256s=[])
@@ -136,7 +137,7 @@ def export_history(history: Any, path: str | os.PathLike, *, format: str | None 
                    absolute_paths: bool = False, copy_images_to: str | os.PathLike | None = None) -> Path:
     """Write the history's tasks to `path` (.csv or .json, or `format=`); returns the path written.
 
-    Columns: time, task_id, prompt, negative_prompt, aspect_ratio, num_images, seed, state, error,
+    Columns: time, task_id, model, prompt, negative_prompt, aspect_ratio, num_images, seed, state, error,
     cost_time_ms, finished, source, cell, batch, credits_before, credits_after, image_paths, sha256s.
     Image paths are relative to the exported file's folder unless `absolute_paths=True`; in CSV, lists are
     joined with ';'. The file is replaced atomically.

@@ -6,7 +6,6 @@ square tiles (cropped, never letterboxed); the caption names the ratio, the seed
 """
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -155,10 +154,11 @@ class Gallery(W.VBox):
         self.viewer.layout.display = "flex"
 
     def save_selected(self, path: str | None = None) -> Path | None:
-        """Copy the selected image's file to `path` (default: the "save as" box); a folder keeps the name."""
+        """Copy the selected image's file to `path` (default: the "save as" box), with its provenance written
+        inside (task id, model, request, the original's sha256); a folder keeps the name."""
         if self.selected is None:
             return None
-        _job, image = self.selected
+        job, image = self.selected
         target = Path(path or self.save_path.value).expanduser()
         if not str(target).strip():
             self.view_status.value = "<span class='imagen4-reason'>Type a file path first.</span>"
@@ -166,8 +166,8 @@ class Gallery(W.VBox):
         try:
             if target.is_dir():
                 target = target / Path(image.path).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(image.path, target)
+            image.save(target, task_id=job.task_id, request=job.request,
+                       model=job.request.model if job.request else None)
         except (OSError, ValueError) as err:  # ValueError: a NUL in the path
             self.view_status.value = f"<span class='imagen4-reason'>Not saved: {esc(err)}</span>"
             return None
