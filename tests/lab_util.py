@@ -179,6 +179,19 @@ def has_chromium() -> bool:
     return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
 
 
+def browser_marks(timeout: float) -> list:
+    """The marks of a browser test module. CI installs chromium and playwright (scripts/test): there a missing
+    piece is a failure, never a skip; elsewhere the module is skipped without them."""
+    import pytest
+
+    if not os.environ.get("CI"):
+        pytest.importorskip("playwright")
+        pytest.importorskip("jupyterlab")
+    return [pytest.mark.browser, pytest.mark.timeout(timeout),
+            pytest.mark.skipif(not has_chromium() and not os.environ.get("CI"),
+                               reason="needs Debian's chromium (apt-get install chromium)")]
+
+
 # -- themes, widths and contrast (what a person sees) ------------------------------------------------
 def set_theme(page, name: str) -> None:
     """Switch JupyterLab's theme through the command palette and wait until it applies."""

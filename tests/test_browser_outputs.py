@@ -14,7 +14,7 @@ from lab_util import (
     LabServer,
     artifacts_on_failure,
     browser,
-    has_chromium,
+    browser_marks,
     low_contrast,
     run_cell,
     set_theme,
@@ -25,12 +25,7 @@ from lab_util import (
 
 from imagen4_jupyter.simulator import Simulator
 
-if not os.environ.get("CI"):
-    pytest.importorskip("playwright")
-    pytest.importorskip("jupyterlab")
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300),
-              pytest.mark.skipif(not has_chromium() and not os.environ.get("CI"),
-                                 reason="needs Debian's chromium (apt-get install chromium)")]
+pytestmark = browser_marks(300)
 
 PROMPT = ("a grey heron at dawn over a misty lake, long exposure, golden light on the reeds, "
           "a wooden jetty in the foreground and hills fading into the haze behind")

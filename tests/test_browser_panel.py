@@ -18,7 +18,7 @@ from lab_util import (
     LabServer,
     artifacts_on_failure,
     browser,
-    has_chromium,
+    browser_marks,
     low_contrast,
     run_cell,
     set_theme,
@@ -31,13 +31,7 @@ from lab_util import (
 
 from imagen4_jupyter.simulator import Simulator
 
-# CI installs chromium and playwright (scripts/test): there a missing piece is a failure, never a skip
-if not os.environ.get("CI"):
-    pytest.importorskip("playwright")
-    pytest.importorskip("jupyterlab")
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(240),
-              pytest.mark.skipif(not has_chromium() and not os.environ.get("CI"),
-                                 reason="needs Debian's chromium (apt-get install chromium)")]
+pytestmark = browser_marks(240)
 
 SETUP = "%load_ext imagen4_jupyter\n%config Imagen4Magics.poll_interval = 0.05"
 PROMPT = "a lighthouse at dusk, {watercolor}"
