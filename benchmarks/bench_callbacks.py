@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"+ one round trip = {goal * 1000:.1f} ms, <= 2 status requests per task")
     print(f"completion -> hint received: {cb['to_hint_median'] * 1000:.1f} ms median; {cb['hinted']}/{tasks} tasks "
           f"hinted; max lag {cb['lag_max'] * 1000:.1f} ms; receiver refused {cb['refused'] or 'nothing'}"
-          + (f"; FAILED {cb['failed']}" if cb["failed"] else ""))
+          + (f"; {cb['failed']} NOT STORED" if cb["failed"] else ""))
     return {"callbacks": cb, "goal_s": goal}
 
 

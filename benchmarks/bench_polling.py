@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = results[key][level]
             print(f"{level:9d} {label:30} {r['lag_median']:10.2f}s {r['lag_p90']:8.2f}s {r['requests_per_task']:14.1f} "
                   f"{r['lag_median'] / base['lag_median']:14.2f}x {r['429']:5d} {r['max_query_window']:13d}"
-                  + (f"  ({r['failed']} failed)" if r["failed"] else ""))
+                  + (f"  ({r['failed']} NOT STORED)" if r["failed"] else ""))
     return {"scale": scale, "levels": list(tasks), "results": results}
 
 
