@@ -2,8 +2,11 @@
 
 Each repetition starts a new Python process that creates an IPython shell (as a kernel does), then either
 stops (bare) or runs `%load_ext imagen4_jupyter` (with an empty history, and with a 10,000-task one).
-Reported: the median wall time of the whole process, the median of `%load_ext` itself timed inside the
-process, and which heavy modules `import imagen4_jupyter` pulls in (`sys.modules`).
+The variants run interleaved (bare, import, load, load with a big history; then again), at least 10 times
+each in a full run, so background load on the shared machine hits them alike. Reported: the median wall time
+of the whole process, the ratio of `%load_ext` to a bare IPython start (the median over the interleaved
+pairs of load wall / bare wall, whole processes), the median of `%load_ext` itself timed inside the process,
+and which heavy modules `import imagen4_jupyter` pulls in (`sys.modules`).
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    reps = 3 if args.quick else args.reps
+    reps = 3 if args.quick else max(10, args.reps)
     with tempfile.TemporaryDirectory() as tmp:
         empty, big = Path(tmp) / "empty", Path(tmp) / "big"
         empty.mkdir()
@@ -87,14 +90,17 @@ def main(argv: list[str] | None = None) -> dict:
     inner = {"import": statistics.median(o["import_ms"] for _, o in samples["import"]),
              "load": statistics.median(o["load_ms"] for _, o in samples["load"]),
              "load_big": statistics.median(o["load_ms"] for _, o in samples["load_big"])}
+    ratio = {k: statistics.median(w / b for (w, _), (b, _) in zip(samples[k], samples["bare"], strict=True))
+             for k in ("import", "load", "load_big")}
     mods = info["import"]["modules"]
     big_n = "1,000" if args.quick else "10,000"
-    print(f"Load time: {reps} fresh processes per variant, medians")
-    print(f"{'variant':44} {'process wall':>13} {'over bare':>10} {'in-process':>11}")
-    print(f"{'bare IPython shell (baseline)':44} {med['bare']:11.0f}ms {'':>10} {'':>11}")
+    print(f"Load time: {reps} fresh processes per variant, interleaved, medians")
+    print(f"{'variant':44} {'process wall':>13} {'over bare':>10} {'ratio':>7} {'in-process':>11}")
+    print(f"{'bare IPython shell (baseline)':44} {med['bare']:11.0f}ms {'':>10} {'1.00x':>7} {'':>11}")
     for key, label in (("import", "+ import imagen4_jupyter"), ("load", "+ %load_ext (empty history)"),
                        ("load_big", f"+ %load_ext ({big_n}-task history)")):
-        print(f"{label:44} {med[key]:11.0f}ms {med[key] - med['bare']:+8.0f}ms {inner[key]:9.1f}ms")
+        print(f"{label:44} {med[key]:11.0f}ms {med[key] - med['bare']:+8.0f}ms {ratio[key]:6.2f}x "
+              f"{inner[key]:9.1f}ms")
     print("modules after `import imagen4_jupyter`: "
           + ", ".join(f"{m}={'yes' if v else 'no'}" for m, v in mods.items()))
     print(f"`import imagen4_jupyter` imports ipywidgets: {'YES' if mods['ipywidgets'] else 'no'}; after "
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
             "load_inprocess_ms": inner["load"], "load_big_over_bare_ms": med["load_big"] - med["bare"],
             "load_big_inprocess_ms": inner["load_big"], "import_over_bare_ms": med["import"] - med["bare"],
             "ipywidgets_on_import": mods["ipywidgets"], "ipywidgets_on_load": info["load"]["modules"]["ipywidgets"],
-            "reps": reps, "big_tasks": 1000 if args.quick else 10_000}
+            "reps": reps, "big_tasks": 1000 if args.quick else 10_000, "load_ratio": ratio["load"],
+            "load_big_ratio": ratio["load_big"], "import_ratio": ratio["import"]}
 
 
 if __name__ == "__main__":
