@@ -2,8 +2,12 @@
 restarted or stopped as the traits say, with one line about it (records/callback_hub.py does the work)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..api import errors as E
-from ..records.session import Session
+
+if TYPE_CHECKING:
+    from ..records.session import Session
 
 HIDDEN = "(set)"  # what the webhook_key trait shows: the key itself stays in memory, never printed
 

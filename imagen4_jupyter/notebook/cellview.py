@@ -19,11 +19,11 @@ from IPython.display import display
 
 from ..api import cards as C
 from ..api import errors as E
-from ..api.job import Job
 from . import outputs as D
 from .service import marked
 
 if TYPE_CHECKING:
+    from ..api.job import Job
     from ..records.session import Session
 
 MAX_REFRESHES_PER_SECOND = 20  # elapsed-time updates of all live cards together, whatever their number

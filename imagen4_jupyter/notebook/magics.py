@@ -7,7 +7,7 @@ updated in place from the poller thread, so images land in the cell that asked f
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
@@ -15,12 +15,11 @@ from IPython.core.magic_arguments import kwds, magic_arguments
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
-from ..api.job import Job
 from ..api.models import DEFAULT_MODEL as DEFAULT_MODEL_NAME
 from ..api.models import model_spec
 from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
 from ..records.open_tasks import open_task_ids
-from ..records.session import REUSE_POLICIES, Session, current_session, set_session
+from ..records.policies import REUSE_POLICIES
 from . import outputs as D
 from .callback_mode import HIDDEN, apply_callbacks
 from .cellview import LiveViews
@@ -39,8 +38,12 @@ from .options import (
     split_line,
     wait_override,
 )
-from .service import ask_key, describe, raise_no_key
+from .service import ask_key, load_line, raise_no_key
 from .subcommands import SUBCOMMANDS, Subcommands, help_text
+
+if TYPE_CHECKING:  # the session (and the job, records, history) load with the first cell, not with %load_ext
+    from ..api.job import Job
+    from ..records.session import Session
 
 __all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "unload"]
 
@@ -142,10 +145,11 @@ class Imagen4Magics(Magics):
         return HIDDEN if self._webhook_secret else ""
 
     @observe("callback_listen", "callback_url", "webhook_key")
-    def _callbacks_changed(self, change: Any) -> None:
-        if self._session is not None:
-            for line in apply_callbacks(self._session, self.callback_listen, self.callback_url, self._webhook_secret):
-                print(line)
+    def _callbacks_changed(self, change: Any) -> None:  # opting in loads the session now, to say where it listens
+        if self.shell is None:  # still being built (config applied in __init__): the session applies it later
+            return
+        for line in apply_callbacks(self.session, self.callback_listen, self.callback_url, self._webhook_secret):
+            print(line)
 
     @observe("poll_interval", "timeout")
     def _schedule_changed(self, change: Any) -> None:
@@ -185,6 +189,7 @@ class Imagen4Magics(Magics):
         """The kernel's session: the current one if it keeps the same history file, else a new one."""
         if self._session is None:
             from ..records.location import find_notebook, history_path
+            from ..records.session import Session, current_session, set_session
 
             user_ns = self.shell.user_ns if self.shell else None
             nb, _ = find_notebook(user_ns, self.notebook or None)
@@ -370,9 +375,10 @@ def load(ipython: Any) -> Imagen4Magics:
     magics = Imagen4Magics(shell=ipython)
     ipython.register_magics(magics)
     _loaded = magics
-    session = magics.session
-    print(describe(session))
-    unfinished = open_task_ids(session.history.path)  # a small read: the history is parsed on first use
+    line, path = load_line(ipython.user_ns if ipython else None, magics.notebook or None,
+                           magics.history_folder or None)
+    print(line)
+    unfinished = open_task_ids(path)  # a small read: the history is parsed on first use
     if unfinished:
         print(f"{len(unfinished)} unfinished task(s) — run %imagen4 resume")
     return magics

@@ -6,15 +6,20 @@ The key is never shown: lines name where it came from (`Credentials.describe_key
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import StdinNotImplementedError
 
 from ..api import errors as E
-from ..api.credentials import NO_KEY_HELP, Credentials, enter_key
-from ..records.session import Session
+from ..api.credentials import NO_KEY_HELP, Credentials, enter_key, resolve
+from ..records.location import credentials_start, find_notebook, history_path, where_line
 from .options import CellError
+
+if TYPE_CHECKING:
+    from ..records.session import Session
 
 SIMULATOR = "%imagen4 simulator"  # where the simulator's key and address come from, in messages
 # realistic but quick: tasks take 2-4.5 s, images are a quarter of the real size, the documented limits are on
@@ -29,8 +34,12 @@ _simulator: Any = None  # the kernel's simulator (module-level: it outlives a re
 def describe(session: Session) -> str:
     """One line: the service (the real one and its base URL, or the simulator and its address), whether a key is
     set and from where, and the history file."""
-    creds = session.credentials()
-    if session.simulated:
+    return describe_line(session.credentials(), session.simulated, session.where())
+
+
+def describe_line(creds: Credentials, simulated: bool, where: str) -> str:
+    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists)."""
+    if simulated:
         service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
     else:
         from ..api.credentials import DEFAULT_BASE_URL  # not the client: %load_ext loads no requests
@@ -39,8 +48,19 @@ def describe(session: Session) -> str:
             f" (from {creds.url_source})" if creds.url_source else "")
     key = creds.describe_key() if creds.has_key else (
         "no key (set APIKLEY_API_KEY, put it in a .env beside the notebook, or run %imagen4 key)")
-    history = session.where().removeprefix("imagen4 history: ")
-    return f"imagen4: {service} · {key} · history: {history}"
+    return f"imagen4: {service} · {key} · history: {where.removeprefix('imagen4 history: ')}"
+
+
+def load_line(user_ns: dict | None, notebook: str | None, history_folder: str | None) -> tuple[str, Path]:
+    """`%load_ext`'s line and the history file, without making the session (it loads with the first cell):
+    the current session's line if one exists (a reloaded extension, a panel opened first)."""
+    current = sys.modules.get("imagen4_jupyter.records.session")
+    session = current.current_session() if current is not None else None
+    if session is not None:
+        return describe(session), session.history.path
+    nb, found_by = find_notebook(user_ns, notebook)
+    path = history_path(nb, history_folder)
+    return describe_line(resolve(start=credentials_start(nb)), False, where_line(path, found_by)), path
 
 
 def raise_no_key() -> NoReturn:

@@ -39,3 +39,16 @@ def warn_unwritable(path: Any, err: OSError, what: str) -> None:
     """Say (a RuntimeWarning, one line) that the history could not be written and what that means."""
     warnings.warn(f"imagen4: the history {path} could not be written ({type(err).__name__}: "
                   f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=4)
+
+
+def where_line(path: Path, found_by: str) -> str:
+    """One line: where the history is kept and why."""
+    if found_by == "working directory":
+        return (f"imagen4 history: {path} (notebook not detected; set "
+                "%config Imagen4Magics.notebook = 'name.ipynb' to keep one history per notebook)")
+    return f"imagen4 history: {path} (notebook found through {found_by})"
+
+
+def credentials_start(notebook: Path | None) -> Path:
+    """Where the nearest `.env` is looked for: the notebook's folder, else the working directory."""
+    return notebook.parent if notebook else Path.cwd()

@@ -22,7 +22,8 @@ from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, finished_job
 from .folder import folder_histories, origin_label, record_reuse
 from .history import History
-from .location import find_notebook, history_path, warn_unwritable
+from .location import credentials_start, find_notebook, history_path, warn_unwritable, where_line
+from .policies import REUSE_POLICIES
 from .sendlog import queue_hooks, resume_queue
 from .spend import PriceProbe, Spending
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # the client (and requests) load with the first task, not wit
     from ..api.client import Imagen4Client
     from .callback_hub import CallbackHub
 
-REUSE_POLICIES = ("seeded", "always", "never")
 
 
 class Session:
@@ -88,9 +88,7 @@ class Session:
         `%imagen4 key`), so a key set after the first failure works on the next call with no restart."""
         if self._service is not None:
             return self._service
-        from pathlib import Path
-
-        return resolve(start=Path(self.notebook).parent if self.notebook else Path.cwd())
+        return resolve(start=credentials_start(self.notebook))
 
     def use_service(self, credentials: Credentials | None, *, simulated: bool = False) -> None:
         """Point the session at other credentials (the in-kernel simulator: `simulated=True`), or back to the
@@ -152,10 +150,7 @@ class Session:
 
     def where(self) -> str:
         """One line: where the history is kept and why."""
-        if self.found_by == "working directory":
-            return (f"imagen4 history: {self.history.path} (notebook not detected; set "
-                    "%config Imagen4Magics.notebook = 'name.ipynb' to keep one history per notebook)")
-        return f"imagen4 history: {self.history.path} (notebook found through {self.found_by})"
+        return where_line(self.history.path, self.found_by)
 
     # -- listeners (panels, displays) ---------------------------------------------------------
     def subscribe(self, fn: Callable[[Job], None]) -> None:
