@@ -16,8 +16,7 @@ from imagen4_jupyter.records.open_tasks import open_task_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("requests", "urllib3", "PIL", "ipywidgets", "imagen4_jupyter.api.client", "imagen4_jupyter.api.poller",
-         "imagen4_jupyter.notebook.panel", "imagen4_jupyter.records.session", "imagen4_jupyter.records.history",
-         "imagen4_jupyter.api.job")  # the session, the history and jobs load with the first cell
+         "imagen4_jupyter.notebook.panel", "imagen4_jupyter.records.session")  # the session: with the first cell
 CHILD = r"""
 import sys, json, io, contextlib
 from IPython.core.interactiveshell import InteractiveShell
