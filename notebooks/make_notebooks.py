@@ -80,7 +80,7 @@ history and shows its stored images, saying so in one line. We check with the ac
 byte-identical.
 """),
     code("""
-from imagen4_jupyter.records.session import get_session
+from imagen4_jupyter import get_session
 
 session = get_session()  # the session the magic uses: client, history, jobs
 credits_before = session.client.credits()

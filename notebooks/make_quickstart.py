@@ -141,7 +141,7 @@ simulator's from the first cell; neither is shown). `generate()` creates the tas
 images. `submit()` returns a job handle at once instead.
 """),
     code("""
-from imagen4_jupyter import Imagen4Client
+from imagen4_jupyter import Imagen4Client, get_session
 
 creds = get_session().credentials()  # the key and address in force; a script would call Imagen4Client()
 client = Imagen4Client(creds.key, creds.base_url, cache_dir=".imagen4/images")  # files beside this notebook
