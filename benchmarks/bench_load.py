@@ -47,10 +47,13 @@ print("RESULT " + json.dumps(out))
 
 
 def _child(mode: str, cwd: Path) -> tuple[float, dict]:
+    # byte-code caches in a folder of the run's own, as an installed package has them (pip compiles on install,
+    # and a source checkout with PYTHONDONTWRITEBYTECODE would otherwise compile this package in every process)
     env = dict(os.environ, APIKLEY_BASE_URL="http://127.0.0.1:9", APIKLEY_API_KEY="bench-key",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-               IPYTHONDIR=str(cwd / ".ipython"))
+               IPYTHONDIR=str(cwd / ".ipython"), PYTHONPYCACHEPREFIX=str(cwd.parent / "pyc"))
     env.pop("JPY_SESSION_NAME", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, mode], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
