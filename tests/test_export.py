@@ -90,7 +90,7 @@ def test_bad_target_says_what_to_do_and_writes_nothing(history, tmp_path):
         export_history(tmp_path / "missing.jsonl", tmp_path / "t.csv")
     assert not list(tmp_path.glob("tasks*")) and not (tmp_path / "t.csv").exists()
     out = export_history(history, tmp_path / "tasks.txt", format="csv")
-    assert out.read_text().startswith("time,task_id,prompt")
+    assert out.read_text().startswith("time,task_id,model,prompt")
 
 
 def test_export_can_copy_images_with_their_provenance_inside(history, tmp_path):

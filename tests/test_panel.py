@@ -1,13 +1,16 @@
 """The widget panel at the Python level: set values, click, observe state, against the simulator."""
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from imagen4_jupyter import read_provenance
 from imagen4_jupyter.api.request import MAX_PROMPT, GenerationRequest
 from imagen4_jupyter.records.history import History
 from imagen4_jupyter.records.session import Session
@@ -290,7 +293,12 @@ def test_viewer_reuse_copy_seed_save(panel, sim, tmp_path):
     target = tmp_path / "out" / "fox.png"
     gallery.save_path.value = str(target)
     gallery.save.click()
-    assert target.read_bytes() == panel.selected[1].data
+    original = panel.selected[1]
+    saved = read_provenance(target)  # the copy says how it was made; the store's file is the service's bytes
+    assert saved["task_id"] == first and saved["sha256"] == original.sha256 and saved["request"]["seed"] == "77"
+    assert hashlib.sha256(original.path.read_bytes()).hexdigest() == original.sha256
+    with Image.open(target) as copy, Image.open(original.path) as stored:
+        assert copy.tobytes() == stored.tobytes()  # the pixels are not re-encoded
     assert "Saved to" in gallery.view_status.value
     gallery.save_path.value = str(tmp_path / "no" / "\x00bad")
     gallery.save.click()

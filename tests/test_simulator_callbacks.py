@@ -82,6 +82,9 @@ def test_signed_callbacks_and_credits_in_the_body(receiver: Receiver) -> None:
             assert payload["data"]["consumeCredits"] == 6 and payload["data"]["remainedCredits"] == 88
         assert by_id[ok][1]["code"] == 200 and by_id[ok][1]["data"]["state"] == "success"
         assert by_id[bad][1]["code"] == 501 and by_id[bad][1]["data"]["failMsg"] == "Content policy violation"
+        deadline = time.monotonic() + 5  # the simulator records a delivery once the receiver's answer is back
+        while len(sim.deliveries) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert {d.payload["data"]["taskId"] for d in sim.deliveries} == {ok, bad}
         assert all(d.status == 200 and verifies(d.headers, d.payload["data"]["taskId"]) for d in sim.deliveries)
 
