@@ -8,8 +8,8 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_notebooks import SETUP, code, md  # noqa: E402
-from make_notebooks import build as build_notebook  # noqa: E402  (one set of helpers for every notebook)
+from nbcells import SETUP, code, md  # noqa: E402
+from nbcells import build as build_notebook  # noqa: E402  (one set of helpers for every notebook)
 
 CELLS = [
     md("""

@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from demo_summary import history_task_ids, summarize
+
 ROOT = Path(__file__).resolve().parent.parent  # the source checkout
 DEFAULT_NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 DEMO_KEY = "demo-key-simulator"
 MARKER = ".imagen4-demo.json"  # written into the output folder; says the folder is ours to refresh
-IMAGE_MIMES = ("image/png", "image/jpeg")
 
 # Realistic but short: the states change visibly, yet the whole notebook runs in well under a minute.
 SIM_OPTIONS: dict[str, Any] = dict(queue_time=(0.5, 1.5), generation_time=(1.5, 3.0), image_scale=0.5)
@@ -147,55 +148,6 @@ def _start_simulator():
     return Simulator(api_keys=(DEMO_KEY,), **SIM_OPTIONS).start()
 
 
-# -- summary of an executed notebook ---------------------------------------------------------------
-def _imagen4_meta(output: dict) -> dict | None:
-    md = output.get("metadata") or {}
-    if isinstance(md.get("imagen4"), dict):
-        return md["imagen4"]
-    for mime in IMAGE_MIMES:  # tolerate metadata nested under the mime type
-        sub = md.get(mime)
-        if isinstance(sub, dict) and isinstance(sub.get("imagen4"), dict):
-            return sub["imagen4"]
-    return None
-
-
-def summarize(nb: Any) -> dict[str, Any]:
-    """Counts from an executed notebook: code cells run, errors, image outputs, imagen4 task ids."""
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    ran = [c for c in code if c.get("execution_count") is not None]
-    errors = sum(1 for c in code for o in c.get("outputs", []) if o.get("output_type") == "error")
-    images = tagged = 0
-    task_ids: list[str] = []
-    for c in code:
-        for o in c.get("outputs", []):
-            if not any(m in (o.get("data") or {}) for m in IMAGE_MIMES):
-                continue
-            images += 1
-            meta = _imagen4_meta(o)
-            if meta is not None:
-                tagged += 1
-                tid = meta.get("task_id") or meta.get("taskId")
-                if isinstance(tid, str) and tid not in task_ids:
-                    task_ids.append(tid)
-    return {"code_cells": len(code), "ran": len(ran), "errors": errors, "images": images,
-            "tagged_images": tagged, "task_ids": task_ids}
-
-
-def _history_task_ids(folder: Path) -> list[str]:
-    """Task ids named in the .imagen4/ history files (whatever the event layout, ids are `task_id`)."""
-    ids: list[str] = []
-    for f in sorted(folder.glob("*.jsonl")):
-        for line in f.read_text(errors="replace").splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            tid = ev.get("task_id") or ev.get("taskId") if isinstance(ev, dict) else None
-            if isinstance(tid, str) and tid not in ids:
-                ids.append(tid)
-    return ids
-
-
 # -- headless run --------------------------------------------------------------------------------
 def run_headless(args: argparse.Namespace) -> int:
     import nbformat
@@ -263,7 +215,7 @@ def run_headless(args: argparse.Namespace) -> int:
 
     s = summarize(nb)
     hist = out / ".imagen4"
-    hist_ids = _history_task_ids(hist) if hist.is_dir() else []
+    hist_ids = history_task_ids(hist) if hist.is_dir() else []
     task_ids = s["task_ids"] or hist_ids
     _say("")
     _say(f"{'FAILED' if failure else 'Done'}: {_display_path(src)} -> {_display_path(out_nb)} in {elapsed:.1f} s")
