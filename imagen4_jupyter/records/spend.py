@@ -179,10 +179,11 @@ def spend_bundle(summary: SpendSummary, where: Any, spending: Spending | None = 
     if spending is not None and spending.budget is not None:
         lines.append(f"this kernel's budget: {format_credits(spending.left() or 0)} of "
                      f"{format_credits(spending.budget)} credits left")
-    rows = "".join(f"<tr><td style='text-align:left'>{esc(m)}</td><td>{int(n)}</td><td>{esc(format_credits(c))}</td>"
-                   f"</tr>" for m, (n, c) in sorted(summary.by_model.items()))
-    days = "".join(f"<tr><td style='text-align:left'>{esc(d)}</td><td>{int(n)}</td><td>{esc(format_credits(c))}</td>"
-                   f"</tr>" for d, (n, c) in sorted(summary.by_day.items()))
+    def table_rows(table: dict[str, list[float]]) -> str:
+        return "".join(f"<tr><td style='text-align:left'>{esc(k)}</td><td>{int(n)}</td>"
+                       f"<td>{esc(format_credits(c))}</td></tr>" for k, (n, c) in sorted(table.items()))
+
+    rows, days = table_rows(summary.by_model), table_rows(summary.by_day)
     head = "<tr><th style='text-align:left'>{}</th><th>tasks</th><th>credits</th></tr>"
     tail = "".join(f"<div>{esc(line)}</div>" for line in lines if line.startswith(("reuse", "this kernel")))
     html = (f"<div class='imagen4-spend'><div>{esc(lines[0])} · {esc(str(where))}</div>"
