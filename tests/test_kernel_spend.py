@@ -66,9 +66,10 @@ def test_a_budget_refuses_before_sending_and_is_never_overspent(priced_sim, tmp_
         assert "%config Imagen4Magics.budget" in text
         s.submit(GenerationRequest.create("fox 4", model="fast")).result(10)  # 3 fits in the 6 left
         assert sum(c.credits for c in priced_sim.charges) <= 20
-        seeded = GenerationRequest.create("fox 1", model="standard", seed="1")
-        s.submit(seeded, force=True).result(10) if s.spending.left() >= 7 else None
-        assert sum(c.credits for c in priced_sim.charges) <= 20
+        assert s.spending.left() == 3  # 20 - 7 - 7 - 3: nothing more of standard fits
+        with pytest.raises(BudgetExceededError):
+            s.submit(GenerationRequest.create("fox 5", model="standard", seed="1"), force=True)
+        assert sum(c.credits for c in priced_sim.charges) == 17
     finally:
         s.close()
 
