@@ -104,6 +104,22 @@ def test_a_hundred_live_cards_send_at_most_about_twenty_refreshes_a_second(make_
     assert counts == [1] * 100  # 5 ticks x 20 = each of the 100 cards exactly once
 
 
+def test_state_changes_take_their_share_of_the_refresh_budget(make_client):
+    """Updates sent by state changes leave that many fewer for the next tick's elapsed-time refreshes, so the
+    two together stay within about 20 a second; the share is whole again on the tick after."""
+    from imagen4_jupyter.notebook.cellview import Ticker
+
+    views = [FakeView([]) for _ in range(100)]
+    ticker = Ticker(FakeOwner(FakeHost(make_client(), 1.0), views))
+    assert len(ticker.due(views)) == 20
+    ticker.sent(3)
+    ticker.sent(4)  # three task state changes and a finished task's card and three image slots
+    assert len(ticker.due(views)) == 13
+    ticker.sent(50)  # more than the whole share: no refresh this tick, and none owed later
+    assert ticker.due(views) == []
+    assert len(ticker.due(views)) == 20
+
+
 def test_state_changes_are_not_held_back_by_the_ticker_budget(sim, tmp_path, monkeypatch):
     """A job's state change renders its card at once, even with many live cards sharing the refresh budget."""
     monkeypatch.chdir(tmp_path)

@@ -19,6 +19,7 @@ from IPython.display import display
 
 from ..api import cards as C
 from ..api import errors as E
+from ..api.spend import cost_text
 from . import outputs as D
 from .service import marked
 
@@ -106,21 +107,26 @@ class CellView:
             if ended(job):
                 if not self.deferred:
                     self.finalize()
+                    if self.rich:  # the final card and the image slots: counted against the refreshes' share
+                        self.owner.ticker.sent(1 + len(self.slots))
                 return
-            self.refresh()
+            if self.refresh():
+                self.owner.ticker.sent(1)
 
-    def refresh(self) -> None:
-        """Show the current state and elapsed time (live cards only)."""
+    def refresh(self) -> bool:
+        """Show the current state and elapsed time (live cards only); True if an update was sent."""
         with self._lock:
             if self.finalized:
-                return
+                return False
             if self.rich:
                 bundle = self.card_bundle()
                 if bundle != self._last_card:
                     self._last_card = bundle
                     self.card.update(bundle, raw=True)
+                    return True
             else:
                 self._print_state()
+            return False
 
     def finalize(self, *, error_raised: bool = False) -> None:
         """Turn the card into the final state and fill the image slots (once). `error_raised`: the caller
@@ -175,22 +181,24 @@ class CellView:
             print(f"[imagen4] {job.error.short() if isinstance(job.error, E.Imagen4Error) else job.error}",
                   file=sys.stderr, flush=True)
             return
-        what = "reused (no request sent)" if job.reused else f"done in {job.elapsed:.1f} s"  # not its old time
+        cost = cost_text(job.cost)  # `~6 credits`: an estimate; "" for no price
+        what = ("reused (no request sent, 0 credits)" if job.reused else  # not its old time
+                f"done in {job.elapsed:.1f} s" + (f", {cost}" if cost else ""))
         print(f"[imagen4] {job.task_id}: {what}{' (simulated)' if self.simulated else ''}; saved:", flush=True)
         base = self.owner.output_base()
         for image in job.images:
             print(f"  {C.shown_path(image.path, base)}  ({image.width}×{image.height})", flush=True)
 
 
-
-
 class Ticker:
     """Refreshes the elapsed time of live cards every `refresh_interval` seconds, on the client's poller
     threads (`Poller.call_later`: no thread of its own); it stops when no live card is left.
 
-    All cards together get at most MAX_REFRESHES_PER_SECOND elapsed-time updates: with more live cards than
+    All cards together send at most MAX_REFRESHES_PER_SECOND updates a second: with more live cards than
     that, each tick refreshes the ones refreshed longest ago (a rotating share), so 100 tasks in flight cost
-    ~20 output messages a second, not 100. State changes do not wait for the ticker: they go out at once.
+    ~20 output messages a second, not 100. State changes do not wait for the ticker: they go out at once, and
+    the ticker's next share is smaller by what they sent (`sent`), so refreshes and state changes together
+    stay within the bound unless the state changes alone need more.
     """
 
     def __init__(self, owner: LiveViews):
@@ -199,6 +207,7 @@ class Ticker:
         self._scheduled = False
         self._stopped = False
         self._refreshed: dict[CellView, float] = {}  # live view -> when the ticker last refreshed it
+        self._state_updates = 0  # output updates that state changes sent since the last tick
 
     @property
     def scheduled(self) -> bool:
@@ -228,12 +237,19 @@ class Ticker:
             with self._lock:
                 self._scheduled = False
 
+    def sent(self, updates: int) -> None:
+        """State changes sent `updates` output updates (any thread): the next tick refreshes that many fewer."""
+        with self._lock:
+            self._state_updates += updates
+
     def due(self, views: list[CellView]) -> list[CellView]:
-        """This tick's share of the live rich cards: the ones refreshed longest ago, at most the budget."""
-        budget = max(1, int(MAX_REFRESHES_PER_SECOND * self.interval()))
+        """This tick's share of the live rich cards: the ones refreshed longest ago, at most the budget less
+        what state changes sent since the last tick."""
         rich = [v for v in views if v.rich]
         now = time.monotonic()
         with self._lock:
+            budget = max(0, int(MAX_REFRESHES_PER_SECOND * self.interval()) - self._state_updates)
+            self._state_updates = 0
             last = {v: self._refreshed.get(v, 0.0) for v in rich}  # finished views are forgotten
             chosen = sorted(rich, key=last.__getitem__)[:budget]
             last.update((v, now) for v in chosen)
