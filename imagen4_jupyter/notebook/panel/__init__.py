@@ -21,6 +21,7 @@ from ...api.cards import esc
 from ...api.errors import Imagen4Error, InvalidRequestError
 from ...api.job import Job
 from ...api.request import GenerationRequest
+from ...api.spend import cost_text, format_credits
 from ...api.store import StoredImage
 from ...records.history import TaskEntry
 from ...records.session import Session, get_session
@@ -57,6 +58,7 @@ class Panel(W.VBox):
         # come from there, so a job is known to be the panel's from its first row)
         self._last_click: tuple[float, tuple] | None = None  # when Generate last sent, and the controls then
         self.controls = Controls()
+        self.controls.cost_of = self.cost_line
         self.tasks = TaskList(self._later, lambda job: expected_generation(self.session.client.schedule, job),
                               simulated=self.session.is_simulated)
         self.gallery = Gallery(thumb_size)
@@ -140,6 +142,20 @@ class Panel(W.VBox):
         """Fill the controls from a request (or a history request dict)."""
         self.controls.fill(request)
 
+    def cost_line(self, model: str) -> tuple[str, bool]:
+        """What a task of `model` would cost (`~`: an estimate until the price is measured) and what is left of
+        the kernel's budget (`%config Imagen4Magics.budget`); True when it would pass it."""
+        spending = self.session.spending
+        credits, measured = spending.prices.price(model)
+        text = cost_text((credits, measured))
+        left = spending.left()
+        if left is None:
+            return text, False
+        over = credits > left + 1e-9
+        text += (f" · {format_credits(left)} of {format_credits(spending.budget or 0)} left in the kernel's budget"
+                 + (" (raise it with %config Imagen4Magics.budget = N)" if over else ""))
+        return text, over
+
     # == the key ===================================================================================
     def check_key(self) -> str:
         """Show the missing-key banner (and turn Generate off, saying why) while the session has no key."""
@@ -211,6 +227,7 @@ class Panel(W.VBox):
         self._submission_done(record)
 
     def _submission_done(self, record: dict) -> None:
+        self.controls.show_cost()  # the budget's remainder changed (or a price was measured)
         if self.tasks.sent(record):
             record["job"].add_done_callback(self._on_done)
         record["sent"].set()
@@ -230,6 +247,7 @@ class Panel(W.VBox):
             if self._closed:
                 return
         self.tasks.show_job(job)
+        self.controls.show_cost()
         if job.error is None and job.images:
             self.gallery.add(job)
         if self.tabs.selected_index == HISTORY_TAB:

@@ -8,6 +8,7 @@ never an error.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import ipywidgets as W
 
@@ -45,8 +46,9 @@ class Controls(W.VBox):
         self.negative_count = W.HTML()
         self.negative_count.add_class("imagen4-count")
         self.model = W.ToggleButtons(options=list(MODEL_NAMES), value=short_name(DEFAULT_MODEL),
-                                     tooltips=[f"{m.title}: {m.list_price} credits an image, up to {m.max_images} "
-                                               f"image{'s' if m.max_images > 1 else ''}" for m in MODELS.values()],
+                                     tooltips=[f"{m.title}: {m.list_price} credits a task (list price), up to "
+                                               f"{m.max_images} image{'s' if m.max_images > 1 else ''}"
+                                               for m in MODELS.values()],
                                      style={"button_width": "auto"})
         self.model.add_class("imagen4-model")
         self.ratio = W.ToggleButtons(options=list(ASPECT_RATIOS), value="1:1",
@@ -73,6 +75,9 @@ class Controls(W.VBox):
         self.insert.add_class("imagen4-insert")
         self.reason = W.HTML()
         self.reason.add_class("imagen4-reason")
+        self.cost = W.HTML()  # what Generate would cost, and what is left of the kernel's budget (set by the panel)
+        self.cost.add_class("imagen4-cost")
+        self.cost_of: Callable[[str], tuple[str, bool]] | None = None  # model -> (text, over the budget)
 
         def group(label: str, *widgets: W.Widget, css: str) -> W.HBox:
             name = W.HTML(f"<span class='imagen4-label'>{esc(label)}</span>")
@@ -86,7 +91,7 @@ class Controls(W.VBox):
                   group("Images", self.num, css="imagen4-num-group"),
                   group("Seed", self.seed, self.random_seed, css="imagen4-seed-group")]
         options = W.HBox(groups, layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        actions = W.HBox([self.generate, self.insert, self.reason],
+        actions = W.HBox([self.generate, self.insert, self.cost, self.reason],
                          layout=W.Layout(align_items="center", flex_flow="row wrap"))
         for row in (options, actions):
             row.add_class("imagen4-row")
@@ -131,6 +136,7 @@ class Controls(W.VBox):
         before the user typed anything)."""
         _count(self.prompt_count, len(self.prompt.value))
         _count(self.negative_count, len(self.negative.value))
+        self.show_cost()
         try:
             request = self.current_request()
         except InvalidRequestError as err:
@@ -150,6 +156,19 @@ class Controls(W.VBox):
         self.generate.tooltip = GENERATE_TIP
         self.reason.value = ""
         return request
+
+    def show_cost(self) -> None:
+        """The line beside the buttons: what a task of the chosen model costs (`~6 credits`, `~`: an estimate)
+        and what the kernel's budget has left; marked when the task would pass it (the session then refuses it,
+        nothing is sent)."""
+        if self.cost_of is None:
+            return
+        text, over = self.cost_of(self.model.value)
+        self.cost.value = f"<span title='{esc(text)}'>{esc(text)}</span>"
+        if over:
+            self.cost.add_class("imagen4-over")
+        else:
+            self.cost.remove_class("imagen4-over")
 
     def take_request(self) -> GenerationRequest | None:
         """The request to send now: the box's seed (it stays there until the user changes it), or a new random

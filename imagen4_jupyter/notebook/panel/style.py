@@ -34,6 +34,8 @@ RULES = [
     ".imagen4-reason { color: " + FG + "; min-width: 0; flex: 1 1 240px; }",
     ".imagen4-reason .widget-html-content { white-space: normal; line-height: 1.4; }",
     ".imagen4-hint { color: " + FG2 + "; }",
+    ".imagen4-cost { color: " + FG2 + "; font-size: 12px; min-width: 0; margin: 0 8px 0 2px; }",
+    ".imagen4-cost.imagen4-over { color: " + FG + "; font-weight: bold; }",
     ".imagen4-error, .imagen4-panel .imagen4-err { color: " + FG + "; border-left: 3px solid"
     " var(--jp-error-color1, #c62828); padding-left: 6px; }",
     # the missing-key banner
