@@ -116,11 +116,12 @@ def test_cell_outputs_in_light_and_dark_at_1400_and_800(lab):
             widths = page.evaluate("""() => {
               const row = document.querySelector('.imagen4-history tbody tr');
               const cells = Array.from(row.children);
-              return {prompt: cells[1].getBoundingClientRect().width, id: cells[4].getBoundingClientRect().width,
-                      align: cells.map(c => getComputedStyle(c).textAlign),
-                      font: getComputedStyle(cells[4].querySelector('code')).fontFamily};
+              return {prompt: cells[1].getBoundingClientRect().width, id: cells[5].getBoundingClientRect().width,
+                      align: cells.map(c => getComputedStyle(c).textAlign), credits: cells[4].innerText,
+                      font: getComputedStyle(cells[5].querySelector('code')).fontFamily};
             }""")
             assert widths["prompt"] > 2 * widths["id"], widths
+            assert widths["credits"].strip().lstrip("~").isdigit(), widths  # what the task cost (~: an estimate)
             assert set(widths["align"]) == {"left"} and "mono" in widths["font"].lower(), widths
 
             results = {}

@@ -378,7 +378,7 @@ def test_text_mode_reused_cell_says_no_request_was_sent(ip, sim):
     assert "done in" in first.cap.stdout
     r = run(ip, "%%imagen4 -s 7\nterminal owl")
     assert sim.count("createTask") == 1
-    assert "Reused 1 image" in r.cap.stdout and "reused (no request sent); saved:" in r.cap.stdout, r.text
+    assert "Reused 1 image" in r.cap.stdout and "reused (no request sent, 0 credits); saved:" in r.cap.stdout, r.text
     assert "done in" not in r.cap.stdout, r.text
     assert [line for line in r.cap.stdout.splitlines() if line.startswith("  .imagen4/images/")]
 

@@ -41,6 +41,15 @@ class Hint:
     task_id: str
     token: str
     signed: bool
+    consume_credits: float | None = None  # what the body says the task cost (trusted only when signed)
+    remained_credits: float | None = None  # and the balance after it
+
+
+def _credits(data: dict, key: str) -> float | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+        return None
+    return float(value)
 
 
 class CallbackHints(Protocol):
@@ -159,7 +168,8 @@ class CallbackReceiver:
                 while len(self._seen) > SEEN:
                     self._seen.popitem(last=False)
             signed = True
-        self.on_hint(Hint(task_id=task_id, token=token, signed=signed))
+        self.on_hint(Hint(task_id=task_id, token=token, signed=signed, consume_credits=_credits(data, "consumeCredits"),
+                          remained_credits=_credits(data, "remainedCredits")))
         return None
 
 

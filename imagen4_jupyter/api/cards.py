@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import DEFAULT_MODEL, short_name
+from .spend import cost_text
 from .store import thumbnail
 
 # Colours are JupyterLab's theme variables (light fallbacks for other front-ends), so a card reads well in light
@@ -128,10 +129,11 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
     status = job.status
     colour = STATE_COLOURS.get(status, GREY)
     prompt = job.request.prompt if job.request else ""
-    params = params_text(job.request)
+    cost = cost_text(getattr(job, "cost", None))  # "~6 credits" (an estimate) or "6 credits" (measured)
+    params = " · ".join(p for p in (params_text(job.request), cost) if p)
     if job.error is not None:
         title = getattr(job.error, "title", type(job.error).__name__)
-        text = f"[imagen4] {title}: {job.error}"
+        text = f"[imagen4] {title}: {job.error}" + (f" ({cost})" if cost else "")
         tid = "" if job.task_id is None or job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
         body = (f"{mark_html(status, colour)}<b>✗ {esc(title)}</b>: {esc(job.error)}"
                 f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f} s · {esc(params)}</span>"
@@ -145,7 +147,8 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
             wait = max(0.0, (job.send_at or 0.0) - time.time())
             label = f"waiting for a slot under the rate limit (~{wait:.0f} s)"
         shown_id = job.task_id or "not sent yet"
-        text = f"[imagen4] {shown_id}: {label} ({job.elapsed:.1f} s) {shorten(prompt, 80)!r}"
+        spent = f", {cost}" if cost else ""
+        text = f"[imagen4] {shown_id}: {label} ({job.elapsed:.1f} s{spent}) {shorten(prompt, 80)!r}"
         turning = "generating" if label == "downloading" else status  # the ring turns until the images are in
         body = (f"{mark_html(turning, colour)}"
                 f"<b>{'✓ ' if finished else ''}{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
@@ -161,7 +164,7 @@ def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = Non
     parameters and prompt."""
     n = len(job.images)
     prompt = job.request.prompt if job.request else ""
-    params = params_text(job.request)
+    params = params_text(job.request) + " · 0 credits"  # no request sent: nothing spent
     source = f"{origin} ({when(submitted_at)})" if origin else when(submitted_at)
     text = (f"Reused {plural(n, 'image')} of task {job.task_id} from {source}; "
             "no request sent (--force makes a new task).")

@@ -30,7 +30,8 @@ class Job(futures.Future):
     was first seen), `generating_since_ms` (server time generation started, from the record's `updateTime`;
     set by the learning schedule), `clock_offset` (seconds to add to a server time to get local time),
     `created_at`, `tracked_at` (the overall timeout counts from here), `finished_at`, `extra_urls` (result URLs
-    beyond the `num_images` asked for: noted, never downloaded).
+    beyond the `num_images` asked for: noted, never downloaded), `cost` ((credits, measured) when a session
+    priced the task: measured from the balance or a signed callback, else an estimate; None for a bare client).
     """
 
     def __init__(self, task_id: str | None, request: GenerationRequest | None, *, created_at: float | None = None):
@@ -47,6 +48,7 @@ class Job(futures.Future):
         self.record: TaskRecord | None = None
         self.images: list[StoredImage] = []
         self.extra_urls: list[str] = []
+        self.cost: tuple[float, bool] | None = None  # (credits, measured) once a session priced it (records/)
         self.error: Imagen4Error | None = None
         self.checks = 0
         self.first_generating_at: float | None = None

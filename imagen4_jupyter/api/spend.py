@@ -26,6 +26,14 @@ def format_credits(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
+def cost_text(cost: tuple[float, bool] | None, unit: bool = True) -> str:
+    """A task's cost as shown: `6 credits` measured, `~6 credits` estimated (`~6` without the unit); "" unknown."""
+    if cost is None:
+        return ""
+    credits, measured = cost
+    return f"{'' if measured else '~'}{format_credits(credits)}{' credits' if unit else ''}"
+
+
 def _credits(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise InvalidRequestError(f"{what} must be a number of credits, not {value!r}.")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..api.cards import FG, esc, message_bundle, params_text, plural, shorten, shown_path, thumb_html, when
 from ..api.request import MODEL
+from ..api.spend import cost_text
 from ..api.store import preview
 
 if TYPE_CHECKING:
@@ -112,15 +113,16 @@ CELL = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
         "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
 # per column: a prompt that keeps its width (a word a line no more), a task id that may wrap anywhere
 COLUMNS = (("time", "min-width:5.5em"), ("prompt", "min-width:10em;width:45%"),
-           ("parameters", "min-width:6.5em"), ("state", "min-width:6em"), ("task id", "min-width:7em"),
-           ("images", "min-width:76px"))
+           ("parameters", "min-width:6.5em"), ("state", "min-width:6em"), ("credits", "min-width:3.5em"),
+           ("task id", "min-width:7em"), ("images", "min-width:76px"))
 TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-break:break-all;color:inherit"
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
                    title: str = "", base: Any = None) -> dict[str, str]:
-    """A table of history entries: time, prompt, parameters, state, task id, thumbnails; the text form names
-    the image files (relative to `base`, the notebook's folder, when inside it). Text columns are left-aligned,
+    """A table of history entries: time, prompt, parameters, state, credits (`~6`: an estimate), task id,
+    thumbnails; the text form names the image files (relative to `base`, the notebook's folder, when inside
+    it). Text columns are left-aligned,
     the prompt is the widest and shows all of itself on hover, the task id is monospace."""
     rows, lines = [], []
     styles = [f"{CELL};{extra}" for _name, extra in COLUMNS]
@@ -137,13 +139,18 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         if thumbnails and e.state == "success":
             thumbs = "".join(thumb_html(im.path, alt=f"image {im.index + 1} of {e.task_id}")
                              for im in history.stored_images(e))  # content-addressed only
+        cost = None if e.credits is None else (e.credits, e.credits_measured)
+        credits = cost_text(cost, unit=False) if cost else "reused" if e.origin else ""
         cells = [esc(when(e.submitted_at)), esc(shorten(prompt, 200)), esc(params_text(req)), esc(state),
-                 f"<code style='{TASK_ID}'>{esc(e.task_id)}</code>", thumbs]
-        tips = ["", f" title='{esc(shorten(prompt, 2000))}'", "", "", "", ""]
+                 esc(credits), f"<code style='{TASK_ID}'>{esc(e.task_id)}</code>", thumbs]
+        tips = ["", f" title='{esc(shorten(prompt, 2000))}'", "", "",
+                " title='measured'" if cost and cost[1] else " title='an estimate (the price list)'" if cost else "",
+                "", ""]
         rows.append("<tr>" + "".join(f"<td style='{st}'{tip}>{c}</td>"
                                      for st, tip, c in zip(styles, tips, cells, strict=True)) + "</tr>")
         paths = ", ".join(shown_path(history.resolve(im["path"]), base) for im in e.images)
-        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}  {params_text(req)}  "
+        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}  {params_text(req)}"
+                     f"{'  ' + cost_text(cost) if cost else ''}  "
                      f"{shorten(prompt, 60)!r}" + (f"  {paths}" if paths else ""))
     where = shown_path(history.path, base)
     head = title or f"{plural(len(entries), 'task')} in {where}"

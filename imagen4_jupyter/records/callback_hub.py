@@ -28,6 +28,7 @@ from ..api.callbacks import CallbackReceiver, Hint, unreachable_reason
 from ..api.job import Job
 from ..api.request import GenerationRequest
 from .history import History
+from .spend import Spending, callback_cost
 
 if TYPE_CHECKING:
     from ..api.client import Imagen4Client
@@ -42,6 +43,8 @@ class HubOwner(Protocol):
     """What the hub needs from its session."""
 
     history: History
+    jobs: dict[str, Job]
+    spending: Spending
 
     @property
     def client(self) -> Imagen4Client: ...
@@ -95,6 +98,7 @@ class CallbackHub:
         self.hints = 0  # accepted callbacks
         self.ignored = 0  # accepted but for no task this kernel follows (or not its token's task)
         self.resolved: list[str] = []  # task ids found through a callback after an unknown outcome
+        self._costs: set[str] = set()  # task ids whose cost a signed callback gave (once each)
         key = webhook_key if webhook_key is not None else os.environ.get(WEBHOOK_KEY_ENV) or None
         self.receiver = CallbackReceiver(public_url or "http://127.0.0.1", self.on_hint, host=host, port=port,
                                          webhook_key=key)
@@ -203,11 +207,25 @@ class CallbackHub:
                 return
         if unknown:
             self._resolve_soon(hint.token, hint.task_id, signed=hint.signed)
-        elif followed[0] != hint.task_id or not followed[1].poke(hint.task_id):
+            return
+        ours = followed[0] == hint.task_id
+        if ours and hint.signed and hint.consume_credits is not None:  # only a signed body's cost is believed
+            self._priced(hint)
+        if not ours or not followed[1].poke(hint.task_id):
             with self._lock:  # another task's id, or a task this kernel no longer follows
                 self.ignored += 1
-                if followed[0] == hint.task_id:
+                if ours:
                     self._tasks.pop(hint.token, None)
+
+    def _priced(self, hint: Hint) -> None:
+        """A signed callback said what its task cost: record it once, as measured."""
+        with self._lock:
+            if hint.task_id in self._costs:
+                return
+            self._costs.add(hint.task_id)
+        job = self.owner.jobs.get(hint.task_id)
+        if job is not None and hint.consume_credits is not None:
+            callback_cost(self.owner.history, self.owner.spending, job, hint.consume_credits, hint.remained_credits)
 
     def _resolve_soon(self, token: str, task_id: str, *, signed: bool) -> None:
         self.owner.client.poller.call_later(0.0, lambda: self._resolve(token, task_id, signed))

@@ -33,6 +33,8 @@ class TaskEntry:
     finished_at: float | None = None
     credits_before: float | None = None
     credits_after: float | None = None
+    credits: float | None = None  # what the task cost: measured (a balance delta, a signed callback) or estimated
+    credits_measured: bool = False
     succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
     origin: str | None = None  # reused from another history of the folder: that file's name (`reused`, folder.py)
 
@@ -51,11 +53,17 @@ class TaskEntry:
 ENTRY_FIELDS = [f.name for f in fields(TaskEntry)]  # the index snapshot's row layout
 
 
+def entry_cost(entry: TaskEntry) -> tuple[float, bool] | None:
+    """(credits, measured) the history recorded for the task, or None (older records, other notebooks')."""
+    return None if entry.credits is None else (entry.credits, entry.credits_measured)
+
+
 def finished_job(entry: TaskEntry, images: list[StoredImage], *, reused: bool = False) -> Job:
     """A finished Job rebuilt from a history entry and its stored images (nothing is sent). `reused`: shown in
     place of a new task (set before it settles, so its Result says so too)."""
     job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time())
     job.reused = reused
+    job.cost = entry_cost(entry) if not reused else None  # a reused result costs nothing (the card says 0)
     if entry.state == "success":
         job.record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
                                 cost_time_ms=entry.cost_time_ms)

@@ -1,8 +1,9 @@
 """Export the per-notebook history as a table: one row per task, to CSV or JSON.
 
-Rows carry what a methods section needs: when, task id, prompt and parameters (seed included), outcome,
-cost time and the image files with their sha256. Only these fields are written; the history never holds
-the API key, and nothing else is copied from it. `%imagen4 history --export FILE` calls `export_history`.
+Rows carry what a methods section needs: when, task id, model, prompt and parameters (seed included), outcome,
+cost time, credits (measured or estimated) and the image files with their sha256. Only these fields are
+written; the history never holds the API key, and nothing else is copied from it. `%imagen4 history --export
+FILE` calls `export_history`.
 `copy_images_to=DIR` also copies every stored image there with its provenance written inside the file
 (`api/provenance.py`: task id, model, request, the original's sha256), so the folder stands on its own.
 """
@@ -23,8 +24,8 @@ from ..api.store import write_atomic
 from .history import History
 
 COLUMNS = ("time", "task_id", "model", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state",
-           "error", "cost_time_ms", "finished", "source", "cell", "batch", "credits_before", "credits_after",
-           "image_paths", "sha256s")
+           "error", "cost_time_ms", "finished", "source", "cell", "batch", "credits", "credits_measured",
+           "credits_before", "credits_after", "image_paths", "sha256s")
 REQUEST_COLUMNS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed")
 LIST_SEPARATOR = ";"  # lists (image paths, sha256s) inside one CSV cell
 
@@ -46,6 +47,15 @@ def _as_history(history: Any) -> History:
             raise FileNotFoundError(f"No history file at {path} (it is the .jsonl file in the .imagen4/ folder).")
         return History(path)
     raise TypeError(f"export_history needs a History, a Session or a path, not {type(history).__name__}.")
+
+
+def _event_cost(ev: dict) -> dict[str, Any]:
+    """An unknown outcome's estimated cost (it may have been billed, so it counts as spent)."""
+    cost = ev.get("cost") if isinstance(ev.get("cost"), dict) else {}
+    credits = cost.get("credits")
+    if not isinstance(credits, (int, float)) or isinstance(credits, bool):
+        return {}
+    return {"credits": float(credits), "credits_measured": bool(cost.get("measured"))}
 
 
 def _row(request: dict, tag: Any, cell: Any, **fields: Any) -> dict[str, Any]:
@@ -93,6 +103,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
             time=_iso(entry.submitted_at), task_id=entry.task_id, state=entry.state,
             error=(entry.error or {}).get("message"), cost_time_ms=entry.cost_time_ms,
             finished=_iso(entry.finished_at), source=entry.source,
+            credits=entry.credits, credits_measured=entry.credits_measured if entry.credits is not None else None,
             credits_before=entry.credits_before, credits_after=entry.credits_after,
             image_paths=[path_of(im["path"], entry.task_id) for im in entry.images if im.get("path")],
             sha256s=[im.get("sha256") for im in entry.images])))
@@ -100,7 +111,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
         req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
         rows.append((ev.get("time") or 0.0, _row(
             req, ev.get("batch"), ev.get("cell"), time=_iso(ev.get("time")), state="outcome-unknown",
-            error=ev.get("message"), source=ev.get("source"))))
+            error=ev.get("message"), source=ev.get("source"), **_event_cost(ev))))
     rows.sort(key=lambda pair: pair[0])
     return [row for _, row in rows]
 
@@ -138,7 +149,9 @@ def export_history(history: Any, path: str | os.PathLike, *, format: str | None 
     """Write the history's tasks to `path` (.csv or .json, or `format=`); returns the path written.
 
     Columns: time, task_id, model, prompt, negative_prompt, aspect_ratio, num_images, seed, state, error,
-    cost_time_ms, finished, source, cell, batch, credits_before, credits_after, image_paths, sha256s.
+    cost_time_ms, finished, source, cell, batch, credits, credits_measured, credits_before, credits_after,
+    image_paths, sha256s. `credits` is what the task cost (reused from another notebook: empty), measured
+    (`credits_measured` true: a balance delta or a signed callback) or an estimate (a price list).
     Image paths are relative to the exported file's folder unless `absolute_paths=True`; in CSV, lists are
     joined with ';'. The file is replaced atomically.
     `copy_images_to=DIR`: every stored image is also copied into DIR with its provenance written inside

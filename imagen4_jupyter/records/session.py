@@ -19,7 +19,7 @@ from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
 from ..api.store import ImageStore, prepare_thumbnails
 from .clients import client_fingerprint, close_when_done
-from .entries import TaskEntry, finished_job
+from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
 from .history import History
 from .location import credentials_start, find_notebook, history_path, warn_unwritable, where_line
@@ -219,7 +219,10 @@ class Session:
 
         def ended(job: Job | None, spent: float | None) -> None:
             price = self.probe.end(request, before, self.client.credits, spent is not None and job is not None)
-            self.spending.settle(credits, None if spent is None else price if price is not None else spent)
+            self.spending.settle(credits, None if spent is None else price if price is not None else spent,
+                                 job.task_id if job is not None else None)
+            if price is not None and job is not None:
+                job.cost = (price, True)
             if price is not None and job is not None and job.task_id:
                 try:
                     self.history.append({"event": "cost", "task_id": job.task_id, "credits": price, "measured": True})
@@ -227,6 +230,7 @@ class Session:
                     pass  # a measured price is a nicety: the estimate stays recorded
 
         def created(job: Job) -> None:
+            job.cost = (credits, measured)
             local = {"local_id": job.local_id} if job.local_id else {}
             try:
                 self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local})
@@ -241,8 +245,11 @@ class Session:
         hooks = queue_hooks(self.history, self.queued, self._lock, common, created,
                             on_end=lambda job, sent: ended(job, credits if sent else None))
         try:
-            return self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
-                                              hooks=hooks, local_id=local_id)
+            job = self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
+                                             hooks=hooks, local_id=local_id)
+            if job.cost is None:  # still in the send queue: its estimate until it is created
+                job.cost = (credits, measured)
+            return job
         except E.Imagen4Error as err:  # the outcome unknown may have been billed: it counts, never overspend
             ended(None, credits if isinstance(err, E.OutcomeUnknownError) else None)
             if not isinstance(err, E.OutcomeUnknownError):
@@ -320,6 +327,7 @@ class Session:
             if live is not None and not live.done():
                 continue
             job = self.client.track(entry.task_id, entry.generation_request(), created_at=entry.submitted_at)
+            job.cost = entry_cost(entry)
             self.adopt(job)
             resumed.append(job)
         if entries is None:  # and what a dead kernel left in its send queue (api/sending.py)

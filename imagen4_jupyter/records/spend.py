@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.errors import BudgetExceededError, Imagen4Error, InvalidRequestError
+from ..api.job import Job
 from ..api.models import model_spec, short_name
 from ..api.request import GenerationRequest
 from ..api.spend import PriceBook, format_credits
@@ -32,6 +33,7 @@ class Spending:
         self.budget = budget
         self.spent = 0.0  # credits of the tasks this kernel created (measured where known, else estimated)
         self.reserved = 0.0  # requests on their way: counted until they are created or certainly not
+        self._charged: dict[str, float] = {}  # task id -> what it was counted at
         self._lock = threading.Lock()
 
     def left(self) -> float | None:
@@ -54,12 +56,39 @@ class Spending:
             self.reserved += credits
         return credits, measured
 
-    def settle(self, reserved: float, spent: float | None) -> None:
-        """A reserved request ended: `spent` credits (None: certainly nothing was created)."""
+    def settle(self, reserved: float, spent: float | None, task_id: str | None = None) -> None:
+        """A reserved request ended: `spent` credits (None: certainly nothing was created) for `task_id`."""
         with self._lock:
             self.reserved = max(0.0, self.reserved - reserved)
             if spent is not None:
                 self.spent += spent
+                if task_id:
+                    self._charged[task_id] = spent
+
+    def correct(self, task_id: str, actual: float) -> None:
+        """A task this kernel created really cost `actual` (others, resumed from a history, are not counted)."""
+        with self._lock:
+            counted = self._charged.get(task_id)
+            if counted is not None:
+                self.spent = max(0.0, self.spent + actual - counted)
+                self._charged[task_id] = actual
+
+
+def callback_cost(history: History, spending: Spending, job: Job, credits: float, balance: float | None) -> None:
+    """A signed callback's `consumeCredits` for a task this kernel created: the task's cost, measured (the
+    estimate or balance-delta figure it was counted at is corrected), and a measurement of its model's price.
+    Recorded as a `cost` event (`via: callback`, with `remainedCredits` as `balance`)."""
+    job.cost = (credits, True)
+    if job.task_id:
+        spending.correct(job.task_id, credits)
+    if job.request is not None:
+        spending.prices.learn(job.request.model, credits)
+    event = {"event": "cost", "task_id": job.task_id, "credits": credits, "measured": True, "via": "callback",
+             **({"balance": balance} if balance is not None else {})}
+    try:
+        history.append(event)
+    except OSError:
+        pass  # the estimate stays recorded
 
 
 class PriceProbe:

@@ -1,0 +1,176 @@
+"""What a task cost, where a researcher looks: the status card, `%imagen4 history`, the export and the panel;
+and the cost a signed callback reports (`consumeCredits`). All against the simulator's own ledger, with prices
+that are not the list prices (so an estimate and a measurement differ)."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+from conftest import FAST_RETRY, KEY
+from IPython.utils.capture import capture_output
+from test_kernel_spend import PRICES, ip, priced_sim, session_for  # noqa: F401 - fixtures
+
+from imagen4_jupyter import GenerationRequest, PollSchedule
+from imagen4_jupyter.api.cards import card_bundle
+from imagen4_jupyter.api.pacing import Limits
+from imagen4_jupyter.api.spend import PriceBook
+from imagen4_jupyter.notebook.outputs import history_bundle
+from imagen4_jupyter.records.export import export_history
+from imagen4_jupyter.records.session import Session
+from imagen4_jupyter.simulator import Simulator
+
+WEBHOOK = "whk-spend-views"
+
+
+def ledger(sim) -> dict[str, float]:
+    return {c.task_id: c.credits for c in sim.charges}
+
+
+def texts(cap) -> str:
+    return "\n".join(o.data.get("text/plain", "") for o in cap.outputs) + cap.stdout
+
+
+def test_the_card_says_what_a_task_cost_and_a_reuse_costs_nothing(ip, priced_sim):  # noqa: F811
+    with capture_output() as cap:
+        ip.run_cell("%%imagen4 -m fast -s 1 --wait\na fox")
+    shown = texts(cap)
+    assert len(priced_sim.charges) == 1
+    assert "3 credits" in shown and "~4 credits" not in shown.split("done")[-1]  # measured, not the list price
+    with capture_output() as cap:
+        ip.run_cell("%%imagen4 -m fast -s 1 --wait\na fox")  # the same request: reused
+    assert len(priced_sim.charges) == 1
+    assert "0 credits" in texts(cap)
+
+
+def test_an_estimate_is_marked_with_a_tilde_on_the_card():
+    from imagen4_jupyter.api.job import Job
+
+    job = Job("task_1", GenerationRequest.create("a fox", model="ultra"))
+    assert "credits" not in card_bundle(job)["text/plain"]  # a bare client's job: no price known
+    job.cost = (12.0, False)
+    assert "~12 credits" in card_bundle(job)["text/plain"] and "~12 credits" in card_bundle(job)["text/html"]
+    job.cost = (11.0, True)
+    plain = card_bundle(job)["text/plain"]
+    assert "11 credits" in plain and "~" not in plain
+
+
+def test_history_and_export_show_each_tasks_cost_as_the_simulator_charged(ip, priced_sim, tmp_path):  # noqa: F811
+    with capture_output() as cap:
+        ip.run_cell("%%imagen4 -m fast -s 1 --wait\na fox")
+        ip.run_cell("%%imagen4 -m ultra -s 2 --wait\na fox")
+        ip.run_cell("%imagen4 history")
+        ip.run_cell(f"%imagen4 history --export {tmp_path / 'tasks.csv'}")
+    charged = ledger(priced_sim)
+    assert sorted(charged.values()) == [3, 11]
+    shown = texts(cap)
+    for task_id, credits in charged.items():
+        line = next(ln for ln in shown.splitlines() if task_id in ln and "  success  " in ln)  # the table
+        assert f"  {credits:g} credits  " in line, line
+    rows = list(csv.DictReader((tmp_path / "tasks.csv").open()))
+    assert {r["task_id"]: float(r["credits"]) for r in rows} == charged
+    assert {r["credits_measured"] for r in rows} == {"True"}
+
+
+def test_an_estimated_cost_is_recorded_and_exported_as_an_estimate(priced_sim, tmp_path):  # noqa: F811
+    s = session_for(priced_sim, tmp_path)
+    s.probe.start = lambda request, balance: None  # no balance reads: nothing can be measured
+    try:
+        job = s.submit(GenerationRequest.create("a fox", model="standard"))
+        job.result(10)
+        assert job.cost == (6.0, False)  # the list price, marked as an estimate
+    finally:
+        s.close()
+    assert ledger(priced_sim) == {job.task_id: 7}  # what the simulator really took
+    rows = json.loads(export_history(s.history, tmp_path / "t.json").read_text())
+    assert [(r["credits"], r["credits_measured"]) for r in rows] == [(6.0, False)]
+    table = history_bundle(s.history.entries(), s.history)
+    assert ">credits</th>" in table["text/html"] and ">~6</td>" in table["text/html"]
+    assert "~6 credits" in table["text/plain"]
+
+
+def test_the_panel_shows_the_price_and_what_is_left_of_the_budget(priced_sim, tmp_path):  # noqa: F811
+    pytest.importorskip("ipywidgets")
+    from imagen4_jupyter.notebook.panel import Panel
+
+    s = session_for(priced_sim, tmp_path)
+    panel = Panel(session=s)
+    try:
+        panel.model.value = "ultra"
+        assert "~12 credits" in panel.controls.cost.value  # the list price, an estimate
+        assert "left" not in panel.controls.cost.value  # no budget set
+        s.spending.budget = 30
+        panel.prompt.value = "a lighthouse"
+        panel.seed.value = "5"
+        record = panel.submit(wait=True)
+        record["job"].result(10)
+        deadline = time.monotonic() + 5
+        while "19 of 30 left" not in panel.controls.cost.value and time.monotonic() < deadline:
+            time.sleep(0.02)
+        value = panel.controls.cost.value
+        assert "11 credits" in value and "~" not in value and "19 of 30 left" in value, value
+        assert "imagen4-over" not in panel.controls.cost._dom_classes
+        s.spending.budget = 20  # 9 left: another ultra task (11) would pass it
+        panel.controls.show_cost()
+        assert "imagen4-over" in panel.controls.cost._dom_classes
+        assert "%config Imagen4Magics.budget" in panel.controls.cost.value
+    finally:
+        panel.close()
+        s.close()
+
+
+@pytest.fixture
+def csim():
+    with Simulator(api_keys=(KEY,), queue_time=(0.05, 0.1), generation_time=(0.3, 0.4), image_scale=0.0625,
+                   webhook_key=WEBHOOK, prices=PRICES, credits=100) as sim:
+        yield sim
+
+
+def callback_session(sim, tmp_path, key):
+    s = Session(history_folder=str(tmp_path / "h"), client_options=dict(
+        api_key=KEY, base_url=sim.url, cache_dir=tmp_path / "cache", timeout=(2.0, 5.0),
+        schedule=PollSchedule(), limits=Limits(), retry=FAST_RETRY))
+    s.spending.prices = s.probe.prices = PriceBook()
+    s.probe.start = lambda request, balance: None  # no balance reads: only the callbacks can measure
+    s.enable_callbacks(listen="127.0.0.1:0", webhook_key=key)
+    return s
+
+
+def test_a_signed_callbacks_consume_credits_is_the_tasks_measured_cost(csim, tmp_path):
+    s = callback_session(csim, tmp_path, WEBHOOK)
+    try:
+        jobs = [s.submit(GenerationRequest.create(f"a fox {i}", model=m, seed=i))
+                for i, m in enumerate(("fast", "ultra"))]
+        for job in jobs:
+            job.result(15)
+        csim.wait_for_callbacks(2)
+        deadline = time.monotonic() + 5
+        while not all(j.cost and j.cost[1] for j in jobs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        charged = ledger(csim)
+        assert {j.task_id: j.cost for j in jobs} == {t: (c, True) for t, c in charged.items()}
+        assert s.spending.spent == sum(charged.values()) == 3 + 11  # the list-price estimates corrected
+        assert s.spending.prices.price("ultra") == (11, True)
+        assert csim.count("credit") == 0
+        entries = {e.task_id: (e.credits, e.credits_measured) for e in s.history.entries()}
+        assert entries == {t: (c, True) for t, c in charged.items()}
+        vias = [ev.get("via") for ev in s.history.iter_events() if ev.get("event") == "cost"]
+        assert vias == ["callback", "callback"]
+    finally:
+        s.close()
+
+
+def test_an_unsigned_callbacks_cost_is_not_believed(tmp_path):
+    with Simulator(api_keys=(KEY,), queue_time=(0.05, 0.1), generation_time=(0.3, 0.4), image_scale=0.0625,
+                   prices=PRICES, credits=100) as sim:
+        s = callback_session(sim, tmp_path, None)
+        try:
+            job = s.submit(GenerationRequest.create("a fox", model="fast"))
+            job.result(15)
+            sim.wait_for_callbacks(1)
+            time.sleep(0.2)
+            assert job.cost == (4.0, False)  # the list price, still an estimate
+            assert not any(ev.get("event") == "cost" for ev in s.history.iter_events())
+        finally:
+            s.close()
