@@ -50,7 +50,10 @@ def test_a_burst_returns_at_once_and_stays_under_the_create_limit(tmp_path):
             assert sorted(created_prompts(sim)) == sorted(f"burst {i}" for i in range(8))  # each sent once
             assert sim.max_in_window("createTask", 2.0) <= 3 and sim.count_429() == 0
             steps = kinds_by_local_id(history)
-            assert len(steps) == 5 and all(s == ["queued", "sending", "submitted"] for s in steps.values())
+            queued_ids = {j.local_id for j in queued}
+            assert len(steps) == 8 and all(s == ["queued", "sending", "submitted"] for i, s in steps.items()
+                                           if i in queued_ids)
+            assert all(s == ["sending", "submitted"] for i, s in steps.items() if i not in queued_ids)  # sent at once
             assert history.waiting() == []
             assert {e.task_id for e in history.entries()} == {j.task_id for j in jobs}
         finally:
@@ -128,3 +131,41 @@ def test_45_submissions_in_a_row_under_the_documented_limits(tmp_path):
         assert sim.max_in_window("createTask", 10.0) <= 20
         assert sim.max_in_window("recordInfo", 1.0) <= 10
         assert sim.count_429() == 0
+
+
+def test_a_crash_during_a_createtask_sent_at_once_leaves_it_as_maybe_sent(tmp_path):
+    """No waiting in the queue: the request is still written ahead of its createTask (`sending`, with the
+    request), so a kernel killed while the answer is on its way loses nothing, and resume never resends it."""
+    with Simulator(**FAST_SIM) as sim:
+        env = kernel_env(sim.url, KEY, tmp_path / "ipython")
+        k = Kernel(tmp_path, env)
+        try:
+            assert k.execute(KERNEL_SESSION.replace("create=(1, 3.0)", "create=(5, 3.0)")).ok
+            ok = k.execute("j = s.submit(GenerationRequest.create('direct 0'))\nprint(j.result(20).task_id)")
+            assert ok.ok and ok.stdout.strip().startswith("task_"), ok.error_text
+            sim.inject("createTask", times=1, delay=60)
+            k.kc.execute("s.submit(GenerationRequest.create('direct 1'))")  # the kernel waits for the answer
+            deadline = time.monotonic() + 20
+            while "direct 1" not in created_prompts(sim) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "direct 1" in created_prompts(sim)
+        finally:
+            k.kill()
+        history = History(tmp_path / ".imagen4" / "crash.jsonl")
+        steps = kinds_by_local_id(history)
+        assert sorted(steps.values()) == [["sending"], ["sending", "submitted"]]
+        assert [(ev["request"]["prompt"], ev["sending"]) for ev in history.waiting()] == [("direct 1", True)]
+        sim.clear_faults()
+
+        k2 = Kernel(tmp_path, env)
+        try:
+            assert k2.execute(KERNEL_SESSION).ok
+            out = k2.execute("r = s.resume()\nprint([(j.request.prompt, type(j.error).__name__) for j in r])")
+            assert out.ok, out.error_text
+            assert eval(out.stdout.strip()) == [("direct 1", "OutcomeUnknownError")]
+        finally:
+            k2.close()
+        assert created_prompts(sim) == ["direct 0", "direct 1"]  # never sent again
+        history = History(tmp_path / ".imagen4" / "crash.jsonl")
+        assert history.waiting() == []
+        assert [(u.get("request") or {}).get("prompt") for u in history.unknown] == ["direct 1"]

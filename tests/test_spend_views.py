@@ -50,7 +50,8 @@ def test_an_estimate_is_marked_with_a_tilde_on_the_card():
     job = Job("task_1", GenerationRequest.create("a fox", model="ultra"))
     assert "credits" not in card_bundle(job)["text/plain"]  # a bare client's job: no price known
     job.cost = (12.0, False)
-    assert "~12 credits" in card_bundle(job)["text/plain"] and "~12 credits" in card_bundle(job)["text/html"]
+    assert "~12 credits" in card_bundle(job)["text/plain"]
+    assert "~12&nbsp;credits" in card_bundle(job)["text/html"]  # never broken between its words
     job.cost = (11.0, True)
     plain = card_bundle(job)["text/plain"]
     assert "11 credits" in plain and "~" not in plain

@@ -131,12 +131,13 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
     prompt = job.request.prompt if job.request else ""
     cost = cost_text(getattr(job, "cost", None))  # "~6 credits" (an estimate) or "6 credits" (measured)
     params = " · ".join(p for p in (params_text(job.request), cost) if p)
+    shown = esc(params).replace(" credits", "&nbsp;credits")  # `6 credits` never breaks between its words
     if job.error is not None:
         title = getattr(job.error, "title", type(job.error).__name__)
         text = f"[imagen4] {title}: {job.error}" + (f" ({cost})" if cost else "")
         tid = "" if job.task_id is None or job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
         body = (f"{mark_html(status, colour)}<b>✗ {esc(title)}</b>: {esc(job.error)}"
-                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f} s · {esc(params)}</span>"
+                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f} s · {shown}</span>"
                 f"<br/>{prompt_line(prompt)}")
         if job.task_id is not None and job.task_id not in text:
             text += f" (task {job.task_id})"
@@ -152,7 +153,7 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
         turning = "generating" if label == "downloading" else status  # the ring turns until the images are in
         body = (f"{mark_html(turning, colour)}"
                 f"<b>{'✓ ' if finished else ''}{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
-                f"{job.elapsed:.1f} s · {esc(params)}<br/>{prompt_line(prompt)}")
+                f"{job.elapsed:.1f} s · {shown}<br/>{prompt_line(prompt)}")
     if note:
         text += f"\n{note}"
         body += f"<br/><span style='color:{FG2}'>{esc(note)}</span>"
@@ -170,7 +171,8 @@ def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = Non
             "no request sent (--force makes a new task).")
     plain = f"[imagen4] {text}" + (f"\n{params} {shorten(prompt, 80)!r}" if job.request else "")
     body = (f"{mark_html('reused', STATE_COLOURS['reused'])}<b>reused</b> · <code>{esc(job.task_id)}</code> · "
-            f"{esc(params)}<br/>{prompt_line(prompt)}<br/><span style='color:{FG2}'>{plural(n, 'image')} from the "
+            f"{esc(params).replace(' credits', '&nbsp;credits')}<br/>{prompt_line(prompt)}<br/>"
+            f"<span style='color:{FG2}'>{plural(n, 'image')} from the "
             f"history, made {esc(when(submitted_at))}; no request sent (--force makes a new task).</span>")
     return {"text/plain": plain, "text/html": _card(job, "reused", body)}
 

@@ -3,7 +3,6 @@ outcome (an HTTP 200 can carry 429). Status checks and downloads are retried; `c
 it may have reached the service (no idempotency key)."""
 from __future__ import annotations
 
-import ipaddress
 import json as jsonlib
 import os
 import re
@@ -15,7 +14,7 @@ from urllib.parse import urlsplit
 
 from . import downloads as D
 from . import errors as E
-from .credentials import DEFAULT_BASE_URL
+from .credentials import DEFAULT_BASE_URL, check_base_url, is_loopback
 from .job import Job
 from .pacing import ENV as LIMITS_ENV
 from .pacing import Limits, Pacer, limits_from_env, shared_pacer
@@ -23,7 +22,7 @@ from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
 from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
-from .sending import SendHooks, SendQueue
+from .sending import SendHooks, SendQueue, new_local_id, send_now
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -45,31 +44,6 @@ USER_AGENT = "imagen4-jupyter/0.1"
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "imagen4_jupyter" / "images"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
-    """Normalise the base URL; refuse credentials in it and plain http to a non-loopback host."""
-    parts = urlsplit(url.strip())
-    if parts.username or parts.password:  # checked first: no message below may repeat a password
-        raise E.ConfigurationError("The base URL contains a user name or password; remove it "
-                                   "(the key goes in APIKLEY_API_KEY).")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = parts.scheme or url.strip().rsplit("@", 1)[-1][:80]
-        raise E.ConfigurationError(f"The base URL must look like https://api.apikley.ru, not {shown!r}.")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
-        raise E.ConfigurationError(
-            f"Refusing to send the API key over plain http to {parts.hostname}. Use https, or pass "
-            "allow_insecure_http=True (or set APIKLEY_ALLOW_INSECURE_HTTP=1) if you know the network is safe.")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def _not_sent(exc: BaseException) -> bool:
@@ -123,7 +97,7 @@ class Imagen4Client:
         self.schedule = schedule or SmartSchedule()  # the provider's advice until it has learned durations
         self._http = requests.Session()
         self._http.headers["User-Agent"] = USER_AGENT
-        self._http.trust_env = False if _is_loopback(urlsplit(self.base_url).hostname or "") else True
+        self._http.trust_env = False if is_loopback(urlsplit(self.base_url).hostname or "") else True
         # With trust_env, requests would let a ~/.netrc entry replace our Authorization header (and send
         # netrc passwords to image hosts); a session-level no-op auth turns that lookup off.
         self._http.auth = _keep_headers
@@ -152,16 +126,17 @@ class Imagen4Client:
 
     # -- the three endpoints ------------------------------------------------------------------
     def create_task(self, request: GenerationRequest, *, retry_rate_limits: bool = True,
-                    slot_taken: bool = False) -> str:
+                    slot_taken: bool = False, on_step: Callable[[str], Any] | None = None) -> str:
         """POST createTask; return the task id. Never resent after an ambiguous failure.
 
         Resent only when it certainly created nothing (a 429/455 answer, a connection never made), after the
         pause the client's `retry` policy gives. `retry_rate_limits=False` makes one attempt and raises those
         at once, for callers with their own backoff (a batch's shared pause). Each attempt waits for a slot
-        under the create limit (`slot_taken`: the caller already took one for the first attempt).
+        under the create limit (`slot_taken`: the caller already took one for the first attempt). `on_step`
+        hears when a retry waits (nothing created) and when it is sent.
         """
         data = self._call("POST", CREATE_PATH, json=self.payload_for(request), idempotent=False,
-                          retry=retry_rate_limits, pace="create", slot_taken=slot_taken)
+                          retry=retry_rate_limits, pace="create", slot_taken=slot_taken, on_step=on_step)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise E.OutcomeUnknownError("createTask answered success but without a taskId; a task may have "
@@ -218,8 +193,9 @@ class Imagen4Client:
         slot = self.pacer.try_create() == 0.0
         if not slot and queue:
             return self.queue.enqueue(request, hooks, retry_rate_limits=retry_rate_limits, local_id=local_id)
-        job = Job(self.create_task(request, retry_rate_limits=retry_rate_limits, slot_taken=slot), request)
-        job.local_id = local_id
+        job = Job(None, request)  # no task id until createTask answers; `sending` may record it before
+        job.local_id = local_id or (new_local_id() if hooks.sending is not None else None)
+        job.assign(send_now(self.create_task, job, hooks, retry_rate_limits=retry_rate_limits, slot_taken=slot))
         try:
             if hooks.created is not None:
                 hooks.created(job)
@@ -257,16 +233,18 @@ class Imagen4Client:
     # -- HTTP ---------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
               idempotent: bool = True, task_id: str | None = None, retry: bool = True, pace: str | None = None,
-              slot_taken: bool = False) -> Any:
+              slot_taken: bool = False, on_step: Callable[[str], Any] | None = None) -> Any:
         """One API call with retries; returns the envelope's `data` or raises the mapped error. `pace`: the
         limit each attempt waits under ("create" or "query"), the first one's slot already taken if
-        `slot_taken`."""
+        `slot_taken`. `on_step("waiting")` before a retry's pause, `on_step("sending")` before its request."""
         attempt = 0
         while True:
             if pace is not None and not (slot_taken and attempt == 0):
                 delay = self.pacer.create_delay() if pace == "create" else self.pacer.query_delay()
                 if delay > 0:
                     time.sleep(delay)
+            if attempt and on_step is not None:
+                on_step("sending")
             try:
                 return self._call_once(method, path, params=params, json=json, idempotent=idempotent,
                                        task_id=task_id)
@@ -275,6 +253,8 @@ class Imagen4Client:
                 attempt += 1
                 if not (retry and retry_ok and attempt < self.retry.attempts):
                     raise
+                if on_step is not None:  # this attempt certainly created nothing
+                    on_step("waiting")
                 time.sleep(self.retry.delay(attempt - 1, err.retry_after))
 
     def _call_once(self, method: str, path: str, *, params: dict | None = None, json: Any = None,

@@ -7,15 +7,20 @@ Order, for the key and for the base URL alike:
    never written);
 3. a key entered in this process (`%imagen4 key`, a masked prompt): kept in memory only.
 
-Nothing here prints, stores or logs the key; `Credentials` never shows it in its repr.
+Nothing here prints, stores or logs the key; `Credentials` never shows it in its repr. `check_base_url` refuses
+a base URL that would leak the key (credentials in it, plain http to a host that is not loopback).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import errors as E
 
 ENV_KEY = "APIKLEY_API_KEY"
 ENV_BASE_URL = "APIKLEY_BASE_URL"
@@ -107,3 +112,28 @@ def resolve(start: str | os.PathLike | None = None, environ: Mapping[str, str] |
 NO_KEY_HELP = (f"No API key. Set {ENV_KEY} (os.environ[{ENV_KEY!r}] = ... in a cell works, no restart), put "
                f"{ENV_KEY}=... in a .env file beside the notebook, or run %imagen4 key to type it (kept in memory "
                "only). To try everything without an account: %imagen4 simulator.")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool = False) -> str:
+    """Normalise the base URL; refuse credentials in it and plain http to a non-loopback host."""
+    parts = urlsplit(url.strip())
+    if parts.username or parts.password:  # checked first: no message below may repeat a password
+        raise E.ConfigurationError("The base URL contains a user name or password; remove it "
+                                   "(the key goes in APIKLEY_API_KEY).")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = parts.scheme or url.strip().rsplit("@", 1)[-1][:80]
+        raise E.ConfigurationError(f"The base URL must look like https://api.apikley.ru, not {shown!r}.")
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
+        raise E.ConfigurationError(
+            f"Refusing to send the API key over plain http to {parts.hostname}. Use https, or pass "
+            "allow_insecure_http=True (or set APIKLEY_ALLOW_INSECURE_HTTP=1) if you know the network is safe.")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"

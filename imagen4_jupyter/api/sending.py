@@ -47,6 +47,33 @@ def _run(hook: Callable[..., Any] | None, *args: Any) -> None:
         log.exception("send hook failed")
 
 
+def send_now(create: Callable[..., str], job: Job, hooks: SendHooks, **options: Any) -> str:
+    """Send the job's createTask, its steps heard by `hooks`: `sending` before anything leaves (a kernel that dies
+    during the request leaves it in the history as maybe sent), `queued` while a retry waits after an answer
+    that created nothing (a 429: a kernel that dies then leaves it as never sent), `sending` again before the
+    retry, then `unknown` or `not_sent` before the error is raised. Returns the task id (the caller assigns it
+    and runs `created`)."""
+    assert job.request is not None
+    _run(hooks.sending, job)
+
+    def step(what: str) -> None:  # a retry after an answer that created nothing (a 429): waiting, then sent
+        _run(hooks.queued if what == "waiting" else hooks.sending, job)
+
+    try:
+        return create(job.request, on_step=step, **options)
+    except E.OutcomeUnknownError as err:
+        _run(hooks.unknown, job, err)
+        raise
+    except E.Imagen4Error as err:
+        _run(hooks.not_sent, job, err)
+        raise
+    except Exception as exc:  # a bug after sending: the task may exist, so it is never resent
+        err = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
+                                    + E.OutcomeUnknownError.hint)
+        _run(hooks.unknown, job, err)
+        raise err from exc
+
+
 class SendQueue:
     """createTask requests waiting for a slot, sent by the poller's workers when their slot is due."""
 
@@ -66,22 +93,9 @@ class SendQueue:
         return job
 
     def send(self, job: Job, hooks: SendHooks, retry_rate_limits: bool) -> None:
-        _run(hooks.sending, job)
-        assert job.request is not None
         try:
-            task_id = self.create(job.request, retry_rate_limits=retry_rate_limits, slot_taken=True)
-        except E.OutcomeUnknownError as err:
-            _run(hooks.unknown, job, err)
-            job.settle(error=err)
-            return
+            task_id = send_now(self.create, job, hooks, retry_rate_limits=retry_rate_limits, slot_taken=True)
         except E.Imagen4Error as err:
-            _run(hooks.not_sent, job, err)
-            job.settle(error=err)
-            return
-        except Exception as exc:  # a bug after sending: the task may exist, so it is never resent
-            err = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
-                                        + E.OutcomeUnknownError.hint)
-            _run(hooks.unknown, job, err)
             job.settle(error=err)
             return
         job.assign(task_id)

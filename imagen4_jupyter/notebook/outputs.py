@@ -109,12 +109,12 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
     return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, metadata)
 
 
-CELL = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
+CELL = (f"text-align:left;vertical-align:top;padding:3px 4px;color:{FG};"
         "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
 # per column: a prompt that keeps its width (a word a line no more), a task id that may wrap anywhere
-COLUMNS = (("time", "min-width:5.5em"), ("prompt", "min-width:10em;width:45%"),
-           ("parameters", "min-width:6.5em"), ("state", "min-width:6em"), ("credits", "min-width:3.5em"),
-           ("task id", "min-width:7em"), ("images", "min-width:76px"))
+COLUMNS = (("time", "min-width:5em"), ("prompt", "min-width:10em;width:45%"),
+           ("parameters", "min-width:6em"), ("state", "min-width:6em"), ("credits", "min-width:3em"),
+           ("task id", "min-width:5.5em"), ("images", "min-width:76px"))
 TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-break:break-all;color:inherit"
 
 

@@ -183,7 +183,8 @@ class Subcommands:
         if not jobs:
             self.views.say(f"Nothing to resume: no unfinished tasks in {session.history.path}.")
             return
-        self.views.say(f"Resuming {len(jobs)} unfinished task(s); no new task is created.")
+        from ..records.sendlog import resume_summary
+        self.views.say(resume_summary(jobs))
         blocking = self.host.blocking(wait_override(args))
         views = [self.views.open(job, deferred=blocking) for job in jobs]
         if blocking:

@@ -261,6 +261,8 @@ class History:
         elif kind == "sending":
             if local in self.queue:
                 self.queue[local]["sending"] = True
+            elif isinstance(ev.get("request"), dict):  # sent at once, without waiting: written ahead of it
+                self.queue[local] = {**ev, "sending": True}
         else:  # it has an end: a task id, an unknown outcome, or certainly nothing sent
             self.queue.pop(local, None)
 

@@ -1,10 +1,10 @@
 """What the history records of requests that waited in the local send queue, and what resume does with them.
 
 Events (each with the request's `local_id`): `queued` (with the request, the process id and host: nothing sent
-yet), `sending` (from here on the request may reach the service), then `submitted` (it has a task id),
-`outcome_unknown` or `not_sent`. After a crash, `%imagen4 resume` sends again what was certainly never sent
-(`queued` without `sending`) and reports as outcome unknown what may have been (`sending` without an end):
-nothing is sent twice.
+yet), `sending` (from here on the request may reach the service; with the request, process id and host when it
+was sent at once, without waiting), then `submitted` (it has a task id), `outcome_unknown` or `not_sent`.
+After a crash, `%imagen4 resume` sends again what was certainly never sent (`queued` without `sending`) and
+reports as outcome unknown what may have been (`sending` without an end): nothing is sent twice.
 """
 from __future__ import annotations
 
@@ -40,14 +40,30 @@ def _write(history: History, event: dict) -> None:
 
 
 def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, common: dict,
-                created: Callable[[Job], None], on_end: Callable[[Job, bool], None] | None = None) -> SendHooks:
+                created: Callable[[Job], None], on_end: Callable[[Job, bool], None] | None = None,
+                unknown_event: Callable[[dict], dict] | None = None) -> SendHooks:
     """The hooks of one request: each step written to `history`; `queued` holds the job until it has an end.
-    `on_end(job, may_have_been_sent)` hears of an end without a task (outcome unknown, or not sent)."""
+    `on_end(job, may_have_been_sent)` hears of an end without a task (outcome unknown, or not sent);
+    `unknown_event` may add to the `outcome_unknown` event (a callback token's reference)."""
     def on_queued(job: Job) -> None:
         with lock:
             queued[job.local_id or ""] = job
         _write(history, {"event": "queued", "local_id": job.local_id, **common, "pid": os.getpid(),
                          "host": socket.gethostname()})
+
+    def on_sending(job: Job) -> None:
+        with lock:
+            waited = (job.local_id or "") in queued
+            queued[job.local_id or ""] = job
+        if waited:  # its `queued` event holds the request
+            _write(history, {"event": "sending", "local_id": job.local_id})
+        else:  # sent at once: the request is written ahead of it, so a kernel that dies meanwhile loses nothing
+            _write(history, {"event": "sending", "local_id": job.local_id, **common, "pid": os.getpid(),
+                             "host": socket.gethostname()})
+
+    def on_unknown(job: Job, err: Exception) -> None:
+        event = {"event": "outcome_unknown", **common, "message": str(err)}
+        ended(job, unknown_event(event) if unknown_event is not None else event)
 
     def ended(job: Job, event: dict) -> None:
         _write(history, {**event, "local_id": job.local_id})
@@ -57,9 +73,7 @@ def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, 
             on_end(job, event["event"] == "outcome_unknown")
 
     return SendHooks(
-        created=created, queued=on_queued,
-        sending=lambda job: _write(history, {"event": "sending", "local_id": job.local_id}),
-        unknown=lambda job, err: ended(job, {"event": "outcome_unknown", **common, "message": str(err)}),
+        created=created, queued=on_queued, sending=on_sending, unknown=on_unknown,
         not_sent=lambda job, err: ended(job, {"event": "not_sent", "kind": type(err).__name__, "code": err.code,
                                               "message": str(err)}))
 
@@ -103,3 +117,18 @@ def resume_queue(session: Resubmitter) -> list[Job]:
         jobs.append(session.submit(request, force=True, source=str(event.get("source") or "resume"),
                                    cell=event.get("cell"), local_id=local_id))
     return jobs
+
+
+def resume_summary(jobs: list[Job]) -> str:
+    """What `%imagen4 resume` did, in one line: tasks followed again (nothing created), requests a stopped
+    kernel never sent (sent now: new tasks), and requests that may have been sent (outcome unknown)."""
+    followed = sum(1 for j in jobs if not j.local_id)
+    unknown = sum(1 for j in jobs if j.local_id and isinstance(j.error, E.OutcomeUnknownError))
+    sent = len(jobs) - followed - unknown
+    parts = [f"Resuming {followed} unfinished task(s); no new task is created for them."] if followed else []
+    if sent:
+        parts.append(f"{sent} request(s) a stopped kernel had not sent yet: sent now (new tasks).")
+    if unknown:
+        parts.append(f"{unknown} request(s) may have reached the service before the kernel stopped: outcome "
+                     "unknown, not sent again.")
+    return " ".join(parts)

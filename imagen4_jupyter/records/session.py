@@ -218,7 +218,8 @@ class Session:
                   **({"simulated": True} if self.simulated else {}), **(extra or {})}
 
         def ended(job: Job | None, spent: float | None) -> None:
-            price = self.probe.end(request, before, self.client.credits, spent is not None and job is not None)
+            price = self.probe.end(request, before, self.client.credits,
+                                   spent is not None and job is not None and bool(job.task_id))
             self.spending.settle(credits, None if spent is None else price if price is not None else spent,
                                  job.task_id if job is not None else None)
             if price is not None and job is not None:
@@ -242,24 +243,25 @@ class Session:
             ended(job, credits)  # after `submitted`: a measured price follows it as a `cost` event
             self.adopt(job)
 
-        hooks = queue_hooks(self.history, self.queued, self._lock, common, created,
-                            on_end=lambda job, sent: ended(job, credits if sent else None))
+        ends: list[bool] = []  # each step is in the history before the next one (records/sendlog.py)
+
+        def end(job: Job, sent: bool) -> None:  # the outcome unknown may have been billed: it counts
+            ends.append(sent)
+            ended(job, credits if sent else None)
+
+        hooks = queue_hooks(self.history, self.queued, self._lock, common, created, on_end=end,
+                            unknown_event=lambda ev: ev if self.callbacks is None else  # keeps its token
+                            self.callbacks.outcome_unknown(request, ev))
         try:
             job = self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
                                              hooks=hooks, local_id=local_id)
-            if job.cost is None:  # still in the send queue: its estimate until it is created
-                job.cost = (credits, measured)
-            return job
-        except E.Imagen4Error as err:  # the outcome unknown may have been billed: it counts, never overspend
-            ended(None, credits if isinstance(err, E.OutcomeUnknownError) else None)
-            if not isinstance(err, E.OutcomeUnknownError):
-                raise
-            event = {"event": "outcome_unknown", **common, "message": str(err)}
-            try:  # with callbacks on, the request keeps its token: a callback may still name its task
-                self.history.append(event if self.callbacks is None else self.callbacks.outcome_unknown(request, event))
-            except OSError as exc:  # the user must still hear that the outcome is unknown
-                warn_unwritable(self.history.path, exc, "The outcome of this createTask is not recorded")
+        except E.Imagen4Error as err:
+            if not ends:  # failed before it could be sent
+                ended(None, credits if isinstance(err, E.OutcomeUnknownError) else None)
             raise
+        if job.cost is None:  # still in the send queue: its estimate until it is created
+            job.cost = (credits, measured)
+        return job
 
     def enable_callbacks(self, public_url: str | None = None, **options: Any) -> CallbackHub:
         """The service's callbacks as hints, reached at `public_url` (records/callback_hub: `listen`, `webhook_key`)."""
