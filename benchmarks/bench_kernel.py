@@ -19,6 +19,7 @@ import queue
 import random
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from imagen4_jupyter.simulator import Simulator
@@ -38,12 +39,14 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def drain(self) -> int:
+    def drain(self, kinds: Counter | None = None) -> int:
         n = 0
         while True:
             try:
-                self.kc.get_iopub_msg(timeout=0)
+                msg = self.kc.get_iopub_msg(timeout=0)
                 n += 1
+                if kinds is not None:
+                    kinds[msg["msg_type"]] += 1
             except queue.Empty:
                 return n
 
@@ -77,14 +80,15 @@ class Kernel:
             self.km.shutdown_kernel(now=True)
 
 
-def _trivial(kernel: Kernel, n: int, rng: random.Random, counts: list | None = None) -> list[float]:
+def _trivial(kernel: Kernel, n: int, rng: random.Random, counts: list | None = None,
+             kinds: Counter | None = None) -> list[float]:
     out = []
     for _ in range(n):
         time.sleep(rng.uniform(0.01, 0.05))
         seconds, reply = kernel.run("pass")
         assert reply["content"]["status"] == "ok"
         out.append(seconds * 1000)
-        drained = kernel.drain()
+        drained = kernel.drain(kinds)
         if counts is not None:
             counts.append(drained)
     return out
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
             sim.reset_counts()
             t = time.perf_counter()
             iopub: list[int] = []
-            busy = _trivial(kernel, samples, rng, iopub)
+            kinds: Counter = Counter()
+            busy = _trivial(kernel, samples, rng, iopub, kinds)
             busy_s = time.perf_counter() - t
             status_rate = sim.count("recordInfo") / busy_s
             status_max = sim.max_in_window("recordInfo", 1.0)
@@ -152,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
            "extra_threads": max(threads_busy - threads_bare, ours),
            "status_per_s": status_rate, "submit_ms_per_cell": submit_s / tasks * 1000,
            "iopub_per_s": sum(iopub) / busy_s, "idle_iopub_per_s": sum(idle_iopub) / idle_s,
-           "status_max_per_s": status_max, "429": refused}
+           "status_max_per_s": status_max, "429": refused,
+           "updates_per_s": kinds["update_display_data"] / busy_s, "kinds": dict(kinds)}
     print(f"Kernel responsiveness: round trip of a `pass` cell, {samples} samples each; "
           f"{res['in_flight']} tasks in flight during the whole measurement")
     print(f"{'state':34} {'p50':>8} {'p99':>8} {'threads':>8}")
@@ -162,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"p99 difference: {res['busy_p99'] - res['idle_p99']:+.2f} ms (goal <= +10 ms); extra threads: "
           f"{res['extra_threads']} (goal <= 4; {threads_bare} threads before %load_ext, {ours} named imagen4-*)")
     print(f"iopub messages/s: {res['iopub_per_s']:.1f} with {res['in_flight']} tasks in flight, "
-          f"{res['idle_iopub_per_s']:.1f} idle (baseline: the sampling cells' own status/execute_input messages)")
+          f"{res['idle_iopub_per_s']:.1f} idle (baseline: the sampling cells' own status/execute_input messages); "
+          f"of them card updates (update_display_data) {res['updates_per_s']:.1f}/s (goal <= 20)")
     print(f"while busy: {status_rate:.1f} status requests/s (most in any 1 s: {status_max}; {refused} x 429); "
           f"submitting took {res['submit_ms_per_cell']:.1f} ms per cell; imagen4 threads: {names}")
     return res

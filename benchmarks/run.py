@@ -65,7 +65,8 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append((f"2 p99 trivial cell, {r['in_flight']} tasks in flight", f"{r['busy_p99']:.1f} ms "
                      f"(p50 {r['busy_p50']:.1f})", f"idle {r['idle_p99']:.1f} ms (p50 {r['idle_p50']:.1f})",
                      "<= idle + 10 ms", _ok(diff <= 10)))
-        rows.append((f"2 iopub messages/s, {r['in_flight']} tasks in flight", f"{r['iopub_per_s']:.1f}",
+        rows.append((f"2 iopub messages/s, {r['in_flight']} tasks in flight",
+                     f"{r['iopub_per_s']:.1f} (card updates {r['updates_per_s']:.1f})",
                      f"idle {r['idle_iopub_per_s']:.1f}", "(~20 + idle)",
                      _ok(r["iopub_per_s"] <= 20 + r["idle_iopub_per_s"])))
         rows.append(("2 extra kernel threads", f"{r['extra_threads']} ({r['imagen4_threads']} named imagen4-*)",

@@ -97,6 +97,8 @@ def test_a_lost_create_answer_is_resolved_by_the_callback_naming_the_task(hsim, 
     assert job.result(15).images and job.request.key() == request.key()
     assert hsim.count("createTask") == 1 and list(hsim.tasks) == [task_id]  # never resent, no second task
     events = [json.loads(x) for x in session.history.path.read_text().splitlines()]
+    assert events[0]["event"] == "sending" and events[0]["request_key"] == request.key()  # written ahead
+    events = events[1:]
     assert [e["event"] for e in events][:2] == ["outcome_unknown", "submitted"]
     unknown, found = events[0], events[1]
     assert found["task_id"] == task_id and found["found_by"] == "callback"

@@ -205,7 +205,12 @@ def test_batch_in_a_kernel_no_wait_updates_its_own_cell_and_headless_style_block
 
     kernel.wait_for(table, timeout=30)
     assert "3 success" in table(kernel.updates_for(ids))[-1]["content"]["data"]["text/plain"]
-    assert not [m for m in other.messages if m["msg_type"] in ("display_data", "update_display_data")]
+    # no new output lands in the other cell; an update sent while it ran may carry its parent header (ipykernel
+    # 7 gives a thread's messages the current parent), but it names the batch's display id, which the
+    # front-end finds wherever it is
+    assert not [m for m in other.messages if m["msg_type"] == "display_data"]
+    assert all(m["content"]["transient"]["display_id"] in ids for m in other.messages
+               if m["msg_type"] == "update_display_data")
     (kdir / "work" / "kb.csv").write_text("prompt,seed\nfrom csv,5\n")
     before = fast.count("createTask")
     blocked = kernel.execute("%imagen4 batch kb.csv --wait")

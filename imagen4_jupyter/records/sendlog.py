@@ -32,11 +32,19 @@ class Resubmitter(Protocol):
                local_id: str | None = ...) -> Job: ...
 
 
+NOT_RECORDED = {  # what a step that could not be written means (a crash then loses what it would have said)
+    "queued": "This waiting request is not recorded",
+    "sending": "This createTask is sent without a record ahead of it",
+    "outcome_unknown": "The outcome of this createTask is not recorded",
+    "not_sent": "A request that created nothing is not recorded as such"}
+
+
 def _write(history: History, event: dict) -> None:
     try:
         history.append(event)
     except OSError as err:
-        warn_unwritable(history.path, err, f"A queued request's step ({event['event']}) is not recorded")
+        warn_unwritable(history.path, err, NOT_RECORDED.get(event["event"], f"A step ({event['event']}) is "
+                                                            "not recorded"))
 
 
 def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, common: dict,
