@@ -99,3 +99,18 @@ def test_cli_limit_options() -> None:
     defaults = build_parser().parse_args([])
     assert tuple(defaults.create_limit) == (20, 10.0) and tuple(defaults.query_limit) == (10, 1.0)
     assert build_parser().parse_args(["--no-limits"]).no_limits is True
+
+
+def test_a_delayed_request_counts_against_the_limit_when_it_arrives() -> None:
+    """A `delay` fault makes the answer late, not the arrival: the request is in the account's window from the
+    moment it came, as the service counts it (counted after the delay, it would refuse requests that a client
+    pacing by its own send times rightly sends once the window has moved on)."""
+    with Simulator(create_limit=(2, 1.0), generation_time=0.0) as sim:
+        api = Api(sim)
+        sim.inject("createTask", times=1, delay=0.6)
+        t0 = time.monotonic()
+        assert api.create(body()).json()["code"] == 200  # arrived at t0, answered at t0 + 0.6
+        assert api.create(body()).json()["code"] == 200
+        time.sleep(max(0.0, t0 + 1.05 - time.monotonic()))  # the window of the first arrival has passed
+        assert api.create(body()).json()["code"] == 200  # counted at t0 + 0.6, this one would be refused
+        assert sim.count_429("createTask") == 0

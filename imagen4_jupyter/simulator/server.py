@@ -155,14 +155,18 @@ class Handler(BaseHTTPRequestHandler):
         backend = self.backend
         backend.record_request(self.command, parts.path, query, dict(self.headers.items()), body, endpoint)
         fault = backend.take_fault(endpoint)
+        limited: int | None | bool = False  # False: the limits are checked when the request is processed
         if fault is not None and fault.delay:
+            key = self._api_key() if endpoint not in ("image", "other") else None
+            if key is not None:  # counted when it arrives, as the service counts it; only its answer is late
+                limited = backend.check_limits(endpoint, key)
             if backend.wait_stopping(fault.delay):
                 return self._drop()
         if fault is not None:
             early = self._early_fault(fault, endpoint)
             if early is not None:
                 return self._send(early) if isinstance(early, Reply) else self._drop()
-        reply = self._process(endpoint, parts.path, query, body)
+        reply = self._process(endpoint, parts.path, query, body, limited)
         if fault is None:
             return self._send(reply)
         if fault.kind == "drop_after":
@@ -232,7 +236,8 @@ class Handler(BaseHTTPRequestHandler):
             return html_reply(404, "Not Found")
         return None
 
-    def _process(self, endpoint: str, path: str, query: dict[str, str], body: bytes | None) -> Reply:
+    def _process(self, endpoint: str, path: str, query: dict[str, str], body: bytes | None,
+                 limited: int | None | bool = False) -> Reply:
         backend = self.backend
         if endpoint == "other" or (endpoint == "downloadUrl" and not backend.download_url_enabled):
             return json_reply(envelope(404, "endpoint not found"), 404)
@@ -241,7 +246,7 @@ class Handler(BaseHTTPRequestHandler):
         key = self._api_key()
         if key is None:
             return self._unauthorized()
-        retry = backend.check_limits(endpoint, key)
+        retry = backend.check_limits(endpoint, key) if limited is False else limited
         if retry is not None:
             return json_reply(envelope(429, "Rate limit exceeded"), 200, {"Retry-After": str(retry)})
         if endpoint in ("createTask", "downloadUrl"):
