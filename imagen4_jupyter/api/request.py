@@ -15,13 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InvalidRequestError
-from .models import DEFAULT_MODEL, MAX_INT_SEED, ModelSpec, model_spec
+from .models import ASPECT_RATIOS, DEFAULT_MODEL, MAX_IMAGES, MAX_INT_SEED, ModelSpec, model_spec
 
 MODEL = DEFAULT_MODEL  # the default model (older code imports this name)
-ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
 MAX_PROMPT = 5000
 MAX_SEED = 500
-MAX_IMAGES = 4
 
 
 @dataclass(frozen=True)
