@@ -23,7 +23,7 @@ HEAVY = ("requests", "urllib3", "PIL", "ipywidgets", "imagen4_jupyter.api.client
          "imagen4_jupyter.notebook.cellview", "imagen4_jupyter.notebook.outputs", "imagen4_jupyter.api.cards",
          "imagen4_jupyter.api.request", "imagen4_jupyter.notebook.cell_request", "imagen4_jupyter.api.store",
          "imagen4_jupyter.notebook.subcommands", "imagen4_jupyter.records.history",  # not imported: not parsed
-         "difflib", "hashlib")
+         "imagen4_jupyter.api.models", "IPython.core.magic_arguments", "difflib", "hashlib")
 CHILD = r"""
 import sys, json, io, contextlib, argparse
 from IPython.core.interactiveshell import InteractiveShell
@@ -47,14 +47,17 @@ elif sys.argv[1] == "help":
         ip.run_line_magic("imagen4", "--help")
         ip.run_line_magic("imagen4", "--help")  # built once: the second one builds nothing
     built_for_help = parsers[len(built_at_load):]
-    from IPython.core.magic_arguments import kwds, magic_arguments
+    from IPython.core.magic_arguments import ArgDecorator, kwds, magic_arguments
     from imagen4_jupyter.notebook import magics as M
     from imagen4_jupyter.notebook.options import add_cell_flags, shared_flags
+    class cell_flags(ArgDecorator):
+        def add_to_parser(self, parser, group):
+            shared_flags(add_cell_flags).add_to_parser(parser, group)
     def imagen4(self, line, cell=None):
         pass
     imagen4.__doc__ = M.Imagen4Magics.imagen4.__wrapped__.__doc__
     # what IPython's own decorators build at class creation, as the magic did before its help was lazy
-    eager = magic_arguments(name="%imagen4")(kwds(epilog=M.help_epilog())(shared_flags(add_cell_flags)(imagen4)))
+    eager = magic_arguments(name="%imagen4")(kwds(epilog=M.help_epilog())(cell_flags()(imagen4)))
     method = ip.find_cell_magic("imagen4")
     print("RESULT " + json.dumps({"built_at_load": built_at_load, "help": helped.getvalue(), "eager": eager.__doc__,
                                   "doc": method.__doc__, "line_doc": ip.find_line_magic("imagen4").__doc__,

@@ -44,8 +44,6 @@ DEFAULT_MODEL = STANDARD.name
 SHORT_NAMES: dict[str, str] = {m.short: m.name for m in MODELS.values()}
 MODEL_CHOICES = tuple(SHORT_NAMES) + tuple(MODELS)  # what a user may type
 MAX_INT_SEED = 2**31 - 1  # fast's seed is a JSON integer; its range is not documented, int32 is what is safe
-ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")  # every model's
-MAX_IMAGES = 4  # the most images of one task (ultra: one)
 
 
 def model_spec(value: Any = None) -> ModelSpec:

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InvalidRequestError
-from .models import ASPECT_RATIOS, DEFAULT_MODEL, MAX_IMAGES, MAX_INT_SEED, ModelSpec, model_spec
+from .models import DEFAULT_MODEL, MAX_INT_SEED, ModelSpec, model_spec
+from .schema import ASPECT_RATIOS, MAX_IMAGES
 
 MODEL = DEFAULT_MODEL  # the default model (older code imports this name)
 MAX_PROMPT = 5000

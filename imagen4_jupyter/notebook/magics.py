@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
-from ..api.models import ASPECT_RATIOS, MAX_IMAGES
+from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
 from .callback_mode import HIDDEN
@@ -268,8 +268,7 @@ class Imagen4Magics(Magics):
 
     # -- the magic ------------------------------------------------------------------------------
     @no_var_expand
-    @lazy_arguments("%imagen4", help_epilog)  # the usage line then reads %%imagen4; parser and help on first use
-    @CELL_FLAGS
+    @lazy_arguments("%imagen4", help_epilog, CELL_FLAGS)  # the usage line reads %%imagen4; built on first use
     @line_cell_magic
     def imagen4(self, line: str, cell: str | None = None) -> None:
         """Generate images with Google Imagen 4 (Apikley's task API).

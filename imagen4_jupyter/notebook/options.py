@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import ArgDecorator
 from traitlets import Enum, TraitError
 
 from ..api import errors as E
@@ -107,10 +106,10 @@ class Command:
         return " ".join(parts)
 
 
-class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument, which it stands for
-    """`@shared_flags(add_cell_flags)` on a magic: adds those flags to the parser `@lazy_arguments` builds,
-    and keeps their argparse actions (`actions`, `options()`: argparse keeps its own list private). Asking for
-    them builds that parser if it was not built yet."""
+class shared_flags:  # noqa: N801 - named like IPython's @argument, which it stands for
+    """`shared_flags(add_cell_flags)`, given to `@lazy_arguments`: adds those flags to the parser it builds, and
+    keeps their argparse actions (`actions`, `options()`: argparse keeps its own list private). Asking for them
+    builds that parser if it was not built yet."""
 
     def __init__(self, *adders: Callable[..., None], **options: Any):
         self.adders, self.options = adders, options
@@ -139,32 +138,31 @@ class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument
 
 
 class lazy_arguments:  # noqa: N801 - a decorator, named like IPython's @magic_arguments it stands for
-    """`@lazy_arguments(name, epilog)` on a magic method, in place of IPython's `@magic_arguments` + `@kwds`: the
-    same argparse parser (`.parser`) and the same help (`__doc__`: usage, the docstring, the options, `epilog()`),
-    built on first use (`%imagen4?`, `--help`, the first cell) rather than when the class is defined, i.e. at
-    `%load_ext`. Looked up on an instance it is a bound method (`types.MethodType`), as a plain function is, so
-    IPython registers, calls and inspects it as before: attributes (`_ipython_no_var_expand`, ...) and the
-    signature and source (`__wrapped__`) are the function's; only `__doc__` is computed."""
+    """`@lazy_arguments(name, epilog, *flags)` on a magic method, in place of IPython's `@magic_arguments`, `@kwds`
+    and `@argument`s: the same argparse parser (`.parser`) and the same help (`__doc__`: usage, the docstring,
+    the options of each `shared_flags`, `epilog()`), built on first use (`%imagen4?`, `--help`, the first cell)
+    rather than when the class is defined, i.e. at `%load_ext`. Looked up on an instance it is a bound method
+    (`types.MethodType`), as a plain function is, so IPython registers, calls and inspects it as before:
+    attributes (`_ipython_no_var_expand`, ...), signature and source (`__wrapped__`) are the function's; only
+    `__doc__` is computed."""
 
-    def __init__(self, name: str, epilog: Callable[[], str]):
-        self.name, self.epilog = name, epilog
+    def __init__(self, name: str, epilog: Callable[[], str], *flags: shared_flags):
+        self.name, self.epilog, self.flags = name, epilog, flags
 
     def __call__(self, func: Callable[..., Any]) -> LazyArgumentsMagic:
-        return LazyArgumentsMagic(func, self.name, self.epilog)
+        return LazyArgumentsMagic(func, self.name, self.epilog, self.flags)
 
 
 class LazyArgumentsMagic:
     # no class docstring: `__doc__` is the property below (the magic's help)
-    def __init__(self, func: Callable[..., Any], name: str, epilog: Callable[[], str]):
+    def __init__(self, func: Callable[..., Any], name: str, epilog: Callable[[], str], flags: Iterable[shared_flags]):
         self.__wrapped__ = func
         self.__name__, self.__qualname__, self.__module__ = func.__name__, func.__qualname__, func.__module__
-        self.name, self.epilog = name, epilog
-        self.decorators: list[Any] = list(getattr(func, "decorators", []))  # @shared_flags & co., innermost first
+        self.name, self.epilog, self.flags = name, epilog, tuple(flags)
         self.built: tuple[Any, str] | None = None  # (the parser, the help)
         self.lock = threading.Lock()
-        for deco in self.decorators:
-            if isinstance(deco, shared_flags):
-                deco.build = self.build
+        for group in self.flags:
+            group.build = self.build
 
     def build(self) -> tuple[Any, str]:
         """The parser and the help, built once (what IPython's `construct_parser` does at class creation)."""
@@ -173,11 +171,8 @@ class LazyArgumentsMagic:
                 from IPython.core.magic_arguments import MagicArgumentParser
 
                 parser = MagicArgumentParser(self.name, description=self.__wrapped__.__doc__, epilog=self.epilog())
-                group = None
-                for deco in self.decorators[::-1]:  # in the order they appear in the source
-                    result = deco.add_to_parser(parser, group)
-                    if result is not None:
-                        group = result
+                for group in self.flags:
+                    group.add_to_parser(parser, None)
                 self.built = parser, parser.format_help()
             return self.built
 
@@ -195,7 +190,7 @@ class LazyArgumentsMagic:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapped__(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:  # what other decorators set on the function (has_arguments, ...)
+    def __getattr__(self, name: str) -> Any:  # what other decorators set on the function
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.__wrapped__, name)
