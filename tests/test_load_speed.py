@@ -141,3 +141,22 @@ def test_the_open_task_count_follows_the_log_incrementally(tmp_path):
     assert sorted(e.task_id for e in History(log).unfinished()) == sorted(ids)
     log.write_text("")  # replaced
     assert open_task_ids(log) == []
+
+
+def test_unloading_before_any_cell_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The cell views are made with the first cell; an extension loaded and unloaded without one still leaves
+    neither its magic nor its configurable (`%config Imagen4Magics` would see two after a reload)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from imagen4_jupyter.notebook import magics as M
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    shell = InteractiveShell.instance()
+    with capture_output():
+        magics = M.load(shell)
+    assert magics in shell.configurables and magics.made_views is None and magics.made_commands is None
+    M.unload(shell)
+    assert magics not in shell.configurables and shell.find_line_magic("imagen4") is None
+    assert magics.made_views is None

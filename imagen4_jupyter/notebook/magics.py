@@ -386,7 +386,8 @@ def unload(ipython: Any) -> None:
     manager = ipython.magics_manager
     for kind in ("line", "cell"):
         manager.magics[kind].pop("imagen4", None)
-    if magics is not None and magics.made_views is not None:
-        magics.made_views.stop()
+    if magics is not None:
+        if magics.made_views is not None:  # none made (no cell ran): nothing to stop
+            magics.made_views.stop()
         if magics in getattr(ipython, "configurables", []):
             ipython.configurables.remove(magics)
