@@ -16,12 +16,11 @@ from urllib.parse import urlsplit
 
 from .errors import InvalidRequestError
 from .models import DEFAULT_MODEL, MAX_INT_SEED, ModelSpec, model_spec
+from .schema import ASPECT_RATIOS, MAX_IMAGES
 
 MODEL = DEFAULT_MODEL  # the default model (older code imports this name)
-ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
 MAX_PROMPT = 5000
 MAX_SEED = 500
-MAX_IMAGES = 4
 
 
 @dataclass(frozen=True)

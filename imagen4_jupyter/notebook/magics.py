@@ -11,27 +11,24 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import kwds, magic_arguments
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
-from ..api.models import DEFAULT_MODEL as DEFAULT_MODEL_NAME
-from ..api.models import model_spec
-from ..api.request import ASPECT_RATIOS, MAX_IMAGES, GenerationRequest, interpolate
+from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
-from . import outputs as D
-from .callback_mode import HIDDEN, apply_callbacks
-from .cellview import LiveViews
+from .callback_mode import HIDDEN
 from .options import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_MODEL,
     DEFAULT_NUM_IMAGES,
     DEFAULT_TIMEOUT,
+    EMBED_MODES,
+    SUBCOMMANDS,
     CellError,
     Choice,
     add_cell_flags,
-    check_wait_out,
+    lazy_arguments,
     parse_words,
     shared_flags,
     split_body,
@@ -39,16 +36,31 @@ from .options import (
     wait_override,
 )
 from .service import ask_key, load_line, raise_no_key
-from .subcommands import SUBCOMMANDS, Subcommands, help_text
 
-if TYPE_CHECKING:  # the session (and the job, records, history) load with the first cell, not with %load_ext
+if TYPE_CHECKING:  # these load with the first cell or subcommand, not with %load_ext (tests/test_load_speed.py)
     from ..api.job import Job
+    from ..api.request import GenerationRequest
     from ..records.session import Session
+    from .cellview import LiveViews
+    from .subcommands import Subcommands
 
 __all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "unload"]
 
 WAIT_MODES = ("auto", "always", "never")
 CELL_FLAGS = shared_flags(add_cell_flags)  # the flags of %%imagen4 (their argparse actions once it is built)
+DEFAULTS_HELP = """
+
+Defaults: %config Imagen4Magics (model, aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
+notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits). The API key comes from
+APIKLEY_API_KEY, a .env file beside the notebook, or %imagen4 key (typed, kept in memory), and is never stored
+or shown; %imagen4 simulator tries everything without an account. %imagen4 info says which is in use."""
+
+
+def help_epilog() -> str:
+    """The end of `%%imagen4?`: the subcommands (their parser is built here, on first use) and the defaults."""
+    from .subcommands import help_text
+
+    return help_text() + DEFAULTS_HELP
 
 
 @magics_class
@@ -80,7 +92,7 @@ class Imagen4Magics(Magics):
     notebook = Unicode("", help=(
         "The notebook's path, when it cannot be detected (JupyterLab's JPY_SESSION_NAME and VS Code are); "
         "decides which history file is used.")).tag(config=True)
-    embed = Choice(D.EMBED_MODES, "preview", help=(
+    embed = Choice(EMBED_MODES, "preview", help=(
         "How images go into the notebook: 'preview' a bounded JPEG/PNG (full resolution stays on disk), "
         "'full' the original bytes, 'none' file paths only (--embed overrides).")).tag(config=True)
     preview_size = Int(768, min=16, help="Longest side in pixels of embedded previews (embed='preview').").tag(
@@ -118,13 +130,31 @@ class Imagen4Magics(Magics):
         self._session: Session | None = None
         self._webhook_secret: str | None = None  # the webhook_key trait shows only "(set)"
         self.key_offered = False  # an interactive kernel's first cell without a key offers the masked prompt once
-        self.views = LiveViews(self)  # the cells' live outputs
-        self.commands = Subcommands(self, self.views)  # %imagen4 <subcommand>
+        self.made_views: LiveViews | None = None  # the cells' live outputs, made on first use (`views`)
+        self.made_commands: Subcommands | None = None  # %imagen4 <subcommand> (`commands`)
         super().__init__(shell=shell, **kwargs)
+
+    @property
+    def views(self) -> LiveViews:
+        if self.made_views is None:
+            from .cellview import LiveViews
+
+            self.made_views = LiveViews(self)
+        return self.made_views
+
+    @property
+    def commands(self) -> Subcommands:
+        if self.made_commands is None:
+            from .subcommands import Subcommands
+
+            self.made_commands = Subcommands(self, self.views)
+        return self.made_commands
 
     # -- traits -------------------------------------------------------------------------------
     @validate("model")
     def _check_model(self, proposal: Any) -> str:
+        from ..api.models import model_spec
+
         try:
             return model_spec(proposal["value"]).short  # 'google/imagen4-ultra' and 'Ultra' are kept as 'ultra'
         except E.InvalidRequestError as err:
@@ -148,6 +178,8 @@ class Imagen4Magics(Magics):
     def _callbacks_changed(self, change: Any) -> None:  # opting in loads the session now, to say where it listens
         if self.shell is None:  # still being built (config applied in __init__): the session applies it later
             return
+        from .callback_mode import apply_callbacks
+
         for line in apply_callbacks(self.session, self.callback_listen, self.callback_url, self._webhook_secret):
             print(line)
 
@@ -236,14 +268,7 @@ class Imagen4Magics(Magics):
 
     # -- the magic ------------------------------------------------------------------------------
     @no_var_expand
-    @magic_arguments(name="%imagen4")  # the usage line then reads %%imagen4
-    @kwds(epilog=help_text() + """
-
-Defaults: %config Imagen4Magics (model, aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
-notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits). The API key comes from
-APIKLEY_API_KEY, a .env file beside the notebook, or %imagen4 key (typed, kept in memory), and is never stored
-or shown; %imagen4 simulator tries everything without an account. %imagen4 info says which is in use.""")
-    @CELL_FLAGS
+    @lazy_arguments("%imagen4", help_epilog, CELL_FLAGS)  # the usage line reads %%imagen4; built on first use
     @line_cell_magic
     def imagen4(self, line: str, cell: str | None = None) -> None:
         """Generate images with Google Imagen 4 (Apikley's task API).
@@ -269,47 +294,17 @@ or shown; %imagen4 simulator tries everything without an account. %imagen4 info 
     # -- %%imagen4 -------------------------------------------------------------------------------
     def build_request(self, line: str, cell: str) -> tuple[GenerationRequest, Any]:
         """Parse flags and body into a validated request; every problem is a UsageError (nothing sent)."""
+        from .cell_request import cell_request
+
         args = parse_words(self.imagen4.parser, split_line(line), known=CELL_FLAGS.option_strings())
-        check_wait_out(args)
-        prompt, negative = split_body(cell)
-        if negative is not None and args.negative is not None:
-            raise UsageError("Give the negative prompt either below a --- line or with --negative, not both.")
-        try:
-            prompt = interpolate(prompt, self.shell.user_ns)
-            fields = self.request_defaults(args)
-            if negative is not None:
-                fields["negative_prompt"] = interpolate(negative, self.shell.user_ns)
-            callback_url = args.callback_url
-            if callback_url is not None:
-                callback_url = interpolate(callback_url, self.shell.user_ns)
-            request = GenerationRequest.create(prompt, callback_url=callback_url, **fields)
-        except E.InvalidRequestError as err:
-            raise UsageError(str(err)) from None
-        return request, args
+        return cell_request(self, args, cell), args
 
     def request_defaults(self, args: Any) -> dict[str, Any]:
         """The request fields of -m, -a, -n, -s and --negative ({name} replaced from the user's variables), the
         traits where a flag is absent: a cell's request, or the defaults of `%imagen4 batch` items."""
-        ns = self.shell.user_ns
+        from .cell_request import request_fields
 
-        def interp(value: Any) -> Any:
-            return interpolate(value, ns) if isinstance(value, str) else value
-
-        try:
-            # -a as given (an explicit -a '' is an error); an unset trait: the model's documented default
-            ratio = interp(args.aspect_ratio) if args.aspect_ratio is not None else self.aspect_ratio or None
-            fields = {"aspect_ratio": ratio,
-                      "num_images": interp(args.num_images) if args.num_images is not None else self.num_images}
-            model = model_spec(interp(args.model) if args.model is not None else self.model).name
-            if model != DEFAULT_MODEL_NAME:  # the default model needs no field (older callers know none)
-                fields["model"] = model
-            if args.seed is not None:
-                fields["seed"] = interp(args.seed)
-            if args.negative is not None:
-                fields["negative_prompt"] = interp(args.negative)
-        except E.InvalidRequestError as err:
-            raise UsageError(str(err)) from None
-        return fields
+        return request_fields(self, args)
 
     def _generate(self, line: str, cell: str) -> None:
         request, args = self.build_request(line, cell)
@@ -392,6 +387,7 @@ def unload(ipython: Any) -> None:
     for kind in ("line", "cell"):
         manager.magics[kind].pop("imagen4", None)
     if magics is not None:
-        magics.views.stop()
+        if magics.made_views is not None:  # none made (no cell ran): nothing to stop
+            magics.made_views.stop()
         if magics in getattr(ipython, "configurables", []):
             ipython.configurables.remove(magics)

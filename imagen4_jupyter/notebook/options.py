@@ -1,15 +1,15 @@
 """What the magic's command lines share: the request flags of `%%imagen4` and `%imagen4 batch` (defined once,
-added to both), parsing with shell quoting and "did you mean" hints, and `CellError`, a failure shown as one
-line in the notebook.
+added to both), parsing with shell quoting and "did you mean" hints, `CellError`, a failure shown as one
+line in the notebook, and `lazy_arguments`: the magic's parser and help, built on first use (not at %load_ext).
 """
 from __future__ import annotations
 
-import difflib
+import threading
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import ArgDecorator
 from traitlets import Enum, TraitError
 
 from ..api import errors as E
@@ -19,6 +19,9 @@ DEFAULT_NUM_IMAGES = 1
 DEFAULT_ASPECT_RATIO = ""  # unset: the model's documented default (16:9 for fast, 1:1 for standard and ultra)
 DEFAULT_MODEL = "standard"
 DEFAULT_TIMEOUT = 900.0
+EMBED_MODES = ("preview", "full", "none")  # how images go into the notebook (Imagen4Magics.embed, --embed)
+SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "spend", "panel", "batch", "key",
+               "simulator", "info")  # %imagen4 <subcommand>, in the help's order (subcommands.py runs them)
 
 AddArgument = Callable[..., Any]  # argparse's add_argument (of a parser or of a group)
 
@@ -66,8 +69,6 @@ def add_flow_flags(add: AddArgument, *, batch: bool = False) -> None:
 
 def add_cell_flags(add: AddArgument) -> None:
     """Every flag of a `%%imagen4` cell."""
-    from .outputs import EMBED_MODES
-
     add_request_flags(add)
     add("--callback-url", metavar="URL", help="An http(s) URL the service POSTs the finished task to.")
     add_flow_flags(add)
@@ -105,20 +106,28 @@ class Command:
         return " ".join(parts)
 
 
-class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument, which it stands for
-    """`@shared_flags(add_cell_flags)` on a magic: adds those flags to the parser `@magic_arguments` builds,
-    and keeps their argparse actions (`actions`, `options()`: argparse keeps its own list private)."""
+class shared_flags:  # noqa: N801 - named like IPython's @argument, which it stands for
+    """`shared_flags(add_cell_flags)`, given to `@lazy_arguments`: adds those flags to the parser it builds, and
+    keeps their argparse actions (`actions`, `options()`: argparse keeps its own list private). Asking for them
+    builds that parser if it was not built yet."""
 
     def __init__(self, *adders: Callable[..., None], **options: Any):
         self.adders, self.options = adders, options
-        self.actions: list[Any] = []
+        self.added: list[Any] = []
+        self.build: Callable[[], Any] | None = None  # builds the parser these flags are added to (lazy_arguments)
+
+    @property
+    def actions(self) -> list[Any]:
+        if not self.added and self.build is not None:
+            self.build()
+        return self.added
 
     def add_to_parser(self, parser: Any, group: Any) -> None:
         target = group if group is not None else parser
 
         def add(*names: str, **kw: Any) -> Any:
             action = target.add_argument(*names, **kw)
-            self.actions.append(action)
+            self.added.append(action)
             return action
 
         for adder in self.adders:
@@ -126,6 +135,65 @@ class shared_flags(ArgDecorator):  # noqa: N801 - named like IPython's @argument
 
     def option_strings(self) -> list[str]:
         return [o for a in self.actions for o in a.option_strings]
+
+
+class lazy_arguments:  # noqa: N801 - a decorator, named like IPython's @magic_arguments it stands for
+    """`@lazy_arguments(name, epilog, *flags)` on a magic method, in place of IPython's `@magic_arguments`, `@kwds`
+    and `@argument`s: the same argparse parser (`.parser`) and the same help (`__doc__`: usage, the docstring,
+    the options of each `shared_flags`, `epilog()`), built on first use (`%imagen4?`, `--help`, the first cell)
+    rather than when the class is defined, i.e. at `%load_ext`. Looked up on an instance it is a bound method
+    (`types.MethodType`), as a plain function is, so IPython registers, calls and inspects it as before:
+    attributes (`_ipython_no_var_expand`, ...), signature and source (`__wrapped__`) are the function's; only
+    `__doc__` is computed."""
+
+    def __init__(self, name: str, epilog: Callable[[], str], *flags: shared_flags):
+        self.name, self.epilog, self.flags = name, epilog, flags
+
+    def __call__(self, func: Callable[..., Any]) -> LazyArgumentsMagic:
+        return LazyArgumentsMagic(func, self.name, self.epilog, self.flags)
+
+
+class LazyArgumentsMagic:
+    # no class docstring: `__doc__` is the property below (the magic's help)
+    def __init__(self, func: Callable[..., Any], name: str, epilog: Callable[[], str], flags: Iterable[shared_flags]):
+        self.__wrapped__ = func
+        self.__name__, self.__qualname__, self.__module__ = func.__name__, func.__qualname__, func.__module__
+        self.name, self.epilog, self.flags = name, epilog, tuple(flags)
+        self.built: tuple[Any, str] | None = None  # (the parser, the help)
+        self.lock = threading.Lock()
+        for group in self.flags:
+            group.build = self.build
+
+    def build(self) -> tuple[Any, str]:
+        """The parser and the help, built once (what IPython's `construct_parser` does at class creation)."""
+        with self.lock:
+            if self.built is None:
+                from IPython.core.magic_arguments import MagicArgumentParser
+
+                parser = MagicArgumentParser(self.name, description=self.__wrapped__.__doc__, epilog=self.epilog())
+                for group in self.flags:
+                    group.add_to_parser(parser, None)
+                self.built = parser, parser.format_help()
+            return self.built
+
+    @property
+    def parser(self) -> Any:
+        return self.build()[0]
+
+    @property
+    def __doc__(self) -> str:  # type: ignore[override]
+        return self.build()[1]
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self if instance is None else types.MethodType(self, instance)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # what other decorators set on the function
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
 
 
 def split_line(line: str) -> list[str]:
@@ -159,6 +227,8 @@ def unrecognized(extras: list[str], options: Iterable[str]) -> str:
 
 def did_you_mean(word: str, names: Iterable[str]) -> str:
     """`did you mean history?` for the known name closest to `word` (empty when none is close)."""
+    import difflib
+
     close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
     return f"did you mean {close[0]}?" if close else ""
 

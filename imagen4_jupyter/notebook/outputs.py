@@ -13,6 +13,7 @@ from ..api.cards import FG, esc, message_bundle, params_text, plural, shorten, s
 from ..api.request import MODEL
 from ..api.spend import cost_text
 from ..api.store import preview
+from .options import EMBED_MODES  # noqa: F401 - defined with the flags (the magic's traits need it at load)
 
 if TYPE_CHECKING:
     from ..api.job import Job
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from ..api.store import StoredImage
     from ..records.history import History, TaskEntry
 
-EMBED_MODES = ("preview", "full", "none")
 NATIVE = ("image/png", "image/jpeg")
 # the box an image is shown in inside a cell (width, height in CSS pixels): a 16:9 image 480 px wide, a square
 # one 360 px, so a task's images sit side by side (see `cards.CELL_CSS`) and one image never fills the screen

@@ -23,6 +23,7 @@ from . import outputs as D
 from .cellview import LiveViews, settled
 from .options import (
     DEFAULT_TIMEOUT,
+    SUBCOMMANDS,
     CellError,
     Command,
     add_flow_flags,
@@ -35,8 +36,6 @@ from .options import (
 )
 from .sources import batch_source, split_source
 
-SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "spend", "panel", "batch", "key",
-               "simulator", "info")
 HISTORY_LIMIT = 20
 CONCURRENCY = 4
 
