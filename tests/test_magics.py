@@ -529,6 +529,21 @@ def test_history_table_escapes_and_filters(ip, sim):
     assert_short_error(run(ip, "%imagen4 history --limit x"), "invalid int value")
 
 
+def test_show_of_a_task_whose_files_were_deleted_downloads_them_again(ip, sim):
+    run(ip, "%%imagen4 --wait -s 41 -o job\nkept in the history")
+    job = ip.user_ns["job"]
+    path, digest = job.images[0].path, job.images[0].sha256
+    Path(path).unlink()  # a cleaned-up images folder
+    creates, checks = sim.count("createTask"), sim.count("recordInfo")
+    r = run(ip, f"%imagen4 show {job.task_id}")
+    said = " ".join(o["data"].get("text/plain", "") for o in r.outputs)
+    assert "downloading them again (no new task)" in said, said
+    assert len(r.images()) == 1 and r.images()[0]["metadata"]["imagen4"]["task_id"] == job.task_id
+    assert sim.count("createTask") == creates and sim.count("recordInfo") > checks  # followed, not re-made
+    assert Path(path).is_file() and hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+    assert ip.imagen4.session.history.images_on_disk(ip.imagen4.session.history.get(job.task_id))
+
+
 def test_show_status_credits(ip, sim):
     run(ip, "%%imagen4 --wait -s 4 -o job\nshown again")
     tid = ip.user_ns["job"].task_id

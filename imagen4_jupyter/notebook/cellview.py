@@ -306,6 +306,12 @@ class LiveViews:
         return CellView(self, job, rich=host.rich(), embed=embed or host.embed, preview_size=host.preview_size,
                         deferred=deferred)
 
+    def follow(self, jobs: list[Job], blocking: bool) -> None:
+        """Show running jobs in this cell; `blocking`: wait here until their images are in it."""
+        views = [self.open(job, deferred=blocking) for job in jobs]
+        if blocking:
+            self.block_on(views)
+
     def block_on(self, views: list[CellView], *, raises: bool = False) -> list[Job]:
         """Wait on the kernel thread until the views' jobs are done, then render them here, so the images are
         in this cell's outputs before it ends. `raises`: the caller raises the error of a job finished here

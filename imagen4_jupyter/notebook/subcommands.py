@@ -144,8 +144,12 @@ class Subcommands:
         task_id = self.task_id(args)
         session = self.host.session
         job = session.jobs.get(task_id)
+        entry = session.history.get(task_id) if job is None or job.done() else None
+        if entry is not None and entry.succeeded and not session.history.images_on_disk(entry):  # files deleted
+            self.host.require_key()
+            self.views.say(f"The image files of {task_id} are gone; downloading them again (no new task).")
+            return self.views.follow(session.resume([entry]), self.host.blocking())
         if job is None:
-            entry = session.history.get(task_id)
             if entry is None:
                 raise UsageError(f"No task {task_id} in {session.history.path}; %imagen4 history lists the tasks.")
             if entry.state == "success" or entry.error is not None:
@@ -184,10 +188,7 @@ class Subcommands:
             return
         from ..records.sendlog import resume_summary
         self.views.say(resume_summary(jobs))
-        blocking = self.host.blocking(wait_override(args))
-        views = [self.views.open(job, deferred=blocking) for job in jobs]
-        if blocking:
-            self.views.block_on(views)
+        self.views.follow(jobs, self.host.blocking(wait_override(args)))
 
     def wait(self, args: Any) -> None:
         session = self.host.session
