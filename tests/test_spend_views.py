@@ -175,3 +175,24 @@ def test_an_unsigned_callbacks_cost_is_not_believed(tmp_path):
             assert not any(ev.get("event") == "cost" for ev in s.history.iter_events())
         finally:
             s.close()
+
+
+def test_prices_are_configurable_in_the_magic_and_a_bad_one_is_a_short_error(ip, priced_sim, caplog):  # noqa: F811
+    session = ip.magics_manager.registry["Imagen4Magics"].session
+    session.spending.prices = session.probe.prices = PriceBook()  # nothing measured yet
+    with capture_output() as cap:
+        ip.run_cell("%config Imagen4Magics.prices = {'ultra': 10, 'google/imagen4-fast': 2.5}")
+    assert session.spending.prices.price("ultra") == (10, False)  # configured: still an estimate
+    assert session.spending.prices.price("fast") == (2.5, False)
+    assert session.spending.prices.price("standard") == (6, False)  # the list price
+    with capture_output() as cap:
+        result = ip.run_cell("%config Imagen4Magics.prices = {'mega': 3}")
+    text = cap.stdout + cap.stderr + caplog.text  # %config logs a trait's error as one line
+    assert result.error_in_exec is None and "prices: Unknown model 'mega'" in text, text
+    assert "Traceback" not in text
+    assert session.spending.prices.price("ultra") == (10, False)  # the bad value changed nothing
+    with capture_output():
+        ip.run_cell("%config Imagen4Magics.budget = 9")
+        refused = ip.run_cell("%%imagen4 -m ultra --wait\na lighthouse")
+    assert refused.error_in_exec is not None and "~10 credits" in str(refused.error_in_exec)
+    assert priced_sim.count("createTask") == 0

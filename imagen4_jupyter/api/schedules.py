@@ -16,7 +16,7 @@ import math
 import random
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .job import Job
@@ -272,3 +272,11 @@ def seed_from_history(schedule: Any, history: Any, limit: int = 1000) -> int:
     for ratio, n, seconds, model in reversed(samples):  # oldest first, as they happened
         learn(ratio, n, seconds, model)
     return len(samples)
+
+
+def schedule_for(poll_interval: float, timeout: float) -> Schedule:
+    """The schedule of the magic's traits: fixed polling every `poll_interval` seconds when it is above 0, else
+    the learning `SmartSchedule`; either gives up after `timeout` seconds."""
+    if poll_interval > 0:
+        return PollSchedule.fixed(poll_interval, max_wait=timeout)
+    return SmartSchedule(fallback=replace(PollSchedule(), max_wait=timeout))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
 from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
@@ -23,6 +23,7 @@ from .options import (
     DEFAULT_MODEL,
     DEFAULT_NUM_IMAGES,
     DEFAULT_TIMEOUT,
+    DEFAULTS_HELP,
     EMBED_MODES,
     SUBCOMMANDS,
     CellError,
@@ -48,12 +49,6 @@ __all__ = ["SUBCOMMANDS", "CellError", "Imagen4Magics", "load", "split_body", "u
 
 WAIT_MODES = ("auto", "always", "never")
 CELL_FLAGS = shared_flags(add_cell_flags)  # the flags of %%imagen4 (their argparse actions once it is built)
-DEFAULTS_HELP = """
-
-Defaults: %config Imagen4Magics (model, aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
-notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits). The API key comes from
-APIKLEY_API_KEY, a .env file beside the notebook, or %imagen4 key (typed, kept in memory), and is never stored
-or shown; %imagen4 simulator tries everything without an account. %imagen4 info says which is in use."""
 
 
 def help_epilog() -> str:
@@ -111,6 +106,9 @@ class Imagen4Magics(Magics):
         "Credits this kernel may spend on new tasks (None: no limit). A request whose estimated cost would pass "
         "what is left is refused before it is sent; reused results cost nothing. %imagen4 spend shows the "
         "notebook's spend.")).tag(config=True)
+    prices = Dict(value_trait=Float(min=0.0), help=(
+        "Credits a task costs per model until measured from the balance, e.g. {'ultra': 10} (short or full "
+        "names); the others keep the list prices (4 fast, 6 standard, 12 ultra).")).tag(config=True)
     callback_listen = Unicode("", help=(
         "host:port of a receiver for the service's callbacks, e.g. 0.0.0.0:8765 (opt in, for hosts the service "
         "can reach; '' off): each callback is a hint to check its task at once.")).tag(config=True)
@@ -160,6 +158,16 @@ class Imagen4Magics(Magics):
         except E.InvalidRequestError as err:
             raise TraitError(f"model: {err}") from None
 
+    @validate("prices")
+    def _check_prices(self, proposal: Any) -> dict:
+        from ..api.spend import PriceBook
+
+        try:
+            PriceBook(proposal["value"])  # every name a model, every price a number of credits
+        except E.InvalidRequestError as err:
+            raise TraitError(f"prices: {err}") from None
+        return proposal["value"]
+
     @validate("timeout")
     def _check_timeout(self, proposal: Any) -> float:  # Float(min=) cannot say "more than 0"
         if not proposal["value"] > 0:
@@ -188,10 +196,10 @@ class Imagen4Magics(Magics):
         if self._session is not None:
             self._session.configure_client(schedule=self.schedule())
 
-    @observe("budget")
-    def _budget_changed(self, change: Any) -> None:
+    @observe("budget", "prices")
+    def _spend_changed(self, change: Any) -> None:
         if self._session is not None:
-            self._session.spending.budget = change["new"]
+            self._session.spending.configure(self.budget, self.prices)
 
     @observe("reuse")
     def _reuse_changed(self, change: Any) -> None:
@@ -207,13 +215,9 @@ class Imagen4Magics(Magics):
 
     def schedule(self) -> Any:
         """The polling schedule the traits describe."""
-        import dataclasses
+        from ..api.schedules import schedule_for
 
-        from ..api.schedules import PollSchedule, SmartSchedule
-
-        if self.poll_interval > 0:
-            return PollSchedule.fixed(self.poll_interval, max_wait=self.timeout)
-        return SmartSchedule(fallback=dataclasses.replace(PollSchedule(), max_wait=self.timeout))
+        return schedule_for(self.poll_interval, self.timeout)
 
     # -- the session --------------------------------------------------------------------------
     @property
@@ -235,7 +239,7 @@ class Imagen4Magics(Magics):
                                         history_folder=self.history_folder or None, reuse=self.reuse,
                                         client_options={"schedule": self.schedule()})
                 set_session(self._session)
-            self._session.spending.budget = self.budget
+            self._session.spending.configure(self.budget, self.prices)
             if self.callback_listen:  # configured before the session existed
                 self._callbacks_changed(None)
         return self._session
@@ -356,8 +360,7 @@ class Imagen4Magics(Magics):
             return {}
 
     def _record_credits_after(self, job: Job) -> None:
-        value = self._credits_event("credits")
-        if value:
+        if value := self._credits_event("credits"):
             self.session.history.append({"event": "credits_after", "task_id": job.task_id, **value})
 
 
@@ -373,8 +376,7 @@ def load(ipython: Any) -> Imagen4Magics:
     line, path = load_line(ipython.user_ns if ipython else None, magics.notebook or None,
                            magics.history_folder or None)
     print(line)
-    unfinished = open_task_ids(path)  # a small read: the history is parsed on first use
-    if unfinished:
+    if unfinished := open_task_ids(path):  # a small read: the history is parsed on first use
         print(f"{len(unfinished)} unfinished task(s) — run %imagen4 resume")
     return magics
 

@@ -266,3 +266,13 @@ def split_body(cell: str) -> tuple[str, str | None]:
         if line.strip() == "---":
             return "\n".join(lines[:i]).strip(), "\n".join(lines[i + 1:]).strip()
     return cell.strip(), None
+
+
+# the end of `%%imagen4?` (after the subcommands): where the defaults and the key come from
+DEFAULTS_HELP = """
+
+Defaults: %config Imagen4Magics (model, aspect_ratio, num_images, wait, timeout, poll_interval, history_folder,
+notebook, embed, preview_size, reuse, display_mode, refresh_interval, track_credits, budget, prices). The API
+key comes from APIKLEY_API_KEY, a .env file beside the notebook, or %imagen4 key (typed, kept in memory), and is
+never stored or shown; %imagen4 simulator tries everything without an account. %imagen4 info says which is in
+use."""

@@ -36,6 +36,12 @@ class Spending:
         self._charged: dict[str, float] = {}  # task id -> what it was counted at
         self._lock = threading.Lock()
 
+    def configure(self, budget: float | None, prices: dict[str, Any] | None = None) -> None:
+        """The magic's traits: the budget, and configured prices (a measured price still wins over them)."""
+        self.budget = budget
+        for model, credits in (prices or {}).items():
+            self.prices.set_price(model, credits)
+
     def left(self) -> float | None:
         with self._lock:
             return None if self.budget is None else max(0.0, self.budget - self.spent - self.reserved)
