@@ -196,3 +196,38 @@ def test_prices_are_configurable_in_the_magic_and_a_bad_one_is_a_short_error(ip,
         refused = ip.run_cell("%%imagen4 -m ultra --wait\na lighthouse")
     assert refused.error_in_exec is not None and "~10 credits" in str(refused.error_in_exec)
     assert priced_sim.count("createTask") == 0
+
+
+def test_batch_dry_run_in_the_magic_sends_nothing_and_shows_the_plan(ip, priced_sim):  # noqa: F811
+    ip.user_ns["fox_prompts"] = ["a fox", "a red fox", "a grey fox"]
+    with capture_output():
+        ip.run_cell("%%imagen4 -m fast -s 1 --wait\na fox")  # the first item is in the history already
+    creates = priced_sim.count("createTask")
+    with capture_output() as cap:
+        result = ip.run_cell("%imagen4 batch fox_prompts -m fast -s 1 --dry-run -o plan")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert priced_sim.count("createTask") == creates  # nothing sent
+    plan = ip.user_ns["plan"]
+    assert (plan.items, plan.reused, plan.to_create) == (3, 1, 2)
+    line = texts(cap)
+    assert "imagen4 batch plan: 3 items · 1 reused (0 credits) · 2 to create" in line, line
+    assert "6 credits" in line and f"balance {100 - 3:g} credits" in line, line  # fast measured at 3 per task
+
+
+def test_batch_budget_in_the_magic_stops_sending_at_it(ip, priced_sim):  # noqa: F811
+    ip.user_ns["many"] = [f"a lighthouse {i}" for i in range(5)]
+    with capture_output() as cap:
+        result = ip.run_cell("%imagen4 batch many -m fast --budget 10 --wait -o kb")
+    assert result.error_in_exec is None, result.error_in_exec
+    spent = sum(c.credits for c in priced_sim.charges)
+    # by estimate: the list price 4 until measured, so two fit in 10 and the third (12) would pass it
+    assert spent <= 10 and len(priced_sim.charges) == 2, priced_sim.charges
+    rows = ip.user_ns["kb"].rows
+    assert [r["state"] for r in rows].count("not-submitted") == 3
+    notes = [r["note"] for r in rows if r["state"] == "not-submitted"]
+    assert notes[0].startswith("budget: 2 credits left, this item costs ~4"), notes  # says which and why
+    assert all(n.startswith("budget: ") for n in notes), notes
+    assert "imagen4 batch plan: 5 items" in cap.stderr  # a real batch says its plan before it starts
+    with capture_output() as cap:
+        bad = ip.run_cell("%imagen4 batch many --budget -1")
+    assert "--budget must be a number of credits" in cap.stdout + cap.stderr + str(bad.error_in_exec or "")

@@ -7,7 +7,6 @@ short `UsageError` (with "did you mean ..." for a mistyped flag or subcommand) a
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -28,13 +27,12 @@ from .options import (
     Command,
     add_flow_flags,
     add_request_flags,
-    check_wait_out,
     did_you_mean,
     parse_words,
     split_line,
     wait_override,
 )
-from .sources import batch_source, split_source
+from .sources import split_source
 
 HISTORY_LIMIT = 20
 CONCURRENCY = 4
@@ -251,37 +249,9 @@ class Subcommands:
         display(panel)
 
     def batch(self, args: Any) -> None:
-        check_wait_out(args)
-        if args.concurrency < 1:
-            raise UsageError("-c/--concurrency must be 1 or more.")
-        host = self.host
-        items, label = batch_source(args.source, host.shell.user_ns)
-        defaults = host.request_defaults(args)
-        host.require_key()
-        from ..research.batch import generate_many
+        from .batch_command import run_batch
 
-        try:
-            result = generate_many(items, session=host.session, reuse=host.reuse, concurrency=args.concurrency,
-                                   force=args.force, wait=False, **defaults)
-        except E.InvalidRequestError as err:
-            raise UsageError(f"{label}: {err}") from None
-        if args.out:
-            host.shell.user_ns[args.out] = result
-        if not result.items:
-            self.views.say(f"{label} has no items; nothing sent.")
-            return
-        if host.blocking(wait_override(args)):
-            self._wait_batch(result)
-            self._show_batch(result)
-            return
-        handle = display(C.message_bundle(f"batch of {len(result)}: the table appears here when every item has "
-                                          "finished"), raw=True, display_id=True) if host.rich() else None
-
-        def finished() -> None:
-            result.wait()
-            self._show_batch(result, handle)
-
-        threading.Thread(target=finished, name="imagen4-batch-table", daemon=True).start()
+        run_batch(self.host, self.views, args)
 
     def key(self, args: Any) -> None:
         service.key_command(self.host.session, self.views.say)
@@ -291,30 +261,6 @@ class Subcommands:
 
     def info(self, args: Any) -> None:
         print(service.describe(self.host.session))
-
-    def _wait_batch(self, result: Any) -> None:
-        """Block the kernel thread until the batch has finished. An item finishes in its job's done callback,
-        after the history recorded the outcome, so reusing right after works."""
-        try:
-            result.wait()
-        except KeyboardInterrupt:
-            result.stop("not sent: interrupted")
-            self.views.say("Interrupted: nothing more is sent; running tasks continue in the background "
-                           "(running the same batch again resumes it).")
-
-    def _show_batch(self, result: Any, handle: Any = None) -> None:
-        if not self.host.rich():
-            print(f"[imagen4] batch: {result.summary()}", flush=True)
-            base = self.views.output_base()
-            for row in result.rows:
-                paths = "  ".join(C.shown_path(p, base) for p in row["images"])
-                print(f"  {row['index']}  {row['state']}  {row['task_id'] or '-'}  {paths or row['error'] or ''}",
-                      flush=True)
-            return
-        if handle is not None:
-            handle.update(result)
-        else:
-            display(result)
 
 
 @functools.cache
@@ -353,6 +299,10 @@ def commands() -> tuple[MagicArgumentParser, dict[str, Command]]:
     add_request_flags(c.add, batch=True)
     c.add("-c", "--concurrency", type=int, default=CONCURRENCY, metavar="N",
           help=f"At most N tasks in flight at once (default: {CONCURRENCY}).")
+    c.add("--budget", type=float, metavar="N", help="The credits this batch may spend, by estimate: it stops "
+          "sending before the first new item that would pass it (reused items cost nothing).")
+    c.add("--dry-run", action="store_true", help="Show the plan (reused items, tasks to create per model, estimated "
+          "credits, the balance) and send nothing.")
     add_flow_flags(c.add, batch=True)
     command("key", Subcommands.key, "type the API key at a masked prompt (kept in this kernel's memory only; "
             "needs an interactive front-end)")
