@@ -53,6 +53,17 @@ class TaskEntry:
 ENTRY_FIELDS = [f.name for f in fields(TaskEntry)]  # the index snapshot's row layout
 
 
+def recorded_cost(value: Any) -> tuple[float, bool] | None:
+    """(credits, measured) from a recorded cost, `{"credits": 6, "measured": false}` (a `submitted` event's
+    `cost`, or a `cost` event itself); None when it holds no number of credits of at least 0."""
+    if not isinstance(value, dict):
+        return None
+    credits = value.get("credits")
+    if isinstance(credits, bool) or not isinstance(credits, (int, float)) or not credits >= 0:
+        return None
+    return float(credits), bool(value.get("measured"))
+
+
 def entry_cost(entry: TaskEntry) -> tuple[float, bool] | None:
     """(credits, measured) the history recorded for the task, or None (older records, other notebooks')."""
     return None if entry.credits is None else (entry.credits, entry.credits_measured)

@@ -21,6 +21,7 @@ from typing import Any
 from ..api import provenance
 from ..api.models import DEFAULT_MODEL, model_spec
 from ..api.store import write_atomic
+from .entries import recorded_cost
 from .history import History
 
 COLUMNS = ("time", "task_id", "model", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state",
@@ -51,11 +52,8 @@ def _as_history(history: Any) -> History:
 
 def _event_cost(ev: dict) -> dict[str, Any]:
     """An unknown outcome's estimated cost (it may have been billed, so it counts as spent)."""
-    cost = ev.get("cost") if isinstance(ev.get("cost"), dict) else {}
-    credits = cost.get("credits")
-    if not isinstance(credits, (int, float)) or isinstance(credits, bool):
-        return {}
-    return {"credits": float(credits), "credits_measured": bool(cost.get("measured"))}
+    cost = recorded_cost(ev.get("cost"))
+    return {} if cost is None else {"credits": cost[0], "credits_measured": cost[1]}
 
 
 def _row(request: dict, tag: Any, cell: Any, **fields: Any) -> dict[str, Any]:

@@ -25,14 +25,10 @@ except ImportError:  # pragma: no cover - Windows
 
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage, store_digest, write_atomic
-from .entries import ENTRY_FIELDS, TaskEntry
+from .entries import ENTRY_FIELDS, TaskEntry, recorded_cost
 
 INDEX_EVERY = 1 << 20  # bytes of log parsed between index snapshots (and the smallest log that gets one)
 INDEX_FORMAT = 2  # 2: the send queue's waiting requests are part of the snapshot
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value >= 0
 
 
 @contextmanager
@@ -226,9 +222,9 @@ class History:
             entry.request, entry.request_key = req, ev.get("request_key")
             entry.submitted_at, entry.cell, entry.source = ev.get("time"), ev.get("cell"), ev.get("source")
             entry.credits_before = ev.get("credits_before")
-            cost = ev.get("cost")
-            if isinstance(cost, dict) and _is_number(cost.get("credits")) and not ev.get("from"):
-                entry.credits, entry.credits_measured = float(cost["credits"]), bool(cost.get("measured"))
+            cost = recorded_cost(ev.get("cost"))
+            if cost is not None and not ev.get("from"):  # a reuse from another history cost this one nothing
+                entry.credits, entry.credits_measured = cost
         elif kind == "state":
             if not entry.succeeded:  # the service said success, but the images are not stored yet
                 entry.state = "downloading" if ev["state"] == "success" else str(ev["state"])
@@ -252,8 +248,8 @@ class History:
                 entry.finished_at = ev.get("time")
         elif kind == "credits_after":
             entry.credits_after = ev.get("credits")
-        elif kind == "cost" and _is_number(ev.get("credits")):  # a measurement replaced the estimate
-            entry.credits, entry.credits_measured = float(ev["credits"]), bool(ev.get("measured"))
+        elif kind == "cost" and (cost := recorded_cost(ev)) is not None:  # a measurement replaced the estimate
+            entry.credits, entry.credits_measured = cost
 
     def _apply_queue(self, kind: str, local: str, ev: dict) -> None:
         if kind == "queued":

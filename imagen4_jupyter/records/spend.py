@@ -22,6 +22,7 @@ from ..api.job import Job
 from ..api.models import model_spec, short_name
 from ..api.request import GenerationRequest
 from ..api.spend import PriceBook, format_credits
+from .entries import recorded_cost
 from .history import History
 
 
@@ -167,9 +168,9 @@ class SpendSummary:
 
 def task_cost(event: dict, prices: PriceBook) -> tuple[float, bool]:
     """The cost a `submitted` event recorded, or an estimate from `prices` for its model."""
-    cost = event.get("cost")
-    if isinstance(cost, dict) and isinstance(cost.get("credits"), (int, float)):
-        return float(cost["credits"]), bool(cost.get("measured"))
+    cost = recorded_cost(event.get("cost"))
+    if cost is not None:
+        return cost
     model = (event.get("request") or {}).get("model")
     try:
         return prices.price(model_spec(model).name)
@@ -189,9 +190,9 @@ def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
             model = short_name((ev.get("request") or {}).get("model"))
             day = _dt.date.fromtimestamp(ev["time"]).isoformat() if isinstance(ev.get("time"), (int, float)) else "?"
             costs[ev["task_id"]] = (credits, measured, model, day)
-        elif kind == "cost" and ev.get("task_id") in costs and isinstance(ev.get("credits"), (int, float)):
+        elif kind == "cost" and ev.get("task_id") in costs and (cost := recorded_cost(ev)) is not None:
             _, _, model, day = costs[ev["task_id"]]
-            costs[ev["task_id"]] = (float(ev["credits"]), bool(ev.get("measured")), model, day)
+            costs[ev["task_id"]] = (*cost, model, day)
         elif kind == "reused":
             summary.reused_tasks += 1
             summary.reused_images += len(ev.get("images") or []) or 1
