@@ -101,6 +101,11 @@ def params_text(request: Any) -> str:
     return " · ".join(parts)
 
 
+def params_html(params: str) -> str:
+    """`params_text` (and a cost) escaped for a card, where `6 credits` never breaks between its words."""
+    return esc(params).replace(" credits", "&nbsp;credits")
+
+
 def mark_html(status: str, colour: str) -> str:
     """The state's small shape before its word: a turning ring while the task runs, a dot once it ended."""
     base = "display:inline-block;box-sizing:border-box;width:10px;height:10px;border-radius:50%;margin-right:6px;"
@@ -131,7 +136,7 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
     prompt = job.request.prompt if job.request else ""
     cost = cost_text(getattr(job, "cost", None))  # "~6 credits" (an estimate) or "6 credits" (measured)
     params = " · ".join(p for p in (params_text(job.request), cost) if p)
-    shown = esc(params).replace(" credits", "&nbsp;credits")  # `6 credits` never breaks between its words
+    shown = params_html(params)
     if job.error is not None:
         title = getattr(job.error, "title", type(job.error).__name__)
         text = f"[imagen4] {title}: {job.error}" + (f" ({cost})" if cost else "")
@@ -171,7 +176,7 @@ def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = Non
             "no request sent (--force makes a new task).")
     plain = f"[imagen4] {text}" + (f"\n{params} {shorten(prompt, 80)!r}" if job.request else "")
     body = (f"{mark_html('reused', STATE_COLOURS['reused'])}<b>reused</b> · <code>{esc(job.task_id)}</code> · "
-            f"{esc(params).replace(' credits', '&nbsp;credits')}<br/>{prompt_line(prompt)}<br/>"
+            f"{params_html(params)}<br/>{prompt_line(prompt)}<br/>"
             f"<span style='color:{FG2}'>{plural(n, 'image')} from the "
             f"history, made {esc(when(submitted_at))}; no request sent (--force makes a new task).</span>")
     return {"text/plain": plain, "text/html": _card(job, "reused", body)}

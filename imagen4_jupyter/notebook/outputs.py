@@ -13,6 +13,7 @@ from ..api.cards import FG, esc, message_bundle, params_text, plural, shorten, s
 from ..api.request import MODEL
 from ..api.spend import cost_text
 from ..api.store import preview
+from ..records.entries import entry_cost
 from .options import EMBED_MODES  # noqa: F401 - defined with the flags (the magic's traits need it at load)
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         if thumbnails and e.state == "success":
             thumbs = "".join(thumb_html(im.path, alt=f"image {im.index + 1} of {e.task_id}")
                              for im in history.stored_images(e))  # content-addressed only
-        cost = None if e.credits is None else (e.credits, e.credits_measured)
+        cost = entry_cost(e)
         credits = cost_text(cost, unit=False) if cost else "reused" if e.origin else ""
         cells = [esc(when(e.submitted_at)), esc(shorten(prompt, 200)), esc(params_text(req)), esc(state),
                  esc(credits), f"<code style='{TASK_ID}'>{esc(e.task_id)}</code>", thumbs]

@@ -222,9 +222,8 @@ class Session:
                                    spent is not None and job is not None and bool(job.task_id))
             self.spending.settle(credits, None if spent is None else price if price is not None else spent,
                                  job.task_id if job is not None else None)
-            if price is not None and job is not None:
+            if price is not None and job is not None:  # measured: only a created task (with its id) teaches it
                 job.cost = (price, True)
-            if price is not None and job is not None and job.task_id:
                 try:
                     self.history.append({"event": "cost", "task_id": job.task_id, "credits": price, "measured": True})
                 except OSError:
