@@ -39,21 +39,18 @@ def test_a_burst_returns_at_once_and_stays_under_the_create_limit(tmp_path):
             t0 = time.monotonic()
             jobs = [session.submit(GenerationRequest.create(f"burst {i}")) for i in range(8)]
             took = time.monotonic() - t0
-            queued = [j for j in jobs if j.task_id is None]
-            assert len(queued) == 5 and {j.status for j in queued} == {"pacing"}
+            queued = [j for j in jobs if j.task_id is None]  # every request leaves from the sender's threads
+            assert len(queued) >= 5 and {j.status for j in queued[-5:]} == {"pacing"}
             assert all(j.send_at is not None for j in queued)
             assert took < 2.0  # less than one window: sending all 8 would have taken two more windows
             waiting = history.waiting()  # in the history before anything is sent
-            assert {ev["local_id"] for ev in waiting} == {j.local_id for j in queued}
+            assert {ev["local_id"] for ev in waiting} >= {j.local_id for j in queued[-5:]}
             session.wait_all(60)
             assert [j.error for j in jobs] == [None] * 8 and all(j.task_id for j in jobs)
             assert sorted(created_prompts(sim)) == sorted(f"burst {i}" for i in range(8))  # each sent once
             assert sim.max_in_window("createTask", 2.0) <= 3 and sim.count_429() == 0
             steps = kinds_by_local_id(history)
-            queued_ids = {j.local_id for j in queued}
-            assert len(steps) == 8 and all(s == ["queued", "sending", "submitted"] for i, s in steps.items()
-                                           if i in queued_ids)
-            assert all(s == ["sending", "submitted"] for i, s in steps.items() if i not in queued_ids)  # sent at once
+            assert len(steps) == 8 and all(s == ["queued", "sending", "submitted"] for s in steps.values())
             assert history.waiting() == []
             assert {e.task_id for e in history.entries()} == {j.task_id for j in jobs}
         finally:
@@ -77,7 +74,7 @@ def test_a_crash_with_requests_in_the_local_queue_then_resume(tmp_path):
         try:
             assert k.execute(KERNEL_SESSION).ok
             first = k.execute("jobs = [s.submit(GenerationRequest.create('crash 0'))]\n"
-                              "print([j.task_id is not None for j in jobs])")
+                              "s.client.wait_sent(jobs[0], 20)\nprint([j.task_id is not None for j in jobs])")
             assert "[True]" in first.stdout
             sim.inject("createTask", times=1, delay=60)  # the next request: sent, then no answer for a minute
             queued = k.execute("jobs += [s.submit(GenerationRequest.create(f'crash {i}')) for i in range(1, 4)]\n"
@@ -126,7 +123,7 @@ def test_45_submissions_in_a_row_under_the_documented_limits(tmp_path):
             limits=Limits()))
         try:
             jobs = [session.submit(GenerationRequest.create(f"in a row {i}", seed=str(i))) for i in range(45)]
-            assert sum(j.task_id is None for j in jobs) == 25  # queued locally, the cells returned at once
+            assert sum(j.task_id is None for j in jobs) >= 25  # queued locally, the cells returned at once
             session.wait_all(120)
         finally:
             session.close()
@@ -138,8 +135,9 @@ def test_45_submissions_in_a_row_under_the_documented_limits(tmp_path):
 
 
 def test_a_crash_during_a_createtask_sent_at_once_leaves_it_as_maybe_sent(tmp_path):
-    """No waiting in the queue: the request is still written ahead of its createTask (`sending`, with the
-    request), so a kernel killed while the answer is on its way loses nothing, and resume never resends it."""
+    """No waiting for a slot: the request is still written ahead of its createTask (`queued` with the request,
+    then `sending`), so a kernel killed while the answer is on its way loses nothing, and resume never resends
+    it."""
     with Simulator(**FAST_SIM) as sim:
         env = kernel_env(sim.url, KEY, tmp_path / "ipython")
         k = Kernel(tmp_path, env)
@@ -148,7 +146,7 @@ def test_a_crash_during_a_createtask_sent_at_once_leaves_it_as_maybe_sent(tmp_pa
             ok = k.execute("j = s.submit(GenerationRequest.create('direct 0'))\nprint(j.result(20).task_id)")
             assert ok.ok and ok.stdout.strip().startswith("task_"), ok.error_text
             sim.inject("createTask", times=1, delay=60)
-            k.kc.execute("s.submit(GenerationRequest.create('direct 1'))")  # the kernel waits for the answer
+            k.kc.execute("s.submit(GenerationRequest.create('direct 1'))")  # the sender waits for the answer
             deadline = time.monotonic() + 20
             while "direct 1" not in created_prompts(sim) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -157,7 +155,7 @@ def test_a_crash_during_a_createtask_sent_at_once_leaves_it_as_maybe_sent(tmp_pa
             k.kill()
         history = History(tmp_path / ".imagen4" / "crash.jsonl")
         steps = kinds_by_local_id(history)
-        assert sorted(steps.values()) == [["sending"], ["sending", "submitted"]]
+        assert sorted(steps.values()) == [["queued", "sending"], ["queued", "sending", "submitted"]]
         assert [(ev["request"]["prompt"], ev["sending"]) for ev in history.waiting()] == [("direct 1", True)]
         sim.clear_faults()
 

@@ -26,9 +26,9 @@ GREY = "var(--jp-border-color1,#9ca3af)"
 BLUE = "var(--jp-brand-color1,#1976d2)"
 GREEN = "var(--jp-success-color1,#2e7d32)"
 RED = "var(--jp-error-color1,#c62828)"
-STATE_COLOURS = {"submitted": GREY, "waiting": GREY, "queuing": GREY, "generating": BLUE, "success": GREEN,
+STATE_COLOURS = {"pacing": GREY, "sending": GREY, "submitted": GREY, "waiting": GREY, "queuing": GREY, "generating": BLUE, "success": GREEN,
                  "fail": RED, "error": RED, "reused": GREEN}
-RUNNING = ("submitted", "waiting", "queuing", "generating")
+RUNNING = ("pacing", "sending", "submitted", "waiting", "queuing", "generating")
 CARD_STYLE = ("font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;line-height:1.5;padding:4px 8px;"
               f"color:{FG};border-left:3px solid {{colour}};margin:2px 0;max-width:100%;box-sizing:border-box;"
               "overflow-wrap:anywhere")
@@ -151,7 +151,7 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
         label = "done" if finished else "downloading" if status == "success" else status
         if status == "pacing":  # in the local send queue (api/sending.py): nothing sent yet
             wait = max(0.0, (job.send_at or 0.0) - time.time())
-            label = f"waiting for a slot under the rate limit (~{wait:.0f} s)"
+            label = f"waiting for a slot under the rate limit (~{wait:.0f} s)" if wait >= 1 else "about to be sent"
         shown_id = job.task_id or "not sent yet"
         spent = f", {cost}" if cost else ""
         text = f"[imagen4] {shown_id}: {label} ({job.elapsed:.1f} s{spent}) {shorten(prompt, 80)!r}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json as jsonlib
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
 from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
-from .sending import SendHooks, SendQueue, new_local_id, send_now
+from .sending import Sender, SendHooks
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -106,8 +107,11 @@ class Imagen4Client:
         limits = limits if limits is not None else limits_from_env(os.environ.get(LIMITS_ENV))
         self.pacer: Pacer = shared_pacer(self.base_url, self.__key, limits)
         self.poller = Poller(self, max_workers=max_workers)
-        self.queue = SendQueue(self.create_task, reserve=self.pacer.create_delay, later=self.poller.call_later,
-                               follow=self.poller.track)
+        # every createTask leaves from the sender's own threads, in a create slot taken as it leaves
+        self.sender = Sender(self.create_task, window=self.pacer.create, retry=lambda: self.retry,
+                             follow=self.poller.track)
+        self._in_flight: dict[str, Job] = {}  # request key -> the live job of a seeded request (followed, not resent)
+        self._in_flight_lock = threading.Lock()
 
     callback_hints: CallbackHints | None = None  # gives each createTask its callBackUrl (Session.enable_callbacks)
 
@@ -171,37 +175,72 @@ class Imagen4Client:
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, prompt: str, *, negative_prompt: str | None = None, aspect_ratio: str | None = None,
                num_images: int | str = 1, seed: str | int | None = None, callback_url: str | None = None,
-               model: str | None = None) -> Job:
+               model: str | None = None, force: bool = False) -> Job:
         """Validate for the model (`standard`, `fast`, `ultra`; `aspect_ratio=None` is its own default), create
-        the task, and return a `Job` that the background poller follows."""
+        the task, and return its `Job`, which the background poller follows. The createTask leaves from the
+        client's sender under the create limit; this call returns once the service has answered (the job has its
+        `task_id`), and raises if it created nothing. A seeded request identical to one of this client's still
+        in flight is followed, not sent again (`force=True`: a new task). To queue many requests without
+        waiting for each answer, use a `Session` or `submit_request(request)`."""
         req = GenerationRequest.create(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio,
                                        num_images=num_images, seed=seed, callback_url=callback_url, model=model)
-        return self.submit_request(req)
+        return self.submit_request(req, follow=not force, queue=False)
+
+    def in_flight(self, request: GenerationRequest) -> Job | None:
+        """This client's live job for exactly this seeded request (queued, being sent, or running), if any: the
+        one to follow instead of sending the request again (there is no idempotency key)."""
+        if request.seed is None:  # an unseeded request asks for new random images each time
+            return None
+        with self._in_flight_lock:
+            job = self._in_flight.get(request.key())
+        return job if job is not None and not job.done() else None
 
     def submit_request(self, request: GenerationRequest, *, on_created: Callable[[Job], Any] | None = None,
                        retry_rate_limits: bool = True, queue: bool = True, hooks: SendHooks | None = None,
-                       local_id: str | None = None) -> Job:
-        """Create a task for a validated request. `on_created(job)` runs before polling starts.
+                       local_id: str | None = None, follow: bool = True) -> Job:
+        """Queue a createTask for a validated request; `on_created(job)` runs before polling starts.
 
-        When the create limit has a slot free, the task is created now (the caller waits for the HTTP answer).
-        Otherwise, with `queue` (the default), the request waits in the local send queue and the Job comes back
-        at once with no task id (status `pacing`); `hooks` (api/sending.py) hear of each step. `queue=False`
-        waits for the slot here instead (for background threads, such as a batch's). `retry_rate_limits`: as
-        for `create_task`.
+        The Job comes back at once (status `pacing`, no task id yet) and the sender sends it when a slot under the
+        create limit is free; `hooks` (api/sending.py) hear of each step, `hooks.queued` first, in this thread
+        (raising there refuses the request). `queue=False` waits here until the request has left and been
+        answered, and raises its error if it created nothing (a batch's threads, which pause together on a
+        429). `retry_rate_limits=False`: a 429/455 ends the job at once instead of waiting and sending it again.
+        `follow`: a seeded request identical to a live one of this client is followed (that job is returned).
         """
+        if follow and (live := self.in_flight(request)) is not None:
+            return live
         hooks = hooks or SendHooks(created=on_created)
-        slot = self.pacer.try_create() == 0.0
-        if not slot and queue:
-            return self.queue.enqueue(request, hooks, retry_rate_limits=retry_rate_limits, local_id=local_id)
-        job = Job(None, request)  # no task id until createTask answers; `sending` may record it before
-        job.local_id = local_id or (new_local_id() if hooks.sending is not None else None)
-        job.assign(send_now(self.create_task, job, hooks, retry_rate_limits=retry_rate_limits, slot_taken=slot))
-        try:
-            if hooks.created is not None:
-                hooks.created(job)
-        finally:  # a paid task is followed even if the hook failed (e.g. history could not be written)
-            self.poller.track(job)
+        job = self.sender.enqueue(request, hooks, retry_rate_limits=retry_rate_limits, local_id=local_id)
+        if request.seed is not None:
+            key = request.key()
+            with self._in_flight_lock:
+                self._in_flight[key] = job
+            job.add_done_callback(lambda j: self._forget(key, j))
+        if not queue:
+            self.wait_sent(job)
+            if job.task_id is None and job.error is not None:
+                raise job.error
         return job
+
+    def wait_sent(self, job: Job, timeout: float | None = None) -> bool:
+        """Block until `job`'s createTask has left and been answered (False on timeout). Interrupted while it
+        still waits, the request is withdrawn and never sent; once it is leaving, its outcome is recorded as
+        usual. The KeyboardInterrupt is raised again either way."""
+        try:
+            return self.sender.wait_left(job, timeout)
+        except KeyboardInterrupt:
+            self.sender.cancel(job, "interrupted")
+            raise
+
+    def cancel(self, job: Job, why: str = "cancelled") -> bool:
+        """Withdraw a queued request that has not left yet (never sent, recorded as cancelled by its hooks);
+        False once it is being sent or has an answer: a task cannot be cancelled on the service."""
+        return self.sender.cancel(job, why)
+
+    def _forget(self, key: str, job: Job) -> None:
+        with self._in_flight_lock:
+            if self._in_flight.get(key) is job:
+                del self._in_flight[key]
 
     def track(self, task_id: str, request: GenerationRequest | None = None, *,
               created_at: float | None = None) -> Job:
@@ -217,10 +256,16 @@ class Imagen4Client:
         `timeout` bounds the wait (an `Imagen4TimeoutError` then; the task keeps running on the service)."""
         job = self.submit(prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, num_images=num_images,
                           seed=seed, callback_url=callback_url, model=model)
-        return job.result(timeout)
+        try:
+            return job.result(timeout)
+        except KeyboardInterrupt:  # still waiting to be sent: withdrawn, never sent
+            self.sender.cancel(job, "interrupted")
+            raise
 
     def close(self) -> None:
-        """Stop the poller (jobs still running end with an Imagen4TimeoutError) and close the connections."""
+        """Stop sending (requests still waiting end as cancelled, never sent) and the poller (jobs still running
+        end with an Imagen4TimeoutError), and close the connections."""
+        self.sender.stop()
         self.poller.stop()
         self._http.close()
 

@@ -10,6 +10,8 @@ The one place that says what an error means for what comes next:
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class Imagen4Error(Exception):
     """Base class of every error this package raises."""
@@ -65,6 +67,30 @@ class BudgetExceededError(Imagen4Error):
 
     title = "Over budget"
     hint = "The request would pass the budget; raise it (%config Imagen4Magics.budget = N) or send less."
+
+
+class CancelledError(Imagen4Error):
+    """A request withdrawn before it left (an interrupt while it waited for a slot or a retry's pause, or its
+    client closed): never sent, and never sent later."""
+
+    final_by_kind = True
+    title = "Cancelled"
+    hint = "Not sent; no task was created. Run the cell again to send it."
+
+    def __init__(self, message: str = "", **kw: Any):
+        kw.setdefault("not_sent", True)
+        super().__init__(message, **kw)
+
+
+class RecordError(Imagen4Error):
+    """The history could not be written, so the request was not sent (nothing is sent without its record)."""
+
+    final_by_kind = True
+    title = "History not writable"
+
+    def __init__(self, message: str = "", **kw: Any):
+        kw.setdefault("not_sent", True)
+        super().__init__(message, **kw)
 
 
 class ConfigurationError(Imagen4Error):

@@ -118,7 +118,23 @@ class Job(futures.Future):
 
         return asyncio.wrap_future(self).__await__()
 
-    # -- updating (the poller's and the session's side) ---------------------------------------
+    # -- updating (the sender's, the poller's and the session's side) ------------------------------
+    def mark_pacing(self) -> None:
+        """Waiting to be sent (in the sender's queue, or again after a 429): runs the change callbacks."""
+        self._move("pacing")
+
+    def mark_sending(self) -> None:
+        """Its createTask is leaving now: runs the change callbacks."""
+        self._move("sending")
+
+    def _move(self, status: State) -> None:
+        with self._job_lock:
+            if self.finished or self.status == status:
+                return
+            self.status = status
+            callbacks = list(self._change_callbacks)
+        self._fire(callbacks)
+
     def assign(self, task_id: str) -> None:
         """A queued request was created: it has its task id now (status `submitted`); runs the change
         callbacks."""

@@ -1,26 +1,40 @@
-"""The local send queue: a createTask that must wait for a slot under the account's create limit waits here,
-in the poller's pool, so the cell (or panel) that asked returns at once.
+"""The sender: every createTask of a client leaves from here, on the sender's own threads, in the order asked.
 
-A queued job has no task id yet (`job.task_id is None`, `job.status == "pacing"`, `job.send_at` the time its
-slot is due, `job.local_id` naming the request). The hooks let the caller record each step before the next one
-happens: `queued` (nothing sent), `sending` (the request may reach the service from now on), then exactly one
-of `created` (the task exists; before polling starts), `unknown` (sent, no answer: never resent) or `not_sent`
-(the service certainly created nothing). A kernel that dies in between leaves the history saying which.
+A request is queued first (`Job.status == "pacing"`, no task id yet, `job.local_id` naming it) and its caller
+returns at once; a sender thread takes it when a slot under the account's create limit is free *at that moment*
+(the slot is counted when the request leaves, never when it is queued: "a slot is not a send"), and status checks
+never hold it up, since they run on the poller's workers. The hooks let the caller record each step before the
+next one happens: `queued` (nothing sent; raising there refuses the request), `sending` (the request may reach the
+service from now on; raising there leaves it unsent), then exactly one of `created` (the task exists; before
+polling starts), `unknown` (sent, no answer: never resent), `not_sent` (the service certainly created nothing) or
+`cancelled` (withdrawn while it waited). A kernel that dies in between leaves the history saying which.
+
+A 429 or 455 answer, or a connection never made, created nothing: the request goes back to the head of the
+queue and every request of this client waits out one shared pause (the `RetryPolicy`'s delay, Retry-After within
+its cap), so a 429 caused by another process of the same account is handled without blocking any caller.
 """
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors as E
 from .job import Job
-from .request import GenerationRequest
+
+if TYPE_CHECKING:
+    from .pacing import SlidingWindow
+    from .request import GenerationRequest
+    from .schedules import RetryPolicy
 
 log = logging.getLogger("imagen4_jupyter")
+
+SENDER_THREADS = 2  # a slow createTask answer does not hold up the next request's slot
 
 
 def new_local_id() -> str:
@@ -29,77 +43,226 @@ def new_local_id() -> str:
 
 @dataclass
 class SendHooks:
-    """Callbacks for each step of a createTask (any may be None). They run in the thread that sends."""
+    """Callbacks for each step of a createTask (any may be None). `queued` runs in the caller's thread and may
+    raise (the request is then refused, nothing sent); the others run in a sender thread."""
 
     created: Callable[[Job], Any] | None = None
     queued: Callable[[Job], Any] | None = None
     sending: Callable[[Job], Any] | None = None
     unknown: Callable[[Job, E.OutcomeUnknownError], Any] | None = None
     not_sent: Callable[[Job, E.Imagen4Error], Any] | None = None
+    cancelled: Callable[[Job], Any] | None = None
 
 
 def _run(hook: Callable[..., Any] | None, *args: Any) -> None:
+    """A hook after the request could have left: a failure to record is logged, the request's life goes on."""
     if hook is None:
         return
     try:
         hook(*args)
-    except Exception:  # recording failed (a full disk, say): the request still goes on
+    except Exception:
         log.exception("send hook failed")
 
 
-def send_now(create: Callable[..., str], job: Job, hooks: SendHooks, **options: Any) -> str:
-    """Send the job's createTask, its steps heard by `hooks`: `sending` before anything leaves (a kernel that dies
-    during the request leaves it in the history as maybe sent), `queued` while a retry waits after an answer
-    that created nothing (a 429: a kernel that dies then leaves it as never sent), `sending` again before the
-    retry, then `unknown` or `not_sent` before the error is raised. Returns the task id (the caller assigns it
-    and runs `created`)."""
-    assert job.request is not None
-    _run(hooks.sending, job)
-
-    def step(what: str) -> None:  # a retry after an answer that created nothing (a 429): waiting, then sent
-        _run(hooks.queued if what == "waiting" else hooks.sending, job)
-
-    try:
-        return create(job.request, on_step=step, **options)
-    except E.OutcomeUnknownError as err:
-        _run(hooks.unknown, job, err)
-        raise
-    except E.Imagen4Error as err:
-        _run(hooks.not_sent, job, err)
-        raise
-    except Exception as exc:  # a bug after sending: the task may exist, so it is never resent
-        err = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
-                                    + E.OutcomeUnknownError.hint)
-        _run(hooks.unknown, job, err)
-        raise err from exc
+@dataclass
+class _Send:
+    job: Job
+    hooks: SendHooks
+    retry_rate_limits: bool
+    attempts: int = 0
+    leaving: bool = False  # taken by a sender thread: it can no longer be cancelled
+    left: threading.Event | None = None  # set once the request has an end or a task id (for waiting callers)
 
 
-class SendQueue:
-    """createTask requests waiting for a slot, sent by the poller's workers when their slot is due."""
+class Sender:
+    """The createTask requests of one client: a FIFO sent by `threads` daemon threads, each request in a create
+    slot taken when it leaves."""
 
-    def __init__(self, create: Callable[..., str], *, reserve: Callable[[], float],
-                 later: Callable[[float, Callable[[], None]], None], follow: Callable[[Job], None]):
-        self.create, self.reserve, self.later, self.follow = create, reserve, later, follow
+    def __init__(self, create: Callable[..., str], *, window: SlidingWindow | None, retry: Callable[[], RetryPolicy],
+                 follow: Callable[[Job], None], threads: int = SENDER_THREADS):
+        self.create, self.window, self.retry, self.follow = create, window, retry, follow
+        self.threads = threads
+        self._queue: deque[_Send] = deque()
+        self._by_job: dict[int, _Send] = {}
+        self._cond = threading.Condition()
+        self._workers: list[threading.Thread] = []
+        self._paused_until = 0.0  # monotonic: the shared pause after a 429/455 or a connection never made
+        self._stopped = False
 
+    # -- the caller's side ----------------------------------------------------------------------
     def enqueue(self, request: GenerationRequest, hooks: SendHooks, *, retry_rate_limits: bool = True,
                 local_id: str | None = None) -> Job:
+        """Queue one createTask; the Job comes back at once (status `pacing`). `hooks.queued` runs here, first:
+        if it raises (the history cannot be written), nothing is queued and the error propagates."""
+        if self._stopped:
+            raise E.ConfigurationError("This client was closed; make a new one to send requests.")
         job = Job(None, request)
         job.local_id = local_id or new_local_id()
-        job.status = "pacing"
-        _run(hooks.queued, job)  # in the history before anything is sent
-        delay = self.reserve()
-        job.send_at = time.time() + delay
-        self.later(delay, lambda: self.send(job, hooks, retry_rate_limits))
+        job.mark_pacing()
+        if hooks.queued is not None:
+            hooks.queued(job)  # in the history before anything can be sent; raising refuses the request
+        item = _Send(job, hooks, retry_rate_limits, left=threading.Event())
+        with self._cond:
+            if self._stopped:
+                raise E.ConfigurationError("This client was closed; make a new one to send requests.")
+            self._queue.append(item)
+            self._by_job[id(job)] = item
+            job.send_at = time.time() + self._wait_hint_locked()
+            self._ensure_started()
+            self._cond.notify()
         return job
 
-    def send(self, job: Job, hooks: SendHooks, retry_rate_limits: bool) -> None:
+    def wait_left(self, job: Job, timeout: float | None = None) -> bool:
+        """Block until `job`'s request has left and been answered (it has a task id, or an end); False on
+        timeout. A KeyboardInterrupt here reaches the caller, who may `cancel` the request."""
+        with self._cond:
+            item = self._by_job.get(id(job))
+        if item is None or item.left is None:
+            return True
+        return item.left.wait(timeout)
+
+    def cancel(self, job: Job, why: str = "cancelled") -> bool:
+        """Withdraw a request that has not left yet: it is never sent (`hooks.cancelled`, then the job ends with
+        a not-sent error). False if it is already being sent (or done): its outcome will be recorded as usual."""
+        with self._cond:
+            item = self._by_job.get(id(job))
+            if item is None or item.leaving:
+                return False
+            self._queue.remove(item)
+            del self._by_job[id(job)]
+        _run(item.hooks.cancelled, job)
+        job.settle(error=E.CancelledError(f"Not sent: {why} before it left; no task was created."))
+        self._left(item)
+        return True
+
+    def waiting(self) -> int:
+        """How many requests wait to be sent."""
+        with self._cond:
+            return len(self._queue)
+
+    def stop(self) -> None:
+        """No more sending: the requests still waiting end as not sent (recorded as cancelled)."""
+        with self._cond:
+            self._stopped = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for item in left:
+            self._by_job.pop(id(item.job), None)
+            _run(item.hooks.cancelled, item.job)
+            item.job.settle(error=E.CancelledError("Not sent: the client was closed before the request left; no "
+                                                   "task was created."))
+            self._left(item)
+
+    # -- the sender threads ---------------------------------------------------------------------
+    def _wait_hint_locked(self) -> float:
+        ahead = len(self._queue) - 1
+        pause = max(0.0, self._paused_until - time.monotonic())
+        if self.window is None:
+            return pause
+        count, span = self.window.count, self.window.window
+        return max(pause, self.window.wait_hint() + max(0, ahead - count + 1) * span / count)
+
+    def _ensure_started(self) -> None:
+        self._workers = [t for t in self._workers if t.is_alive()]
+        while len(self._workers) < self.threads:
+            t = threading.Thread(target=self._run_forever, name=f"imagen4-sender-{len(self._workers)}", daemon=True)
+            self._workers.append(t)
+            t.start()
+
+    def _next(self) -> _Send | None:
+        """Under the lock: wait until the head may leave and take its slot; None when stopped."""
+        while True:
+            if self._stopped:
+                return None
+            if not self._queue:
+                self._cond.wait()
+                continue
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                self._cond.wait(pause)
+                continue
+            wait = self.window.try_take() if self.window is not None else 0.0
+            if wait > 0:
+                self._cond.wait(wait)
+                continue
+            item = self._queue.popleft()
+            item.leaving = True
+            return item
+
+    def _run_forever(self) -> None:
+        while True:
+            with self._cond:
+                item = self._next()
+            if item is None:
+                return
+            try:
+                self._send(item)
+            except BaseException:  # never lose a request to a bug: it has been recorded as sending
+                log.exception("sender failed")
+
+    def _send(self, item: _Send) -> None:
+        job, hooks = item.job, item.hooks
+        assert job.request is not None
+        if hooks.sending is not None:
+            try:
+                hooks.sending(job)
+            except Exception as exc:  # no record ahead of it: it is not sent
+                err = E.RecordError(f"Not sent: its record could not be written ({exc}).", not_sent=True)
+                _run(hooks.not_sent, job, err)
+                return self._end(item, error=err)
+        job.mark_sending()
+        item.attempts += 1
         try:
-            task_id = send_now(self.create, job, hooks, retry_rate_limits=retry_rate_limits, slot_taken=True)
+            task_id = self.create(job.request, retry_rate_limits=False, slot_taken=True)
+        except E.OutcomeUnknownError as err:
+            _run(hooks.unknown, job, err)
+            return self._end(item, error=err)
         except E.Imagen4Error as err:
-            job.settle(error=err)
-            return
+            if item.retry_rate_limits and self._send_again(item, err):
+                return
+            _run(hooks.not_sent, job, err)
+            return self._end(item, error=err)
+        except Exception as exc:  # a bug after sending: the task may exist, so it is never resent
+            err = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
+                                        + E.OutcomeUnknownError.hint)
+            _run(hooks.unknown, job, err)
+            return self._end(item, error=err)
         job.assign(task_id)
+        with self._cond:
+            self._by_job.pop(id(job), None)
         try:
             _run(hooks.created, job)
         finally:  # a paid task is followed even if recording it failed
             self.follow(job)
+            self._left(item)
+
+    def _send_again(self, item: _Send, err: E.Imagen4Error) -> bool:
+        """A 429/455 or a connection never made: nothing was created. Back to the head of the queue after one
+        shared pause, while the retry policy allows (True); False: it ends as not sent."""
+        if not (err.not_sent or isinstance(err, (E.RateLimitError, E.MaintenanceError))):
+            return False
+        policy = self.retry()
+        if item.attempts >= policy.attempts:
+            return False
+        _run(item.hooks.queued, item.job)  # waiting again, certainly not sent: a kernel dying now leaves it unsent
+        item.job.mark_pacing()
+        with self._cond:
+            until = time.monotonic() + policy.delay(item.attempts - 1, err.retry_after)
+            self._paused_until = max(self._paused_until, until)
+            item.leaving = False
+            item.job.send_at = time.time() + (self._paused_until - time.monotonic())
+            self._queue.appendleft(item)
+            self._cond.notify_all()
+        return True
+
+    def _end(self, item: _Send, *, error: E.Imagen4Error) -> None:
+        with self._cond:
+            self._by_job.pop(id(item.job), None)
+        item.job.settle(error=error)
+        self._left(item)
+
+    @staticmethod
+    def _left(item: _Send) -> None:
+        if item.left is not None:
+            item.left.set()

@@ -64,11 +64,13 @@ class CellView:
     """
 
     def __init__(self, owner: LiveViews, job: Job, *, rich: bool, embed: str, preview_size: int,
-                 deferred: bool):
+                 deferred: bool, note: str = ""):
         self.owner, self.job, self.rich = owner, job, rich
+        self.note = note  # shown on the card for the whole life of the view (e.g. "follows …")
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
-        self.simulated = owner.host.session.is_simulated(job.task_id)  # made by %imagen4 simulator
+        session = owner.host.session  # made by %imagen4 simulator (a queued job has no task id yet)
+        self.simulated = session.simulated if job.task_id is None else session.is_simulated(job.task_id)
         self.finalized = False
         self.card: Any = None
         self.slots: list[Any] = []
@@ -164,6 +166,7 @@ class CellView:
 
     def card_bundle(self, note: str = "") -> dict[str, str]:
         """The job's status card; a simulated task's says so."""
+        note = "; ".join(n for n in (self.note, note) if n)
         return marked(C.card_bundle(self.job, note=note), self.simulated)
 
     def _print_state(self) -> None:
@@ -296,15 +299,15 @@ class LiveViews:
         with self._views_lock:
             return list(self._views)
 
-    def open(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
+    def open(self, job: Job, *, embed: str | None = None, deferred: bool = False, note: str = "") -> CellView:
         """Show `job` in the running cell (a live card and image slots, or status lines); `deferred`: the
-        final rendering waits for `block_on`, on the kernel thread."""
-        return self.view(job, embed=embed, deferred=deferred).open()
+        final rendering waits for `block_on`, on the kernel thread; `note`: a line the card keeps."""
+        return self.view(job, embed=embed, deferred=deferred, note=note).open()
 
-    def view(self, job: Job, *, embed: str | None = None, deferred: bool = False) -> CellView:
+    def view(self, job: Job, *, embed: str | None = None, deferred: bool = False, note: str = "") -> CellView:
         host = self.host
         return CellView(self, job, rich=host.rich(), embed=embed or host.embed, preview_size=host.preview_size,
-                        deferred=deferred)
+                        deferred=deferred, note=note)
 
     def follow(self, jobs: list[Job], blocking: bool) -> None:
         """Show running jobs in this cell; `blocking`: wait here until their images are in it."""
@@ -324,12 +327,21 @@ class LiveViews:
                 settled(view.job, max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             interrupted = True
+        withdrawn = [v.job for v in views if interrupted and self.host.session.cancel(v.job)]  # never sent
         unfinished = [v.job for v in views if not v.release(error_raised=raises)]
+        if withdrawn:
+            self.say(f"Interrupted: {len(withdrawn)} request(s) still waiting to be sent were withdrawn; nothing "
+                     "was sent for them and nothing will be.")
         if unfinished:
             why = "Interrupted" if interrupted else f"Still running after {limit:g} s"
-            ids = ", ".join(j.task_id for j in unfinished)
-            self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
-                     "images will appear here; %imagen4 wait blocks again.")
+            sending = [j for j in unfinished if j.task_id is None]
+            ids = ", ".join(j.task_id for j in unfinished if j.task_id is not None)
+            if sending:
+                self.say(f"{why}: {len(sending)} request(s) were already on their way to the service; each one's "
+                         "outcome is recorded when the answer comes, and none is sent again.")
+            if ids:
+                self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
+                         "images will appear here; %imagen4 wait blocks again.")
         return [v.job for v in views]
 
     def stop(self) -> None:

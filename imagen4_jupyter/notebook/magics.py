@@ -318,6 +318,7 @@ class Imagen4Magics(Magics):
         if args.force or session.find_reusable(request, self.reuse) is None:
             self.require_key()  # a stored result needs none
         extra = self._credits_event("credits_before") if self.track_credits else {}
+        followed = None if args.force else session.in_flight(request, self.reuse)
         try:
             job = session.submit(request, force=args.force, reuse=self.reuse, source="magic",
                                  cell=self.shell.execution_count, extra=extra)
@@ -332,11 +333,14 @@ class Imagen4Magics(Magics):
             return None
         if self.track_credits:
             job.add_done_callback(self._record_credits_after)
-        view = self.views.open(job, embed=embed, deferred=blocking)
+        note = "" if followed is not job else (  # a second Shift+Enter while the first request is in flight
+            "Follows the identical request already in flight (an earlier run of this cell or another): no new "
+            "task, no new charge; --force makes a new one.")
+        view = self.views.open(job, embed=embed, deferred=blocking, note=note)
         if blocking:
             self.views.block_on([view], raises=True)
-            if job.done() and job.error is not None:
-                raise CellError(job.error) from job.error
+            if job.done() and job.error is not None and not isinstance(job.error, E.CancelledError):
+                raise CellError(job.error) from job.error  # (a withdrawn request was said by block_on)
         return None
 
     def require_key(self) -> None:

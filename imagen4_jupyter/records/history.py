@@ -7,6 +7,7 @@ fast at 10,000 tasks.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -74,7 +75,8 @@ class History:
 
     # -- writing ------------------------------------------------------------------------------
     def append(self, event: dict) -> None:
-        """Append one event as one line, under an exclusive lock; never touches earlier lines."""
+        """Append one event as one line, under an exclusive lock; never touches earlier lines. Raises OSError when
+        the line could not be written whole (a read-only folder or file, a full disk): nothing of it is left."""
         event = {"v": 1, "time": round(time.time(), 3), **event}
         line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         with self._lock:
@@ -87,7 +89,11 @@ class History:
                     size = os.fstat(fd).st_size
                     if size and not self._ends_with_newline(fd, size):
                         line = b"\n" + line  # a torn last line from a crash stays on its own line
-                    os.write(fd, line)
+                    written = os.write(fd, line)
+                    if written != len(line):  # a full disk: undo the torn part, never leave half a line
+                        os.ftruncate(fd, size)
+                        raise OSError(errno.ENOSPC, f"No space left on device (only {written} of {len(line)} "
+                                      "bytes could be written; the partial line was removed)")
                     os.fsync(fd) if os.environ.get("IMAGEN4_FSYNC") else None
                 finally:
                     if fcntl:
@@ -195,12 +201,13 @@ class History:
     def _apply(self, ev: dict) -> None:
         kind = ev["event"]
         local = ev.get("local_id")
-        if kind in ("queued", "sending", "not_sent", "outcome_unknown", "submitted") and isinstance(local, str):
+        if kind in ("queued", "sending", "not_sent", "cancelled", "outcome_unknown", "submitted") and isinstance(
+                local, str):
             self._apply_queue(kind, local, ev)
         if kind == "outcome_unknown":
             self.unknown.append(ev)
             return
-        if kind in ("queued", "sending", "not_sent"):
+        if kind in ("queued", "sending", "not_sent", "cancelled"):
             return
         if kind == "credits":
             return

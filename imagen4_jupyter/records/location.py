@@ -41,6 +41,12 @@ def warn_unwritable(path: Any, err: OSError, what: str) -> None:
                   f"{err.strerror or err}). {what}; check the history folder.", RuntimeWarning, stacklevel=4)
 
 
+def unwritable_line(path: Any, err: OSError) -> str:
+    """Why a request was refused when its record could not be written, and what to do, in one line."""
+    return (f"Not sent: the history {path} could not be written ({err.strerror or err}), and nothing is sent "
+            "without its record. Make that folder writable (or free disk space), or choose another history folder.")
+
+
 def where_line(path: Path, found_by: str) -> str:
     """One line: where the history is kept and why."""
     if found_by == "working directory":

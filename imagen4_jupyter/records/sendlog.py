@@ -1,8 +1,9 @@
 """What the history records of requests that waited in the local send queue, and what resume does with them.
 
 Events (each with the request's `local_id`): `queued` (with the request, the process id and host: nothing sent
-yet), `sending` (from here on the request may reach the service; with the request, process id and host when it
-was sent at once, without waiting), then `submitted` (it has a task id), `outcome_unknown` or `not_sent`.
+yet; written before the request is accepted, or it is refused), `sending` (written before the request leaves, or
+it does not leave: from here on it may reach the service), then `submitted` (it has a task id),
+`outcome_unknown`, `not_sent` or `cancelled` (withdrawn while it waited: never sent, never sent later).
 After a crash, `%imagen4 resume` sends again what was certainly never sent (`queued` without `sending`) and
 reports as outcome unknown what may have been (`sending` without an end): nothing is sent twice.
 """
@@ -33,10 +34,10 @@ class Resubmitter(Protocol):
 
 
 NOT_RECORDED = {  # what a step that could not be written means (a crash then loses what it would have said)
-    "queued": "This waiting request is not recorded",
-    "sending": "This createTask is sent without a record ahead of it",
+    "queued": "A request waiting again after a 429 is not recorded as waiting",
     "outcome_unknown": "The outcome of this createTask is not recorded",
-    "not_sent": "A request that created nothing is not recorded as such"}
+    "not_sent": "A request that created nothing is not recorded as such",
+    "cancelled": "A request withdrawn before it was sent is not recorded as such"}
 
 
 def _write(history: History, event: dict) -> None:
@@ -51,23 +52,24 @@ def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, 
                 created: Callable[[Job], None], on_end: Callable[[Job, bool], None] | None = None,
                 unknown_event: Callable[[dict], dict] | None = None) -> SendHooks:
     """The hooks of one request: each step written to `history`; `queued` holds the job until it has an end.
-    `on_end(job, may_have_been_sent)` hears of an end without a task (outcome unknown, or not sent);
-    `unknown_event` may add to the `outcome_unknown` event (a callback token's reference)."""
+    The first `queued` record and every `sending` record are written ahead or the request is not sent: their
+    hooks raise OSError when the history cannot be written (the sender then refuses, or ends the request as
+    not sent). `on_end(job, may_have_been_sent)` hears of an end without a task (outcome unknown, not sent or
+    cancelled); `unknown_event` may add to the `outcome_unknown` event (a callback token's reference)."""
     def on_queued(job: Job) -> None:
+        event = {"event": "queued", "local_id": job.local_id, **common, "pid": os.getpid(),
+                 "host": socket.gethostname()}
+        with lock:
+            again = (job.local_id or "") in queued
+        if again:  # waiting again after an answer that created nothing (a 429): its first record stands
+            _write(history, event)
+            return
+        history.append(event)  # raises: nothing is queued, nothing sent
         with lock:
             queued[job.local_id or ""] = job
-        _write(history, {"event": "queued", "local_id": job.local_id, **common, "pid": os.getpid(),
-                         "host": socket.gethostname()})
 
     def on_sending(job: Job) -> None:
-        with lock:
-            waited = (job.local_id or "") in queued
-            queued[job.local_id or ""] = job
-        if waited:  # its `queued` event holds the request
-            _write(history, {"event": "sending", "local_id": job.local_id})
-        else:  # sent at once: the request is written ahead of it, so a kernel that dies meanwhile loses nothing
-            _write(history, {"event": "sending", "local_id": job.local_id, **common, "pid": os.getpid(),
-                             "host": socket.gethostname()})
+        history.append({"event": "sending", "local_id": job.local_id})  # raises: the sender does not send it
 
     def on_unknown(job: Job, err: Exception) -> None:
         event = {"event": "outcome_unknown", **common, "message": str(err)}
@@ -83,7 +85,8 @@ def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, 
     return SendHooks(
         created=created, queued=on_queued, sending=on_sending, unknown=on_unknown,
         not_sent=lambda job, err: ended(job, {"event": "not_sent", "kind": type(err).__name__, "code": err.code,
-                                              "message": str(err)}))
+                                              "message": str(err)}),
+        cancelled=lambda job: ended(job, {"event": "cancelled", "message": "withdrawn before it was sent"}))
 
 
 def _alive_elsewhere(event: dict) -> bool:

@@ -22,7 +22,8 @@ from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
 from .history import History
-from .location import credentials_start, find_notebook, history_path, warn_unwritable, where_line
+from .location import (credentials_start, find_notebook, history_path, unwritable_line, warn_unwritable,
+                       where_line)
 from .policies import REUSE_POLICIES
 from .sendlog import queue_hooks, resume_queue
 from .spend import PriceProbe, Spending
@@ -192,16 +193,25 @@ class Session:
         entry = self.history.get(task_id)
         return origin_label(entry.origin) if entry is not None and entry.origin else None
 
+    def in_flight(self, request: GenerationRequest, reuse: str | None = None) -> Job | None:
+        """The live job (queued, being sent, or running) of exactly this request, when the reuse policy would
+        reuse its result: an identical request in flight is followed, never sent again (no idempotency key)."""
+        policy = reuse or self.reuse
+        if policy == "never" or self._client is None:  # no client yet: nothing can be in flight
+            return None
+        return self._client.in_flight(request)
+
     def submit(self, request: GenerationRequest, *, force: bool = False, reuse: str | None = None,
                source: str = "api", cell: Any = None, extra: dict | None = None,
                retry_rate_limits: bool = True, queue: bool = True, local_id: str | None = None) -> Job:
-        """Reuse a stored result when the policy allows, else create a task (recorded before polling).
+        """Reuse a stored result when the policy allows, follow an identical request in flight, else queue a new
+        task: recorded (`queued`) before anything can be sent, and refused with a `RecordError` when the history
+        cannot be written.
 
         `extra` adds fields to the `submitted` (or `outcome_unknown`) event, for example `credits_before` or a
-        batch tag. `retry_rate_limits=False`: one createTask attempt, a 429/455 raises at once (see
-        `Imagen4Client.create_task`). When the create limit has no slot free, the request waits in the local
-        send queue (`queue=True`, the default: the Job returns at once, status `pacing`, recorded as `queued`
-        before anything is sent); `queue=False` waits for the slot in the calling thread (a batch's).
+        batch tag. `retry_rate_limits=False`: a 429/455 ends the job at once (see `Imagen4Client.submit_request`).
+        The Job returns at once (status `pacing`) and the client's sender sends it under the create limit;
+        `queue=False` waits in this thread until it has left and been answered (a batch's threads).
         `local_id` resends a queued request that a dead kernel never sent (resume), under its own name.
         """
         if not force:
@@ -210,6 +220,9 @@ class Session:
                 job = self.job_from_history(entry, reused=True)
                 self._notify(job)
                 return job
+            live = self.in_flight(request, reuse)
+            if live is not None:
+                return live
 
         credits, measured = self.spending.reserve(request)  # over the budget: refused, nothing sent
         before = self.probe.start(request, self.client.credits)
@@ -236,16 +249,13 @@ class Session:
                 self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local})
             except OSError as err:  # the task exists and is paid for: follow it and name it, never drop it
                 warn_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
-                                    "this kernel only (no reuse or resume for it)")
+                                    "this kernel only (its `sending` record stands: it is never sent again)")
             with self._lock:
                 self.queued.pop(job.local_id or "", None)
             ended(job, credits)  # after `submitted`: a measured price follows it as a `cost` event
             self.adopt(job)
 
-        ends: list[bool] = []  # each step is in the history before the next one (records/sendlog.py)
-
         def end(job: Job, sent: bool) -> None:  # the outcome unknown may have been billed: it counts
-            ends.append(sent)
             ended(job, credits if sent else None)
 
         hooks = queue_hooks(self.history, self.queued, self._lock, common, created, on_end=end,
@@ -253,14 +263,25 @@ class Session:
                             self.callbacks.outcome_unknown(request, ev))
         try:
             job = self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
-                                             hooks=hooks, local_id=local_id)
-        except E.Imagen4Error as err:
-            if not ends:  # failed before it could be sent
-                ended(None, credits if isinstance(err, E.OutcomeUnknownError) else None)
+                                             hooks=hooks, local_id=local_id, follow=False)
+        except OSError as err:  # its `queued` record could not be written: nothing was sent
+            ended(None, None)
+            raise E.RecordError(unwritable_line(self.history.path, err)) from None
+        except E.Imagen4Error:
+            if not queue:  # it ended before it was created; its end has settled the spending already
+                raise
+            ended(None, None)
             raise
         if job.cost is None:  # still in the send queue: its estimate until it is created
             job.cost = (credits, measured)
+        self._notify(job)
         return job
+
+    def cancel(self, job: Job, why: str = "interrupted") -> bool:
+        """Withdraw a job's request if it has not left yet: recorded as cancelled and never sent, now or by a
+        later resume. False once it is being sent (its outcome is recorded when the answer comes) or done."""
+        client = self._client
+        return client is not None and client.cancel(job, why)
 
     def enable_callbacks(self, public_url: str | None = None, **options: Any) -> CallbackHub:
         """The service's callbacks as hints, reached at `public_url` (records/callback_hub: `listen`, `webhook_key`)."""
@@ -286,7 +307,16 @@ class Session:
         self._notify(job)
 
     def _record_change(self, job: Job) -> None:
-        """A change callback: runs for the final state before the job is done, so waiters see it written."""
+        """A change callback: runs for the final state before the job is done, so waiters see it written. A
+        history that cannot be written is said once (a warning), not once per change."""
+        try:
+            self._write_change(job)
+        except OSError as err:
+            warn_unwritable(self.history.path, err, f"Task {job.task_id}'s progress is followed in this kernel "
+                            "only")
+        self._notify(job)
+
+    def _write_change(self, job: Job) -> None:
         if not job.finished:
             self.history.append({"event": "state", "task_id": job.task_id, "state": job.status})
         elif job.error is None:
@@ -304,7 +334,6 @@ class Session:
             self.history.append({"event": "failed", "task_id": job.task_id, "kind": type(err).__name__,
                                  "code": err.code, "message": str(err), "final": err.final,
                                  "fail_code": getattr(err, "fail_code", None)})
-        self._notify(job)
 
     # -- history-backed jobs ------------------------------------------------------------------
     def job_from_history(self, entry: TaskEntry, *, reused: bool = False) -> Job:

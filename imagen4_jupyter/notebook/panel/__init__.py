@@ -189,9 +189,10 @@ class Panel(W.VBox):
         return record
 
     def submit(self, *, wait: bool = False) -> dict | None:
-        """What Generate does: validate, pick a seed if none, send on the poller's workers (the kernel stays free).
+        """What Generate does: validate, pick a seed if none, and queue it with the session's sender like every
+        other request (the kernel stays free: the sender sends it under the create limit).
 
-        Returns the submission record (`request`, and later `job` or `error`); `wait=True` blocks until sent.
+        Returns the submission record (`request`, and `job` or `error`); `wait=True` blocks until sent.
         """
         request = self.controls.take_request()
         if request is None:
@@ -201,13 +202,10 @@ class Panel(W.VBox):
         with self._lock:
             self.submissions.append(record)
         self.tasks.add_submission(record)
-        try:
-            self._later(0.0, lambda: self._send_request(record))
-        except Imagen4Error as err:  # no client can be made (a bad base URL in the environment)
-            record["error"] = err
-            self._submission_done(record)
-        if wait:
-            record["sent"].wait(30)
+        self._send_request(record)
+        job = record["job"]
+        if wait and job is not None and not job.done():
+            self.session.client.wait_sent(job, 30)
         return record
 
     def _send_request(self, record: dict) -> None:
@@ -215,8 +213,8 @@ class Panel(W.VBox):
         with self._lock:
             self._submitting.add(me)
         try:
-            # a poller worker: it may wait here for a slot under the create limit (the row says "sending")
-            record["job"] = self.session.submit(record["request"], source="panel", queue=False)
+            # returns at once: the row says "sending" while the request waits for its slot
+            record["job"] = self.session.submit(record["request"], source="panel")
         except Imagen4Error as err:
             record["error"] = err
         except Exception as err:  # never lose a click silently
