@@ -13,6 +13,7 @@ The layers, lowest first (a module imports only from its own layer or lower ones
 from .api.errors import (
     AuthenticationError,
     BudgetExceededError,
+    CancelledError,
     ConfigurationError,
     DownloadError,
     FeatureDisabledError,
@@ -26,6 +27,7 @@ from .api.errors import (
     OutcomeUnknownError,
     ProtocolError,
     RateLimitError,
+    RecordError,
     ServerError,
     ServiceValidationError,
     TimeoutError,  # noqa: F401 - the old name of Imagen4TimeoutError, importable but not in __all__
@@ -40,7 +42,7 @@ __all__ = [
     "InsufficientCreditsError", "BudgetExceededError", "NotFoundError", "ServiceValidationError", "RateLimitError",
     "MaintenanceError",
     "ServerError", "GenerationFailedError", "FeatureDisabledError", "ProtocolError", "TransportError",
-    "OutcomeUnknownError", "Imagen4TimeoutError", "DownloadError", "Panel", "generate_many", "BatchResult",
+    "OutcomeUnknownError", "CancelledError", "RecordError", "Imagen4TimeoutError", "DownloadError", "Panel", "generate_many", "BatchResult",
     "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "get_session", "cell_code",
     "load_ipython_extension",
     "unload_ipython_extension",

@@ -333,7 +333,7 @@ def test_batch_uses_public_hooks_one_create_attempt_and_tagged_unknown_outcome(s
         sim.inject("createTask", times=1, drop_after=True)
         with pytest.raises(B.E.OutcomeUnknownError):
             session.submit(GenerationRequest.create("y"), force=True, source="batch", cell=4,
-                           extra={"batch": {"id": "b", "index": 2}}, retry_rate_limits=False)
+                           extra={"batch": {"id": "b", "index": 2}}, retry_rate_limits=False, queue=False)
         (ev,) = [e for e in session.history.iter_events() if e.get("event") == "outcome_unknown"]
         assert ev["batch"] == {"id": "b", "index": 2} and ev["source"] == "batch" and ev["cell"] == 4
     finally:
@@ -395,7 +395,7 @@ def test_a_rerun_follows_only_its_own_tasks_not_every_unfinished_one(sim, tmp_pa
     first = make_session(sim, tmp_path)  # one at a time: the crane (quick), then the stork (slow)
     half = generate_many(["a crane", "a stork"], session=first, concurrency=1, timeout=1.5, progress=False)
     assert [i.state for i in half] == ["success", "running"]
-    other = first.submit(GenerationRequest.create("not in the batch"), force=True)  # unrelated, unfinished
+    other = first.submit(GenerationRequest.create("not in the batch"), force=True, queue=False)  # unfinished
     first.close()  # the kernel dies
     assert {e.task_id for e in first.history.unfinished()} == {half[1].task_id, other.task_id}
 

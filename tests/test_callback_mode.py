@@ -88,7 +88,7 @@ def test_a_lost_create_answer_is_resolved_by_the_callback_naming_the_task(hsim, 
     hsim.inject("createTask", drop_after=True)  # the task is created and billed, the answer never arrives
     request = GenerationRequest.create("answer lost on the way", seed=7)
     with pytest.raises(OutcomeUnknownError):
-        session.submit(request)
+        session.submit(request, queue=False)
     deadline = time.monotonic() + 10
     while not session.jobs and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -97,8 +97,9 @@ def test_a_lost_create_answer_is_resolved_by_the_callback_naming_the_task(hsim, 
     assert job.result(15).images and job.request.key() == request.key()
     assert hsim.count("createTask") == 1 and list(hsim.tasks) == [task_id]  # never resent, no second task
     events = [json.loads(x) for x in session.history.path.read_text().splitlines()]
-    assert events[0]["event"] == "sending" and events[0]["request_key"] == request.key()  # written ahead
-    events = events[1:]
+    assert events[0]["event"] == "queued" and events[0]["request_key"] == request.key()  # written ahead
+    assert events[1]["event"] == "sending" and events[1]["local_id"] == events[0]["local_id"]
+    events = events[2:]
     assert [e["event"] for e in events][:2] == ["outcome_unknown", "submitted"]
     unknown, found = events[0], events[1]
     assert found["task_id"] == task_id and found["found_by"] == "callback"
@@ -111,7 +112,8 @@ def test_a_lost_create_answer_is_resolved_by_the_callback_naming_the_task(hsim, 
 
 
 def test_the_users_own_callback_url_wins_and_gets_no_hint(hsim, session):
-    job = session.submit(GenerationRequest.create("mine", callback_url="https://hooks.example.org/mine"))
+    job = session.submit(GenerationRequest.create("mine", callback_url="https://hooks.example.org/mine"),
+                         queue=False)
     body = json.loads([r for r in hsim.requests if r.endpoint == "createTask"][-1].body)
     assert body["callBackUrl"] == "https://hooks.example.org/mine"
     assert job.result(15).images  # found by polling (the advised schedule, not stretched)

@@ -31,7 +31,7 @@ def history(sim, tmp_path):
             session.submit(GenerationRequest.create("bad prompt")).wait(10)
         sim.inject("createTask", times=1, drop_after=True)
         with pytest.raises(OutcomeUnknownError):
-            session.submit(GenerationRequest.create("lost in transit"))
+            session.submit(GenerationRequest.create("lost in transit"), queue=False)
         assert generate_many(["b1", "b2"], session=session, progress=False).ok
     finally:
         session.close()

@@ -211,7 +211,7 @@ def test_fault(case: Case, sim, make_client, tmp_path, figures):
     job, err = None, None
     t0 = time.monotonic()
     try:
-        job = session.submit(request)
+        job = session.submit(request, queue=False)  # raises what created nothing, as the cells show it
     except E.Imagen4Error as exc:
         err = exc
     finally:
@@ -321,44 +321,32 @@ def test_matrix_covers_the_issue():
 
 
 @pytest.mark.parametrize("fault", [None, dict(drop_after=True)], ids=["created", "outcome-unknown"])
-def test_history_not_writable_never_drops_a_paid_task(sim, make_client, tmp_path, figures, fault):
-    """The history folder cannot be written (here: a file stands where the folder should be).
-    A created task is still followed and named in a warning; an unknown outcome is still reported."""
+def test_history_not_writable_sends_nothing(sim, make_client, tmp_path, figures, fault):
+    """The history folder cannot be written (here: a file stands where the folder should be). Nothing is sent
+    without its record, so the request is refused in one line that says where and what to do, and the service
+    sees no createTask (the fault armed for it is never reached)."""
     (tmp_path / "blocked").write_text("a file, not a folder")
     session = Session(client=make_client(), history=History(tmp_path / "blocked" / "h.jsonl"))
     if fault:
         sim.inject("createTask", **fault)
-    with pytest.warns(RuntimeWarning, match="could not be written") as caught:
-        try:
-            job = session.submit(GenerationRequest.create("unwritable history"))
-        except E.OutcomeUnknownError as err:
-            job, text = None, str(err)
-    said = [str(w.message) for w in caught]
-    assert "sent without a record ahead of it" in said[0]  # the `sending` step could not be written either
-    warning = said[-1]  # what became of the task
-    seen(warning)
-    [task_id] = list(sim.tasks)
-    if job is None:
-        assert fault and "NOT resent" in text and "outcome of this createTask is not recorded" in warning
-        outcome = UNKNOWN
-    else:
-        assert job.task_id == task_id and task_id in warning and "followed in this kernel only" in warning
-        assert session.jobs[task_id] is job
-        job.wait(10)  # followed to the end, images stored
-        assert job.images and all(Path(im.path).is_file() for im in job.images)
-        outcome = RECOVERED
-    assert sim.count("createTask") == 1
+    with pytest.raises(E.RecordError) as caught:
+        session.submit(GenerationRequest.create("unwritable history"))
+    text = str(caught.value)
+    seen(caught.value)
+    assert text.startswith("Not sent: the history") and str(tmp_path / "blocked") in text and "\n" not in text
+    assert "writable" in text and caught.value.not_sent
+    assert sim.count("createTask") == 0 and list(sim.tasks) == [] and session.pending() == []
     figures.append({"case": f"history-not-writable-{'unknown' if fault else 'created'}", "endpoint": "history",
-                    "outcome": outcome, "expected": outcome, "error": None, "message": warning, "created": 1,
-                    "in_history_final": 0, "unnamed": 1 if fault else 0, "lost": 0, "duplicated": 0,
-                    "named_in_warning": 0 if fault else 1, "createTask_requests": 1, "seconds": None})
+                    "outcome": REFUSED, "expected": REFUSED, "error": "RecordError", "message": text, "created": 0,
+                    "in_history_final": 0, "unnamed": 0, "lost": 0, "duplicated": 0, "named_in_warning": 0,
+                    "createTask_requests": 0, "seconds": None})
     session.close()
 
 
 def test_reliability_page_quotes_these_figures():
     """docs/reliability.md quotes the totals this matrix produces (each case asserts its expected outcome,
-    so the totals follow from the table; the two history-not-writable cases add one recovered, one unknown)."""
-    outcomes = Counter(c.expect for c in CASES) + Counter({RECOVERED: 1, UNKNOWN: 1})
+    so the totals follow from the table; the two history-not-writable cases add two refused)."""
+    outcomes = Counter(c.expect for c in CASES) + Counter({REFUSED: 2})
     page = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
     tried = len(CASES) + 2
     assert f"| fault cases tried | **{tried}** |" in page
@@ -367,5 +355,5 @@ def test_reliability_page_quotes_these_figures():
     assert (f"| failed with a clear message | **{outcomes[FAILED] + outcomes[REFUSED] + outcomes[UNKNOWN]}**: "
             f"{outcomes[FAILED]} failed for good") in page
     assert f"{outcomes[REFUSED]} refused before any task existed, {outcomes[UNKNOWN]} \"outcome unknown\"" in page
-    assert f"| tasks the simulator created | {sum(c.created for c in CASES) + 2} |" in page
+    assert f"| tasks the simulator created | {sum(c.created for c in CASES)} |" in page
     assert "| **lost** | **0** |" in page and "| **duplicated** | **0** |" in page

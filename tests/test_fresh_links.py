@@ -50,7 +50,7 @@ def test_resume_long_after_downloads_from_fresh_links(sim, make_client, tmp_path
     """A kernel restart while the task ran; resumed after the result URLs expired: no new task, fresh links."""
     first = history_session(make_client, tmp_path)
     sim.next_outcomes.append({"generation_time": 0.4, "queue_time": 0.0})
-    job = first.submit(GenerationRequest.create("resumed later", num_images=2))
+    job = first.submit(GenerationRequest.create("resumed later", num_images=2), queue=False)
     first.close()  # the job ends unfinished; the history keeps it for resume
     assert isinstance(job.exception(5), E.Imagen4TimeoutError)
     time.sleep(0.5)

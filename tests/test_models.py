@@ -24,7 +24,7 @@ def sent_bodies(sim) -> list[dict]:
 ])
 def test_each_models_exact_body(sim, client, model, body):
     n = 1 if model == "ultra" else 2
-    job = client.submit_request(GenerationRequest.create("a fox", seed="7", num_images=n, model=model))
+    job = client.submit_request(GenerationRequest.create("a fox", seed="7", num_images=n, model=model), queue=False)
     assert sent_bodies(sim) == [body]
     result = job.wait(10)
     assert len(result.images) == n

@@ -157,11 +157,11 @@ def test_queue_several_while_running(make_client, tmp_path):
             wait_for(lambda: "0 running" in panel.tasks.head.value, what="list settles")
             assert all(b.value == 1.0 and b.bar_style == "success" for b in bars)
             wait_for(lambda: not panel.tasks.ticking, what="the refresh stops when nothing runs")
-            # no threads of its own: whatever started meanwhile is the client's poller and its HTTP workers
+            # no threads of its own: whatever started meanwhile is the client's poller, its HTTP workers and sender
             # (and the simulator's request handlers)
             started = {t.name for t in set(threading.enumerate()) - before
                        if not t.name.endswith("(process_request_thread)")}
-            assert all(name.startswith(("imagen4-poller", "imagen4-http")) for name in started), started
+            assert all(name.startswith(("imagen4-poller", "imagen4-http", "imagen4-sender")) for name in started), started
         finally:
             panel.close()
             session.close()
@@ -245,10 +245,11 @@ def test_unsent_submission_shows_why(make_client, tmp_path):
     try:
         panel.prompt.value = "never sent"
         rec = panel.submit(wait=True)
-        assert rec["error"] is not None and rec["job"] is None
+        assert rec["error"] is None and rec["job"].task_id is None and rec["job"].error is not None  # on the job
         wait_for(lambda: "not sent" in panel.tasks.text(), what="unsent row")
         assert "wrong-key" not in panel.tasks.text()
-        assert [r["state"] for r in panel.task_rows()] == ["unsent"] and panel.jobs == {}
+        assert [r["state"] for r in panel.task_rows()] == ["unsent"]
+        assert [j.task_id for j in panel.jobs.values()] == [None] and panel.mine == set()  # no task made
     finally:
         panel.close()
         session.close()
@@ -434,7 +435,7 @@ def test_click_returns_at_once_while_create_task_is_slow(panel, sim):
     panel.prompt.value = "slow service"
     t0 = time.monotonic()
     panel.generate.click()
-    assert time.monotonic() - t0 < 0.3  # sent on the poller's workers: the kernel stays free
+    assert time.monotonic() - t0 < 0.3  # queued for the client's sender: the kernel stays free
     wait_for(lambda: "sending" in panel.tasks.text(), what="sending row")
     panel.prompt.value = "typed meanwhile"  # the controls keep working
     assert panel.controls.prompt_count.value.startswith("15 /")
@@ -447,7 +448,7 @@ def test_dropped_create_task_says_outcome_unknown(panel, sim):
     sim.inject("createTask", drop_after=True)
     panel.prompt.value = "maybe billed"
     rec = panel.submit(wait=True)
-    assert rec["job"] is None and type(rec["error"]).__name__ == "OutcomeUnknownError"
+    assert rec["job"].task_id is None and type(rec["job"].error).__name__ == "OutcomeUnknownError"
     wait_for(lambda: [r["state"] for r in panel.task_rows()] == ["unknown"], what="unknown outcome row")
     assert "imagen4-s-unknown" in panel.tasks.list.children[0]._dom_classes
     assert "not sent" not in panel.tasks.text()

@@ -103,8 +103,9 @@ class Panel(W.VBox):
     @property
     def mine(self) -> set[str]:
         """Task ids submitted from this panel."""
-        jobs = self.tasks.jobs
-        return {jobs[k].task_id for k in set(self.tasks.mine) if k in jobs}
+        items = self.tasks.items
+        return {job.task_id for k in set(self.tasks.mine)
+                if isinstance(job := items.get(k), Job) and job.task_id is not None}
 
     @property
     def closed(self) -> bool:

@@ -49,7 +49,9 @@ def progress(status: str, done: bool, generating_for: float | None, expected: fl
 
 
 def job_key(job: Job) -> str:
-    return f"stored:{job.task_id}" if job.reused else job.task_id
+    """A row's key: the request's own identity (its local id, from the moment it is asked for), the task id for
+    a task followed again, `stored:<task id>` for images reused from the history."""
+    return f"stored:{job.task_id}" if job.reused else job.local_id or job.task_id or f"job:{id(job)}"
 
 
 STORED = "stored:"
@@ -136,8 +138,11 @@ class TaskList(W.VBox):
 
     @property
     def jobs(self) -> dict[str, Job]:
+        """The jobs seen, oldest first, by task id (`stored:<id>` for a reuse; the row's key while a request has
+        no task id yet)."""
         with self._lock:
-            return {k: v for k, v in self.items.items() if isinstance(v, Job)}
+            return {v.task_id if v.task_id and not v.reused else k: v for k, v in self.items.items()
+                    if isinstance(v, Job)}
 
     # -- what changes the list -----------------------------------------------------------------
     def show_job(self, job: Job, *, mine: bool = False) -> bool:
@@ -161,7 +166,7 @@ class TaskList(W.VBox):
                 self._draw()
             self._update(key)
             if job.reused:
-                self._update(job.task_id)  # the listed task's row says it was reused
+                self._update(self._task_key(job.task_id))  # the listed task's row says it was reused
             self._head()
         self._tick_soon()
         return known is not job
@@ -205,12 +210,19 @@ class TaskList(W.VBox):
         for pos, key in enumerate(self.items):
             if key in self.hidden:
                 continue
-            base = key.removeprefix(STORED)
-            target = base if key.startswith(STORED) and base in self.items and base not in self.hidden else key
+            base = self._task_key(key.removeprefix(STORED)) if key.startswith(STORED) else key
+            target = base if base in self.items and base not in self.hidden else key
             order.pop(target, None)
             order[target] = pos
         keys = list(order)[::-1]
         return keys[:limit] if limit else keys
+
+    def _task_key(self, task_id: str | None) -> str:
+        """The key of the row of the task `task_id` (lock held); the task id itself if none is listed."""
+        for key, item in self.items.items():
+            if isinstance(item, Job) and not item.reused and item.task_id == task_id:
+                return key
+        return task_id or ""
 
     def clear(self) -> None:
         """Hide every ended row (running ones stay); the jobs stay known (`jobs`) and in the history."""
@@ -231,11 +243,20 @@ class TaskList(W.VBox):
                 state, words = "sending", ""
             return {"task_id": None, "state": state, "elapsed": time.time() - item["at"], "progress": 0.02,
                     "prompt": item["request"].prompt, "error": words, "origin": "panel", "reused": False}
+        if item.task_id is None and not item.reused:  # still being sent, or ended without a task
+            state, words = "sending", ""
+            if isinstance(item.error, OutcomeUnknownError):  # it may exist (and be billed): never resent
+                state, words = "unknown", str(item.error)
+            elif item.error is not None:
+                state, words = "unsent", f"not sent: {item.error}"
+            return {"task_id": None, "state": state, "elapsed": item.elapsed, "progress": 1.0 if words else 0.02,
+                    "prompt": item.request.prompt if item.request else "", "error": words,
+                    "origin": "panel" if key in self.mine else "cell", "reused": False}
         since = self._generating.get(key)
         generating_for = time.monotonic() - since if since is not None else None
         fill = progress(item.status, item.finished, generating_for,
                         self.expected(item) if generating_for is not None else DEFAULT_GENERATION)
-        reuses = 0 if item.reused else self.reuses.get(key, 0)
+        reuses = 0 if item.reused else self.reuses.get(item.task_id or "", 0)
         return {"task_id": item.task_id, "state": item.status, "elapsed": item.elapsed, "progress": fill,
                 "prompt": item.request.prompt if item.request else "",
                 "error": str(item.error) if item.error is not None else "",
