@@ -13,12 +13,13 @@ import nbformat
 import pytest
 from conftest import KEY
 from kernel_util import FAST_CONFIG, Execution, Kernel, image_outputs, kernel_env, make_notebook, run_notebook
+from secrets_guard import watch
 
 from imagen4_jupyter.simulator import Simulator
 
 pytestmark = pytest.mark.kernel
-DOTENV_KEY = "dotenv-key-5f3a9c1e7b"  # only ever in the .env file this test writes (and removes)
-HANDED_KEY = "handed-key-0c8e2d4f6a"  # reaches a kernel through an environment variable other than the key's
+DOTENV_KEY = watch("dotenv-key-5f3a9c1e7b")  # only ever in the .env file this test writes (and removes)
+HANDED_KEY = watch("handed-key-0c8e2d4f6a")  # reaches a kernel through an environment variable other than the key's
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from conftest import KEY
+from secrets_guard import watch
 from test_magics import assert_short_error, creates, ip, run  # noqa: F401
 
 from imagen4_jupyter.api import credentials as C
@@ -121,7 +122,7 @@ def test_no_key_then_a_key_in_the_environment_works_on_the_next_cell(ip, sim, mo
 
 def test_a_dotenv_beside_the_notebook_gives_the_key(ip, sim, monkeypatch, tmp_path):
     monkeypatch.delenv("APIKLEY_API_KEY")
-    dotenv_key = "dotenv-only-key-7d21c9"
+    dotenv_key = watch("dotenv-only-key-7d21c9")
     sim.api_keys = (KEY, dotenv_key)
     dotenv = tmp_path / ".env"
     dotenv.write_text(f"APIKLEY_API_KEY={dotenv_key}\n")
@@ -134,7 +135,7 @@ def test_a_dotenv_beside_the_notebook_gives_the_key(ip, sim, monkeypatch, tmp_pa
             if path.is_file():
                 assert dotenv_key.encode() not in path.read_bytes(), path
     finally:
-        dotenv.unlink()  # the run's artifacts hold no key (tests/test_zz_secrets.py)
+        dotenv.unlink()  # the run's artifacts hold no key (tests/secrets_guard.py)
 
 
 def test_a_changed_key_rebuilds_the_client_and_running_jobs_finish_on_the_old_one(ip, sim, monkeypatch):

@@ -10,13 +10,14 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from secrets_guard import watch
 
 from imagen4_jupyter.simulator import Simulator
 
 pytestmark = pytest.mark.kernel
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-KEY = "notebook-key-0123456789"
+KEY = watch("notebook-key-0123456789")
 
 
 @pytest.fixture
