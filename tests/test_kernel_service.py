@@ -154,9 +154,10 @@ def test_imagen4_key_asks_through_stdin_and_headless_gets_every_way(ksim, tmp_pa
         assert ex.ok, ex.text()
         assert len(shown_images(k, ex)) == 1
         hist = tmp_path / "work" / ".imagen4"
-        for path in [*hist.rglob("*"), *(tmp_path / "ipython").rglob("*")]:
-            if path.is_file():
-                assert KEY.encode() not in path.read_bytes(), path
+        files = [p for p in [*hist.rglob("*"), *(tmp_path / "ipython").rglob("*")] if p.is_file()]
+        assert any(p.suffix == ".jsonl" for p in files)  # the history is among what is searched
+        for path in files:
+            assert KEY.encode() not in path.read_bytes(), path
     finally:
         k.close()
 
