@@ -153,12 +153,11 @@ def _secrets_guard_basetemp(tmp_path_factory: pytest.TempPathFactory) -> None:
     _RUN["basetemp"] = tmp_path_factory.getbasetemp()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
-    result = yield  # the last test's teardown tears down the session fixtures too
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After pytest's own teardown of the last test (which tears down the session fixtures too)."""
     if nextitem is None and not _RUN.get("checked"):
         check_run()  # a KeyLeak here is an error in the last test's teardown: the run fails, saying where
-    return result
 
 
 @pytest.hookimpl(trylast=True)
