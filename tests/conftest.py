@@ -9,11 +9,14 @@ from imagen4_jupyter import Imagen4Client, PollSchedule, RetryPolicy
 from imagen4_jupyter.api.pacing import Limits
 from imagen4_jupyter.simulator import Simulator
 
+# After the run's last test, wherever it sorts: no API key in anything the run wrote (tests/secrets_guard.py).
+pytest_plugins = ["secrets_guard"]
+
 # Clients in tests pace nothing unless a test gives them limits (tests that need speed; the pacing tests and the
 # documented-limits runs pass their own `limits=`, which win over this).
 os.environ.setdefault("APIKLEY_LIMITS", "off")
 
-KEY = "test-key-0123456789"
+KEY = "test-key-0123456789"  # searched for after the run (_run_log)
 FAST_POLL = PollSchedule.fixed(0.02, max_wait=30.0)
 FAST_RETRY = RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=0.2)
 
@@ -55,10 +58,14 @@ def client(make_client):
 def _run_log():
     """A DEBUG log of the package and of urllib3 for the whole run (test-artifacts/test-run.log).
 
-    test_zz_secrets.py searches it, with every other artifact, for the API keys the tests use.
+    The end-of-run check (secrets_guard.py) searches it, with every other artifact, for the tests' API keys.
     """
     import logging
     from pathlib import Path
+
+    from secrets_guard import watch  # imported here, once pytest_plugins above made it a plugin
+
+    watch(KEY)
 
     path = Path(__file__).resolve().parents[1] / "test-artifacts" / "test-run.log"
     path.parent.mkdir(exist_ok=True)

@@ -244,7 +244,7 @@ def test_to_dataframe_builds_one_row_per_item(sim, client, monkeypatch):
 
 
 def test_to_dataframe_with_real_pandas(sim, client):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a test dependency (pyproject [test]): missing, the test fails rather than skips
     frame = pd.DataFrame({"prompt": ["x", "y"], "seed": [1, None], "notes": ["n", "m"]})
     result = generate_many(frame, client=client, progress=False)
     df = result.to_dataframe()
@@ -478,7 +478,7 @@ def test_per_model_validation_names_the_item_and_sends_nothing(sim, session):
 
 
 def test_a_dataframe_model_column_with_gaps_takes_the_default(sim, session):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a test dependency (pyproject [test]): missing, the test fails rather than skips
     frame = pd.DataFrame({"prompt": ["x", "y", "z"], "model": ["ultra", None, "fast"]})
     result = generate_many(frame, session=session, model="fast", progress=False)
     assert [i.request.model for i in result] == ["google/imagen4-ultra", "google/imagen4-fast",

@@ -90,7 +90,7 @@ def wait_until(cond, timeout: float = 20.0, what: str = "condition"):
 
 
 def save_outputs(kernel: Kernel, path: Path) -> None:
-    """Keep what the kernel showed (text parts) for the secrets scan of test_zz_secrets.py."""
+    """Keep what the kernel showed (text parts) for the end-of-run secrets scan (secrets_guard.py)."""
     keep = [{"type": m["msg_type"], "content": {k: v for k, v in m["content"].items() if k != "data"},
              "text": {k: v for k, v in (m["content"].get("data") or {}).items() if k.startswith("text/")}}
             for m in kernel.messages]

@@ -64,10 +64,10 @@ def test_prompt_seed_grid_places_each_result_in_its_labelled_cell(sim, grid):
             crop = image.crop(layout.images[r][c])
             assert mean_abs_diff(crop, thumb) < 2.0
             other = grid.cell(1 - r, c)
-            if other.images[0].sha256 != item.images[0].sha256:
-                wrong = Image.open(other.images[0].path).convert("RGB")
-                wrong.thumbnail((48, 48), Image.Resampling.LANCZOS)
-                assert mean_abs_diff(crop, wrong) > 5.0
+            assert other.images[0].sha256 != item.images[0].sha256  # another prompt: another picture
+            wrong = Image.open(other.images[0].path).convert("RGB")
+            wrong.thumbnail((48, 48), Image.Resampling.LANCZOS)
+            assert mean_abs_diff(crop, wrong) > 5.0
 
     # labels are drawn: ink in every row label, column label and the title, none in the gaps
     for box in layout.row_labels + layout.col_labels + [layout.title]:

@@ -2,8 +2,13 @@
 10,000 tasks; it is used only while it matches the log, and loading one never runs code."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -102,19 +107,33 @@ def test_loading_an_index_never_runs_code(tmp_path, monkeypatch):
     assert state(h) == state(fresh_parse(path))
 
 
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """No new file in `folder`, even for root (who ignores the mode bits): then the immutable flag says no too."""
+    os.chmod(folder, 0o555)
+    immutable = False
+    try:
+        if os.access(folder, os.W_OK) and shutil.which("chattr"):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if os.access(folder, os.W_OK):
+            pytest.skip("cannot make a folder read-only here (root without chattr)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        os.chmod(folder, 0o755)
+
+
 def test_a_read_only_folder_still_reads(tmp_path):
     path = tmp_path / "ro" / "h.jsonl"
     fill(History(path), 0, 30)
     path.with_name(path.name + ".index").unlink()
-    os.chmod(path.parent, 0o555)
-    try:
-        if os.access(path.parent, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
+    with read_only(path.parent):
+        with pytest.raises(OSError):
+            (path.parent / "probe").write_text("x")  # the folder really is read-only
         h = History(path)
         h.refresh()
         assert len(h.tasks) == 30 and not h.index_path.exists()
-    finally:
-        os.chmod(path.parent, 0o755)
 
 
 def test_history_thumbnails_are_cached_beside_store_files_only(tmp_path):

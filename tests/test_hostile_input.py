@@ -298,7 +298,6 @@ def _widget_texts(root) -> list[str]:
 
 
 def test_panel_labels_escape_prompts_seeds_errors_and_history(session, sim):
-    pytest.importorskip("ipywidgets")
     from imagen4_jupyter.notebook.panel import Panel
 
     for i, payload in enumerate(PAYLOADS):

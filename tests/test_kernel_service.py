@@ -13,12 +13,13 @@ import nbformat
 import pytest
 from conftest import KEY
 from kernel_util import FAST_CONFIG, Execution, Kernel, image_outputs, kernel_env, make_notebook, run_notebook
+from secrets_guard import watch
 
 from imagen4_jupyter.simulator import Simulator
 
 pytestmark = pytest.mark.kernel
-DOTENV_KEY = "dotenv-key-5f3a9c1e7b"  # only ever in the .env file this test writes (and removes)
-HANDED_KEY = "handed-key-0c8e2d4f6a"  # reaches a kernel through an environment variable other than the key's
+DOTENV_KEY = watch("dotenv-key-5f3a9c1e7b")  # only ever in the .env file this test writes (and removes)
+HANDED_KEY = watch("handed-key-0c8e2d4f6a")  # reaches a kernel through an environment variable other than the key's
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +154,10 @@ def test_imagen4_key_asks_through_stdin_and_headless_gets_every_way(ksim, tmp_pa
         assert ex.ok, ex.text()
         assert len(shown_images(k, ex)) == 1
         hist = tmp_path / "work" / ".imagen4"
-        for path in [*hist.rglob("*"), *(tmp_path / "ipython").rglob("*")]:
-            if path.is_file():
-                assert KEY.encode() not in path.read_bytes(), path
+        files = [p for p in [*hist.rglob("*"), *(tmp_path / "ipython").rglob("*")] if p.is_file()]
+        assert any(p.suffix == ".jsonl" for p in files)  # the history is among what is searched
+        for path in files:
+            assert KEY.encode() not in path.read_bytes(), path
     finally:
         k.close()
 

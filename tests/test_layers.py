@@ -237,8 +237,3 @@ def test_no_attribute_is_stuck_onto_another_object():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
                 wrong.append(f"{module}:{node.lineno} calls setattr")
     assert wrong == []
-
-
-def test_no_module_is_over_400_lines():
-    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 400}
-    assert long == {}

@@ -611,7 +611,6 @@ def test_panel_subcommand_is_lazy(ip):
 
 
 def test_panel_again_closes_the_previous_panel(ip):
-    pytest.importorskip("ipywidgets")
     session = ip.imagen4.session
 
     def panels():
@@ -637,9 +636,10 @@ def test_key_never_stored_or_shown(ip, sim):
             f"%imagen4 status {'task_nope'}")
     everything = json.dumps(r.outputs) + r.text
     assert KEY not in everything
-    for path in Path(ip.imagen4.session.history.folder).rglob("*"):
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
+    files = [p for p in Path(ip.imagen4.session.history.folder).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".jsonl" for p in files) and any(p.suffix == ".png" for p in files)
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), path
 
 
 def test_history_folder_and_notebook_traits(ip, sim, tmp_path):

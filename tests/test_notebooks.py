@@ -10,13 +10,14 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from secrets_guard import watch
 
 from imagen4_jupyter.simulator import Simulator
 
 pytestmark = pytest.mark.kernel
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-KEY = "notebook-key-0123456789"
+KEY = watch("notebook-key-0123456789")
 
 
 @pytest.fixture
@@ -71,7 +72,9 @@ def texts(nb) -> str:
 
 
 def test_every_notebook_starts_with_the_cell_that_picks_the_service():
-    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert len(paths) >= 3, paths
+    for path in paths:
         first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert first.source.startswith("%load_ext imagen4_jupyter\n") and "%imagen4 simulator" in first.source, path
         assert len(first.source.splitlines()) <= 6, path  # short

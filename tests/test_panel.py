@@ -7,21 +7,17 @@ import threading
 import time
 from pathlib import Path
 
+import ipywidgets as W  # a dependency: missing, these tests fail rather than skip
 import pytest
 from PIL import Image
 
 from imagen4_jupyter import read_provenance
 from imagen4_jupyter.api.request import MAX_PROMPT, GenerationRequest
+from imagen4_jupyter.notebook.outputs import history_bundle
+from imagen4_jupyter.notebook.panel import DEBOUNCE, Panel, cell_code, code_problem
+from imagen4_jupyter.notebook.panel.gallery import COVER
 from imagen4_jupyter.records.history import History
 from imagen4_jupyter.records.session import Session
-
-pytest.importorskip("ipywidgets")
-
-import ipywidgets as W  # noqa: E402
-
-from imagen4_jupyter.notebook.outputs import history_bundle  # noqa: E402
-from imagen4_jupyter.notebook.panel import DEBOUNCE, Panel, cell_code, code_problem  # noqa: E402
-from imagen4_jupyter.notebook.panel.gallery import COVER  # noqa: E402
 
 
 def wait_for(cond, timeout=10.0, what="condition"):

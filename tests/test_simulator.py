@@ -84,7 +84,7 @@ class Api:
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     """Fast, and without the documented limits (tests/test_simulator_limits.py checks those)."""
-    with Simulator(image_scale=SMALL, generation_time=(0.02, 0.02), enforce_limits=False) as s:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=(0.02, 0.02), enforce_limits=False) as s:
         yield s
 
 
@@ -188,7 +188,7 @@ def test_auth_http_401_by_option() -> None:
 
 
 def test_any_key_mode_and_image_needs_no_auth() -> None:
-    with Simulator(api_keys=None, image_scale=SMALL, generation_time=0.01) as sim:
+    with Simulator(api_keys=None, image_scale=SMALL, queue_time=0.0, generation_time=0.01) as sim:
         assert sim.api_key == "test-key"
         api = Api(sim, key="whatever-123")
         task_id = api.new_task()
@@ -290,7 +290,7 @@ def test_result_overrides(api: Api, override: dict[str, Any], expected: str) -> 
 def test_outcome_generation_time_override_and_seeded_durations() -> None:
     spreads = []
     for _ in range(2):
-        with Simulator(generation_time=(0.01, 0.5), random_seed=7, image_scale=SMALL) as sim:
+        with Simulator(queue_time=0.0, generation_time=(0.01, 0.5), random_seed=7, image_scale=SMALL) as sim:
             api = Api(sim)
             sim.next_outcomes.append({"generation_time": 3.0})
             first = api.new_task()
@@ -310,7 +310,7 @@ def test_images_dimensions_per_ratio(api: Api) -> None:
 
 
 def test_full_size_image_is_realistic() -> None:
-    with Simulator(generation_time=0.0) as sim:
+    with Simulator(queue_time=0.0, generation_time=0.0) as sim:
         api = Api(sim)
         url = api.urls(api.new_task(aspect_ratio="16:9", seed="1"))[0]
         start = time.perf_counter()
@@ -335,7 +335,7 @@ def test_images_deterministic_by_seed(api: Api) -> None:
 
 
 def test_image_404s_and_expiry() -> None:
-    with Simulator(image_scale=SMALL, generation_time=0.01, url_ttl=0.3) as sim:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.01, url_ttl=0.3) as sim:
         api = Api(sim)
         url = api.urls(api.new_task())[0]
         assert api.image(url).status_code == 200
@@ -343,7 +343,7 @@ def test_image_404s_and_expiry() -> None:
         assert api.image(sim.url + "/files/notatoken/1.png").status_code == 404
         time.sleep(0.35)
         assert api.image(url).status_code == 404
-    with Simulator(image_scale=SMALL, generation_time=5.0) as sim:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=5.0) as sim:
         api = Api(sim)
         task = sim.task(api.new_task())
         assert api.image(task.image_urls[0]).status_code == 404  # not finished yet
@@ -460,7 +460,7 @@ def test_inject_rejects_nonsense(sim: Simulator) -> None:
 
 # -- rate limit, credits ----------------------------------------------------------------------
 def test_rate_limit() -> None:
-    with Simulator(rate_limit=(3, 1.5), image_scale=SMALL, generation_time=0.0) as sim:
+    with Simulator(rate_limit=(3, 1.5), image_scale=SMALL, queue_time=0.0, generation_time=0.0) as sim:
         api = Api(sim)
         task_id = api.new_task()
         codes = [api.credit().json()["code"], api.info(task_id).json()["code"]]

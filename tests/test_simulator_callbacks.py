@@ -67,7 +67,7 @@ def verifies(headers: dict[str, str], task_id: str, key: str = KEY) -> bool:
 
 
 def test_signed_callbacks_and_credits_in_the_body(receiver: Receiver) -> None:
-    with Simulator(image_scale=SMALL, generation_time=0.05, webhook_key=KEY, credits=100) as sim:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.05, webhook_key=KEY, credits=100) as sim:
         api = Api(sim)
         sim.next_outcomes.extend([{}, {"fail": ("501", "Content policy violation")}])
         ok = api.create({**body(), "callBackUrl": receiver.url}).json()["data"]["taskId"]
@@ -90,7 +90,7 @@ def test_signed_callbacks_and_credits_in_the_body(receiver: Receiver) -> None:
 
 
 def test_unsigned_without_a_webhook_key(receiver: Receiver) -> None:
-    with Simulator(image_scale=SMALL, generation_time=0.01) as sim:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.01) as sim:
         Api(sim).create({**body(), "callBackUrl": receiver.url})
         receiver.wait(1)
         headers = receiver.got[0][0]
@@ -98,7 +98,7 @@ def test_unsigned_without_a_webhook_key(receiver: Receiver) -> None:
 
 
 def test_forged_and_replayed_callbacks(receiver: Receiver) -> None:
-    with Simulator(image_scale=SMALL, generation_time=0.01, webhook_key=KEY) as sim:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.01, webhook_key=KEY) as sim:
         api = Api(sim)
         task_id = api.create({**body(), "callBackUrl": receiver.url}).json()["data"]["taskId"]
         receiver.wait(1)
@@ -122,7 +122,7 @@ def test_forged_and_replayed_callbacks(receiver: Receiver) -> None:
 
 
 def test_send_callback_needs_a_url_and_a_known_forgery() -> None:
-    with Simulator(generation_time=0.01) as sim:
+    with Simulator(queue_time=0.0, generation_time=0.01) as sim:
         task_id = Api(sim).new_task()
         with pytest.raises(ValueError):
             sim.send_callback(task_id)

@@ -20,7 +20,7 @@ from imagen4_jupyter.simulator import Simulator
 
 @pytest.fixture
 def api():
-    with Simulator(image_scale=SMALL, generation_time=0.01, enforce_limits=False) as sim:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.01, enforce_limits=False) as sim:
         yield Api(sim)
 
 

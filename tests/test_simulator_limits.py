@@ -19,7 +19,7 @@ def test_limits_are_on_by_default_and_documented_values() -> None:
 
 
 def test_create_over_20_per_10_seconds_is_refused_not_queued() -> None:
-    with Simulator(generation_time=0.0) as sim:
+    with Simulator(queue_time=0.0, generation_time=0.0) as sim:
         api = Api(sim)
         answers = [api.create(body()) for _ in range(25)]
         codes = [r.json()["code"] for r in answers]
@@ -33,7 +33,7 @@ def test_create_over_20_per_10_seconds_is_refused_not_queued() -> None:
 
 
 def test_create_window_is_per_account_and_configurable() -> None:
-    with Simulator(api_keys=("k1", "k2"), create_limit=(3, 0.4), generation_time=0.0) as sim:
+    with Simulator(api_keys=("k1", "k2"), create_limit=(3, 0.4), queue_time=0.0, generation_time=0.0) as sim:
         a, b = Api(sim, "k1"), Api(sim, "k2")
         codes = [a.create(body()).json()["code"], b.create(body()).json()["code"], a.create(body()).json()["code"]]
         assert codes == [200, 200, 200]
@@ -44,7 +44,7 @@ def test_create_window_is_per_account_and_configurable() -> None:
 
 
 def test_record_info_over_10_per_second_per_key() -> None:
-    with Simulator(api_keys=("k1", "k2"), generation_time=0.0) as sim:
+    with Simulator(api_keys=("k1", "k2"), queue_time=0.0, generation_time=0.0) as sim:
         a, b = Api(sim, "k1"), Api(sim, "k2")
         task_id = a.new_task()
         codes = [a.info(task_id).json()["code"] for _ in range(12)]
@@ -68,7 +68,7 @@ def test_query_limit_configurable_and_switch_at_run_time() -> None:
 
 
 def test_limits_off_lets_bursts_through() -> None:
-    with Simulator(enforce_limits=False, generation_time=0.0) as sim:
+    with Simulator(enforce_limits=False, queue_time=0.0, generation_time=0.0) as sim:
         api = Api(sim)
         assert {api.create(body()).json()["code"] for _ in range(30)} == {200}
         assert {api.info("t").json()["code"] for _ in range(30)} == {422}
@@ -105,7 +105,7 @@ def test_a_delayed_request_counts_against_the_limit_when_it_arrives() -> None:
     """A `delay` fault makes the answer late, not the arrival: the request is in the account's window from the
     moment it came, as the service counts it (counted after the delay, it would refuse requests that a client
     pacing by its own send times rightly sends once the window has moved on)."""
-    with Simulator(create_limit=(2, 1.0), generation_time=0.0) as sim:
+    with Simulator(create_limit=(2, 1.0), queue_time=0.0, generation_time=0.0) as sim:
         api = Api(sim)
         sim.inject("createTask", times=1, delay=0.6)
         t0 = time.monotonic()

@@ -21,7 +21,7 @@ def fresh(api: Api, url: Any = None, raw: bytes | None = None) -> requests.Respo
 
 
 def make(**kw: Any) -> Simulator:
-    return Simulator(image_scale=SMALL, generation_time=0.01, enforce_limits=False, **kw)
+    return Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.01, enforce_limits=False, **kw)
 
 
 def test_fresh_link_serves_the_same_image() -> None:
@@ -67,7 +67,7 @@ def test_fresh_link_needs_auth_and_a_json_body() -> None:
 
 
 def test_not_finished_task_has_nothing_to_refresh() -> None:
-    with Simulator(generation_time=5.0) as sim:
+    with Simulator(queue_time=0.0, generation_time=5.0) as sim:
         api = Api(sim)
         task = sim.task(api.new_task())
         assert fresh(api, task.image_urls[0]).json()["code"] == 422

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import re
+import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from PIL import Image
 from test_simulator import SMALL, Api
 
@@ -19,7 +26,7 @@ STANDARD, FAST, ULTRA = "google/imagen4", "google/imagen4-fast", "google/imagen4
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(image_scale=SMALL, generation_time=0.02, enforce_limits=False) as s:
+    with Simulator(image_scale=SMALL, queue_time=0.0, generation_time=0.02, enforce_limits=False) as s:
         yield s
 
 
@@ -89,7 +96,7 @@ def test_integer_seed_makes_fast_images_reproducible(api: Api) -> None:
 
 
 def test_relative_speeds() -> None:
-    with Simulator(generation_time=1.0, enforce_limits=False) as sim:
+    with Simulator(queue_time=0.0, generation_time=1.0, enforce_limits=False) as sim:
         api = Api(sim)
         durations = {m: sim.task(create(api, m)["data"]["taskId"]).generation_duration for m in MODELS}
     assert durations == {STANDARD: 1.0, FAST: 0.5, ULTRA: 1.6}
@@ -137,3 +144,105 @@ def test_models_table_matches_the_docs() -> None:
         assert row in text, row
         line = text[text.index(row):].splitlines()[0]
         assert f"| {spec.speed:g}x |" in line and f"| {spec.credits:g} |" in line, line
+
+
+# -- task durations: realistic by default, documented, scaled by time_scale --------------------------------------
+def documented_durations() -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """docs/simulator.md's "Task durations" table: model -> ((queue min, max), (generation min, max))."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "simulator.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(google/[\w-]+)` \| ([\d.]+)-([\d.]+) s \| ([\d.]+)-([\d.]+) s \| ([\d.]+) s \|$",
+                      text, re.MULTILINE)
+    table = {m: ((float(q0), float(q1)), (float(g0), float(g1))) for m, q0, q1, g0, g1, _ in rows}
+    for m, *_, mean in rows:  # the "whole task, mean" column agrees with the ranges
+        (q0, q1), (g0, g1) = table[m]
+        assert float(mean) == pytest.approx((q0 + q1 + g0 + g1) / 2, abs=0.05), m
+    return table
+
+
+def planned(sim: Simulator, per_model: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Create `per_model` tasks of each model and read their planned (queue, generation) seconds without waiting."""
+    api = Api(sim)
+    out: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in MODELS}
+    for _ in range(per_model):
+        for m in MODELS:
+            task = sim.task(create(api, m)["data"]["taskId"])
+            out[m][0].append(task.queue_duration)
+            out[m][1].append(task.generation_duration)
+    return out
+
+
+def test_default_durations_are_realistic_and_what_the_docs_say() -> None:
+    docs = documented_durations()
+    assert set(docs) == set(MODELS)
+    with Simulator(enforce_limits=False, random_seed=3) as sim:  # time_scale=1: nothing waits for the tasks
+        seen = planned(sim, 150)
+        assert all(t.state_at(t.create_mono + 0.3) == "waiting" for t in sim.tasks.values())  # a real queue first
+    means = {}
+    for m, (queue, gen) in seen.items():
+        for samples, (low, high) in ((queue, docs[m][0]), (gen, docs[m][1])):
+            mean = statistics.fmean(samples)
+            assert low - 1e-9 <= min(samples) and max(samples) <= high + 1e-9, (m, low, high)
+            assert mean == pytest.approx((low + high) / 2, rel=0.06), (m, mean)
+            assert min(samples) < low + (high - low) * 0.1 and max(samples) > high - (high - low) * 0.1  # spread
+        means[m] = statistics.fmean(gen)
+    assert docs[STANDARD][0] == (1.0, 4.0) and docs[STANDARD][1] == (6.0, 12.0)  # a few s queued, 5-15 s generating
+    assert docs[FAST][0] == docs[STANDARD][0] == docs[ULTRA][0]  # one queue for all models
+    assert means[FAST] < means[STANDARD] < means[ULTRA]
+    assert means[FAST] == pytest.approx(means[STANDARD] * MODELS[FAST].speed, rel=0.1)
+
+
+def test_time_scale_multiplies_every_task_duration() -> None:
+    with Simulator(enforce_limits=False, random_seed=5) as real:
+        full = planned(real, 20)
+    with Simulator(enforce_limits=False, random_seed=5, time_scale=0.01, image_scale=SMALL) as sim:
+        scaled = planned(sim, 20)
+        for m in MODELS:
+            for got, want in zip(scaled[m], full[m], strict=True):
+                assert got == pytest.approx([d * 0.01 for d in want])
+        sim.next_outcomes.append({"queue_time": 30, "generation_time": 50})  # scripted durations scale too
+        api = Api(sim)
+        task = sim.task(create(api, STANDARD)["data"]["taskId"])
+        assert (task.queue_duration, task.generation_duration) == pytest.approx((0.3, 0.5))
+        sim.time_scale = 0.001  # a plain attribute: later tasks take it
+        done = api.wait_done(create(api, ULTRA)["data"]["taskId"], timeout=2.0)
+        assert done["state"] == "success" and 1 <= done["costTime"] <= (4 + 12 * 1.6)  # ms: 1-4 s + 9.6-19.2 s
+    with Simulator(queue_time=(1.0, 1.0), generation_time=2.0, time_scale=0.5, enforce_limits=False) as given:
+        task = given.task(create(Api(given), FAST)["data"]["taskId"])
+        assert (task.queue_duration, task.generation_duration) == pytest.approx((0.5, 2.0 * 0.5 * 0.5))
+    with pytest.raises(ValueError, match="time_scale"):
+        Simulator(time_scale=-1)
+
+
+def test_cli_and_class_share_the_defaults_and_the_time_scale_flag_works() -> None:
+    from imagen4_jupyter.simulator.__main__ import build_parser
+
+    params = inspect.signature(Simulator).parameters
+    args = build_parser().parse_args([])
+    assert tuple(args.queue_time) == params["queue_time"].default == (1.0, 4.0)
+    assert tuple(args.generation_time) == params["generation_time"].default == (6.0, 12.0)
+    assert args.time_scale == params["time_scale"].default == 1.0
+    assert build_parser().parse_args(["--time-scale", "0.25"]).time_scale == 0.25
+    proc = subprocess.Popen([sys.executable, "-m", "imagen4_jupyter.simulator", "--key", "cli-key", "--time-scale",
+                             "0.001", "--image-scale", "0.0625", "--seed", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = re.match(r"Apikley simulator listening on (\S+) ", proc.stdout.readline()).group(1)
+        s = requests.Session()
+        s.trust_env = False
+        s.headers["Authorization"] = "Bearer cli-key"
+        created = s.post(url + "/api/v1/jobs/createTask", json={"model": STANDARD, "input": {"prompt": "fox"}}).json()
+        task_id = created["data"]["taskId"]
+        deadline, data = time.monotonic() + 3.0, {}
+        while time.monotonic() < deadline and data.get("state") != "success":
+            time.sleep(0.02)
+            data = s.get(url + "/api/v1/jobs/recordInfo", params={"taskId": task_id}).json()["data"]
+        assert data["state"] == "success", data  # 7-16 s of task at a thousandth: 7-16 ms
+        assert 7 <= data["costTime"] <= 16
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    bad = subprocess.run([sys.executable, "-m", "imagen4_jupyter.simulator", "--time-scale", "-1"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--time-scale" in bad.stderr

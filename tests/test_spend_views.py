@@ -92,7 +92,6 @@ def test_an_estimated_cost_is_recorded_and_exported_as_an_estimate(priced_sim, t
 
 
 def test_the_panel_shows_the_price_and_what_is_left_of_the_budget(priced_sim, tmp_path):  # noqa: F811
-    pytest.importorskip("ipywidgets")
     from imagen4_jupyter.notebook.panel import Panel
 
     s = session_for(priced_sim, tmp_path)

@@ -34,16 +34,23 @@ def test_live_cards_refresh_without_a_ticker_thread(sim, tmp_path, monkeypatch):
     try:
         magics.display_mode, magics.refresh_interval, magics.poll_interval = "rich", 0.1, 0.05
         sim.generation_time = 1.0
-        calls = []
+        calls, threads = [], set()
+        before = set(threading.enumerate())
         with capture_output():
             shell.run_cell("%%imagen4 --no-wait -o job\nticking")
             view = next(iter(magics.views.live()))
             real = view.refresh
-            view.refresh = lambda: (calls.append(time.monotonic()), real())
+            view.refresh = lambda: (calls.append(time.monotonic()), threads.add(threading.current_thread()), real())
             shell.user_ns["job"].wait(10)
             assert view.finalized  # rendered before the job reported done
+            started = set(threading.enumerate()) - before
         assert len(calls) >= 3  # about every 0.1 s while the task ran
-        assert not [t for t in threading.enumerate() if t.name == "imagen4-ticker"]
+        # the refreshes ran on the client's poller workers (Poller.call_later), and the cell started no thread
+        # besides the client's poller and its workers (the simulator's request threads aside)
+        assert threads and all(t.name.startswith("imagen4-http") for t in threads), [t.name for t in threads]
+        others = [t.name for t in started if not t.name.startswith(("imagen4-http", "imagen4-poller"))
+                  and "process_request_thread" not in t.name]
+        assert others == [], others
         time.sleep(0.3)
         assert magics.views.ticker.scheduled is False  # stopped once no live card was left
     finally:

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from ..records.session import Session
 
 SIMULATOR = "%imagen4 simulator"  # where the simulator's key and address come from, in messages
-# realistic but quick: tasks take 2-4.5 s, images are a quarter of the real size, the documented limits are on
-SIMULATOR_OPTIONS: dict[str, Any] = {"queue_time": (0.5, 1.5), "generation_time": (1.5, 3.0), "image_scale": 0.25}
+# realistic but quick: the real durations at a quarter of the time (a standard task takes 1.75-4 s, fast ones less,
+# ultra ones more), images are a quarter of the real size, the documented limits are on
+SIMULATOR_OPTIONS: dict[str, Any] = {"time_scale": 0.25, "image_scale": 0.25}
 SIMULATED_NOTE = "simulated: made by %imagen4 simulator, not the real service (nothing is billed)"
 KEY_PROMPT = "Apikley API key (hidden; kept in this kernel's memory only, never written): "
 

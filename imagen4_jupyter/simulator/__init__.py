@@ -5,7 +5,7 @@ Real HTTP on 127.0.0.1 (``http.server.ThreadingHTTPServer``), independent of the
 
     from imagen4_jupyter.simulator import Simulator
 
-    with Simulator(generation_time=(0.05, 0.05), image_scale=0.0625) as sim:
+    with Simulator(time_scale=0.01, image_scale=0.0625) as sim:  # real durations, a hundredth of the time
         ...  # point a client at sim.url with key sim.api_key
 
 Endpoints: ``POST /api/v1/jobs/createTask`` (strict per-model schema validation, code 422 on a break),

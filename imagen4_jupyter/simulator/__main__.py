@@ -11,7 +11,11 @@ from types import FrameType
 from .core import Simulator
 from .limits import CREATE_LIMIT, QUERY_LIMIT
 from .links import DEFAULT_LINK_TTL, DEFAULT_RETENTION, EXPIRED_STATUSES
-from .models import MODELS, default_prices
+from .models import GENERATION_TIME, MODELS, QUEUE_TIME, default_prices
+
+
+def _speeds() -> str:
+    return ", ".join(f"{name.split('/')[-1]} {spec.speed:g}x" for name, spec in MODELS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", action="append", dest="keys", metavar="KEY",
                         help="accepted API key (repeatable; default: test-key)")
     parser.add_argument("--any-key", action="store_true", help="accept any non-empty API key")
-    parser.add_argument("--queue-time", nargs=2, type=float, default=(1.0, 4.0), metavar=("MIN", "MAX"),
-                        help="seconds a task spends waiting/queuing, uniform between MIN and MAX")
-    parser.add_argument("--generation-time", nargs=2, type=float, default=(6.0, 12.0), metavar=("MIN", "MAX"),
-                        help="seconds a task spends generating, uniform between MIN and MAX")
+    parser.add_argument("--queue-time", nargs=2, type=float, default=QUEUE_TIME, metavar=("MIN", "MAX"),
+                        help="seconds a task spends waiting/queuing, uniform between MIN and MAX (every model)")
+    parser.add_argument("--generation-time", nargs=2, type=float, default=GENERATION_TIME, metavar=("MIN", "MAX"),
+                        help="seconds the standard model spends generating, uniform between MIN and MAX; other "
+                             "models take it times their speed (" + _speeds() + ")")
+    parser.add_argument("--time-scale", type=float, default=1.0, metavar="FACTOR",
+                        help="multiply every task duration (queue and generation), e.g. 0.1 for tasks ten times "
+                             "quicker with the same shape")
     parser.add_argument("--image-scale", type=float, default=1.0, help="multiply image dimensions")
     parser.add_argument("--rate-limit", nargs=2, type=float, metavar=("N", "PER_SECONDS"),
                         help="answer code 429 (with Retry-After) beyond N requests per PER_SECONDS, per key; "
@@ -65,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.time_scale < 0:
+        build_parser().error("--time-scale: must be 0 or more (1 = real time)")
     keys = None if args.any_key else tuple(args.keys or ("test-key",))
     prices = default_prices()
     for model, credits in args.price or ():
@@ -94,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         expired_status=args.expired_status,
         download_url_enabled=not args.no_download_url,
         webhook_key=args.webhook_key,
+        time_scale=args.time_scale,
     )
     done = threading.Event()
 

@@ -24,7 +24,7 @@ from .knobs import Knobs
 from .limits import CREATE_LIMIT, QUERY_LIMIT, Limits, max_in_window
 from .links import DEFAULT_LINK_TTL, DEFAULT_RETENTION, EXPIRED_STATUSES, Target
 from .media import Media
-from .models import MODELS
+from .models import GENERATION_TIME, MODELS, QUEUE_TIME
 from .server import SimHTTPServer
 from .state import SUCCESS, Duration, Outcome, Recorded, SimTask, sample_duration
 from .validation import missing_required, validate_create_body
@@ -40,7 +40,10 @@ class Simulator(Knobs):
     ``link_ttl``, ``retention``, ``expired_status``, ``api_keys``, ``enforce_limits``, the quirk
     switches, ``prices`` and ``webhook_key`` are plain attributes that may be changed while running;
     ``credits``, ``rate_limit``, ``create_limit`` and ``query_limit`` are properties. Durations are
-    ``(min, max)`` uniform ranges or fixed numbers. The documented limits (20 createTask per 10 s per
+    ``(min, max)`` uniform ranges or fixed numbers; by default they are realistic (1-4 s queued, 6-12 s
+    generating for the standard model, times each model's ``speed``: see :mod:`.models`), and
+    ``time_scale`` multiplies every task duration (``time_scale=0.01`` keeps those shapes at a hundredth
+    of the time). The documented limits (20 createTask per 10 s per
     account, 10 recordInfo per second per key) are on by default: pass ``enforce_limits=False`` where a
     test needs speed.
     """
@@ -49,8 +52,8 @@ class Simulator(Knobs):
         self,
         port: int = 0,
         api_keys: tuple[str, ...] | list[str] | None = (DEFAULT_KEY,),
-        queue_time: Duration = (0.0, 0.0),
-        generation_time: Duration = (0.05, 0.05),
+        queue_time: Duration = QUEUE_TIME,
+        generation_time: Duration = GENERATION_TIME,
         image_scale: float = 1.0,
         url_ttl: float = 86400.0,
         credits: float = 1_000_000.0,
@@ -71,7 +74,10 @@ class Simulator(Knobs):
         expired_status: int = 404,
         download_url_enabled: bool = True,
         webhook_key: str | None = None,
+        time_scale: float = 1.0,
     ) -> None:
+        if time_scale < 0:
+            raise ValueError("time_scale must be 0 or more (1.0: real time)")
         if expired_status not in EXPIRED_STATUSES:
             raise ValueError(f"expired_status must be one of {EXPIRED_STATUSES}")
         if unknown_task_code not in (404, 422):
@@ -82,6 +88,9 @@ class Simulator(Knobs):
         self.api_keys: tuple[str, ...] | None = tuple(api_keys) if api_keys is not None else None
         self.queue_time: Duration = queue_time
         self.generation_time: Duration = generation_time
+        #: Multiplies every task's queue and generation time, sampled or scripted in ``next_outcomes``
+        #: (not the link clocks ``url_ttl``, ``link_ttl``, ``retention``).
+        self.time_scale = float(time_scale)
         self.image_scale = image_scale
         self.url_ttl = url_ttl
         self.link_ttl = link_ttl
@@ -317,6 +326,7 @@ class Simulator(Knobs):
             gen = outcome.generation_time
             if gen is None:
                 gen = sample_duration(self._rng, self.generation_time) * spec.speed
+            queue, gen = queue * self.time_scale, gen * self.time_scale
             task = SimTask(
                 task_id=task_id,
                 param=body,

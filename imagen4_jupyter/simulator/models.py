@@ -10,10 +10,11 @@ model                     default ratio  ``num_images``  ``seed``               
 ``google/imagen4-ultra``  ``1:1``        absent (one)    string, <= 500 chars   1.6      12
 ========================  =============  ==============  =====================  =======  ========
 
-*speed* multiplies the sampled generation time (the queue time is the same for all). The service
-publishes no timings, so the factors follow what the models are sold as: "fast" is Google's
-low-latency variant, about twice as quick as the standard model; "ultra" renders at higher fidelity
-and is the slowest, roughly 1.5-2x the standard model in public benchmarks: 1.6 sits in that range.
+*speed* multiplies the sampled generation time; the queue time is the reseller's and the same for all
+models. Defaults (:data:`QUEUE_TIME`, :data:`GENERATION_TIME`, seconds, uniform): 1-4 s in the queue, then
+6-12 s generating for the standard model, so 3-6 s for fast and 9.6-19.2 s for ultra. Neither Google nor the
+service publishes latencies; the figures are estimates from third-party measurements and guides, listed
+with their sources in docs/simulator.md ("Task durations"). ``Simulator(time_scale=...)`` multiplies them all.
 *credits* are the upstream price list's per-task charges (section 6); ``Simulator(prices=...)``
 changes them.
 """
@@ -27,6 +28,13 @@ ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")
 NUM_IMAGES = ("1", "2", "3", "4")
 MAX_PROMPT = 5000
 MAX_SEED = 500
+
+#: Seconds a task waits in the service's queue (``waiting`` then ``queuing``), uniform between the two; the
+#: same for every model. The default of ``Simulator(queue_time=)`` and ``--queue-time``.
+QUEUE_TIME: tuple[float, float] = (1.0, 4.0)
+#: Seconds the standard model spends ``generating``, uniform between the two; each model's ``speed``
+#: multiplies the sample. The default of ``Simulator(generation_time=)`` and ``--generation-time``.
+GENERATION_TIME: tuple[float, float] = (6.0, 12.0)
 
 
 @dataclass(frozen=True)
