@@ -24,7 +24,7 @@ HANDED_KEY = "handed-key-0c8e2d4f6a"  # reaches a kernel through an environment 
 @pytest.fixture(scope="module")
 def ksim():
     with Simulator(api_keys=(KEY, DOTENV_KEY, HANDED_KEY), queue_time=(0.0, 0.02), generation_time=(0.05, 0.1),
-                   image_scale=0.0625) as s:
+                   image_scale=0.0625, announce=False) as s:  # stands for the real service (no simulator header)
         yield s
 
 

@@ -38,7 +38,7 @@ class Simulator(Knobs):
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`). Durations, ``url_ttl``,
     ``link_ttl``, ``retention``, ``expired_status``, ``api_keys``, ``enforce_limits``, the quirk
-    switches, ``prices`` and ``webhook_key`` are plain attributes that may be changed while running;
+    switches, ``prices``, ``webhook_key`` and ``announce`` (the simulator header) are plain attributes that may be changed while running;
     ``credits``, ``rate_limit``, ``create_limit`` and ``query_limit`` are properties. Durations are
     ``(min, max)`` uniform ranges or fixed numbers. The documented limits (20 createTask per 10 s per
     account, 10 recordInfo per second per key) are on by default: pass ``enforce_limits=False`` where a
@@ -71,6 +71,7 @@ class Simulator(Knobs):
         expired_status: int = 404,
         download_url_enabled: bool = True,
         webhook_key: str | None = None,
+        announce: bool = True,
     ) -> None:
         if expired_status not in EXPIRED_STATUSES:
             raise ValueError(f"expired_status must be one of {EXPIRED_STATUSES}")
@@ -91,6 +92,8 @@ class Simulator(Knobs):
         self.unknown_task_code = unknown_task_code
         self.quirk_500_on_missing_field = quirk_500_on_missing_field
         self.download_url_enabled = download_url_enabled
+        #: Every answer carries ``X-Apikley-Simulator`` (False: the simulator poses as the real service).
+        self.announce = announce
         #: Per-task overrides; each new task pops the first entry.
         self.next_outcomes: list[dict[str, Any]] = []
 
