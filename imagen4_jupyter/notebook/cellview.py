@@ -21,7 +21,6 @@ from ..api import cards as C
 from ..api import errors as E
 from ..api.spend import cost_text
 from . import outputs as D
-from .service import marked
 
 if TYPE_CHECKING:
     from ..api.job import Job
@@ -68,13 +67,17 @@ class CellView:
         self.owner, self.job, self.rich = owner, job, rich
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
-        self.simulated = owner.host.session.is_simulated(job.task_id)  # made by %imagen4 simulator
         self.finalized = False
         self.card: Any = None
         self.slots: list[Any] = []
         self._lock = threading.RLock()
         self._last_line = ""
         self._last_card: dict | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """Made by a simulator (asked each time: a queued job has its task id only once it is created)."""
+        return bool(self.job.task_id) and self.owner.host.session.is_simulated(self.job.task_id)
 
     # -- kernel thread ------------------------------------------------------------------------
     def open(self) -> CellView:
@@ -164,7 +167,7 @@ class CellView:
 
     def card_bundle(self, note: str = "") -> dict[str, str]:
         """The job's status card; a simulated task's says so."""
-        return marked(C.card_bundle(self.job, note=note), self.simulated)
+        return C.card_bundle(self.job, note=note, simulated=self.simulated)
 
     def _print_state(self) -> None:
         line = f"[imagen4] {self.job.task_id}: {self.job.status}" + (" (simulated)" if self.simulated else "")
@@ -354,8 +357,8 @@ class LiveViews:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
         simulated = self.host.session.is_simulated(job.task_id)
         origin = self.host.session.reused_from(job.task_id) if note == "reused" else None
-        card = marked(C.reused_bundle(job, job.created_at, origin) if note == "reused" else C.card_bundle(job),
-                      simulated)
+        card = (C.reused_bundle(job, job.created_at, origin, simulated=simulated) if note == "reused"
+                else C.card_bundle(job, simulated=simulated))
         if not self.host.rich():
             if note == "reused":
                 print(card["text/plain"], flush=True)

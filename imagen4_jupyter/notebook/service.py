@@ -24,23 +24,43 @@ if TYPE_CHECKING:
 SIMULATOR = "%imagen4 simulator"  # where the simulator's key and address come from, in messages
 # realistic but quick: tasks take 2-4.5 s, images are a quarter of the real size, the documented limits are on
 SIMULATOR_OPTIONS: dict[str, Any] = {"queue_time": (0.5, 1.5), "generation_time": (1.5, 3.0), "image_scale": 0.25}
-SIMULATED_NOTE = "simulated: made by %imagen4 simulator, not the real service (nothing is billed)"
 KEY_PROMPT = "Apikley API key (hidden; kept in this kernel's memory only, never written): "
 
 Say = Callable[..., None]  # LiveViews.say(text, kind)
 _simulator: Any = None  # the kernel's simulator (module-level: it outlives a reload of the extension)
 
 
-def describe(session: Session) -> str:
-    """One line: the service (the real one and its base URL, or the simulator and its address), whether a key is
-    set and from where, and the history file."""
-    return describe_line(session.credentials(), session.simulated, session.where())
+def describe(session: Session, *, ask: bool = False) -> str:
+    """One line: the service (the real one and its base URL, or a simulator and its address), whether a key is
+    set and from where, and the history file. `ask`: find out whether the service is a simulator (`is_simulator`)."""
+    simulated = is_simulator(session) if ask else session.simulated
+    return describe_line(session.credentials(), simulated, session.where())
+
+
+def in_kernel(session: Session) -> bool:
+    """True while the session uses the simulator `%imagen4 simulator` started in this kernel."""
+    return session.credentials().url_source == SIMULATOR
+
+
+def is_simulator(session: Session) -> bool:
+    """Whether the service in force answers as a simulator: known from an earlier answer, else asked once (a
+    credits call). Without a key, or when the call fails, it is not known: False."""
+    if not session.simulated and session.credentials().has_key and session.client.simulated is None:
+        try:
+            session.client.credits()
+        except E.Imagen4Error:
+            pass
+    return session.simulated
 
 
 def describe_line(creds: Credentials, simulated: bool, where: str) -> str:
-    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists)."""
-    if simulated:
+    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists: there, it does
+    not know yet whether the service is a simulator, and names the base URL only)."""
+    if simulated and creds.url_source == SIMULATOR:
         service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
+    elif simulated:
+        source = f"from {creds.url_source}; " if creds.url_source else ""
+        service = f"a simulator at {creds.base_url} ({source}it answers as one: simulated, nothing is billed)"
     else:
         from ..api.credentials import DEFAULT_BASE_URL  # not the client: %load_ext loads no requests
 
@@ -93,7 +113,7 @@ def key_command(session: Session, say: Say) -> None:
         return
     creds = session.credentials()
     text = "Key kept in memory for this kernel only (never written to the notebook or the history)."
-    if session.simulated:
+    if in_kernel(session):
         text += f" The simulator is in use until {SIMULATOR} --stop."
     elif creds.key_source != "%imagen4 key":
         text += f" Note: {creds.describe_key()}, which comes first; remove it to use the typed key."
@@ -105,12 +125,19 @@ def simulator_command(session: Session, say: Say, *, stop: bool, if_no_key: bool
     (its own random key, never shown), or stop it and point the session back at the resolved real credentials.
     `if_no_key`: only when no key is configured (the first cell of a notebook that runs anywhere)."""
     global _simulator
-    if if_no_key and not stop and not session.simulated and session.credentials().has_key:
-        say(f"Using the real service: {session.credentials().describe_key()}.")
+    if if_no_key and not stop and not in_kernel(session) and session.credentials().has_key:
+        creds, simulated = session.credentials(), is_simulator(session)
+        if simulated:
+            say(f"Using a simulator at {creds.base_url} (it answers as one): everything made is marked simulated, "
+                f"nothing is billed; {creds.describe_key()}.")
+        elif session.client.simulated is None:  # it could not be asked
+            say(f"Using the service at {creds.base_url or 'its default address'}: {creds.describe_key()}.")
+        else:
+            say(f"Using the real service: {creds.describe_key()}.")
         return
     if stop:
         sim, _simulator = _simulator, None
-        if sim is None and not session.simulated:
+        if sim is None and not in_kernel(session):
             say("No simulator is running.")
             return
         running = [j for j in session.pending() if session.is_simulated(j.task_id)]
@@ -131,19 +158,3 @@ def simulator_command(session: Session, say: Say, *, stop: bool, if_no_key: bool
     session.use_service(Credentials(key=sim.api_keys[0], key_source=SIMULATOR, base_url=sim.url,
                                     url_source=SIMULATOR), simulated=True)
     say("Simulator started in this kernel: everything made now is marked simulated. " + describe(session), "ok")
-
-
-def marked(bundle: dict[str, str], simulated: bool) -> dict[str, str]:
-    """A card or message bundle with the simulated line added (unchanged for the real service)."""
-    if not simulated:
-        return bundle
-    from ..api.cards import esc
-
-    html = bundle.get("text/html", "")
-    end = html.rfind("</div>")
-    note = (f"<br/><span class='imagen4-simulated' style='color:var(--jp-content-font-color2,#6b7280)'>"
-            f"{esc(SIMULATED_NOTE)}</span>")
-    out = {**bundle, "text/plain": bundle["text/plain"] + f"\n{SIMULATED_NOTE}"}
-    if html:
-        out["text/html"] = html[:end] + note + html[end:] if end >= 0 else html + note
-    return out

@@ -38,11 +38,12 @@ class Simulator(Knobs):
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`). Durations, ``url_ttl``,
     ``link_ttl``, ``retention``, ``expired_status``, ``api_keys``, ``enforce_limits``, the quirk
-    switches, ``prices``, ``webhook_key`` and ``announce`` (the simulator header) are plain attributes that may be changed while running;
-    ``credits``, ``rate_limit``, ``create_limit`` and ``query_limit`` are properties. Durations are
-    ``(min, max)`` uniform ranges or fixed numbers. The documented limits (20 createTask per 10 s per
-    account, 10 recordInfo per second per key) are on by default: pass ``enforce_limits=False`` where a
-    test needs speed.
+    switches, ``prices``, ``webhook_key`` and ``announce`` are plain attributes that may be changed
+    while running; ``credits``, ``rate_limit``, ``create_limit`` and ``query_limit`` are properties.
+    Durations are ``(min, max)`` uniform ranges or fixed numbers. The documented limits (20 createTask
+    per 10 s per account, 10 recordInfo per second per key) are on by default: pass
+    ``enforce_limits=False`` where a test needs speed. Every answer carries ``X-Apikley-Simulator``
+    so clients know it is a simulator; ``announce=False`` makes it pose as the real service.
     """
 
     def __init__(
