@@ -121,7 +121,7 @@ def prompt_line(prompt: str, limit: int = 300) -> str:
             f"{esc(shorten(prompt, limit))}</span>")
 
 
-SIMULATED_NOTE = "simulated: made by a simulator, not the real service (nothing is billed)"
+SIMULATED_NOTE = "simulated: made by a simulator, nothing is billed"
 
 
 def simulated_line(simulated: bool) -> tuple[str, str]:

@@ -53,9 +53,9 @@ def is_simulator(session: Session) -> bool:
     return session.simulated
 
 
-def describe_line(creds: Credentials, simulated: bool, where: str) -> str:
-    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists: there, it does
-    not know yet whether the service is a simulator, and names the base URL only)."""
+def describe_line(creds: Credentials, simulated: bool | None, where: str) -> str:
+    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists). `simulated`
+    None: not known yet (`%load_ext` asks nothing), said so for a base URL other than the real service's."""
     if simulated and creds.url_source == SIMULATOR:
         service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
     elif simulated:
@@ -64,8 +64,9 @@ def describe_line(creds: Credentials, simulated: bool, where: str) -> str:
     else:
         from ..api.credentials import DEFAULT_BASE_URL  # not the client: %load_ext loads no requests
 
-        service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (
-            f" (from {creds.url_source})" if creds.url_source else "")
+        unknown = simulated is None and (creds.base_url or DEFAULT_BASE_URL) != DEFAULT_BASE_URL
+        notes = [f"from {creds.url_source}"] * bool(creds.url_source) + ["a simulator or not: not asked yet"] * unknown
+        service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (f" ({'; '.join(notes)})" if notes else "")
     key = creds.describe_key() if creds.has_key else (
         "no key (set APIKLEY_API_KEY, put it in a .env beside the notebook, or run %imagen4 key)")
     return f"imagen4: {service} · {key} · history: {where.removeprefix('imagen4 history: ')}"
@@ -80,7 +81,7 @@ def load_line(user_ns: dict | None, notebook: str | None, history_folder: str | 
         return describe(session), session.history.path
     nb, found_by = find_notebook(user_ns, notebook)
     path = history_path(nb, history_folder)
-    return describe_line(resolve(start=credentials_start(nb)), False, where_line(path, found_by)), path
+    return describe_line(resolve(start=credentials_start(nb)), None, where_line(path, found_by)), path
 
 
 def raise_no_key() -> NoReturn:
