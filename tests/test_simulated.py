@@ -280,3 +280,23 @@ def test_resuming_a_task_whose_simulator_is_gone_says_one_line_and_costs_nothing
     finally:
         if newcomer is not None:
             newcomer.stop()
+
+
+def test_a_simulated_task_whose_simulator_is_still_there_is_resumed_as_usual(sim, tmp_path):
+    """The simulator (reached by its URL, not started in the kernel) outlived the kernel: resume follows the task."""
+    path = tmp_path / ".imagen4" / "history.jsonl"
+    sim.generation_time = (0.5, 0.5)
+    old = session_on(sim, tmp_path, History(path))
+    job = old.submit(GenerationRequest.create("a patient heron", seed=8, model="fast"))
+    left = path.read_bytes()
+    old.client.poller.stop()
+    old.close()
+    path.write_bytes(left)  # what the dead kernel had written: submitted, nothing after
+    new = session_on(sim, tmp_path, History(path))  # a new client: it has not heard the simulator yet
+    try:
+        resumed = new.resume()
+        assert [j.task_id for j in resumed] == [job.task_id]
+        assert resumed[0].result(20).images and new.history.get(job.task_id).succeeded
+        assert new.is_simulated(job.task_id)
+    finally:
+        new.close()

@@ -56,10 +56,11 @@ class SimulatorMarks:
 
     def service(self, client: Any, base_url: Callable[[], str | None]) -> bool:
         """Whether the service in force is a simulator: the in-kernel one; else the client's word once it has had
-        an answer (its `simulated`); else whether a simulator at the same base URL made tasks of this history."""
+        an answer (its `simulated`); else whether a simulator at the same base URL (the client's, else
+        `base_url()`, the one a client would be made for) made tasks of this history."""
         if self.in_kernel or (client is not None and client.simulated is not None):
             return self.in_kernel or bool(client.simulated)
-        return base_url() in self.urls
+        return (client.base_url if client is not None else base_url()) in self.urls
 
     @staticmethod
     def fields(simulated: bool, client: Any) -> dict[str, Any]:
@@ -103,10 +104,10 @@ def still_followable(session: Any, entry: TaskEntry, url: str | None) -> bool:
     made it (or, where no URL was recorded, is a simulator at all) and knows the task."""
     from ..api import errors as E
 
-    if not session.simulated or not session.credentials().has_key:
+    if not session.simulated:
         return False
     client = session.client
-    if url is not None and client.base_url != url:
+    if not client.has_key or (url is not None and client.base_url != url):
         return False
     try:
         client.get_task(entry.task_id, retry=False)
