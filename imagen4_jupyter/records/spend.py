@@ -197,7 +197,7 @@ def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
         if kind == "submitted" and isinstance(ev.get("task_id"), str) and ev.get("simulated") is True:
             simulated[ev["task_id"]] = task_cost(ev, prices)[0]
         elif kind == "failed" and ev.get("kind") == "SimulatorGone":  # its simulator ended: it cost nothing
-            simulated.pop(ev.get("task_id"), None)  # type: ignore[arg-type]
+            simulated.pop(str(ev.get("task_id")), None)
         elif kind == "cost" and ev.get("task_id") in simulated and (cost := recorded_cost(ev)) is not None:
             simulated[ev["task_id"]] = cost[0]
         elif kind == "submitted" and isinstance(ev.get("task_id"), str):
