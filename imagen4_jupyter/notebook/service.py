@@ -45,9 +45,10 @@ def in_kernel(session: Session) -> bool:
 def is_simulator(session: Session) -> bool:
     """Whether the service in force answers as a simulator: known from an earlier answer, else asked once (a
     credits call). Without a key, or when the call fails, it is not known: False."""
-    if not session.simulated and session.credentials().has_key and session.client.simulated is None:
+    client = session.client
+    if not session.simulated and client.has_key and client.simulated is None:
         try:
-            session.client.credits()
+            client.credits()
         except E.Imagen4Error:
             pass
     return session.simulated
