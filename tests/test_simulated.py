@@ -207,6 +207,9 @@ def test_the_magic_marks_a_simulator_reached_through_the_environment(ip, sim):
     assert cards and all("imagen4-simulated" in c["text/html"] for c in cards[-1:])
     info = run(ip, "%imagen4 info").cap.stdout
     assert f"a simulator at {sim.url}" in info and "simulated" in info
+    task_id = r.images()[0]["metadata"]["imagen4"]["task_id"]
+    status = said(run(ip, f"%imagen4 status {task_id}"))
+    assert "state: success" in status and "service: a simulator (simulated" in status
     credits = said(run(ip, "%imagen4 credits"))
     assert "Remaining credits:" in credits and "(simulated)" in credits
     if_no_key = said(run(ip, "%imagen4 simulator --if-no-key"))

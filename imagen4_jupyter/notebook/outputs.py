@@ -170,9 +170,11 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
                          f"<div>{esc(head)}</div>{table}</div>"}
 
 
-def record_bundle(record: "TaskRecord") -> dict[str, str]:
-    """What the service says about a task right now."""
+def record_bundle(record: "TaskRecord", *, simulated: bool = False) -> dict[str, str]:
+    """What the service says about a task right now (`simulated`: the service that answered is a simulator)."""
     items = [("task id", record.task_id), ("state", record.state), ("model", record.model or "")]
+    if simulated:
+        items.append(("service", "a simulator (simulated, nothing is billed)"))
     for label, ms in (("created", record.create_time_ms), ("updated", record.update_time_ms),
                       ("completed", record.complete_time_ms)):
         if ms:

@@ -173,7 +173,7 @@ class Subcommands:
             record = self.host.session.client.get_task(task_id)
         except E.Imagen4Error as err:
             raise CellError(err) from err
-        bundle = D.record_bundle(record)
+        bundle = D.record_bundle(record, simulated=self.host.session.client.simulated is True)
         if self.host.rich():
             display(bundle, raw=True)
         else:
