@@ -146,7 +146,7 @@ from imagen4_jupyter import Imagen4Client, get_session
 creds = get_session().credentials()  # the key and address in force; a script would call Imagen4Client()
 client = Imagen4Client(creds.key, creds.base_url, cache_dir=".imagen4/images")  # files beside this notebook
 result = client.generate("An isometric pixel-art island with a tiny castle", seed=1, aspect_ratio="1:1")
-print(result.task_id, result.state, result.paths, "(simulated)" if get_session().simulated else "")
+print(result.task_id, result.state, result.paths, "(simulated)" if client.simulated else "")
 result.images[0]
 """),
     md("""

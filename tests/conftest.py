@@ -24,9 +24,11 @@ FAST_RETRY = RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=0.2)
 @pytest.fixture
 def sim():
     """A fast simulator: tasks finish in ~50 ms with tiny images. The documented limits are off here (tests that
-    need speed); tests of pacing and of the limits build their own."""
-    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05),
-                   image_scale=0.0625, enforce_limits=False, cost_per_image=4.0, unknown_task_code=404) as s:
+    need speed); tests of pacing and of the limits build their own. It stands for the real service (`announce=False`:
+    no simulator header), so the tests that use it see what a real notebook sees; tests of the simulated marks
+    build a simulator that announces itself (the default)."""
+    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05), image_scale=0.0625,
+                   enforce_limits=False, cost_per_image=4.0, unknown_task_code=404, announce=False) as s:
         yield s
 
 

@@ -40,6 +40,17 @@ def imagen4_meta(output: dict) -> dict | None:
     return None
 
 
+def output_texts(nb) -> list[str]:
+    """Every text an executed notebook's outputs show: streams, text/plain, text/html, errors."""
+    texts = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            texts.append(o.get("text") or "")
+            texts += [(o.get("data") or {}).get(m, "") for m in ("text/plain", "text/html")]
+            texts += o.get("traceback") or []
+    return [t for t in texts if t]
+
+
 def test_demo_runs_a_python_api_notebook(tmp_path):
     """The runner itself: simulator wired through the environment, kernel cwd = output folder, summary."""
     src = tmp_path / "api.ipynb"
@@ -95,6 +106,16 @@ def test_quickstart_through_the_demo(tmp_path):
     # cells: -s 42 (1 image), -a 16:9 -n 2 (2), {subject} (1), -o job (1) => at least 5 tagged images
     assert len(tagged) >= 5, proc.stdout
     assert all(m.get("task_id") for m in tagged)
+    # the demo's simulator answers as one: everything says simulated, nothing claims the real service
+    assert all(m.get("simulated") is True for m in tagged), tagged
+    shown = output_texts(executed)
+    assert not [t for t in shown if "real service" in t.lower()], shown
+    cards = [t for t in shown if "imagen4-card" in t]
+    assert cards and all("imagen4-simulated" in t and "simulated" in t for t in cards)
+    assert any(t.startswith("imagen4: Apikley at http://127.0.0.1:") and "not asked yet" in t for t in shown)
+    assert any("Using a simulator at http://127.0.0.1:" in t for t in shown), shown
+    assert any("imagen4: a simulator at http://127.0.0.1:" in t for t in shown), shown  # %imagen4 info
+    assert any("Remaining credits:" in t and "(simulated)" in t for t in shown), shown
     history = out / ".imagen4" / "quickstart.jsonl"
     assert history.is_file(), sorted(p.name for p in out.rglob("*"))
     events = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]

@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from imagen4_jupyter.api.credentials import Credentials
 from imagen4_jupyter.api.request import GenerationRequest
 from imagen4_jupyter.records.folder import FolderHistories, folder_histories, origin_label
 from imagen4_jupyter.records.history import History
@@ -82,7 +83,7 @@ def test_simulated_results_never_stand_in_for_real_ones_across_histories(tmp_pat
     real = Session(history=History(folder / "b.jsonl"))
     assert real.find_reusable(REQ) is None
     simulated = Session(history=History(folder / "c.jsonl"))
-    simulated.simulated = True
+    simulated.use_service(Credentials(key="sim-key", base_url="http://127.0.0.1:9"), simulated=True)
     entry = simulated.find_reusable(REQ)
     assert entry is not None and entry.task_id == "t_sim"
     job = simulated.job_from_history(entry, reused=True)

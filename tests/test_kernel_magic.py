@@ -20,7 +20,8 @@ pytestmark = pytest.mark.kernel
 
 @pytest.fixture(scope="module")
 def ksim():
-    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.02), generation_time=(0.05, 0.1), image_scale=0.0625) as s:
+    with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.02), generation_time=(0.05, 0.1), image_scale=0.0625,
+                   announce=False) as s:  # stands for the real service (no simulator header)
         yield s
 
 

@@ -25,7 +25,7 @@ HANDED_KEY = watch("handed-key-0c8e2d4f6a")  # reaches a kernel through an envir
 @pytest.fixture(scope="module")
 def ksim():
     with Simulator(api_keys=(KEY, DOTENV_KEY, HANDED_KEY), queue_time=(0.0, 0.02), generation_time=(0.05, 0.1),
-                   image_scale=0.0625) as s:
+                   image_scale=0.0625, announce=False) as s:  # stands for the real service (no simulator header)
         yield s
 
 
@@ -199,7 +199,7 @@ def test_simulator_in_a_kernel_says_simulated_and_stop_goes_back(ksim, tmp_path)
         assert len(images) == 1 and all(m["content"]["metadata"]["imagen4"]["simulated"] is True for m in images)
         cards = [m["content"]["data"] for m in ex.messages + k.updates_for(ex.display_ids())
                  if "imagen4-card" in m["content"].get("data", {}).get("text/html", "")]
-        assert cards and all("simulated: made by %imagen4 simulator" in c["text/plain"] for c in cards)
+        assert cards and all("simulated: made by a simulator" in c["text/plain"] for c in cards)
         assert ksim.count() == n  # nothing reached the service
         events = [json.loads(x) for x in (tmp_path / "work" / ".imagen4" / "history.jsonl").read_text().splitlines()]
         assert [e.get("simulated") for e in events if e["event"] == "submitted"] == [True]
@@ -212,5 +212,43 @@ def test_simulator_in_a_kernel_says_simulated_and_stop_goes_back(ksim, tmp_path)
         assert ksim.count() > n and creates(ksim)[-1]["input"]["prompt"] == "a simulated harbour"  # not reused
         real = json.dumps([m["content"] for m in ex.messages + k.updates_for(ex.display_ids())])
         assert "imagen4-simulated" not in real and '"simulated"' not in real and "made by %imagen4" not in real
+    finally:
+        k.close()
+
+
+def test_a_restart_with_a_simulated_task_in_flight_then_resume_says_its_simulator_ended(ksim, tmp_path):
+    """The in-kernel simulator ends with its kernel: in the new kernel, resume says so in one line, asks no key (a
+    headless front-end could not answer), charges nothing, and the task is not offered again."""
+    history = tmp_path / "work" / ".imagen4" / "history.jsonl"
+    k = start(ksim, tmp_path, key=None)
+    try:
+        assert k.execute("%load_ext imagen4_jupyter").ok and k.execute("%imagen4 simulator").ok
+        ex = k.execute("%%imagen4 --no-wait -m fast -s 4\na moth that never lands", allow_stdin=False)
+        assert ex.ok, ex.text()
+        submitted = [e for e in map(json.loads, history.read_text().splitlines()) if e["event"] == "submitted"]
+        assert len(submitted) == 1 and submitted[0]["simulated"] is True
+        task_id, url = submitted[0]["task_id"], submitted[0]["simulator"]
+    finally:
+        k.close()  # the restart: the kernel, and its simulator, end with the task still running
+    assert not any(e.get("event") in ("succeeded", "failed") for e in map(json.loads, history.read_text().splitlines()))
+    n = ksim.count()
+    k = start(ksim, tmp_path, key=None)
+    try:
+        assert k.execute("%load_ext imagen4_jupyter").ok
+        ex = k.execute("%imagen4 resume", allow_stdin=False)
+        assert ex.ok, ex.text()
+        lines = [ln for ln in ex.text().splitlines() if task_id in ln]
+        assert len(lines) == 1, ex.text()
+        assert f"made on a simulator at {url} that is no longer running" in lines[0]
+        assert "nothing was charged" in lines[0] and "key" not in ex.text().lower()
+        last = [e for e in map(json.loads, history.read_text().splitlines()) if e.get("task_id") == task_id][-1]
+        assert (last["event"], last["kind"], last["simulated"]) == ("failed", "SimulatorGone", True) and last["final"]
+        spend = k.execute("%imagen4 spend")
+        assert spend.ok and "0 tasks created: 0 credits" in spend.text(), spend.text()
+        again = k.execute("%imagen4 resume", allow_stdin=False)
+        assert again.ok and "Nothing to resume" in again.text() and task_id not in again.text(), again.text()
+        status = k.execute(f"%imagen4 status {task_id}", allow_stdin=False)
+        assert status.ok and f"made on a simulator at {url}" in status.text(), status.text()
+        assert ksim.count() == n  # nothing reached the service in force
     finally:
         k.close()

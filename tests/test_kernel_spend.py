@@ -22,7 +22,7 @@ PRICES = {"google/imagen4": 7, "google/imagen4-fast": 3, "google/imagen4-ultra":
 @pytest.fixture
 def priced_sim():
     with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05), image_scale=0.0625,
-                   enforce_limits=False, prices=PRICES, credits=100) as sim:
+                   enforce_limits=False, prices=PRICES, credits=100, announce=False) as sim:  # real spending
         yield sim
 
 

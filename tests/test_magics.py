@@ -686,7 +686,8 @@ def test_loading_is_quick_and_imports_no_widgets(tmp_path):
     line = [x for x in out.stdout.splitlines() if x.startswith("ms ")][0].split()
     assert float(line[1]) < 1000 and line[2:] == ["False", "False"], out.stdout
     assert f"from {Path(M.__file__).resolve().parents[1] / '__init__.py'}" in out.stdout
-    assert "imagen4: Apikley at http://127.0.0.1:9 (from APIKLEY_BASE_URL) · key set (from APIKLEY_API_KEY) · " \
+    assert "imagen4: Apikley at http://127.0.0.1:9 (from APIKLEY_BASE_URL; a simulator or not: not asked yet) · " \
+        "key set (from APIKLEY_API_KEY) · " \
         f"history: {tmp_path.resolve() / '.imagen4' / 'history.jsonl'}" in out.stdout, out.stdout
     assert KEY not in out.stdout
 

@@ -20,7 +20,7 @@ from imagen4_jupyter.simulator import Simulator
 def billing():
     """A fast simulator that charges the documented per-task prices (no per-image pricing), limits off."""
     with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05), image_scale=0.0625,
-                   enforce_limits=False, credits=1000) as s:
+                   enforce_limits=False, credits=1000, announce=False) as s:  # real spending
         yield s
 
 
@@ -204,7 +204,7 @@ def test_bad_budgets_are_refused_before_anything_is_sent(billing, session):
 def test_a_402_stops_the_batch_at_once_and_nothing_is_resent(tmp_path):
     with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05), image_scale=0.0625,
                    enforce_limits=False, credits=20, prices={"google/imagen4": 6, "google/imagen4-fast": 4,
-                                                             "google/imagen4-ultra": 12}) as sim:
+                                                             "google/imagen4-ultra": 12}, announce=False) as sim:
         s = session_on(sim, tmp_path)
         try:
             result = generate_many([f"u{i}" for i in range(8)], session=s, concurrency=1, progress=False)
@@ -220,7 +220,7 @@ def test_a_402_stops_the_batch_at_once_and_nothing_is_resent(tmp_path):
 
 def test_a_402_with_several_in_flight_sends_nothing_after_it(tmp_path):
     with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.2, 0.2), image_scale=0.0625,
-                   enforce_limits=False, credits=30) as sim:
+                   enforce_limits=False, credits=30, announce=False) as sim:
         s = session_on(sim, tmp_path)
         try:
             result = generate_many([f"v{i}" for i in range(12)], session=s, concurrency=3, progress=False)
@@ -239,7 +239,7 @@ def test_a_429_coming_back_after_a_402_does_not_requeue_its_item(tmp_path):
     """The 402 stops the batch while another createTask is still out; its late 429 must not put the item back
     in a queue nobody sends from any more (the batch would never end)."""
     with Simulator(api_keys=(KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05), image_scale=0.0625,
-                   enforce_limits=False) as sim:
+                   enforce_limits=False, announce=False) as sim:
         sim.inject("createTask", times=1, code=402)
         sim.inject("createTask", times=1, code=429, delay=0.4)
         s = session_on(sim, tmp_path)

@@ -123,7 +123,7 @@ def test_the_panel_shows_the_price_and_what_is_left_of_the_budget(priced_sim, tm
 @pytest.fixture
 def csim():
     with Simulator(api_keys=(KEY,), queue_time=(0.05, 0.1), generation_time=(0.3, 0.4), image_scale=0.0625,
-                   webhook_key=WEBHOOK, prices=PRICES, credits=100) as sim:
+                   webhook_key=WEBHOOK, prices=PRICES, credits=100, announce=False) as sim:
         yield sim
 
 
@@ -163,7 +163,7 @@ def test_a_signed_callbacks_consume_credits_is_the_tasks_measured_cost(csim, tmp
 
 def test_an_unsigned_callbacks_cost_is_not_believed(tmp_path):
     with Simulator(api_keys=(KEY,), queue_time=(0.05, 0.1), generation_time=(0.3, 0.4), image_scale=0.0625,
-                   prices=PRICES, credits=100) as sim:
+                   prices=PRICES, credits=100, announce=False) as sim:
         s = callback_session(sim, tmp_path, None)
         try:
             job = s.submit(GenerationRequest.create("a fox", model="fast"))

@@ -121,6 +121,17 @@ def prompt_line(prompt: str, limit: int = 300) -> str:
             f"{esc(shorten(prompt, limit))}</span>")
 
 
+SIMULATED_NOTE = "simulated: made by a simulator, nothing is billed"
+
+
+def simulated_line(simulated: bool) -> tuple[str, str]:
+    """The card's simulated mark, as (text line, html line); empty for the real service."""
+    if not simulated:
+        return "", ""
+    return (f"\n{SIMULATED_NOTE}", f"<br/><span class='imagen4-simulated' style='color:{FG2}'><b>simulated</b>"
+                                   f"{esc(SIMULATED_NOTE.removeprefix('simulated'))}</span>")
+
+
 def _card(job: Any, status: str, body: str) -> str:
     colour = STATE_COLOURS.get(status, GREY)
     return (f"{CELL_CSS}<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}' "
@@ -128,9 +139,9 @@ def _card(job: Any, status: str, body: str) -> str:
 
 
 # -- the live status card ------------------------------------------------------------------------
-def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
+def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[str, str]:
     """The status card of one task: state, task id, elapsed time, parameters, prompt; an error line when it
-    failed."""
+    failed; a `simulated` line when a simulator made it."""
     status = job.status
     colour = STATE_COLOURS.get(status, GREY)
     prompt = job.request.prompt if job.request else ""
@@ -162,12 +173,14 @@ def card_bundle(job: Any, *, note: str = "") -> dict[str, str]:
     if note:
         text += f"\n{note}"
         body += f"<br/><span style='color:{FG2}'>{esc(note)}</span>"
-    return {"text/plain": text, "text/html": _card(job, status, body)}
+    sim_text, sim_html = simulated_line(simulated)
+    return {"text/plain": text + sim_text, "text/html": _card(job, status, body + sim_html)}
 
 
-def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = None) -> dict[str, str]:
+def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = None, *,
+                  simulated: bool = False) -> dict[str, str]:
     """The card of images taken from the history (`origin`: another notebook's; no request sent): the task, its
-    parameters and prompt."""
+    parameters and prompt; a `simulated` line when a simulator made them."""
     n = len(job.images)
     prompt = job.request.prompt if job.request else ""
     params = params_text(job.request) + " · 0 credits"  # no request sent: nothing spent
@@ -179,7 +192,8 @@ def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = Non
             f"{params_html(params)}<br/>{prompt_line(prompt)}<br/>"
             f"<span style='color:{FG2}'>{plural(n, 'image')} from the "
             f"history, made {esc(when(submitted_at))}; no request sent (--force makes a new task).</span>")
-    return {"text/plain": plain, "text/html": _card(job, "reused", body)}
+    sim_text, sim_html = simulated_line(simulated)
+    return {"text/plain": plain + sim_text, "text/html": _card(job, "reused", body + sim_html)}
 
 
 def slot_bundle() -> dict[str, str]:

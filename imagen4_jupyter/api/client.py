@@ -40,6 +40,7 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024  # an API answer is a few KB; anything near t
 VALIDATION_500 = re.compile(r"\b(required|missing|invalid|must be|not allowed|validation)\b", re.IGNORECASE)
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 USER_AGENT = "imagen4-jupyter/0.1"
+SIMULATOR_HEADER = "X-Apikley-Simulator"  # on every simulator answer (spelled the same in simulator/backend.py)
 
 
 def default_cache_dir() -> Path:
@@ -113,6 +114,7 @@ class Imagen4Client:
         self._in_flight: dict[str, Job] = {}  # request key -> the live job of a seeded request (followed, not resent)
         self._in_flight_lock = threading.Lock()
 
+    simulated: bool | None = None  # None until the first answer, then whether it carried SIMULATOR_HEADER
     callback_hints: CallbackHints | None = None  # gives each createTask its callBackUrl (Session.enable_callbacks)
 
     def payload_for(self, request: GenerationRequest) -> dict:
@@ -344,6 +346,7 @@ class Imagen4Client:
 
     def _decode(self, resp: requests.Response, raw: bytes, where: str, idempotent: bool,
                 task_id: str | None) -> Any:
+        self.simulated = SIMULATOR_HEADER in resp.headers  # taken from every answer (errors and 429s too)
         status = resp.status_code
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         try:

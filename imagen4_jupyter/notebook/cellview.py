@@ -21,7 +21,6 @@ from ..api import cards as C
 from ..api import errors as E
 from ..api.spend import cost_text
 from . import outputs as D
-from .service import marked
 
 if TYPE_CHECKING:
     from ..api.job import Job
@@ -69,7 +68,7 @@ class CellView:
         self.note = note  # shown on the card for the whole life of the view (e.g. "follows …")
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
-        session = owner.host.session  # made by %imagen4 simulator (a queued job has no task id yet)
+        session = owner.host.session  # made by a simulator (a queued job has no task id yet)
         self.simulated = session.simulated if job.task_id is None else session.is_simulated(job.task_id)
         self.finalized = False
         self.card: Any = None
@@ -77,6 +76,11 @@ class CellView:
         self._lock = threading.RLock()
         self._last_line = ""
         self._last_card: dict | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """Made by a simulator (asked each time: a queued job has its task id only once it is created)."""
+        return bool(self.job.task_id) and self.owner.host.session.is_simulated(self.job.task_id)
 
     # -- kernel thread ------------------------------------------------------------------------
     def open(self) -> CellView:
@@ -167,7 +171,7 @@ class CellView:
     def card_bundle(self, note: str = "") -> dict[str, str]:
         """The job's status card; a simulated task's says so."""
         note = "; ".join(n for n in (self.note, note) if n)
-        return marked(C.card_bundle(self.job, note=note), self.simulated)
+        return C.card_bundle(self.job, note=note, simulated=self.simulated)
 
     def _print_state(self) -> None:
         line = f"[imagen4] {self.job.task_id}: {self.job.status}" + (" (simulated)" if self.simulated else "")
@@ -366,8 +370,8 @@ class LiveViews:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
         simulated = self.host.session.is_simulated(job.task_id)
         origin = self.host.session.reused_from(job.task_id) if note == "reused" else None
-        card = marked(C.reused_bundle(job, job.created_at, origin) if note == "reused" else C.card_bundle(job),
-                      simulated)
+        card = (C.reused_bundle(job, job.created_at, origin, simulated=simulated) if note == "reused"
+                else C.card_bundle(job, simulated=simulated))
         if not self.host.rich():
             if note == "reused":
                 print(card["text/plain"], flush=True)

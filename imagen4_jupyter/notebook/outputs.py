@@ -14,6 +14,7 @@ from ..api.request import MODEL
 from ..api.spend import cost_text
 from ..api.store import preview
 from ..records.entries import entry_cost
+from ..records.simulated import simulated_ids
 from .options import EMBED_MODES  # noqa: F401 - defined with the flags (the magic's traits need it at load)
 
 if TYPE_CHECKING:
@@ -121,12 +122,13 @@ TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
                    title: str = "", base: Any = None) -> dict[str, str]:
-    """A table of history entries: time, prompt, parameters, state, credits (`~6`: an estimate), task id,
-    thumbnails; the text form names the image files (relative to `base`, the notebook's folder, when inside
-    it). Text columns are left-aligned,
-    the prompt is the widest and shows all of itself on hover, the task id is monospace."""
+    """A table of history entries: time, prompt, parameters, state (`simulated` when a simulator made the task:
+    its credits were never billed), credits (`~6`: an estimate), task id, thumbnails; the text form names the
+    image files (relative to `base`, the notebook's folder, when inside it). Text columns are left-aligned, the
+    prompt is the widest and shows all of itself on hover, the task id is monospace."""
     rows, lines = [], []
     styles = [f"{CELL};{extra}" for _name, extra in COLUMNS]
+    simulated = simulated_ids(history) if entries and history.path.exists() else set()
     for e in entries:
         req = e.request or {}
         prompt = req.get("prompt") or ""
@@ -142,7 +144,9 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
                              for im in history.stored_images(e))  # content-addressed only
         cost = entry_cost(e)
         credits = cost_text(cost, unit=False) if cost else "reused" if e.origin else ""
-        cells = [esc(when(e.submitted_at)), esc(shorten(prompt, 200)), esc(params_text(req)), esc(state),
+        sim = e.task_id in simulated
+        mark = "<br/><span class='imagen4-simulated' style='font-style:italic'>simulated</span>" if sim else ""
+        cells = [esc(when(e.submitted_at)), esc(shorten(prompt, 200)), esc(params_text(req)), esc(state) + mark,
                  esc(credits), f"<code style='{TASK_ID}'>{esc(e.task_id)}</code>", thumbs]
         tips = ["", f" title='{esc(shorten(prompt, 2000))}'", "", "",
                 " title='measured'" if cost and cost[1] else " title='an estimate (the price list)'" if cost else "",
@@ -150,7 +154,7 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         rows.append("<tr>" + "".join(f"<td style='{st}'{tip}>{c}</td>"
                                      for st, tip, c in zip(styles, tips, cells, strict=True)) + "</tr>")
         paths = ", ".join(shown_path(history.resolve(im["path"]), base) for im in e.images)
-        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}  {params_text(req)}"
+        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}{' (simulated)' if sim else ''}  {params_text(req)}"
                      f"{'  ' + cost_text(cost) if cost else ''}  "
                      f"{shorten(prompt, 60)!r}" + (f"  {paths}" if paths else ""))
     where = shown_path(history.path, base)
@@ -166,9 +170,11 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
                          f"<div>{esc(head)}</div>{table}</div>"}
 
 
-def record_bundle(record: "TaskRecord") -> dict[str, str]:
-    """What the service says about a task right now."""
+def record_bundle(record: "TaskRecord", *, simulated: bool = False) -> dict[str, str]:
+    """What the service says about a task right now (`simulated`: the service that answered is a simulator)."""
     items = [("task id", record.task_id), ("state", record.state), ("model", record.model or "")]
+    if simulated:
+        items.append(("service", "a simulator (simulated, nothing is billed)"))
     for label, ms in (("created", record.create_time_ms), ("updated", record.update_time_ms),
                       ("completed", record.complete_time_ms)):
         if ms:

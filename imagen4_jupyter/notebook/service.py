@@ -25,28 +25,50 @@ SIMULATOR = "%imagen4 simulator"  # where the simulator's key and address come f
 # realistic but quick: the real durations at a quarter of the time (a standard task takes 1.75-4 s, fast ones less,
 # ultra ones more), images are a quarter of the real size, the documented limits are on
 SIMULATOR_OPTIONS: dict[str, Any] = {"time_scale": 0.25, "image_scale": 0.25}
-SIMULATED_NOTE = "simulated: made by %imagen4 simulator, not the real service (nothing is billed)"
 KEY_PROMPT = "Apikley API key (hidden; kept in this kernel's memory only, never written): "
 
 Say = Callable[..., None]  # LiveViews.say(text, kind)
 _simulator: Any = None  # the kernel's simulator (module-level: it outlives a reload of the extension)
 
 
-def describe(session: Session) -> str:
-    """One line: the service (the real one and its base URL, or the simulator and its address), whether a key is
-    set and from where, and the history file."""
-    return describe_line(session.credentials(), session.simulated, session.where())
+def describe(session: Session, *, ask: bool = False) -> str:
+    """One line: the service (the real one and its base URL, or a simulator and its address), whether a key is
+    set and from where, and the history file. `ask`: find out whether the service is a simulator (`is_simulator`)."""
+    simulated = is_simulator(session) if ask else session.simulated
+    return describe_line(session.credentials(), simulated, session.where())
 
 
-def describe_line(creds: Credentials, simulated: bool, where: str) -> str:
-    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists)."""
-    if simulated:
+def in_kernel(session: Session) -> bool:
+    """True while the session uses the simulator `%imagen4 simulator` started in this kernel."""
+    return session.credentials().url_source == SIMULATOR
+
+
+def is_simulator(session: Session) -> bool:
+    """Whether the service in force answers as a simulator: known from an earlier answer, else asked once (a
+    credits call). Without a key, or when the call fails, it is not known: False."""
+    client = session.client
+    if not session.simulated and client.has_key and client.simulated is None:
+        try:
+            client.credits()
+        except E.Imagen4Error:
+            pass
+    return session.simulated
+
+
+def describe_line(creds: Credentials, simulated: bool | None, where: str) -> str:
+    """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists). `simulated`
+    None: not known yet (`%load_ext` asks nothing), said so for a base URL other than the real service's."""
+    if simulated and creds.url_source == SIMULATOR:
         service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
+    elif simulated:
+        source = f"from {creds.url_source}; " if creds.url_source else ""
+        service = f"a simulator at {creds.base_url} ({source}it answers as one: simulated, nothing is billed)"
     else:
         from ..api.credentials import DEFAULT_BASE_URL  # not the client: %load_ext loads no requests
 
-        service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (
-            f" (from {creds.url_source})" if creds.url_source else "")
+        unknown = simulated is None and (creds.base_url or DEFAULT_BASE_URL) != DEFAULT_BASE_URL
+        notes = [f"from {creds.url_source}"] * bool(creds.url_source) + ["a simulator or not: not asked yet"] * unknown
+        service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (f" ({'; '.join(notes)})" if notes else "")
     key = creds.describe_key() if creds.has_key else (
         "no key (set APIKLEY_API_KEY, put it in a .env beside the notebook, or run %imagen4 key)")
     return f"imagen4: {service} · {key} · history: {where.removeprefix('imagen4 history: ')}"
@@ -61,7 +83,7 @@ def load_line(user_ns: dict | None, notebook: str | None, history_folder: str | 
         return describe(session), session.history.path
     nb, found_by = find_notebook(user_ns, notebook)
     path = history_path(nb, history_folder)
-    return describe_line(resolve(start=credentials_start(nb)), False, where_line(path, found_by)), path
+    return describe_line(resolve(start=credentials_start(nb)), None, where_line(path, found_by)), path
 
 
 def raise_no_key() -> NoReturn:
@@ -94,7 +116,7 @@ def key_command(session: Session, say: Say) -> None:
         return
     creds = session.credentials()
     text = "Key kept in memory for this kernel only (never written to the notebook or the history)."
-    if session.simulated:
+    if in_kernel(session):
         text += f" The simulator is in use until {SIMULATOR} --stop."
     elif creds.key_source != "%imagen4 key":
         text += f" Note: {creds.describe_key()}, which comes first; remove it to use the typed key."
@@ -106,12 +128,19 @@ def simulator_command(session: Session, say: Say, *, stop: bool, if_no_key: bool
     (its own random key, never shown), or stop it and point the session back at the resolved real credentials.
     `if_no_key`: only when no key is configured (the first cell of a notebook that runs anywhere)."""
     global _simulator
-    if if_no_key and not stop and not session.simulated and session.credentials().has_key:
-        say(f"Using the real service: {session.credentials().describe_key()}.")
+    if if_no_key and not stop and not in_kernel(session) and session.credentials().has_key:
+        creds, simulated = session.credentials(), is_simulator(session)
+        if simulated:
+            say(f"Using a simulator at {creds.base_url} (it answers as one): everything made is marked simulated, "
+                f"nothing is billed; {creds.describe_key()}.")
+        elif session.client.simulated is None:  # it could not be asked
+            say(f"Using the service at {creds.base_url or 'its default address'}: {creds.describe_key()}.")
+        else:
+            say(f"Using the real service: {creds.describe_key()}.")
         return
     if stop:
         sim, _simulator = _simulator, None
-        if sim is None and not session.simulated:
+        if sim is None and not in_kernel(session):
             say("No simulator is running.")
             return
         running = [j for j in session.pending() if session.is_simulated(j.task_id)]
@@ -132,19 +161,3 @@ def simulator_command(session: Session, say: Say, *, stop: bool, if_no_key: bool
     session.use_service(Credentials(key=sim.api_keys[0], key_source=SIMULATOR, base_url=sim.url,
                                     url_source=SIMULATOR), simulated=True)
     say("Simulator started in this kernel: everything made now is marked simulated. " + describe(session), "ok")
-
-
-def marked(bundle: dict[str, str], simulated: bool) -> dict[str, str]:
-    """A card or message bundle with the simulated line added (unchanged for the real service)."""
-    if not simulated:
-        return bundle
-    from ..api.cards import esc
-
-    html = bundle.get("text/html", "")
-    end = html.rfind("</div>")
-    note = (f"<br/><span class='imagen4-simulated' style='color:var(--jp-content-font-color2,#6b7280)'>"
-            f"{esc(SIMULATED_NOTE)}</span>")
-    out = {**bundle, "text/plain": bundle["text/plain"] + f"\n{SIMULATED_NOTE}"}
-    if html:
-        out["text/html"] = html[:end] + note + html[end:] if end >= 0 else html + note
-    return out

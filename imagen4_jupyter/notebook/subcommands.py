@@ -161,20 +161,31 @@ class Subcommands:
             self.views.open(job)
 
     def status(self, args: Any) -> None:
+        from ..records.simulated import gone_status
+
         task_id = self.task_id(args)
+        gone = gone_status(self.host.session, task_id)  # a simulated task whose simulator ended: no key, no request
+        if gone is not None:
+            self.views.say(gone)
+            return
         self.host.require_key()
         try:
             record = self.host.session.client.get_task(task_id)
         except E.Imagen4Error as err:
             raise CellError(err) from err
-        bundle = D.record_bundle(record)
+        bundle = D.record_bundle(record, simulated=self.host.session.client.simulated is True)
         if self.host.rich():
             display(bundle, raw=True)
         else:
             print(bundle["text/plain"])
 
     def resume(self, args: Any) -> None:
+        from ..records.simulated import settle_gone
+
         session = self.host.session
+        gone = settle_gone(session)[1]  # simulated tasks whose simulator ended: closed in the history, one line each
+        for line in gone:
+            self.views.say(line)
         if session.history.unfinished():
             self.host.require_key()
         try:
@@ -182,7 +193,8 @@ class Subcommands:
         except E.Imagen4Error as err:
             raise CellError(err) from err
         if not jobs:
-            self.views.say(f"Nothing to resume: no unfinished tasks in {session.history.path}.")
+            if not gone:
+                self.views.say(f"Nothing to resume: no unfinished tasks in {session.history.path}.")
             return
         from ..records.sendlog import resume_summary
         self.views.say(resume_summary(jobs))
@@ -222,9 +234,10 @@ class Subcommands:
             value = session.client.credits()
         except E.Imagen4Error as err:
             raise CellError(err) from err
-        session.history.append({"event": "credits", "credits": value})
+        simulated = session.client.simulated is True  # the answer came from a simulator
+        session.history.append({"event": "credits", "credits": value, **({"simulated": True} if simulated else {})})
         shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-        self.views.say(f"Remaining credits: {shown}", "ok")
+        self.views.say(f"Remaining credits: {shown}" + (" (simulated)" if simulated else ""), "ok")
 
     def spend(self, args: Any) -> None:
         from ..records.spend import spend_bundle, spend_summary
@@ -260,7 +273,7 @@ class Subcommands:
         service.simulator_command(self.host.session, self.views.say, stop=args.stop, if_no_key=args.if_no_key)
 
     def info(self, args: Any) -> None:
-        print(service.describe(self.host.session))
+        print(service.describe(self.host.session, ask=True))
 
 
 @functools.cache

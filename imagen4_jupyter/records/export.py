@@ -1,7 +1,8 @@
 """Export the per-notebook history as a table: one row per task, to CSV or JSON.
 
 Rows carry what a methods section needs: when, task id, model, prompt and parameters (seed included), outcome,
-cost time, credits (measured or estimated) and the image files with their sha256. Only these fields are
+cost time, credits (measured or estimated), whether a simulator made it (`simulated`: its credits were never
+billed) and the image files with their sha256. Only these fields are
 written; the history never holds the API key, and nothing else is copied from it. `%imagen4 history --export
 FILE` calls `export_history`.
 `copy_images_to=DIR` also copies every stored image there with its provenance written inside the file
@@ -23,9 +24,10 @@ from ..api.models import DEFAULT_MODEL, model_spec
 from ..api.store import write_atomic
 from .entries import recorded_cost
 from .history import History
+from .simulated import simulated_ids
 
 COLUMNS = ("time", "task_id", "model", "prompt", "negative_prompt", "aspect_ratio", "num_images", "seed", "state",
-           "error", "cost_time_ms", "finished", "source", "cell", "batch", "credits", "credits_measured",
+           "error", "cost_time_ms", "finished", "source", "simulated", "cell", "batch", "credits", "credits_measured",
            "credits_before", "credits_after", "image_paths", "sha256s")
 REQUEST_COLUMNS = ("prompt", "negative_prompt", "aspect_ratio", "num_images", "seed")
 LIST_SEPARATOR = ";"  # lists (image paths, sha256s) inside one CSV cell
@@ -79,6 +81,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
     entries = hist.entries()
     tags: dict[str, Any] = {}
     unknown: list[dict] = []
+    simulated = simulated_ids(hist) if hist.path.exists() else set()
     try:
         for ev in hist.iter_events():
             if ev.get("event") == "submitted" and isinstance(ev.get("batch"), dict):
@@ -100,7 +103,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
             entry.request or {}, tags.get(entry.task_id), entry.cell,
             time=_iso(entry.submitted_at), task_id=entry.task_id, state=entry.state,
             error=(entry.error or {}).get("message"), cost_time_ms=entry.cost_time_ms,
-            finished=_iso(entry.finished_at), source=entry.source,
+            finished=_iso(entry.finished_at), source=entry.source, simulated=entry.task_id in simulated,
             credits=entry.credits, credits_measured=entry.credits_measured if entry.credits is not None else None,
             credits_before=entry.credits_before, credits_after=entry.credits_after,
             image_paths=[path_of(im["path"], entry.task_id) for im in entry.images if im.get("path")],
@@ -109,7 +112,8 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
         req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
         rows.append((ev.get("time") or 0.0, _row(
             req, ev.get("batch"), ev.get("cell"), time=_iso(ev.get("time")), state="outcome-unknown",
-            error=ev.get("message"), source=ev.get("source"), **_event_cost(ev))))
+            error=ev.get("message"), source=ev.get("source"), simulated=ev.get("simulated") is True,
+            **_event_cost(ev))))
     rows.sort(key=lambda pair: pair[0])
     return [row for _, row in rows]
 
@@ -121,8 +125,7 @@ def copy_images(history: Any, folder: str | os.PathLike) -> dict[tuple[str, str]
     path) -> copy. Images whose file is missing are skipped."""
     hist = _as_history(history)
     out = Path(folder).expanduser()
-    simulated = {ev.get("task_id") for ev in hist.iter_events()
-                 if ev.get("event") in ("submitted", "reused") and ev.get("simulated") is True}
+    simulated = simulated_ids(hist)
     copies: dict[tuple[str, str], Path] = {}
     for entry in hist.entries():
         if not entry.succeeded:

@@ -26,6 +26,7 @@ from .location import (credentials_start, find_notebook, history_path, unwritabl
                        where_line)
 from .policies import REUSE_POLICIES
 from .sendlog import queue_hooks, resume_queue
+from .simulated import SimulatorMarks, settle_gone
 from .spend import PriceProbe, Spending
 
 if TYPE_CHECKING:  # the client (and requests) load with the first task, not with %load_ext
@@ -52,8 +53,7 @@ class Session:
         self._client_made_for: tuple[str, str | None] | None = None
         self._client_lock = threading.Lock()
         self._service: Credentials | None = None  # set by `use_service` (the in-kernel simulator)
-        self.simulated = False
-        self._simulated_ids: set[str] | None = None
+        self._marks = SimulatorMarks()  # the in-kernel simulator in use, simulated tasks (records/simulated.py)
         self.jobs: dict[str, Job] = {}
         self.spending = Spending(PriceBook())  # this kernel's budget, spend and prices (records/spend.py)
         self.probe = PriceProbe(self.spending.prices)  # learns prices from the balance when it is cheap
@@ -95,21 +95,21 @@ class Session:
         """Point the session at other credentials (the in-kernel simulator: `simulated=True`), or back to the
         resolved ones (None). The next use builds a new client; running jobs keep following on the old one."""
         self._service = credentials
-        self.simulated = bool(simulated and credentials is not None)
+        self._marks.in_kernel = bool(simulated and credentials is not None)
+
+    @property
+    def simulated(self) -> bool:
+        """True while the service in force is a simulator: the in-kernel one, or one that answered as one."""
+        client = None if self._credentials_changed() else self._client
+        return self._marks.load(self.history).service(client, lambda: self._target()[1])
 
     def is_simulated(self, task_id: str) -> bool:
-        """True for a task created on (or followed by) the in-kernel simulator, in this kernel or an earlier one
-        (its `submitted` event says `"simulated": true`)."""
-        if self._simulated_ids is None:
-            self._simulated_ids = {ev.get("task_id") for ev in self.history.iter_events()
-                                   if ev.get("event") in ("submitted", "reused") and ev.get("simulated") is True}
-        return task_id in self._simulated_ids
+        """True for a task made on a simulator, in this kernel or an earlier one (`"simulated": true` events)."""
+        return task_id in self._marks.load(self.history).ids
 
     def _mark_simulated(self, job: Job) -> None:
         if self.simulated:
-            self.is_simulated(job.task_id)  # load the set first
-            if self._simulated_ids is not None:
-                self._simulated_ids.add(job.task_id)
+            self._marks.add(job.task_id, self._client.base_url if self._client else None)
 
     def _target(self) -> tuple[str, str | None]:
         creds = self.credentials()
@@ -228,7 +228,7 @@ class Session:
         before = self.probe.start(request, self.client.credits)
         common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
                   "cost": {"credits": credits, "measured": measured},
-                  **({"simulated": True} if self.simulated else {}), **(extra or {})}
+                  **self._marks.fields(self.simulated, self.client), **(extra or {})}
 
         def ended(job: Job | None, spent: float | None) -> None:
             price = self.probe.end(request, before, self.client.credits,
@@ -246,7 +246,8 @@ class Session:
             job.cost = (credits, measured)
             local = {"local_id": job.local_id} if job.local_id else {}
             try:
-                self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local})
+                self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local,
+                                     **self._marks.fields(self.simulated, self.client)})  # the answer's word
             except OSError as err:  # the task exists and is paid for: follow it and name it, never drop it
                 warn_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
                                     "this kernel only (its `sending` record stands: it is never sent again)")
@@ -340,8 +341,8 @@ class Session:
         """A finished Job rebuilt from the history (no request sent)."""
         if reused and entry.origin:  # from another notebook's history: recorded in this one too (once)
             entry, simulated = record_reuse(self.history, entry)
-            if simulated and self._simulated_ids is not None:
-                self._simulated_ids.add(entry.task_id)
+            if simulated:
+                self._marks.load(self.history).add(entry.task_id, None)
         return finished_job(entry, self.history.stored_images(entry) if entry.state == "success" else [],
                             reused=reused)
 
@@ -352,7 +353,7 @@ class Session:
         ones certainly never sent are sent now, the ones that may have been come back failed as outcome
         unknown; none is sent twice."""
         resumed = []
-        for entry in self.history.unfinished() if entries is None else entries:
+        for entry in settle_gone(self, entries)[0]:  # a simulated task whose simulator is gone: closed, not followed
             live = self.jobs.get(entry.task_id)
             if live is not None and not live.done():
                 continue

@@ -6,7 +6,9 @@ How sure each figure is:
   flight (the service bills at creation; another process of the same account spending at that moment would
   skew it, so a model's price is the median of its last few measurements);
 - otherwise the price is an *estimate*: a configured override or the public list price (`api/spend.py`);
-- the notebook's spend adds each created task's recorded cost; reused results cost nothing.
+- the notebook's spend adds each created task's recorded cost; reused results cost nothing; tasks a simulator
+  made (`"simulated": true`) are added apart, never into real spending, and one whose simulator was gone before
+  it finished (`SimulatorGone`, records/simulated.py) is not counted at all.
 """
 from __future__ import annotations
 
@@ -151,6 +153,8 @@ class SpendSummary:
     reused_tasks: int = 0
     reused_images: int = 0
     saved: float = 0.0  # credits reuse did not spend
+    simulated_tasks: int = 0  # made by a simulator: never billed, never in `credits`
+    simulated_credits: float = 0.0
 
     def lines(self) -> list[str]:
         mark = " (some estimated)" if self.estimated else ""
@@ -160,6 +164,10 @@ class SpendSummary:
                 for m, (n, c) in sorted(self.by_model.items())]
         out += [f"  {d}: {int(n)} task{'s' if n != 1 else ''}, {format_credits(c)} credits"
                 for d, (n, c) in sorted(self.by_day.items())]
+        if self.simulated_tasks:
+            out.append(f"simulated: {self.simulated_tasks} task{'s' if self.simulated_tasks != 1 else ''} made by a "
+                       f"simulator, {format_credits(self.simulated_credits)} simulated credits (not billed, not "
+                       "counted above)")
         out.append(f"reuse: {self.reused_tasks} task{'s' if self.reused_tasks != 1 else ''} "
                    f"({self.reused_images} image{'s' if self.reused_images != 1 else ''}) shown from the history, "
                    f"~{format_credits(self.saved)} credits not spent")
@@ -183,9 +191,16 @@ def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
     reuse at the price it would have cost."""
     summary = SpendSummary()
     costs: dict[str, tuple[float, bool, str, str]] = {}
+    simulated: dict[str, float] = {}
     for ev in history.iter_events():
         kind = ev.get("event")
-        if kind == "submitted" and isinstance(ev.get("task_id"), str):
+        if kind == "submitted" and isinstance(ev.get("task_id"), str) and ev.get("simulated") is True:
+            simulated[ev["task_id"]] = task_cost(ev, prices)[0]
+        elif kind == "failed" and ev.get("kind") == "SimulatorGone":  # its simulator ended: it cost nothing
+            simulated.pop(str(ev.get("task_id")), None)
+        elif kind == "cost" and ev.get("task_id") in simulated and (cost := recorded_cost(ev)) is not None:
+            simulated[ev["task_id"]] = cost[0]
+        elif kind == "submitted" and isinstance(ev.get("task_id"), str):
             credits, measured = task_cost(ev, prices)
             model = short_name((ev.get("request") or {}).get("model"))
             day = _dt.date.fromtimestamp(ev["time"]).isoformat() if isinstance(ev.get("time"), (int, float)) else "?"
@@ -197,6 +212,7 @@ def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
             summary.reused_tasks += 1
             summary.reused_images += len(ev.get("images") or []) or 1
             summary.saved += task_cost(ev, prices)[0]
+    summary.simulated_tasks, summary.simulated_credits = len(simulated), sum(simulated.values())
     for credits, measured, model, day in costs.values():
         summary.tasks += 1
         summary.credits += credits
@@ -221,7 +237,8 @@ def spend_bundle(summary: SpendSummary, where: Any, spending: Spending | None = 
 
     rows, days = table_rows(summary.by_model), table_rows(summary.by_day)
     head = "<tr><th style='text-align:left'>{}</th><th>tasks</th><th>credits</th></tr>"
-    tail = "".join(f"<div>{esc(line)}</div>" for line in lines if line.startswith(("reuse", "this kernel")))
+    tail = "".join(f"<div>{esc(line)}</div>" for line in lines
+                   if line.startswith(("simulated", "reuse", "this kernel")))
     html = (f"<div class='imagen4-spend'><div>{esc(lines[0])} · {esc(str(where))}</div>"
             f"<table>{head.format('model')}{rows}</table><table>{head.format('day')}{days}</table>{tail}</div>")
     return {"text/plain": f"[imagen4] spend in {where}\n" + "\n".join(lines), "text/html": html}

@@ -47,11 +47,13 @@ def contact_sheet(items: Any, *, rows: int | None = None, cols: int | None = Non
 class Grid:
     """A labelled X/Y grid of generated images: `.image` (PIL), `.save(path)`, `.task_ids` per cell.
 
-    Shown inline as PNG with the rows, columns and task ids in the output's `imagen4` metadata.
+    Shown inline as PNG with the rows, columns and task ids in the output's `imagen4` metadata (and
+    `"simulated": true` when a simulator made its images, in the metadata and the saved file's provenance).
     """
 
     def __init__(self, image: Any, layout: Layout, *, row_labels: list[str], col_labels: list[str],
-                 cells: list[list[Any]], batch: Any = None, title: str | None = None, kind: str = "grid"):
+                 cells: list[list[Any]], batch: Any = None, title: str | None = None, kind: str = "grid",
+                 simulated: bool = False):
         self.image = image
         self.layout = layout
         self.row_labels = row_labels
@@ -60,6 +62,7 @@ class Grid:
         self.batch = batch
         self.title = title
         self.kind = kind
+        self.simulated = simulated
         self._png: bytes | None = None
 
     @property
@@ -80,12 +83,13 @@ class Grid:
                 "cells": [[{"task_id": getattr(it, "task_id", None), "state": getattr(it, "state", None),
                             "request": it.request.to_dict() if getattr(it, "request", None) else None,
                             "sha256": [im.sha256 for im in getattr(it, "images", [])]}
-                           for it in row] for row in self.cells]}
+                           for it in row] for row in self.cells], **({"simulated": True} if self.simulated else {})}
 
     def describe(self) -> str:
         """One line in words for image viewers (the PNG's `Description`): what the sheet is and its task ids."""
         ids = [t for row in self.task_ids for t in row if t]
-        return (f"Imagen 4 {self.kind} grid, {len(self.row_labels)}x{len(self.col_labels)}"
+        return (f"Imagen 4 {self.kind} grid{' (simulated)' if self.simulated else ''}, "
+                f"{len(self.row_labels)}x{len(self.col_labels)}"
                 f"{f': {self.title}' if self.title else ''}; tasks {', '.join(ids) or 'none'}")
 
     def _pnginfo(self) -> Any:
@@ -132,7 +136,7 @@ class Grid:
 
     def _meta(self) -> dict[str, Any]:
         return {"imagen4": {"grid": {"kind": self.kind, "rows": self.row_labels, "cols": self.col_labels,
-                                     "task_ids": self.task_ids}}}
+                                     "task_ids": self.task_ids}, **({"simulated": True} if self.simulated else {})}}
 
     def _repr_png_(self):
         data = self.to_png()
@@ -166,7 +170,20 @@ def _run_grid(row_values: list, col_values: list, make_item, *, row_label, col_l
     rows = [row_label(v) for v in row_values]
     cols = [col_label(v) for v in col_values]
     image, layout = compose(cells, row_labels=rows, col_labels=cols, title=title, cell_size=cell_size)
-    return Grid(image, layout, row_labels=rows, col_labels=cols, cells=cells, batch=result, title=title, kind=kind)
+    return Grid(image, layout, row_labels=rows, col_labels=cols, cells=cells, batch=result, title=title, kind=kind,
+                simulated=made_on_simulator(result.items, batch_options))
+
+
+def made_on_simulator(items: Sequence[Any], batch_options: dict) -> bool:
+    """Whether a simulator made any of a batch's images: the client's word (`client=`), else the session's record
+    of each task (`session=`, or the notebook's)."""
+    client = batch_options.get("client")
+    if client is not None:
+        return client.simulated is True
+    from .batch import default_session
+
+    session = batch_options.get("session") or default_session()
+    return any(item.task_id and session.is_simulated(item.task_id) for item in items)
 
 
 def prompt_seed_grid(prompts: Sequence[str], seeds: Sequence[Any], *, aspect_ratio: str | None = None,

@@ -18,6 +18,10 @@ CREATE_PATH = "/api/v1/jobs/createTask"
 RECORD_PATH = "/api/v1/jobs/recordInfo"
 CREDIT_PATH = "/api/v1/chat/credit"
 DOWNLOAD_URL_PATH = "/api/v1/common/download-url"
+#: Every answer of the simulator carries this header (the client spells it the same, in ``api/client.py``), so a
+#: client knows it talks to a simulator, however it was reached (``APIKLEY_BASE_URL``, the demo, the kernel's own).
+SIMULATOR_HEADER = "X-Apikley-Simulator"
+SIMULATOR_NAME = "imagen4-jupyter"
 
 NGINX_PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -73,6 +77,8 @@ class Backend(Protocol):
     auth_http_status: int
     #: Whether ``POST /api/v1/common/download-url`` exists (False: it answers 404 like any unknown path).
     download_url_enabled: bool
+    #: Whether every answer carries ``SIMULATOR_HEADER`` (False: it poses as the real service, for tests of that path).
+    announce: bool
 
     def record_request(
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes | None, endpoint: str

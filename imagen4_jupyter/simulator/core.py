@@ -38,14 +38,15 @@ class Simulator(Knobs):
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`). Durations, ``url_ttl``,
     ``link_ttl``, ``retention``, ``expired_status``, ``api_keys``, ``enforce_limits``, the quirk
-    switches, ``prices`` and ``webhook_key`` are plain attributes that may be changed while running;
+    switches, ``prices``, ``webhook_key`` and ``announce`` are plain attributes that may be changed while running;
     ``credits``, ``rate_limit``, ``create_limit`` and ``query_limit`` are properties. Durations are
     ``(min, max)`` uniform ranges or fixed numbers; by default they are realistic (1-4 s queued, 6-12 s
     generating for the standard model, times each model's ``speed``: see :mod:`.models`), and
     ``time_scale`` multiplies every task duration (``time_scale=0.01`` keeps those shapes at a hundredth
     of the time). The documented limits (20 createTask per 10 s per
     account, 10 recordInfo per second per key) are on by default: pass ``enforce_limits=False`` where a
-    test needs speed.
+    test needs speed. Every answer carries ``X-Apikley-Simulator`` so clients know it is a simulator;
+    ``announce=False`` makes it pose as the real service.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class Simulator(Knobs):
         download_url_enabled: bool = True,
         webhook_key: str | None = None,
         time_scale: float = 1.0,
+        announce: bool = True,
     ) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be 0 or more (1.0: real time)")
@@ -100,6 +102,8 @@ class Simulator(Knobs):
         self.unknown_task_code = unknown_task_code
         self.quirk_500_on_missing_field = quirk_500_on_missing_field
         self.download_url_enabled = download_url_enabled
+        #: Every answer carries ``X-Apikley-Simulator`` (False: the simulator poses as the real service).
+        self.announce = announce
         #: Per-task overrides; each new task pops the first entry.
         self.next_outcomes: list[dict[str, Any]] = []
 

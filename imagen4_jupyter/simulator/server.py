@@ -16,7 +16,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .backend import JSON_TYPE, Backend, Reply, classify, envelope, html_reply, json_reply
+from .backend import (
+    JSON_TYPE,
+    SIMULATOR_HEADER,
+    SIMULATOR_NAME,
+    Backend,
+    Reply,
+    classify,
+    envelope,
+    html_reply,
+    json_reply,
+)
 from .faults import CODE_MESSAGES, Fault
 from .hostile import HUGE, as_jpeg, huge_png, pad_png
 
@@ -89,6 +99,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
+    def end_headers(self) -> None:
+        """Every answer says it comes from a simulator (errors, 429s, images and the stdlib's own errors too)."""
+        if self.server.backend.announce:
+            self.send_header(SIMULATOR_HEADER, SIMULATOR_NAME)
+        super().end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
         self._handle()
