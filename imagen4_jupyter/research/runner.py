@@ -225,11 +225,11 @@ class BatchRun:
         self.in_flight -= 1
         self.cond.notify_all()
 
-    def _stop_queue(self, why: str) -> None:
+    def _stop_queue(self, why: str, state: str = "not-submitted") -> None:
         while self.queue:
             item = self.queue.popleft()
-            item.state, item.note = "not-submitted", why
-            if self.aborted is not None:
+            item.state, item.note = state, why
+            if self.aborted is not None and state == "not-submitted":
                 item.error = self.aborted
             item.finished_at = time.time()
 
@@ -285,6 +285,11 @@ class BatchRun:
             item.state, item.error = "lost-unknown", err
             item.finished_at = time.time()
             self.stats["lost"] += 1
+            return
+        if isinstance(err, E.BudgetExceededError):  # the kernel's budget: nothing sent, not a failure
+            item.state, item.note, item.finished_at = "over-budget", f"budget: {err}", time.time()
+            self.aborted = err
+            self._stop_queue(f"budget: the kernel's budget stopped the batch at item {item.index}", "over-budget")
             return
         self._fail(item, err)
         if isinstance(err, ABORTING):
