@@ -173,8 +173,10 @@ def _captions(matrix: list[list[Any]], captions: Any) -> list[list[str | None]] 
     return [texts[r * n_cols:(r + 1) * n_cols] for r in range(len(matrix))]
 
 
-def _as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int, n_col_labels: int
-               ) -> list[list[Any]]:
+def as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int, n_col_labels: int
+              ) -> list[list[Any]]:
+    """The cells of a sheet as rows: a list of rows as given, or a flat list laid out in `rows` x `cols` (or as
+    the labels or a square say); a BatchResult gives its items."""
     if hasattr(items, "items") and hasattr(items, "batch_id"):  # a BatchResult
         items = list(items.items)
     items = list(items)
@@ -210,7 +212,7 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
         raise ValueError("cell_size must be from 16 to 1024 pixels.")
     row_labels = [str(x) for x in row_labels] if row_labels is not None else []
     col_labels = [str(x) for x in col_labels] if col_labels is not None else []
-    matrix = _as_matrix(items, rows, cols, len(row_labels), len(col_labels))
+    matrix = as_matrix(items, rows, cols, len(row_labels), len(col_labels))
     n_rows, n_cols = len(matrix), max((len(r) for r in matrix), default=0)
     if row_labels and len(row_labels) != n_rows:
         raise ValueError(f"{len(row_labels)} row labels for {n_rows} rows.")
