@@ -148,7 +148,7 @@ def test_a_request_a_dead_kernel_queued_but_never_sent_is_sent_once_by_the_batch
     session = Session(client=client, history=History(tmp_path / "history.jsonl"))
     try:
         plan = generate_many(prompts, session=session, dry_run=True)
-        assert plan.actions == ["create", "lost", "create"]
+        assert plan.actions == ["create", "lost", "create"] and "1 outcome unknown (not resent)" in plan.line()
         result = generate_many(prompts, session=session, concurrency=2, progress=False)
         assert [i.state for i in result] == ["success", "lost-unknown", "success"]
         assert "NOT resent" in result.rows[1]["error"] and "outcome unknown" in result._repr_html_()
