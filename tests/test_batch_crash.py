@@ -163,3 +163,30 @@ def test_a_request_a_dead_kernel_queued_but_never_sent_is_sent_once_by_the_batch
         assert sim.count("createTask") == 2 and os.getpid() != pid
     finally:
         session.close()
+
+
+def test_a_request_queued_by_a_kernel_still_running_is_left_to_it(sim, tmp_path):
+    """A `queued` event whose kernel still runs is that kernel's to send: the batch does not send it (it would
+    be sent twice); once that process has ended, the batch sends it, once."""
+    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
+                           cache_dir=tmp_path / "images", timeout=(2.0, 5.0))
+    request = GenerationRequest.create("held elsewhere", seed="4")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    History(tmp_path / "history.jsonl").append(
+        {"event": "queued", "local_id": "q-live-1", "request": request.to_dict(), "request_key": request.key(),
+         "source": "magic", "pid": other.pid, "host": socket.gethostname()})
+    session = Session(client=client, history=History(tmp_path / "history.jsonl"))
+    try:
+        held = generate_many([request], session=session, progress=False)
+        assert held[0].state == "lost-unknown" and "still running" in held.rows[0]["error"]
+        assert sim.count("createTask") == 0
+        other.kill()
+        other.wait(10)
+        sent = generate_many([request], session=session, progress=False)
+        assert sent[0].state == "success" and sim.count("createTask") == 1
+        assert [e.get("local_id") for e in events(tmp_path / "history.jsonl") if e["event"] == "submitted"] == \
+            ["q-live-1"]
+        assert session.history.waiting() == []  # its record has an end: resume sends nothing
+    finally:
+        other.kill()
+        session.close()
