@@ -141,12 +141,9 @@ assert rerun.stats["created"] == 0 and rerun.ok
 A contact sheet puts the four results side by side, labelled by seed:
 """),
     code("""
-from IPython.display import Image
-
 from imagen4_jupyter import contact_sheet
 
-Image(contact_sheet(sweep.results, col_labels=[f"seed {s}" for s in (1, 2, 3, 4)], cell_size=160,
-                    title=prompt, as_bytes=True))
+contact_sheet(sweep.results, col_labels=[f"seed {s}" for s in (1, 2, 3, 4)], cell_size=160, title=prompt)
 """),
     md("""
 ## 6. Export for the paper
@@ -328,17 +325,15 @@ ratios
 ## 6. A contact sheet of anything
 
 `contact_sheet` lays out any results (a batch, jobs, `Result`s, image files) with optional row and column
-labels; a cell with several images tiles them. It returns a PIL image (`as_bytes=True`: PNG bytes, which
-`IPython.display.Image` shows as one output).
+labels; a cell with several images tiles them. It shows as one image whose output metadata names every cell's
+task, request and model (`.image` is the PIL image; `as_bytes=True` gives PNG bytes).
 """),
     code("""
-from IPython.display import Image
-
 from imagen4_jupyter import contact_sheet
 
-sheet = contact_sheet(styles, cols=3, cell_size=160, title="One prompt, six styles (seed 5)")  # a PIL image
-sheet.save("styles-contact-sheet.png")
-Image(contact_sheet(styles, cols=3, cell_size=160, title="One prompt, six styles (seed 5)", as_bytes=True))
+sheet = contact_sheet(styles, cols=3, cell_size=160, title="One prompt, six styles (seed 5)")
+sheet.save("styles-contact-sheet.png")  # the PNG keeps the provenance too
+sheet
 """),
 ]
 

@@ -63,9 +63,11 @@ def test_a_copy_reuses_the_originals_task_records_it_and_says_from_where(make_cl
     assert entry.task_id == first.task_id and entry.succeeded and entry.origin == "study.jsonl"
     assert alone.find_reusable(REQ).task_id == first.task_id
 
-    # reused a second time: found in its own history now, and not recorded twice; nothing is copied
+    # reused a second time: found in its own history now, not copied twice; a small `reuse` event counts it
     assert copy.submit(REQ).task_id == first.task_id
-    assert len((folder / "study-Copy1.jsonl").read_text().splitlines()) == 1
+    lines = [json.loads(line) for line in (folder / "study-Copy1.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["reused", "reuse"] and lines[1]["task_id"] == first.task_id
+    assert History(folder / "study-Copy1.jsonl").search() == alone.search()  # the task reads as before
     assert len(list((folder / "images").glob("*.png"))) == len(first.images)
     assert sim.count("createTask") == 1
 

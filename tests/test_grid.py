@@ -1,6 +1,8 @@
 """Grids and contact sheets from real tasks on the simulator: layout, labels, cell contents, saved files."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import pytest
@@ -87,9 +89,37 @@ def test_grid_saves_png_with_provenance_and_jpeg(grid, tmp_path):
     jpg = grid.save(tmp_path / "grid.jpg", quality=80)
     with Image.open(jpg) as im:
         assert im.size == grid.image.size and im.format == "JPEG"
-    data, md = grid._repr_png_()
-    assert data.startswith(b"\x89PNG") and md["imagen4"]["grid"]["task_ids"] == grid.task_ids
-    assert grid._repr_jpeg_() is None  # small sheets are shown as PNG only
+
+
+def shown(obj) -> tuple[dict, dict]:
+    """What IPython publishes for an object (the data and metadata of its display_data message)."""
+    from IPython.core.formatters import DisplayFormatter
+
+    return DisplayFormatter().format(obj)
+
+
+def test_grid_output_carries_imagen4_at_the_top_of_its_metadata(grid):
+    data, md = shown(grid)
+    assert base64.b64decode(data["image/png"]).startswith(b"\x89PNG") and "image/jpeg" not in data  # small: PNG
+    assert "image/png" not in md  # nothing under the mime type: at the top, as a cell image's
+    meta = md["imagen4"]
+    assert meta["task_ids"] == grid.task_ids and all(t in grid.batch.task_ids for row in meta["task_ids"] for t in row)
+    assert meta["requests"][1][2] == grid.cell(1, 2).request.to_dict() and meta["requests"][1][2]["seed"] == "3"
+    assert meta["models"] == [["google/imagen4"] * 3] * 2 and meta["states"] == [["success"] * 3] * 2
+    assert (meta["kind"], meta["rows"], meta["cols"]) == ("prompt x seed", PROMPTS, ["seed 1", "seed 2", "seed 3"])
+    assert meta["grid"]["task_ids"] == grid.task_ids  # the earlier shape, for its readers
+    assert meta["embedded_sha256"] == hashlib.sha256(base64.b64decode(data["image/png"])).hexdigest()
+    assert (meta["width"], meta["height"], meta["mime"]) == (*grid.image.size, "image/png")
+    json.dumps(md)  # plain JSON, as a notebook stores it
+
+
+def test_a_large_sheet_is_shown_as_jpeg_with_the_same_metadata(grid, monkeypatch):
+    from imagen4_jupyter.research import grids
+
+    monkeypatch.setattr(grids, "MAX_INLINE_PNG", 100)  # every sheet counts as large
+    data, md = shown(grid)
+    assert "image/png" not in data and base64.b64decode(data["image/jpeg"]).startswith(b"\xff\xd8")
+    assert md["imagen4"]["mime"] == "image/jpeg" and md["imagen4"]["task_ids"] == grid.task_ids
 
 
 def test_saved_grids_carry_their_provenance_for_read_provenance(grid, tmp_path):
@@ -158,10 +188,20 @@ def test_failed_cells_show_their_state_and_the_rest_still_render(sim, client):
     assert "1 without images" in repr(grid)
 
 
-def test_contact_sheet_from_results_with_multi_image_cells(sim, client):
+def test_contact_sheet_from_results_with_multi_image_cells(sim, client, tmp_path):
     batch = generate_many(["one", {"prompt": "four", "num_images": 4}, "three"], client=client, progress=False)
     sheet = contact_sheet(batch.results, cols=2, cell_size=100, title="sheet")
-    assert isinstance(sheet, Image.Image)
+    assert isinstance(sheet.image, Image.Image) and sheet.size == sheet.image.size  # PIL's attributes answer
+    data, md = shown(sheet)
+    assert "image/png" in data and "image/png" not in md
+    meta = md["imagen4"]  # at the top of the output's metadata, every cell's task id, request and model
+    assert meta["kind"] == "contact sheet" and meta["title"] == "sheet"
+    assert meta["task_ids"] == [[batch[0].task_id, batch[1].task_id], [batch[2].task_id, None]]
+    assert meta["requests"][0][1]["num_images"] == 4 and meta["requests"][1][1] is None
+    assert meta["models"] == [["google/imagen4", "google/imagen4"], ["google/imagen4", None]]
+    saved = sheet.save(tmp_path / "sheet.png")
+    with Image.open(saved) as im:
+        assert json.loads(im.text["imagen4"])["cells"][0][1]["task_id"] == batch[1].task_id
     png = contact_sheet([[batch[0], None], [batch[1].job, batch[2].images[0].path]], cell_size=100, as_bytes=True)
     assert png.startswith(b"\x89PNG")
     from imagen4_jupyter.research.sheet import compose
@@ -232,4 +272,5 @@ def test_contact_sheet_captions_name_the_model_when_a_sheet_mixes_them(sim, clie
     assert custom.caption_texts == [["left", None]] and custom.captions[0][1] is None
     with pytest.raises(ValueError, match="3 captions for 2 cells"):
         compose(one_model, cell_size=64, captions=["a", "b", "c"])
-    assert isinstance(contact_sheet(mixed, cell_size=64), Image.Image)
+    mixed_sheet = contact_sheet(mixed, cell_size=64)
+    assert shown(mixed_sheet)[1]["imagen4"]["models"] == [["google/imagen4-fast", "google/imagen4-ultra"]]

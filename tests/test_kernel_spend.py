@@ -137,3 +137,36 @@ def test_a_batch_stops_at_the_kernels_budget(priced_sim, tmp_path):
     sent = [r for r in result.rows if r["task_id"]]
     assert len(sent) == 3 and sum(c.credits for c in priced_sim.charges) == spent + 9  # 4 + 3 + 3, then no more
     assert any("budget" in str(r.get("error") or r.get("note") or "") for r in result.rows if not r["task_id"])
+
+
+@pytest.mark.kernel
+def test_spend_after_restart_and_run_all_counts_the_reuse(tmp_path):
+    """Restart & Run All: a new kernel re-runs the notebook's seeded cells, which are reused from its own
+    history (nothing sent); `%imagen4 spend` counts those reuses and the credits they saved."""
+    from kernel_util import FAST_CONFIG, Kernel, kernel_env
+    from reliability_util import KERNEL_KEY
+
+    cells = ["%%imagen4 -m fast -s 1 --wait\na fox in the snow", "%%imagen4 -m ultra -s 2 --wait\nan owl at dusk"]
+    with Simulator(api_keys=(KERNEL_KEY,), queue_time=(0.0, 0.01), generation_time=(0.03, 0.05),
+                   image_scale=0.0625, enforce_limits=False, prices=PRICES, credits=100) as sim:
+        cwd = tmp_path / "nb"
+        cwd.mkdir()
+        env = kernel_env(sim.url, KERNEL_KEY, tmp_path / "ipython")
+        runs = []
+        for _ in range(2):  # the first run, then Restart & Run All
+            k = Kernel(cwd, env)
+            try:
+                for code in ("%load_ext imagen4_jupyter", FAST_CONFIG, *cells):
+                    ran = k.execute(code, timeout=60)
+                    assert ran.ok, ran.text()
+                runs.append(k.execute("%imagen4 spend").text())
+            finally:
+                k.close()
+        assert sim.count("createTask") == 2  # the second run sent nothing
+        paid = sum(c.credits for c in sim.charges)
+        assert paid == 3 + 11
+    first, again = runs
+    assert "2 tasks created: 14 credits" in first and "reuse: 0 tasks (0 images)" in first, first
+    assert "2 tasks created: 14 credits" in again, again
+    # each reused at what its task cost (measured from the balance in the first run): 3 + 11
+    assert "reuse: 2 tasks (2 images) shown from the history, ~14 credits not spent" in again, again

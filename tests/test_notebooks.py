@@ -130,11 +130,15 @@ def test_research_and_batch_notebooks_run_and_rerun_for_free(fast_kernel_env, tm
     assert (folder / "imagen4-tasks.csv").exists() and len(json.loads((folder / "imagen4-tasks.json").read_text())) == 5
 
     batch = execute("batch-and-grids.ipynb", folder, monkeypatch)
-    grids = [o for c in batch.cells for o in c.get("outputs", [])
-             if "image/png" in (o.get("data") or {}) and "imagen4" in (o.get("metadata") or {}).get("image/png", {})]
-    assert len(grids) == 2  # prompt x seed and prompt x aspect ratio, with their task ids
-    ids = grids[0]["metadata"]["image/png"]["imagen4"]["grid"]["task_ids"]
+    sheets = [o["metadata"]["imagen4"] for c in batch.cells for o in c.get("outputs", [])
+              if "image/png" in (o.get("data") or {}) and "imagen4" in (o.get("metadata") or {})]
+    assert [m["kind"] for m in sheets] == ["prompt x seed", "prompt x aspect ratio", "contact sheet"]
+    ids = sheets[0]["task_ids"]  # at the top of the output's metadata, as a cell image's, with every cell's task
     assert len(ids) == 3 and all(len(row) == 3 and all(t in sim.tasks for t in row) for row in ids)
+    assert all(m["requests"][0][0]["prompt"] and m["models"][0][0].startswith("google/imagen4") for m in sheets)
+    research_sheets = [o["metadata"]["imagen4"] for c in research.cells for o in c.get("outputs", [])
+                       if "imagen4" in (o.get("metadata") or {}) and "task_ids" in o["metadata"]["imagen4"]]
+    assert [m["kind"] for m in research_sheets] == ["contact sheet"]
     for png in ("fox-prompt-x-seed.png", "harbor-prompt-x-ratio.png", "styles-contact-sheet.png"):
         assert (folder / png).stat().st_size > 1000
     created = sim.count("createTask")

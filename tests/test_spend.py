@@ -143,7 +143,7 @@ def test_a_budget_stops_before_the_first_item_that_does_not_fit(billing, session
     assert plan.notes[2] == "budget: 5 credits left, this item costs ~12"
 
     result = generate_many(items, session=session, budget=15, concurrency=2, progress=False)
-    assert [i.state for i in result] == ["success", "success", "not-submitted", "not-submitted", "not-submitted"]
+    assert [i.state for i in result] == ["success", "success", "over-budget", "over-budget", "over-budget"]
     assert billing.count("createTask") == 2
     assert sum(c.credits for c in billing.charges) == 10 <= 15
     rows = result.rows
@@ -155,13 +155,45 @@ def test_a_budget_stops_before_the_first_item_that_does_not_fit(billing, session
     assert "this item costs ~12" in result._repr_html_()
 
 
+def test_a_budget_stopped_batch_shows_no_failure_anywhere(billing, session, capsys):
+    """Items a budget kept back read "not sent (budget)": in the progress line (text and HTML, no red bar),
+    the summary, the table and the counts; a failure of another item still counts as one."""
+    from imagen4_jupyter.research.progress import Progress, ProgressState
+    from imagen4_jupyter.research.results import item_counts
+
+    items = [{"prompt": f"b{i}", "model": "ultra"} for i in range(4)]
+    result = generate_many(items, session=session, budget=24, concurrency=2, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("imagen4 batch (ultra): 4/4 done") and "2 not sent (budget)" in err[-1], err
+    assert "failed" not in "\n".join(err)
+    assert result.failed == [] and [i.index for i in result.not_sent] == [2, 3] and not result.ok
+    assert result.counts() == {"success": 2, "over-budget": 2}
+    assert result.summary().startswith("4 items: 2 success, 2 not sent (budget) · 2 tasks created")
+    counts = item_counts(result.items)
+    assert (counts["failed"], counts["budget"], counts["done"]) == (0, 2, 4)
+    bar = Progress(4)._bundle(ProgressState(counts), final=True)
+    assert "accent-color:#2563eb" in bar["text/html"] and "2 not sent (budget)" in bar["text/plain"]
+    table = result._repr_html_()
+    assert table.count(">not sent (budget)</td>") == 2 and "failed" not in table
+    assert "var(--jp-error-color1" not in table  # no red dot
+    # a real failure still reads as one (and turns the final bar red)
+    billing.next_outcomes.append({"fail": ("500", "internal error")})
+    failed = generate_many([{"prompt": "c0", "model": "fast"}, {"prompt": "c1", "model": "ultra"},
+                            {"prompt": "c2", "model": "ultra"}], session=session, budget=16, concurrency=1,
+                           progress=False)
+    assert [i.state for i in failed] == ["fail", "success", "over-budget"]
+    assert failed.summary().startswith("3 items: 1 success, 1 failed, 1 not sent (budget)")
+    red = Progress(3)._bundle(ProgressState(item_counts(failed.items)), final=True)
+    assert "accent-color:#b91c1c" in red["text/html"] and "1 failed · 1 not sent (budget)" in red["text/plain"]
+
+
 def test_reused_results_cost_nothing_against_the_budget(billing, session):
     seeded = [{"prompt": f"r{i}", "seed": i} for i in range(4)]
     generate_many(seeded[:3], session=session, progress=False)  # three of them are in the history
     before = len(billing.charges)
     result = generate_many(seeded + [{"prompt": "r9", "seed": 9}], session=session, budget=6, progress=False)
     assert [i.origin for i in result] == ["reused", "reused", "reused", "created", None]
-    assert result[4].state == "not-submitted" and "0 credits left" in result[4].note
+    assert result[4].state == "over-budget" and "0 credits left" in result[4].note
     assert len(billing.charges) - before == 1 and billing.charges[-1].credits == 6
 
 
@@ -176,7 +208,7 @@ def test_a_budget_with_many_tasks_in_flight_never_passes_it(billing, session):
     assert billing.count("createTask") == len(created) == len(billing.charges)
     assert spent == sum(12 if i.request.model.endswith("ultra") else 4 for i in created)
     # the items sent are exactly the prefix that fits; nothing after the first refusal
-    first_refused = min(i.index for i in result if i.state == "not-submitted")
+    first_refused = min(i.index for i in result if i.state == "over-budget")
     assert all(i.index < first_refused for i in created)
     assert spent + (12 if first_refused % 3 == 0 else 4) > budget
 
@@ -188,7 +220,7 @@ def test_a_measured_price_drives_the_budget(billing, session):
     generate_many(["probe"], session=session, prices=book, progress=False)
     assert book.learn_from_balances("standard", before, session.client.credits()) == 9
     result = generate_many([f"t{i}" for i in range(4)], session=session, prices=book, budget=20, progress=False)
-    assert [i.state for i in result] == ["success", "success", "not-submitted", "not-submitted"]
+    assert [i.state for i in result] == ["success", "success", "over-budget", "over-budget"]
     assert result[2].note == "budget: 2 credits left, this item costs 9"  # measured: no "~"
     assert sum(c.credits for c in billing.charges) == 9 + 18
 

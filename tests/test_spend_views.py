@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 
 import pytest
@@ -221,9 +222,16 @@ def test_batch_budget_in_the_magic_stops_sending_at_it(ip, priced_sim):  # noqa:
     spent = sum(c.credits for c in priced_sim.charges)
     # by estimate: the list price 4 until measured, so two fit in 10 and the third (12) would pass it
     assert spent <= 10 and len(priced_sim.charges) == 2, priced_sim.charges
-    rows = ip.user_ns["kb"].rows
-    assert [r["state"] for r in rows].count("not-submitted") == 3
-    notes = [r["note"] for r in rows if r["state"] == "not-submitted"]
+    kb = ip.user_ns["kb"]
+    rows = kb.rows
+    assert [r["state"] for r in rows].count("over-budget") == 3  # not sent: never a failure
+    assert kb.failed == [] and len(kb.not_sent) == 3 and kb.ok is False
+    text, html = texts(cap), re.sub(r"<img [^>]*>", "", kb._repr_html_())  # the thumbnails' base64 aside
+    assert "3 not sent (budget)" in text and "failed" not in text, text
+    assert text.count("not sent (budget)  -  budget: ") == 3, text  # the table's lines say it too, with why
+    assert html.count(">not sent (budget)</td>") == 3 and "3 not sent (budget)" in html, html
+    assert "failed" not in html and "error-color" not in html  # no red dot, no failure count
+    notes = [r["note"] for r in rows if r["state"] == "over-budget"]
     assert notes[0].startswith("budget: 2 credits left, this item costs ~4"), notes  # says which and why
     assert all(n.startswith("budget: ") for n in notes), notes
     assert "imagen4 batch plan: 5 items" in cap.stderr  # a real batch says its plan before it starts

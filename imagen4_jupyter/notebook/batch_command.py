@@ -76,10 +76,10 @@ def show_batch(host: Any, views: LiveViews, result: Any, handle: Any = None) -> 
     if not host.rich():
         print(f"[imagen4] batch: {result.summary()}", flush=True)
         base = views.output_base()
-        for row in result.rows:
+        for item, row in zip(result.items, result.rows, strict=True):
             paths = "  ".join(C.shown_path(p, base) for p in row["images"])
-            print(f"  {row['index']}  {row['state']}  {row['task_id'] or '-'}  {paths or row['error'] or ''}",
-                  flush=True)
+            why = paths or row["error"] or row["note"] or ""
+            print(f"  {row['index']}  {item.label}  {row['task_id'] or '-'}  {why}", flush=True)
         return
     if handle is not None:
         handle.update(result)

@@ -255,24 +255,36 @@ def folder_histories(folder: str | os.PathLike) -> FolderHistories:
 
 
 def record_reuse(history: History, entry: TaskEntry) -> tuple[TaskEntry, bool]:
-    """Write a `reused` event into `history` for `entry` (a copy from `FolderHistories.find_reusable`, its `origin`
-    set): the task id, the request, the images and where it came from, so the history lists it, exports it and
-    reuses it again on its own. Once: a task the history already knows is left alone. Returns `history`'s entry
-    for the task (`entry` if the history cannot be written: a warning says so) and whether the in-kernel
-    simulator made it."""
+    """Record in `history` that `entry`'s stored result was shown instead of creating a task, so the notebook's
+    spend counts what reuse saved (`records/spend.py`), whichever history the result came from.
+
+    A task of another history (a copy from `FolderHistories.find_reusable`, its `origin` set) is written once as
+    a `reused` event: the task id, the request, the images and where it came from, so the history lists it,
+    exports it and reuses it again on its own. A task the history already knows (its own, or copied before) gets
+    a small `reuse` event each time it is shown again (task id, request key, number of images: nothing copied).
+    Returns `history`'s entry for the task (`entry` if the history cannot be written: a warning says so) and
+    whether the in-kernel simulator made it."""
     own = history.get(entry.task_id)
     if own is not None or not entry.origin:
+        _append_or_warn(history, {"event": "reuse", "task_id": entry.task_id, "request_key": entry.request_key,
+                                  "images": len(entry.images)}, entry.task_id)
         return own or entry, False
     simulated = folder_histories(history.folder).is_simulated(entry.origin, entry.task_id)
     event = {"event": "reused", "task_id": entry.task_id, "from": entry.origin, "request": entry.request,
              "request_key": entry.request_key, "images": entry.images, "urls": entry.urls,
              "submitted_at": entry.submitted_at, "finished_at": entry.finished_at, "cost_time_ms": entry.cost_time_ms,
              "source": entry.source, **({"simulated": True} if simulated else {})}
+    if not _append_or_warn(history, event, entry.task_id):
+        return entry, simulated
+    return history.tasks[entry.task_id], simulated
+
+
+def _append_or_warn(history: History, event: dict, task_id: str) -> bool:
     try:
         history.append(event)
     except OSError as err:  # the images are shown anyway; only this history's record of the reuse is missing
         warnings.warn(f"imagen4: the history {history.path} could not be written ({type(err).__name__}: "
-                      f"{err.strerror or err}). The reuse of task {entry.task_id} is not recorded there.",
-                      RuntimeWarning, stacklevel=3)
-        return entry, simulated
-    return history.tasks[entry.task_id], simulated
+                      f"{err.strerror or err}). The reuse of task {task_id} is not recorded there.",
+                      RuntimeWarning, stacklevel=4)
+        return False
+    return True

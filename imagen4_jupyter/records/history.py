@@ -209,7 +209,7 @@ class History:
             return
         if kind in ("queued", "sending", "not_sent", "cancelled"):
             return
-        if kind == "credits":
+        if kind in ("credits", "reuse"):  # a reuse of a task already known changes nothing about it (spend.py)
             return
         tid = ev["task_id"]
         if not isinstance(tid, str):

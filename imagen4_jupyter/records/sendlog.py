@@ -117,6 +117,7 @@ def resume_queue(session: Resubmitter) -> list[Job]:
             record = {"event": "outcome_unknown", "local_id": local_id, "request": event.get("request"),
                       "request_key": event.get("request_key"), "cell": event.get("cell"),
                       "source": event.get("source"),
+                      **({"batch": event["batch"]} if isinstance(event.get("batch"), dict) else {}),  # its batch's
                       "message": "The kernel stopped while this createTask was being sent, so it is unknown "
                                  "whether a task was created. " + E.OutcomeUnknownError.hint}
             _write(session.history, record)

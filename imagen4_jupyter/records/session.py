@@ -339,7 +339,7 @@ class Session:
     # -- history-backed jobs ------------------------------------------------------------------
     def job_from_history(self, entry: TaskEntry, *, reused: bool = False) -> Job:
         """A finished Job rebuilt from the history (no request sent)."""
-        if reused and entry.origin:  # from another notebook's history: recorded in this one too (once)
+        if reused:  # recorded for the spend summary; from another notebook's history, copied into this one (once)
             entry, simulated = record_reuse(self.history, entry)
             if simulated:
                 self._marks.load(self.history).add(entry.task_id, None)

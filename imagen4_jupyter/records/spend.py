@@ -188,13 +188,20 @@ def task_cost(event: dict, prices: PriceBook) -> tuple[float, bool]:
 
 def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
     """Add up a notebook's history: created tasks at their recorded cost (later `cost` events measured it),
-    reuse at the price it would have cost."""
+    reuse (`reused`: from another history; `reuse`: shown again, from this one, say after Restart & Run All)
+    at the price it would have cost: the task's own recorded cost when this history created it."""
     summary = SpendSummary()
     costs: dict[str, tuple[float, bool, str, str]] = {}
     simulated: dict[str, float] = {}
+    copied: dict[str, float] = {}  # tasks of other histories reused here: what each would have cost
     for ev in history.iter_events():
         kind = ev.get("event")
-        if kind == "submitted" and isinstance(ev.get("task_id"), str) and ev.get("simulated") is True:
+        if kind == "reuse" and isinstance(ev.get("task_id"), str):  # shown again from this history
+            tid = ev["task_id"]
+            summary.reused_tasks += 1
+            summary.reused_images += ev.get("images") if isinstance(ev.get("images"), int) and ev["images"] else 1
+            summary.saved += costs[tid][0] if tid in costs else copied.get(tid, prices.price(None)[0])
+        elif kind == "submitted" and isinstance(ev.get("task_id"), str) and ev.get("simulated") is True:
             simulated[ev["task_id"]] = task_cost(ev, prices)[0]
         elif kind == "failed" and ev.get("kind") == "SimulatorGone":  # its simulator ended: it cost nothing
             simulated.pop(str(ev.get("task_id")), None)
@@ -211,7 +218,10 @@ def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
         elif kind == "reused":
             summary.reused_tasks += 1
             summary.reused_images += len(ev.get("images") or []) or 1
-            summary.saved += task_cost(ev, prices)[0]
+            saved = task_cost(ev, prices)[0]
+            summary.saved += saved
+            if isinstance(ev.get("task_id"), str):
+                copied[ev["task_id"]] = saved
     summary.simulated_tasks, summary.simulated_credits = len(simulated), sum(simulated.values())
     for credits, measured, model, day in costs.values():
         summary.tasks += 1

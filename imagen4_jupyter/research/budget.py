@@ -120,7 +120,7 @@ class BatchPlan:
         if self.followed:
             parts.append(f"{self.followed} followed (0 credits)")
         if self.count(LOST):
-            parts.append(f"{self.count(LOST)} lost (not resent)")
+            parts.append(f"{self.count(LOST)} outcome unknown (not resent)")
         created = [m for m in self.models.values() if m.to_create]
         parts.append(f"{self.to_create} to create" + (": " + ", ".join(m.text() for m in created) if created else ""))
         approx = "" if self.measured else "~"

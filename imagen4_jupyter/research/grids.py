@@ -8,6 +8,8 @@ font, wrapped to the cell width.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -17,7 +19,7 @@ from typing import Any
 
 from ..api.models import model_spec
 from ..api.request import ASPECT_RATIOS
-from .sheet import Layout, compose
+from .sheet import Layout, as_matrix, cell_model, compose
 
 MAX_INLINE_PNG = 1_500_000  # larger sheets are shown inline as JPEG (the saved file keeps PNG)
 
@@ -26,7 +28,9 @@ def contact_sheet(items: Any, *, rows: int | None = None, cols: int | None = Non
                   row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
                   title: str | None = None, cell_size: int = 256, as_bytes: bool = False,
                   captions: bool | Sequence[str | None] | None = None, **options: Any) -> Any:
-    """Lay results out in one image: a PIL image, or PNG bytes with `as_bytes=True`.
+    """Lay results out in one image: a `Grid` (kind "contact sheet"; `.image` is the PIL image, whose methods
+    and attributes the sheet also answers), or PNG bytes with `as_bytes=True`. Shown inline with its provenance
+    (every cell's task id, request and model) under the output's top-level `imagen4` metadata.
 
     items: a flat list (row by row) or a list of rows of Results, Jobs, BatchItems, StoredImages, paths,
     bytes or PIL images (None leaves a cell empty; a failed item shows its state); a BatchResult works too.
@@ -34,21 +38,24 @@ def contact_sheet(items: Any, *, rows: int | None = None, cols: int | None = Non
     captions: a line under each cell. None (default): the model's short name (fast, standard, ultra) when
     the sheet mixes models; True: the model always; False: none; or one text per cell, row by row.
     """
-    sheet, _ = compose(items, rows=rows, cols=cols, row_labels=row_labels, col_labels=col_labels, title=title,
-                       cell_size=cell_size, captions=captions, **options)
-    if as_bytes:
-        buf = io.BytesIO()
-        sheet.save(buf, format="PNG", optimize=True)
-        return buf.getvalue()
-    return sheet
+    rows_ = list(row_labels) if row_labels is not None else []
+    cols_ = list(col_labels) if col_labels is not None else []
+    matrix = as_matrix(items, rows, cols, len(rows_), len(cols_))
+    image, layout = compose(matrix, row_labels=row_labels, col_labels=col_labels, title=title, cell_size=cell_size,
+                            captions=captions, **options)
+    sheet = Grid(image, layout, row_labels=[str(x) for x in rows_], col_labels=[str(x) for x in cols_],
+                 cells=matrix, title=title, kind="contact sheet")
+    return sheet.to_png() if as_bytes else sheet
 
 
 # -- grids ------------------------------------------------------------------------------------------
 class Grid:
-    """A labelled X/Y grid of generated images: `.image` (PIL), `.save(path)`, `.task_ids` per cell.
+    """A labelled X/Y grid or contact sheet of generated images: `.image` (PIL), `.save(path)`, `.task_ids` per
+    cell.
 
-    Shown inline as PNG with the rows, columns and task ids in the output's `imagen4` metadata (and
-    `"simulated": true` when a simulator made its images, in the metadata and the saved file's provenance).
+    Shown inline as one PNG (JPEG when large) with its provenance in the output's top-level `imagen4` metadata,
+    where a cell image keeps its own (`notebook/outputs.py`): per cell the task id, request, model and state;
+    `"simulated": true` when a simulator made its images (in the metadata and the saved file's provenance).
     """
 
     def __init__(self, image: Any, layout: Layout, *, row_labels: list[str], col_labels: list[str],
@@ -134,20 +141,47 @@ class Grid:
             self.image.save(path, **options)
         return path
 
-    def _meta(self) -> dict[str, Any]:
-        return {"imagen4": {"grid": {"kind": self.kind, "rows": self.row_labels, "cols": self.col_labels,
-                                     "task_ids": self.task_ids}, **({"simulated": True} if self.simulated else {})}}
+    def output_metadata(self, mime: str = "image/png", data: bytes | None = None) -> dict[str, Any]:
+        """The output's `imagen4` metadata: what a cell image's says, per cell (row by row, None where a cell has
+        no task): `task_ids`, `requests`, `models`, `states`; the sheet's `kind`, `title`, `rows`, `cols`, and the
+        embedded picture's `mime`, `width`, `height`, `embedded_sha256`. `grid` keeps the earlier shape (kind,
+        rows, cols, task ids) for readers of it."""
+        def per_cell(read) -> list[list[Any]]:
+            return [[read(it) for it in row] for row in self.cells]
 
-    def _repr_png_(self):
+        def request_of(it: Any) -> dict | None:
+            req = getattr(it, "request", None)
+            return req.to_dict() if req is not None and hasattr(req, "to_dict") else None
+
+        meta: dict[str, Any] = {
+            "kind": self.kind, "title": self.title, "rows": self.row_labels, "cols": self.col_labels,
+            "task_ids": self.task_ids, "requests": per_cell(request_of), "models": per_cell(cell_model),
+            "states": per_cell(lambda it: getattr(it, "state", None)),
+            "mime": mime, "width": self.image.width, "height": self.image.height,
+            "embedded_sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+            "grid": {"kind": self.kind, "rows": self.row_labels, "cols": self.col_labels,
+                     "task_ids": self.task_ids}, **({"simulated": True} if self.simulated else {})}
+        return meta
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
+        """One image output (PNG, or JPEG when the PNG is large) with `imagen4` at the top of its metadata,
+        where notebook tools read a cell image's provenance."""
         data = self.to_png()
-        return (data, self._meta()) if len(data) <= MAX_INLINE_PNG else None
+        mime = "image/png"
+        if len(data) > MAX_INLINE_PNG:
+            buf = io.BytesIO()
+            self.image.convert("RGB").save(buf, format="JPEG", quality=88)
+            data, mime = buf.getvalue(), "image/jpeg"
+        bundle = {mime: base64.b64encode(data).decode("ascii"), "text/plain": repr(self)}
+        return bundle, {"imagen4": self.output_metadata(mime, data)}
 
-    def _repr_jpeg_(self):
-        if len(self.to_png()) <= MAX_INLINE_PNG:
-            return None
-        buf = io.BytesIO()
-        self.image.convert("RGB").save(buf, format="JPEG", quality=88)
-        return buf.getvalue(), self._meta()
+    def __getattr__(self, name: str) -> Any:
+        # contact_sheet() used to return the PIL image: its attributes and methods (size, width, resize, ...)
+        # still answer; `save` is the sheet's own (it keeps the provenance)
+        image = self.__dict__.get("image")
+        if image is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(image, name)
 
     def __repr__(self) -> str:
         failed = sum(1 for row in self.cells for it in row if getattr(it, "state", "success") != "success")

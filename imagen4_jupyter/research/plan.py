@@ -1,11 +1,15 @@
 """Resuming a batch: what its earlier runs left in the history, and so what to do with each item now.
 
 An item is reused (its stored result is shown, no request), followed (its task exists and is unfinished, or its
-images are gone from disk: the session resumes it, no new task), lost (an earlier createTask got no answer: never
-resent) or created. `batch.py` asks `resolve(item)` once per item, just before dispatching it.
+images are gone from disk: the session resumes it, no new task), lost (an earlier createTask got no answer, or a
+killed kernel was sending it: its `sending` event has no end, records/sendlog.py; never resent) or created
+(a request a dead kernel queued but never sent is created once, under its own local id). `batch.py` asks
+`resolve(item)` once per item, just before dispatching it.
 """
 from __future__ import annotations
 
+import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,6 +18,19 @@ if TYPE_CHECKING:
     from .results import BatchItem
 
 REUSE, FOLLOW, LOST, CREATE = "reuse", "follow", "lost", "create"
+
+
+def process_alive(event: dict) -> bool:
+    """True if the kernel that wrote this `queued` event is another process still running on this machine (it
+    will send the request itself)."""
+    pid = event.get("pid")  # as `%imagen4 resume` judges it (records/sendlog.py)
+    if event.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, OSError):
+        return False
+    return True
 
 
 class ResumePlan:
@@ -28,26 +45,45 @@ class ResumePlan:
         self.planned: dict[int, tuple[str, Any]] = {}
         self.claimed: set[str] = set()  # task ids given to an item already
         self.unfinished_by_key: dict[str, list[TaskEntry]] = {}
+        self.claimed_locals: set[str] = set()  # local ids of waiting requests given to an item already
 
-    def _latest_by_index(self) -> dict[int, tuple[str, Any]]:
-        """The last thing an earlier run did for each item: ("task", task id) or ("unknown", event)."""
-        assert self.session is not None
+    def _index_of(self, ev: dict) -> int | None:
+        """The item an event is about, by the batch tag the runner puts in its events (`extra`), or None."""
+        tag = ev.get("batch")
+        if not isinstance(tag, dict) or tag.get("id") != self.bid or not isinstance(tag.get("index"), int):
+            return None
+        idx = tag["index"]
+        if not 0 <= idx < len(self.items) or ev.get("request_key") != self.items[idx].request.key():
+            return None
+        return idx
+
+    def _latest_by_index(self, events: list[dict]) -> dict[int, tuple[str, Any]]:
+        """The last thing an earlier run did for each item: ("task", task id), ("unknown", event) for an
+        `outcome_unknown` or a `sending` with no end after it (the kernel died while sending: it may have
+        created a task), or ("queued", event) for a request that waited and was certainly never sent.
+
+        An event is the item's by its batch tag, or by its `local_id` when an earlier event of that request
+        carried the tag (what `%imagen4 resume` writes for a dead kernel's request)."""
         latest: dict[int, tuple[str, Any]] = {}
-        try:
-            events = list(self.session.history.iter_events())
-        except FileNotFoundError:
-            events = []
+        local_index: dict[str, int] = {}  # local id -> item, from a tagged `queued`/`sending` event
         for ev in events:
-            tag = ev.get("batch")
-            if not isinstance(tag, dict) or tag.get("id") != self.bid or not isinstance(tag.get("index"), int):
+            kind, local = ev.get("event"), ev.get("local_id")
+            idx = self._index_of(ev)
+            if idx is None and isinstance(local, str):
+                idx = local_index.get(local)
+            if idx is None:
                 continue
-            idx = tag["index"]
-            if not 0 <= idx < len(self.items) or ev.get("request_key") != self.items[idx].request.key():
+            if isinstance(local, str) and kind in ("queued", "sending"):
+                local_index[local] = idx
+                latest[idx] = ("unknown" if kind == "sending" else "queued", {**ev, "local_id": local})
                 continue
-            if ev.get("event") == "submitted" and isinstance(ev.get("task_id"), str):
+            if kind == "submitted" and isinstance(ev.get("task_id"), str):
                 latest[idx] = ("task", ev["task_id"])
-            elif ev.get("event") == "outcome_unknown":
+            elif kind == "outcome_unknown":
                 latest[idx] = ("unknown", ev)
+            elif kind == "not_sent" and latest.get(idx, ("",))[0] in ("unknown", "queued"):
+                del latest[idx]  # its request certainly created nothing: created again
+        self.claimed_locals.update(local_index)  # never matched again by request key
         return latest
 
     def read(self) -> None:
@@ -55,9 +91,16 @@ class ResumePlan:
         if self.session is None:
             return
         history = self.session.history
-        for idx, (kind, value) in self._latest_by_index().items():
+        try:
+            events = list(history.iter_events())
+        except FileNotFoundError:
+            events = []
+        for idx, (kind, value) in self._latest_by_index(events).items():
             if kind == "unknown":
                 self.planned[idx] = (LOST, value)
+                continue
+            if kind == "queued":  # waited, never sent: sent now under its own local id (which ends its record)
+                self._plan_queued(idx, value)
                 continue
             entry = history.get(value)
             if entry is None:
@@ -70,13 +113,46 @@ class ResumePlan:
             elif not entry.finished:
                 self.planned[idx] = (FOLLOW, entry)
             # failed for good: created again
+        self._match_waiting_by_key(history.waiting())
         for entry in history.unfinished():  # another run's unfinished task with the same request
             if entry.task_id not in self.claimed and entry.request_key:
                 self.unfinished_by_key.setdefault(entry.request_key, []).append(entry)
 
+    def _plan_queued(self, idx: int, event: dict) -> None:
+        """A request of this item that waited in a send queue and was never sent: sent once, by this run, under
+        its local id, unless its kernel still runs (it will send it) or this kernel still holds it."""
+        local = event.get("local_id")
+        assert self.session is not None
+        if local in self.session.queued or process_alive(event):
+            self.planned[idx] = (LOST, {**event, "alive": True})
+        else:
+            self.planned[idx] = (CREATE, local)
+        self.claimed_locals.add(local)
+
+    def _match_waiting_by_key(self, waiting: list[dict]) -> None:
+        """Requests with the same request key that a kernel left without an end and that carry no tag of this
+        batch (a cell's, another batch's): a `sending` one may have created the task, so one item with that key
+        is not sent again (outcome unknown); a `queued` one that no live kernel holds is sent once by this run."""
+        open_items: dict[str, list[int]] = {}
+        for item in self.items:
+            if item.index not in self.planned:
+                open_items.setdefault(item.request.key(), []).append(item.index)
+        for event in waiting:
+            local = event.get("local_id")
+            key = event.get("request_key")
+            if not isinstance(local, str) or local in self.claimed_locals or not open_items.get(key):
+                continue
+            idx = open_items[key].pop(0)
+            if event.get("sending"):
+                self.planned[idx] = (LOST, event)
+                self.claimed_locals.add(local)
+            else:
+                self._plan_queued(idx, event)
+
     def resolve(self, item: BatchItem) -> tuple[str, Any]:
-        """What to do with an item: (REUSE, entry) / (FOLLOW, entry) / (LOST, event) / (CREATE, None).
-        Following claims the task: ask once per item."""
+        """What to do with an item: (REUSE, entry) / (FOLLOW, entry) / (LOST, event) / (CREATE, local id or
+        None): the local id of a request a dead kernel queued and never sent, sent now under that name so the
+        history ends its record (resume then sends it no more). Following claims the task: ask once per item."""
         if self.session is None:
             return CREATE, None
         planned = self.planned.get(item.index)

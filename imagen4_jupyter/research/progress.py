@@ -1,5 +1,6 @@
 """The live progress line of a batch: an HTML display updated in place inside a Jupyter kernel, text on stderr
-elsewhere. It knows nothing of the runner: `update()` receives a `ProgressState` of plain numbers."""
+elsewhere. It knows nothing of the runner: `update()` receives a `ProgressState` of plain numbers, the counts
+of `results.item_counts` (their words and which of them are failures come from `results.py` too)."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.cards import esc
-
-COUNT_NAMES = ("done", "success", "failed", "lost", "running", "reused", "pending")
+from .results import BUCKETS, COUNT_NAMES, FAILURE_BUCKETS
 
 
 def ipython_shell() -> Any:
@@ -58,14 +58,12 @@ class Progress:
     def _text(self, state: ProgressState, final: bool = False) -> str:
         c = state.counts
         parts = [f"{c['done']}/{self.total} done"]
-        if c["running"]:
+        if c.get("running"):
             parts.append(f"{c['running']} running")
-        if c["reused"]:
+        if c.get("reused"):
             parts.append(f"{c['reused']} reused")
-        if c["failed"]:
-            parts.append(f"{c['failed']} failed")
-        if c["lost"]:
-            parts.append(f"{c['lost']} lost (outcome unknown)")
+        parts += [f"{c[b]} {words}" for b, words in BUCKETS.items()
+                  if b not in ("success", "running", "pending") and c.get(b)]
         if state.waiting_s > 0 and not final:
             parts.append(f"rate limited: waiting {state.waiting_s:.0f} s")
         if state.rate_limited:
@@ -77,7 +75,8 @@ class Progress:
     def _bundle(self, state: ProgressState, final: bool = False) -> dict[str, str]:
         c = state.counts
         text = self._text(state, final)
-        colour = "#b91c1c" if (c["failed"] or c["lost"]) and final else "#2563eb"
+        failed = any(c.get(b) for b in FAILURE_BUCKETS)
+        colour = "#b91c1c" if failed and final else "#2563eb"
         plan = f'<div style="color:var(--jp-ui-font-color2,#555)">{esc(self.plan)}</div>' if self.plan else ""
         html = (f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:13px">{plan}'
                 f'<progress value="{c["done"]}" max="{max(1, self.total)}" style="width:220px;'

@@ -14,14 +14,56 @@ from ..api.models import short_name
 from ..api.request import GenerationRequest
 
 PARAM_FIELDS = ("negative_prompt", "aspect_ratio", "num_images", "seed")
-FINAL_STATES = ("success", "fail", "error", "lost-unknown", "not-submitted")
+
+
+# -- states -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StateView:
+    """How a batch item's state reads everywhere (table, progress line, summaries, sheets): `label` (words),
+    `tone` (its colour class: ok, bad, warn, muted, active) and `bucket` (the count it adds to)."""
+
+    label: str
+    tone: str
+    bucket: str
+    final: bool
+
+
+# The one mapping from a batch item's `state` to its views. A state name is a word, never a sentence (the
+# sentence is the item's `note` or `error`). Point this table at a new state vocabulary and every view follows.
+STATE_VIEWS: dict[str, StateView] = {
+    "pending": StateView("pending", "active", "pending", False),
+    "submitting": StateView("sending", "active", "running", False),
+    "running": StateView("running", "active", "running", False),
+    "success": StateView("success", "ok", "success", True),
+    "fail": StateView("failed", "bad", "failed", True),  # the service could not generate it
+    "error": StateView("error", "bad", "failed", True),
+    "lost-unknown": StateView("outcome unknown", "warn", "lost", True),  # sent, no answer: never resent
+    "not-submitted": StateView("not sent", "muted", "not_sent", True),  # stopped, interrupted, timed out
+    "over-budget": StateView("not sent (budget)", "muted", "budget", True),  # `budget=`: never a failure
+}
+# the counts of a batch (progress line, summaries) in the order they are said, with their words
+BUCKETS: dict[str, str] = {"success": "success", "running": "running", "failed": "failed",
+                           "lost": "outcome unknown", "not_sent": "not sent", "budget": "not sent (budget)",
+                           "pending": "pending"}
+FAILURE_BUCKETS = ("failed", "lost")  # what turns a batch's bar red; a budget's or a stop's "not sent" does not
+TONE_COLOURS = {"ok": GREEN, "bad": RED, "warn": "var(--jp-warn-color1,#ef6c00)",
+                "muted": "var(--jp-ui-font-color2,#616161)", "active": BLUE}
+FINAL_STATES = tuple(state for state, view in STATE_VIEWS.items() if view.final)
+
+
+def state_view(state: str) -> StateView:
+    """The label, colour class and count of a batch item's state (an unknown state reads as itself)."""
+    view = STATE_VIEWS.get(state)
+    return view if view is not None else StateView(state, "active", "pending", False)
 
 
 # -- items ------------------------------------------------------------------------------------------
 @dataclass
 class BatchItem:
-    """One request of a batch and what became of it. `state` is one of pending, submitting, running,
-    success, fail (the service could not generate it), error, lost-unknown, not-submitted."""
+    """One request of a batch and what became of it. `state` (one of `STATE_VIEWS`): pending, submitting,
+    running, success, fail (the service could not generate it), error, lost-unknown (sent, outcome unknown:
+    never resent), not-submitted (stopped, interrupted, timed out) or over-budget (`budget=`: not sent, not
+    a failure); `state_view(item.state)` says how it reads, `note` why it was not sent."""
 
     index: int
     request: GenerationRequest
@@ -50,20 +92,30 @@ class BatchItem:
 
     @property
     def status(self) -> str:
-        """The state, with the service's state (waiting, queuing, generating) while running."""
-        if self.state == "running" and self.job is not None and not self.job.done():
-            return self.job.status
+        """Read-only alias of `state` (older code read `status`)."""
         return self.state
 
     @property
+    def view(self) -> StateView:
+        """How the state reads (`state_view`)."""
+        return state_view(self.state)
+
+    @property
+    def label(self) -> str:
+        """The state in words; while running, with the service's own state (queuing, generating)."""
+        if self.state == "running" and self.job is not None and not self.job.done() and self.job.status:
+            return f"running ({self.job.status})"
+        return self.view.label
+
+    @property
     def done(self) -> bool:
-        return self.state in FINAL_STATES
+        return self.view.final
 
     def row(self) -> dict[str, Any]:
         req = self.request
         return {"index": self.index, "prompt": req.prompt, "model": short_name(req.model),
                 "params": {k: getattr(req, k) for k in PARAM_FIELDS},
-                "task_id": self.task_id, "state": self.status, "origin": self.origin,
+                "task_id": self.task_id, "state": self.state, "origin": self.origin,
                 "images": self.paths, "error": _error_text(self.error), "note": self.note or None}
 
 
@@ -74,24 +126,24 @@ def _error_text(err: BaseException | None) -> str | None:
     return f"{title}: {err}"
 
 
+COUNT_NAMES = ("done", *BUCKETS, "reused")
+
+
 def item_counts(items: list[BatchItem]) -> dict[str, int]:
-    """The progress line's counts, in one pass: done, success, failed, lost, running, reused, pending."""
-    c = {"done": 0, "success": 0, "failed": 0, "lost": 0, "running": 0, "reused": 0, "pending": 0}
+    """The counts of a batch in one pass: `done`, one per bucket of `BUCKETS` (each item in its state's), and
+    `reused` (successes shown from the history)."""
+    c = dict.fromkeys(COUNT_NAMES, 0)
     for item in items:
-        if item.done:
-            c["done"] += 1
-        if item.state == "success":
-            c["success"] += 1
-            c["reused"] += item.origin == "reused"
-        elif item.state in ("fail", "error", "not-submitted"):
-            c["failed"] += 1
-        elif item.state == "lost-unknown":
-            c["lost"] += 1
-        elif item.state in ("running", "submitting"):
-            c["running"] += 1
-        else:
-            c["pending"] += 1
+        view = item.view
+        c["done"] += view.final
+        c[view.bucket] = c.get(view.bucket, 0) + 1
+        c["reused"] += item.state == "success" and item.origin == "reused"
     return c
+
+
+def counts_text(counts: dict[str, int]) -> list[str]:
+    """The non-zero buckets in words, in `BUCKETS` order: ["3 success", "2 not sent (budget)"]."""
+    return [f"{counts[b]} {words}" for b, words in BUCKETS.items() if counts.get(b)]
 
 
 class BatchControl(Protocol):
@@ -157,21 +209,28 @@ class BatchResult:
 
     @property
     def failed(self) -> list[BatchItem]:
-        return [i for i in self.items if i.state in ("fail", "error", "not-submitted")]
+        """Items the service could not generate or that ended with an error (not the ones never sent)."""
+        return [i for i in self.items if i.view.bucket == "failed"]
 
     @property
     def lost(self) -> list[BatchItem]:
         """Items whose createTask outcome is unknown (never resent; check the dashboard)."""
-        return [i for i in self.items if i.state == "lost-unknown"]
+        return [i for i in self.items if i.view.bucket == "lost"]
+
+    @property
+    def not_sent(self) -> list[BatchItem]:
+        """Items never sent: a budget, a stop, an interrupt or the timeout kept them (their `note` says which)."""
+        return [i for i in self.items if i.view.bucket in ("not_sent", "budget")]
 
     @property
     def ok(self) -> bool:
         return all(i.state == "success" for i in self.items)
 
     def counts(self) -> dict[str, int]:
+        """How many items are in each state (state names as keys)."""
         out: dict[str, int] = {}
         for item in self.items:
-            out[item.status] = out.get(item.status, 0) + 1
+            out[item.state] = out.get(item.state, 0) + 1
         return out
 
     @property
@@ -206,10 +265,8 @@ class BatchResult:
                 time.sleep(0.01)
 
     def summary(self) -> str:
-        c = self.counts()
-        parts = [f"{n} {state}" for state, n in sorted(c.items(), key=lambda kv: -kv[1])]
         s = self.stats
-        line = f"{len(self)} items: " + ", ".join(parts)
+        line = f"{len(self)} items: " + ", ".join(counts_text(item_counts(self.items)))
         if s:
             line += (f" · {s.get('created', 0)} tasks created, {s.get('reused', 0)} reused, "
                      f"{s.get('followed', 0)} followed")
@@ -258,9 +315,8 @@ class BatchResult:
             if req.negative_prompt:
                 params.append("neg: " + shorten(req.negative_prompt, 30))
             thumbs = "".join(thumb_html(im.path, 64) for im in item.images[:4])
-            state = item.status + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
-            colour = {"success": GREEN, "fail": RED, "error": RED, "lost-unknown": "var(--jp-warn-color1,#ef6c00)",
-                      "not-submitted": RED}.get(item.state, BLUE)
+            state = item.label + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
+            colour = TONE_COLOURS.get(item.view.tone, BLUE)
             dot = (f"<span style='display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:5px;"
                    f"background:{colour}'></span>")
             body.append(

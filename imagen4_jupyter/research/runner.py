@@ -35,6 +35,19 @@ MAX_CONSECUTIVE_429 = 30  # then the batch stops submitting (the service keeps r
 MAX_FOLLOWS = 3  # re-follow a task whose polling ended with a transient error this many times
 
 
+def lost_message(event: Any) -> str:
+    """Why an item is not sent again: an earlier createTask of it has no known outcome (or a live kernel holds
+    it in its send queue), with what to do."""
+    if isinstance(event, dict) and event.get("alive"):
+        return ("A kernel that is still running (this one or another on this machine) holds this request in its "
+                "send queue and will send it; not sent again here. Wait for it, then run the batch again.")
+    if isinstance(event, dict) and event.get("event") == "sending":
+        why = "A kernel was sending this request when it stopped (or it is still on its way), with no answer recorded."
+    else:
+        why = "An earlier run of this batch sent this request without getting an answer."
+    return f"{why} {E.OutcomeUnknownError.hint} To send it anyway: force=True (`%imagen4 batch --force`)."
+
+
 def _execution_count() -> int | None:
     ip = ipython_shell()
     return getattr(ip, "execution_count", None) if ip is not None else None
@@ -167,9 +180,8 @@ class BatchRun:
             if action == LOST:
                 self.queue.popleft()
                 item.state, item.origin = "lost-unknown", "created"
-                item.error = E.OutcomeUnknownError(
-                    "An earlier run of this batch sent this request without getting an answer, so a task may "
-                    "exist (and be billed). Not resent; check the dashboard, then pass force=True to send it again.")
+                item.error = E.OutcomeUnknownError(lost_message(value))
+                item.finished_at = time.time()
                 self.stats["lost"] += 1
                 continue
             if action == CREATE and self.budget is not None and self.budget.stopped_at is not None:
@@ -196,13 +208,13 @@ class BatchRun:
             item.state = "submitting"
             item.started_at = time.time()
             self.stats["create_requests"] += 1
-            pool.submit(self._create, item)
+            pool.submit(self._create, item, value if action == CREATE else None)
 
     def _not_in_budget(self, item: BatchItem, note: str) -> None:
         """Under the lock: the item's estimated cost does not fit what is left of the budget (or an earlier
         item's did not): it is not sent."""
         self.queue.popleft()
-        item.state, item.note, item.finished_at = "not-submitted", note, time.time()
+        item.state, item.note, item.finished_at = "over-budget", note, time.time()  # not sent, not a failure
         self.stats["over_budget"] += 1
 
     def _take_slot(self) -> None:
@@ -213,11 +225,11 @@ class BatchRun:
         self.in_flight -= 1
         self.cond.notify_all()
 
-    def _stop_queue(self, why: str) -> None:
+    def _stop_queue(self, why: str, state: str = "not-submitted") -> None:
         while self.queue:
             item = self.queue.popleft()
-            item.state, item.note = "not-submitted", why
-            if self.aborted is not None:
+            item.state, item.note = state, why
+            if self.aborted is not None and state == "not-submitted":
                 item.error = self.aborted
             item.finished_at = time.time()
 
@@ -239,13 +251,15 @@ class BatchRun:
         self.stats["followed"] += 1
         job.add_done_callback(lambda j, item=item: self._job_done(item, j))
 
-    def _create(self, item: BatchItem) -> None:
-        """In a pool thread: one createTask; the outcome goes back under the lock."""
+    def _create(self, item: BatchItem, local_id: str | None = None) -> None:
+        """In a pool thread: one createTask; the outcome goes back under the lock. `local_id`: a request a dead
+        kernel queued and never sent, sent under its own name (its record in the history then has an end)."""
         try:  # one createTask attempt: a 429 comes back here, to pause every submission (one shared backoff)
             if self.session is not None:  # recorded before polling, like any session job
                 job = self.session.submit(item.request, force=True, source="batch", cell=self.cell,
                                           extra={"batch": {"id": self.bid, "index": item.index}},
-                                          retry_rate_limits=False, queue=False)  # this thread waits for a slot
+                                          retry_rate_limits=False, queue=False,  # this thread waits for a slot
+                                          local_id=local_id)
             else:
                 job = self.client.submit_request(item.request, retry_rate_limits=False, queue=False)
         except BaseException as err:  # noqa: BLE001 - every outcome must release the slot
@@ -271,6 +285,11 @@ class BatchRun:
             item.state, item.error = "lost-unknown", err
             item.finished_at = time.time()
             self.stats["lost"] += 1
+            return
+        if isinstance(err, E.BudgetExceededError):  # the kernel's budget: nothing sent, not a failure
+            item.state, item.note, item.finished_at = "over-budget", f"budget: {err}", time.time()
+            self.aborted = err
+            self._stop_queue(f"budget: the kernel's budget stopped the batch at item {item.index}", "over-budget")
             return
         self._fail(item, err)
         if isinstance(err, ABORTING):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.models import short_name
+from .results import FAILURE_BUCKETS, BatchItem
 
 BACKGROUND = (255, 255, 255)
 INK = (17, 17, 17)
@@ -20,41 +21,41 @@ FAILED = (254, 226, 226)
 
 
 # -- cell contents ----------------------------------------------------------------------------------
-def _cell_images(item: Any) -> tuple[list[Any], str | None]:
-    """The PIL images of one cell and a short note when there are none (failed, lost, empty)."""
+def _cell_images(item: Any) -> tuple[list[Any], str | None, bool]:
+    """The PIL images of one cell, a short note when there are none (failed, lost, empty), and whether that
+    is a failure (the cell is tinted)."""
     from PIL import Image
 
     if item is None:
-        return [], ""
+        return [], "", False
     if isinstance(item, (list, tuple)):
         images: list[Any] = []
-        note = None
+        note, failed = None, False
         for part in item:
-            got, why = _cell_images(part)
+            got, why, bad = _cell_images(part)
             images.extend(got)
-            note = note or why
-        return images, (None if images else note)
+            note, failed = note or why, failed or bad
+        return images, (None if images else note), failed and not images
     if isinstance(item, Image.Image):
-        return [item], None
+        return [item], None, False
     if isinstance(item, (bytes, bytearray)):
-        return [Image.open(io.BytesIO(bytes(item)))], None
+        return [Image.open(io.BytesIO(bytes(item)))], None, False
     if isinstance(item, (str, os.PathLike)):
-        return [Image.open(item)], None
-    state = getattr(item, "state", None)
-    if hasattr(item, "request") and hasattr(item, "origin"):  # a BatchItem
-        if state != "success":
-            return [], state or "?"
+        return [Image.open(item)], None, False
+    if isinstance(item, BatchItem):  # its state in words, through the batch's one mapping
+        if item.state != "success":
+            return [], item.label, item.view.bucket in FAILURE_BUCKETS
         return _cell_images(item.images)
     if hasattr(item, "done") and hasattr(item, "images") and callable(item.done):  # a Job
         if not item.done():
-            return [], item.status
+            return [], item.status, False
         if item.error is not None:
-            return [], item.status
+            return [], item.status, True
         return _cell_images(item.images)
     if hasattr(item, "images"):  # a Result
         return _cell_images(list(item.images))
     if hasattr(item, "path") and hasattr(item, "sha256"):  # a StoredImage
-        return [Image.open(item.path)], None
+        return [Image.open(item.path)], None, False
     raise TypeError(f"contact_sheet cannot show a {type(item).__name__}; pass results, jobs, images or paths.")
 
 
@@ -172,8 +173,10 @@ def _captions(matrix: list[list[Any]], captions: Any) -> list[list[str | None]] 
     return [texts[r * n_cols:(r + 1) * n_cols] for r in range(len(matrix))]
 
 
-def _as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int, n_col_labels: int
-               ) -> list[list[Any]]:
+def as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int, n_col_labels: int
+              ) -> list[list[Any]]:
+    """The cells of a sheet as rows: a list of rows as given, or a flat list laid out in `rows` x `cols` (or as
+    the labels or a square say); a BatchResult gives its items."""
     if hasattr(items, "items") and hasattr(items, "batch_id"):  # a BatchResult
         items = list(items.items)
     items = list(items)
@@ -209,7 +212,7 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
         raise ValueError("cell_size must be from 16 to 1024 pixels.")
     row_labels = [str(x) for x in row_labels] if row_labels is not None else []
     col_labels = [str(x) for x in col_labels] if col_labels is not None else []
-    matrix = _as_matrix(items, rows, cols, len(row_labels), len(col_labels))
+    matrix = as_matrix(items, rows, cols, len(row_labels), len(col_labels))
     n_rows, n_cols = len(matrix), max((len(r) for r in matrix), default=0)
     if row_labels and len(row_labels) != n_rows:
         raise ValueError(f"{len(row_labels)} row labels for {n_rows} rows.")
@@ -220,14 +223,17 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
     # the pictures first: they decide the cell box (the largest thumbnail fitting in cell_size)
     pictures: list[list[Any]] = []
     notes: list[list[str | None]] = []
+    tints: list[list[bool]] = []
     for row in matrix:
-        pics, why = [], []
+        pics, why, bad = [], [], []
         for item in row:
-            images, note = _cell_images(item)
+            images, note, failed = _cell_images(item)
             pics.append(_tile(images, (cell_size, cell_size)) if images else None)
             why.append(note)
+            bad.append(failed)
         pictures.append(pics)
         notes.append(why)
+        tints.append(bad)
     sizes = [p.size for r in pictures for p in r if p is not None]
     box_w = max((s[0] for s in sizes), default=cell_size)
     box_h = max((s[1] for s in sizes), default=cell_size)
@@ -294,8 +300,7 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
             note = notes[r][c] if c < len(notes[r]) else ""
             if note is None or (note == "" and matrix[r][c] is None):
                 continue  # an empty slot stays blank
-            draw.rectangle(cells[-1], fill=FAILED if note in ("fail", "error", "lost-unknown", "not-submitted")
-                           else EMPTY)
+            draw.rectangle(cells[-1], fill=FAILED if c < len(tints[r]) and tints[r][c] else EMPTY)
             text = _wrap(note or "no image", font, box_w - 8, 2)
             ty = y0 + (box_h - len(text) * line_h) / 2
             for line in text:
