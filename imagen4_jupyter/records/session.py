@@ -11,7 +11,7 @@ from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
-from ..api.credentials import Credentials, resolve
+from ..api.credentials import Credentials, checked_target, resolve
 from ..api.job import Job
 from ..api.records import Result
 from ..api.request import GenerationRequest
@@ -111,8 +111,8 @@ class Session:
                 self._simulated_ids.add(job.task_id)
 
     def _target(self) -> tuple[str, str | None]:
-        creds = self.credentials()
-        return (self._client_options.get("api_key", creds.key), self._client_options.get("base_url", creds.base_url))
+        # hkeys: code's options win; a key and an address from different places need the host trusted
+        return checked_target(self.credentials(), self._client_options)
 
     def _credentials_changed(self) -> bool:
         """True when this session's own client was built for another key or base URL than the ones in force."""
