@@ -89,6 +89,8 @@ class BoundedHTTPServer(HTTPServer):
     connections are held (the rest are closed at once), and one watchdog thread shuts each connection down
     `deadline` seconds after it was accepted."""
 
+    request_queue_size = 128  # the listen backlog: connections past it are accepted and closed, not left waiting
+
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, workers: int = WORKERS,
                  deadline: float = DEADLINE):
         super().__init__(address, handler)
