@@ -18,10 +18,15 @@ WEBHOOK_KEY_REFUSED = ("webhook_key is not set with %config: IPython saves that 
                        f"Instead {WEBHOOK_KEY_WAYS}.")
 
 
-def apply_callbacks(session: Session, listen: str, public_url: str, webhook_key: str | None) -> list[str]:
-    """Make the session's callbacks match the traits; the lines to print (the URL, signed or not, what the listen
-    address exposes, and the clear word when the service cannot reach it). Never names the webhook key. Settings
-    that match the running receiver change nothing (exactly one receiver, however often they are set)."""
+def apply_callbacks(session: Session, listen: str, public_url: str) -> list[str]:
+    """Make the session's callbacks match the traits and the webhook key in force; the lines to print (the URL,
+    signed or not, what the listen address exposes, and the clear word when the service cannot reach it). Never
+    names the webhook key. Settings that match the running receiver change nothing (exactly one receiver, however
+    often they are set)."""
+    from ..api.credentials import webhook_key as resolve_webhook_key
+    from ..records.location import credentials_start
+
+    webhook_key = resolve_webhook_key(credentials_start(session.notebook))
     if not listen:
         said = []
         if session.callbacks is not None:

@@ -189,13 +189,10 @@ class Imagen4Magics(Magics):
 
     def refresh_callbacks(self) -> None:
         """Make the session's callback receiver match the traits and the webhook key in force (one receiver)."""
-        from ..api.credentials import webhook_key
-        from ..records.location import credentials_start
         from .callback_mode import apply_callbacks
 
         session = self.session  # made first: a new session applies the traits itself, and this changes nothing
-        key = webhook_key(credentials_start(session.notebook))
-        for line in apply_callbacks(session, self.callback_listen, self.callback_url, key):
+        for line in apply_callbacks(session, self.callback_listen, self.callback_url):
             print(line)
 
     @observe("poll_interval", "timeout")
