@@ -200,3 +200,25 @@ def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webho
         session.close()
         S.set_session(None)
         shell.config.pop("Imagen4Magics", None)
+
+
+def test_a_webhook_key_in_a_config_file_is_ignored_with_a_line_and_loading_goes_on(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from imagen4_jupyter.notebook import magics as M
+    from imagen4_jupyter.records import session as S
+
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    shell.config.Imagen4Magics.webhook_key = "whk-in-a-config-file-42"
+    try:
+        with capture_output() as cap:
+            magics = M.load(shell)
+        assert magics.webhook_key == "" and "whk-in-a-config-file-42" not in cap.stdout + cap.stderr
+        assert "imagen4: ignored: webhook_key is not set with %config" in cap.stdout
+        assert "%imagen4 webhook-key" in cap.stdout and shell.find_cell_magic("imagen4") is not None
+    finally:
+        M.unload(shell)
+        S.set_session(None)
+        shell.config.pop("Imagen4Magics", None)

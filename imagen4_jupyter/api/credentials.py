@@ -270,7 +270,7 @@ def checked_target(creds: Credentials, options: Mapping[str, Any]) -> tuple[str,
     if "base_url" not in options and key:
         reason = untrusted_reason(creds, key_from_code="api_key" in options)
         if reason:
-            raise E.ConfigurationError(reason)
+            raise E.ConfigurationError(reason, not_sent=True)
     return key, url
 
 

@@ -18,6 +18,20 @@ WEBHOOK_KEY_REFUSED = ("webhook_key is not set with %config: IPython saves that 
                        f"Instead {WEBHOOK_KEY_WAYS}.")
 
 
+def refuse_webhook_key(value: object, *, building: bool) -> str:
+    """The webhook_key trait's validation: always '' (the value is not kept, not even in the message). Set in a
+    cell it is a TraitError (one line from %config); from a config file, while the magics are built, one line is
+    printed and loading goes on."""
+    from traitlets import TraitError
+
+    if str(value or "").strip():
+        if building:
+            print(f"imagen4: ignored: {WEBHOOK_KEY_REFUSED}")
+        else:
+            raise TraitError(WEBHOOK_KEY_REFUSED)
+    return ""
+
+
 def apply_callbacks(session: Session, listen: str, public_url: str) -> list[str]:
     """Make the session's callbacks match the traits and the webhook key in force; the lines to print (the URL,
     signed or not, what the listen address exposes, and the clear word when the service cannot reach it). Never

@@ -17,7 +17,7 @@ from ..api import errors as E
 from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
-from .callback_mode import WEBHOOK_KEY_REFUSED
+from .callback_mode import refuse_webhook_key
 from .options import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_MODEL,
@@ -128,10 +128,12 @@ class Imagen4Magics(Magics):
         # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
         # runs the trait observers, and they read these.
         self._session: Session | None = None
+        self._building = True  # a config file's webhook_key is ignored with a line, not an error that stops loading
         self.key_offered = False  # an interactive kernel's first cell without a key offers the masked prompt once
         self.made_views: LiveViews | None = None  # the cells' live outputs, made on first use (`views`)
         self.made_commands: Subcommands | None = None  # %imagen4 <subcommand> (`commands`)
         super().__init__(shell=shell, **kwargs)
+        self._building = False
 
     @property
     def views(self) -> LiveViews:
@@ -177,9 +179,7 @@ class Imagen4Magics(Magics):
 
     @validate("webhook_key")
     def _refuse_webhook_key(self, proposal: Any) -> str:
-        if str(proposal["value"] or "").strip():  # the value is not kept: not even in the error
-            raise TraitError(WEBHOOK_KEY_REFUSED)
-        return ""
+        return refuse_webhook_key(proposal["value"], building=self._building)
 
     @observe("callback_listen", "callback_url")
     def _callbacks_changed(self, change: Any) -> None:  # opting in loads the session now, to say where it listens
