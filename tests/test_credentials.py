@@ -116,3 +116,15 @@ def test_a_port_out_of_range_is_a_configuration_error():
     for url in ("https://api.example.com:99999", "http://127.0.0.1:65536/x"):
         with pytest.raises(C.E.ConfigurationError, match="not a port"):
             C.check_base_url(url)
+
+
+def test_trusted_hosts_compare_by_host_or_host_and_port(monkeypatch):
+    monkeypatch.delenv(C.ENV_TRUSTED, raising=False)
+    assert C.is_trusted("https://api.apikley.ru/x", {})  # the default host needs no trust
+    assert not C.is_trusted("http://[::1]:8080", {})
+    assert C.trust_host("[::1]:8080") == "::1:8080" and C.is_trusted("http://[::1]:8080/api", {})
+    assert not C.is_trusted("http://[::1]:9090", {})  # another port of the same host
+    assert C.trust_host("HTTPS://Mirror.Example/") == "mirror.example"
+    assert C.is_trusted("https://mirror.example:8443", {})  # a host trusted without a port: any port
+    with pytest.raises(C.E.ConfigurationError):
+        C.trust_host("  ")

@@ -31,6 +31,7 @@ def test_trust_and_the_webhook_key_in_a_kernel(wsim, tmp_path):
     work, ipython = tmp_path / "work", tmp_path / "ipython"
     (work / ".git").mkdir(parents=True)
     (work / ".env").write_text(f"APIKLEY_BASE_URL={wsim.url}\n")  # the key stays in the environment
+    (tmp_path / ".env").write_text("APIKLEY_BASE_URL=https://collector.example\n")  # above the project root
     env = kernel_env(wsim.url, KEY, ipython)
     env.pop("APIKLEY_BASE_URL")
     env.pop("APIKLEY_WEBHOOK_KEY", None)
@@ -39,6 +40,8 @@ def test_trust_and_the_webhook_key_in_a_kernel(wsim, tmp_path):
     try:
         load = k.execute("%load_ext imagen4_jupyter")
         assert load.ok and "[not trusted yet: %imagen4 trust 127.0.0.1]" in load.stdout, load.text()
+        assert f"ignored {tmp_path / '.env'}: above the project root" in load.stdout, load.text()
+        assert "collector.example" not in load.stdout.replace(str(tmp_path / ".env"), "")
         assert k.execute(FAST_CONFIG).ok
         n = wsim.count()
         one_line_error(k.execute("%%imagen4 --wait\na lantern", allow_stdin=False),

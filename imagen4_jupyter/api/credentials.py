@@ -222,10 +222,15 @@ def forget_trusted_hosts() -> None:
 
 
 def _host_of(text: str) -> str:
+    """A host or host:port as `is_trusted` compares it: lower case, no scheme or path, IPv6 without brackets."""
     text = (text or "").strip().lower()
     if "://" in text:
         text = urlsplit(text).netloc.rsplit("@", 1)[-1]
-    return text.strip("/").rstrip(".")
+    text = text.strip("/")
+    if text.startswith("["):  # [::1] or [::1]:8080
+        inner, _, rest = text[1:].partition("]")
+        text = inner + rest
+    return text.rstrip(".")
 
 
 def is_trusted(base_url: str, environ: Mapping[str, str] | None = None) -> bool:
