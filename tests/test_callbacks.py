@@ -141,3 +141,12 @@ def test_the_listen_address_defaults_to_loopback_and_an_open_one_says_what_it_ex
     assert exposure("127.0.0.1") is None and exposure("localhost") is None
     said = exposure("0.0.0.0")
     assert said and "every network" in said and "tunnel or reverse proxy" in said and "\n" not in said
+
+
+def test_the_webhook_key_is_never_sent_in_a_request(hints):
+    from imagen4_jupyter import GenerationRequest, InvalidRequestError
+
+    key = "whk-" + "7f3e9a1c5b2d4e60"
+    CallbackReceiver("https://example.org/cb", hints.append, webhook_key=key).stop()
+    with pytest.raises(InvalidRequestError, match="prompt contains your API or webhook key"):
+        GenerationRequest.create(f"a sign that reads {key}")

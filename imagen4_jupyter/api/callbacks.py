@@ -36,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
+from .credentials import remember_secret
+
 if TYPE_CHECKING:
     from .request import GenerationRequest
 
@@ -195,6 +197,7 @@ class CallbackReceiver:
         self.public_url = public_url.rstrip("/")
         self.on_hint = on_hint
         self.webhook_key = webhook_key or None
+        remember_secret(self.webhook_key)  # no request body, URL or prompt of ours may carry it
         self.max_body = max_body
         self.clock = clock
         self.tokens: dict[str, str | None] = {}  # token -> the request's key (or None once it has a task)
