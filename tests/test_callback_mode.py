@@ -4,6 +4,7 @@ resolved by the callback that names the task."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -142,7 +143,8 @@ def test_pokes_coalesce_into_one_extra_check(sim, make_client):
     assert client.poller.poke(job.task_id) is False  # a task no longer followed
 
 
-def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webhook_key(hsim, tmp_path, monkeypatch):
+def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webhook_key(hsim, tmp_path, monkeypatch,
+                                                                                       caplog):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
 
@@ -153,19 +155,26 @@ def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webho
     monkeypatch.setenv("APIKLEY_API_KEY", KEY)
     monkeypatch.setenv("APIKLEY_BASE_URL", hsim.url)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    monkeypatch.delenv("APIKLEY_WEBHOOK_KEY", raising=False)
+    monkeypatch.setenv("APIKLEY_WEBHOOK_KEY", WEBHOOK)  # the webhook key's ways: environment, .env, masked prompt
     shell = InteractiveShell.instance()
     with capture_output():
         magics = M.load(shell)
     try:
         with capture_output() as cap:
-            shell.run_line_magic("config", f"Imagen4Magics.webhook_key = {WEBHOOK!r}")
+            shell.run_line_magic("config", "Imagen4Magics.webhook_key = 'typed-in-a-cell-123'")  # refused
             shell.run_line_magic("config", "Imagen4Magics.callback_listen = '127.0.0.1:0'")
+            shell.run_line_magic("config", "Imagen4Magics.callback_listen = '127.0.0.1:0'")  # again: same receiver
             shell.run_line_magic("config", "Imagen4Magics")
         hub = magics.session.callbacks
         assert hub is not None and hub.signed
-        assert "callbacks on at http://127.0.0.1:" in cap.stdout and "cannot reach 127.0.0.1" in cap.stdout
-        assert WEBHOOK not in cap.stdout and magics.webhook_key == "(set)"
+        refusal = [r.getMessage() for r in caplog.records if "webhook_key" in r.getMessage()]
+        assert len(refusal) == 1 and "\n" not in refusal[0] and "%imagen4 webhook-key" in refusal[0]
+        assert "APIKLEY_WEBHOOK_KEY" in refusal[0] and "typed-in-a-cell-123" not in refusal[0] + cap.stdout
+        assert magics.webhook_key == ""  # the value was not kept
+        assert cap.stdout.count("callbacks on at http://127.0.0.1:") == 1 and "cannot reach 127.0.0.1" in cap.stdout
+        assert WEBHOOK not in cap.stdout
+        receivers = [t for t in threading.enumerate() if t.name == "imagen4-callbacks" and t.is_alive()]
+        assert len(receivers) == 1
         magics.session.configure_client(schedule=PollSchedule())
         with capture_output():
             shell.run_cell("%%imagen4 --wait -o job\ncalled back")
@@ -191,5 +200,27 @@ def test_the_magic_turns_callbacks_on_by_configuration_and_never_shows_the_webho
         session = magics.session
         M.unload(shell)
         session.close()
+        S.set_session(None)
+        shell.config.pop("Imagen4Magics", None)
+
+
+def test_a_webhook_key_in_a_config_file_is_ignored_with_a_line_and_loading_goes_on(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from imagen4_jupyter.notebook import magics as M
+    from imagen4_jupyter.records import session as S
+
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    shell.config.Imagen4Magics.webhook_key = "whk-in-a-config-file-42"
+    try:
+        with capture_output() as cap:
+            magics = M.load(shell)
+        assert magics.webhook_key == "" and "whk-in-a-config-file-42" not in cap.stdout + cap.stderr
+        assert "imagen4: ignored: webhook_key is not set with %config" in cap.stdout
+        assert "%imagen4 webhook-key" in cap.stdout and shell.find_cell_magic("imagen4") is not None
+    finally:
+        M.unload(shell)
         S.set_session(None)
         shell.config.pop("Imagen4Magics", None)

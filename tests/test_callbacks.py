@@ -88,3 +88,65 @@ def test_a_laptop_address_gets_a_clear_word():
     assert unreachable_reason("http://localhost/cb")
     assert unreachable_reason("https://hooks.example.org/cb") is None
     assert unreachable_reason("https://8.8.8.8/cb") is None
+
+
+def test_a_thousand_idle_connections_add_no_more_threads_than_the_pool(hints):
+    """Each connection used to get its own thread before its token was checked (1,200 idle ones made 1,216 kernel
+    threads). Now a fixed pool handles them, and the watchdog closes a connection after its deadline."""
+    import resource
+    import socket
+    import threading
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    r = CallbackReceiver("https://example.org/cb", hints.append, workers=4, deadline=1.0).start()
+    idle: list[socket.socket] = []
+    try:
+        before = threading.active_count()
+        for _ in range(1000):
+            idle.append(socket.create_connection(r.address, timeout=5))
+        time.sleep(0.5)
+        during = threading.active_count()
+        assert during - before <= r.workers, (before, during)
+        time.sleep(1.5)  # past the deadline: the idle connections let their workers go
+        _, token = r.new_url("k")
+        assert post(r, token, {"data": {"taskId": "task_after_flood"}}) == 200  # while the idle ones stay open
+        assert [h.task_id for h in hints] == ["task_after_flood"]
+        assert threading.active_count() - before <= r.workers
+    finally:
+        for s in idle:
+            s.close()
+        r.stop()
+
+
+def test_deeply_nested_json_is_refused_in_one_line_and_never_raised(receiver, hints, capsys, caplog):
+    _, token = receiver.new_url("k")
+    assert post(receiver, token, b"[" * 60000, signed("task_1")) == 403
+    assert post(receiver, token, b'{"data": {"taskId": "task_1", "x": ' + b"[" * 40 + b"]" * 40 + b"}}",
+                signed("task_1")) == 403
+    assert receiver.refused == {"nested too deep": 2}
+    assert hints == []
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # nothing printed (a kernel's stderr is the user's notebook)
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    assert post(receiver, token, BODY, signed("task_1")) == 200  # the receiver still works
+
+
+def test_the_listen_address_defaults_to_loopback_and_an_open_one_says_what_it_exposes():
+    from imagen4_jupyter.records.callback_hub import exposure, parse_listen
+
+    assert parse_listen(":8765") == ("127.0.0.1", 8765) and parse_listen("8765") == ("127.0.0.1", 8765)
+    assert parse_listen("0.0.0.0:8765") == ("0.0.0.0", 8765)
+    assert exposure("127.0.0.1") is None and exposure("localhost") is None
+    said = exposure("0.0.0.0")
+    assert said and "every network" in said and "tunnel or reverse proxy" in said and "\n" not in said
+
+
+def test_the_webhook_key_is_never_sent_in_a_request(hints):
+    from imagen4_jupyter import GenerationRequest, InvalidRequestError
+
+    key = "whk-" + "7f3e9a1c5b2d4e60"
+    CallbackReceiver("https://example.org/cb", hints.append, webhook_key=key).stop()
+    with pytest.raises(InvalidRequestError, match="prompt contains your API or webhook key"):
+        GenerationRequest.create(f"a sign that reads {key}")

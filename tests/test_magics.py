@@ -432,8 +432,9 @@ def test_one_parser_dispatches_every_subcommand_through_its_handler(ip):
     parser, table = commands()
     assert commands() is commands() and tuple(table) == SUBCOMMANDS  # built once
     for name in SUBCOMMANDS:
-        words = {"show": ["task_1"], "status": ["task_1"], "batch": ["prompts"]}.get(name, [])
-        assert parser.parse_args([name, *words]).handler is getattr(Subcommands, name)
+        words = {"show": ["task_1"], "status": ["task_1"], "batch": ["prompts"], "trust": ["example.org"]}.get(
+            name, [])
+        assert parser.parse_args([name, *words]).handler is getattr(Subcommands, name.replace("-", "_"))
     # the request flags of a cell and of a batch are the same definitions
     cell = set(M.CELL_FLAGS.option_strings())
     batch = set(table["batch"].options())

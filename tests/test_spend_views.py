@@ -1,12 +1,14 @@
 """What a task cost, where a researcher looks: the status card, `%imagen4 history`, the export and the panel;
-and the cost a signed callback reports (`consumeCredits`). All against the simulator's own ledger, with prices
-that are not the list prices (so an estimate and a measurement differ)."""
+and the cost a callback reports (`consumeCredits`), which is a hint and never recorded as measured, signed or not
+(the signature covers only the task id and the time). All against the simulator's own ledger, with prices that
+are not the list prices (so an estimate and a measurement differ)."""
 from __future__ import annotations
 
 import csv
 import json
 import re
 import time
+import urllib.request
 
 import pytest
 from conftest import FAST_RETRY, KEY
@@ -14,6 +16,7 @@ from IPython.utils.capture import capture_output
 from test_kernel_spend import PRICES, ip, priced_sim, session_for  # noqa: F401 - fixtures
 
 from imagen4_jupyter import GenerationRequest, PollSchedule
+from imagen4_jupyter.api.callbacks import signature
 from imagen4_jupyter.api.cards import card_bundle
 from imagen4_jupyter.api.pacing import Limits
 from imagen4_jupyter.api.spend import PriceBook
@@ -138,7 +141,9 @@ def callback_session(sim, tmp_path, key):
     return s
 
 
-def test_a_signed_callbacks_consume_credits_is_the_tasks_measured_cost(csim, tmp_path):
+def test_a_signed_callbacks_figures_are_a_hint_not_a_measurement(csim, tmp_path):
+    """The service's signed callbacks carry the true consumeCredits, and still nothing is recorded from them: the
+    body is not covered by the signature, so an altered one (999 credits) would be believed just the same."""
     s = callback_session(csim, tmp_path, WEBHOOK)
     try:
         jobs = [s.submit(GenerationRequest.create(f"a fox {i}", model=m, seed=i))
@@ -146,18 +151,29 @@ def test_a_signed_callbacks_consume_credits_is_the_tasks_measured_cost(csim, tmp
         for job in jobs:
             job.result(15)
         csim.wait_for_callbacks(2)
+        hub = s.callbacks
         deadline = time.monotonic() + 5
-        while not all(j.cost and j.cost[1] for j in jobs) and time.monotonic() < deadline:
+        while hub.hints < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        charged = ledger(csim)
-        assert {j.task_id: j.cost for j in jobs} == {t: (c, True) for t, c in charged.items()}
-        assert s.spending.spent == sum(charged.values()) == 3 + 11  # the list-price estimates corrected
-        assert s.spending.prices.price("ultra") == (11, True)
-        assert csim.count("credit") == 0
-        entries = {e.task_id: (e.credits, e.credits_measured) for e in s.history.entries()}
-        assert entries == {t: (c, True) for t, c in charged.items()}
-        vias = [ev.get("via") for ev in s.history.iter_events() if ev.get("event") == "cost"]
-        assert vias == ["callback", "callback"]
+        assert hub.hints == 2
+        # an altered body, validly signed (the signature covers task id and timestamp only)
+        task_id = jobs[0].task_id
+        token = next(t for t, (tid, _) in hub._tasks.items() if tid == task_id)  # noqa: SLF001 - the test's view
+        stamp = str(int(time.time()) - 7)  # not the service's own timestamp: that signature would be a replay
+        body = json.dumps({"code": 200, "data": {"taskId": task_id, "state": "success", "consumeCredits": 999,
+                                                 "remainedCredits": 1}}).encode()
+        host, port = hub.receiver.address
+        req = urllib.request.Request(f"http://{host}:{port}/{token}", data=body, method="POST", headers={
+            "Content-Type": "application/json", "X-Webhook-Timestamp": stamp,
+            "X-Webhook-Signature": signature(WEBHOOK, task_id, stamp)})
+        with urllib.request.urlopen(req, timeout=5) as answer:
+            assert answer.status == 200  # accepted as a hint
+        time.sleep(0.3)
+        assert [j.cost for j in jobs] == [(4.0, False), (12.0, False)]  # the list-price estimates stand
+        assert s.spending.spent == 4 + 12 and s.spending.prices.price("ultra") == (12, False)
+        assert not any(ev.get("event") == "cost" for ev in s.history.iter_events())
+        assert all(e.credits_measured is False for e in s.history.entries())
+        assert 999 not in [e.credits for e in s.history.entries()]
     finally:
         s.close()
 

@@ -26,7 +26,8 @@ GREY = "var(--jp-border-color1,#9ca3af)"
 BLUE = "var(--jp-brand-color1,#1976d2)"
 GREEN = "var(--jp-success-color1,#2e7d32)"
 RED = "var(--jp-error-color1,#c62828)"
-STATE_COLOURS = {"pacing": GREY, "sending": GREY, "submitted": GREY, "waiting": GREY, "queuing": GREY, "generating": BLUE, "success": GREEN,
+STATE_COLOURS = {"pacing": GREY, "sending": GREY,
+                 "submitted": GREY, "waiting": GREY, "queuing": GREY, "generating": BLUE, "success": GREEN,
                  "fail": RED, "error": RED, "reused": GREEN}
 RUNNING = ("pacing", "sending", "submitted", "waiting", "queuing", "generating")
 CARD_STYLE = ("font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;line-height:1.5;padding:4px 8px;"

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from . import downloads as D
 from . import errors as E
-from .credentials import DEFAULT_BASE_URL, check_base_url, is_loopback
+from .credentials import DEFAULT_BASE_URL, check_base_url, is_loopback, refuse_key_leak, remember_secret
 from .job import Job
 from .pacing import ENV as LIMITS_ENV
 from .pacing import Limits, Pacer, limits_from_env, shared_pacer
@@ -89,6 +89,7 @@ class Imagen4Client:
         self.base_url = check_base_url(base_url or os.environ.get("APIKLEY_BASE_URL") or DEFAULT_BASE_URL,
                                        allow_insecure_http=allow_insecure_http)
         self.__key = (api_key if api_key is not None else os.environ.get("APIKLEY_API_KEY", "")).strip()
+        remember_secret(self.__key)  # never sent but in the Authorization header (`refuse_key_leak`)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.store = ImageStore(cache_dir or default_cache_dir())
@@ -314,6 +315,7 @@ class Imagen4Client:
                                        "check APIKLEY_API_KEY.")
         import requests
 
+        refuse_key_leak(self.base_url + path, params, json)  # the key goes only in the Authorization header
         where = path.rsplit("/", 1)[-1]
         started = time.monotonic()
         try:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .credentials import holds_secret
 from .errors import InvalidRequestError
 from .models import DEFAULT_MODEL, MAX_INT_SEED, ModelSpec, model_spec
 from .schema import ASPECT_RATIOS, MAX_IMAGES
@@ -45,6 +47,9 @@ class GenerationRequest:
         `model`: `standard` (default), `fast` or `ultra`, or a full name such as `google/imagen4-ultra`.
         `aspect_ratio=None` takes the model's documented default (16:9 for fast, 1:1 for the others).
         """
+        for what, value in (("prompt", prompt), ("negative prompt", negative_prompt), ("seed", seed),
+                            ("callback URL", callback_url), ("model", model), ("aspect ratio", aspect_ratio)):
+            check_text(value, what)
         spec = model_spec(model)
         return cls(
             prompt=_check_prompt(prompt, "prompt", required=True),
@@ -111,6 +116,21 @@ class GenerationRequest:
         data = self.to_dict()
         data.update(changes)
         return GenerationRequest.from_dict(data)
+
+
+def check_text(value: Any, what: str) -> None:
+    """Refuse, naming the field, text that cannot be sent (a lone surrogate: not encodable as UTF-8) or that holds
+    a key of this process (the API or webhook key goes only in the Authorization header, never in a request,
+    the history, a card or an export)."""
+    if not isinstance(value, str):
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidRequestError(f"The {what} contains a character that cannot be sent (an unpaired surrogate "
+                                  f"at position {err.start}); remove or retype it.") from None
+    if holds_secret(value):
+        raise InvalidRequestError(f"The {what} contains your API or webhook key; remove it (nothing was sent).")
 
 
 def _check_prompt(value: Any, what: str, *, required: bool) -> str:
@@ -216,13 +236,19 @@ def _check_callback(value: Any) -> str | None:
     return value
 
 
-_NAME = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+_NAME = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(\[[^{}\[\]]*\])?\}")
+
+
+def _environ_like(value: Any) -> bool:
+    return value is os.environ or value is getattr(os, "environb", None) or isinstance(value, type(os.environ))
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
     """Replace `{name}` / `{name.attr}` from `namespace`; `{{` and `}}` are literal braces.
 
-    Any other brace (JSON, code, a lone `{`) is left as it is. An unknown name is an InvalidRequestError.
+    Any other brace (JSON, code, a lone `{`, `{name[...]}`) is left as it is. An unknown name is an
+    InvalidRequestError; so is a placeholder that reaches into the environment (`{os.environ}`,
+    `{os.environ[...]}`, a name bound to os.environ) or whose text would hold a key of this process.
     """
     def sub(match: re.Match) -> str:
         token = match.group(0)
@@ -231,15 +257,31 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
         if token == "}}":
             return "}"
         first, *attrs = match.group(1).split(".")
+        subscript = match.group(2)
         if first not in namespace:
+            if subscript:
+                return token
             raise InvalidRequestError(
                 f"{{{match.group(1)}}} in the prompt names no variable `{first}`. "
                 "Define it first, or write {{ and }} for literal braces.")
+        refused = InvalidRequestError(f"{token} in the prompt reaches into the environment or your keys; "
+                                      "it is not replaced. Put the text you mean in a variable.")
         value = namespace[first]
         for attr in attrs:
+            if _environ_like(value):
+                raise refused
             if attr.startswith("_") or not hasattr(value, attr):
+                if subscript:
+                    return token
                 raise InvalidRequestError(f"{{{match.group(1)}}}: `{first}` has no attribute `{attr}`.")
             value = getattr(value, attr)
-        return str(value)
+        if _environ_like(value):
+            raise refused
+        if subscript:
+            return token  # {name[...]} is left as written
+        text = str(value)
+        if holds_secret(text):
+            raise refused
+        return text
 
     return _NAME.sub(sub, text)

@@ -17,7 +17,7 @@ from ..api import errors as E
 from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
-from .callback_mode import HIDDEN
+from .callback_mode import refuse_webhook_key
 from .options import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_MODEL,
@@ -110,14 +110,16 @@ class Imagen4Magics(Magics):
         "Credits a task costs per model until measured from the balance, e.g. {'ultra': 10} (short or full "
         "names); the others keep the list prices (4 fast, 6 standard, 12 ultra).")).tag(config=True)
     callback_listen = Unicode("", help=(
-        "host:port of a receiver for the service's callbacks, e.g. 0.0.0.0:8765 (opt in, for hosts the service "
-        "can reach; '' off): each callback is a hint to check its task at once.")).tag(config=True)
+        "host:port of a receiver for the service's callbacks, e.g. 127.0.0.1:8765 behind a tunnel or reverse "
+        "proxy (opt in, for hosts the service can reach; '' off; no host means 127.0.0.1; 0.0.0.0 opens it to "
+        "every network): each callback is a hint to check its task at once.")).tag(config=True)
     callback_url = Unicode("", help=(
         "The public URL the service reaches that receiver at, e.g. https://my.host/imagen4 ('' the listen "
         "address).")).tag(config=True)
     webhook_key = Unicode("", help=(
-        "The account's webhook HMAC key: unsigned or forged callbacks are refused. Kept in memory only, shown "
-        "as '(set)'; APIKLEY_WEBHOOK_KEY works too.")).tag(config=True)
+        "Not set here (IPython saves %config lines): the account's webhook HMAC key comes from "
+        "APIKLEY_WEBHOOK_KEY, a .env, or %imagen4 webhook-key (a masked prompt). Unsigned or forged callbacks "
+        "are then refused.")).tag(config=True)
     track_credits = Bool(False, help=(
         "Read the account balance before and after each new task and record both in the history "
         "(two extra requests per task; %imagen4 credits always records what it reads).")).tag(config=True)
@@ -126,11 +128,12 @@ class Imagen4Magics(Magics):
         # Before traitlets' __init__: it applies the config (`c.Imagen4Magics.poll_interval = ...`), which
         # runs the trait observers, and they read these.
         self._session: Session | None = None
-        self._webhook_secret: str | None = None  # the webhook_key trait shows only "(set)"
+        self._building = True  # a config file's webhook_key is ignored with a line, not an error that stops loading
         self.key_offered = False  # an interactive kernel's first cell without a key offers the masked prompt once
         self.made_views: LiveViews | None = None  # the cells' live outputs, made on first use (`views`)
         self.made_commands: Subcommands | None = None  # %imagen4 <subcommand> (`commands`)
         super().__init__(shell=shell, **kwargs)
+        self._building = False
 
     @property
     def views(self) -> LiveViews:
@@ -175,20 +178,21 @@ class Imagen4Magics(Magics):
         return proposal["value"]
 
     @validate("webhook_key")
-    def _hide_webhook_key(self, proposal: Any) -> str:
-        value = str(proposal["value"] or "").strip()
-        old, self._webhook_secret = self._webhook_secret, self._webhook_secret if value == HIDDEN else value or None
-        if old and self._webhook_secret and old != self._webhook_secret:  # "(set)" stays: no observer call
-            self._callbacks_changed(None)
-        return HIDDEN if self._webhook_secret else ""
+    def _refuse_webhook_key(self, proposal: Any) -> str:
+        return refuse_webhook_key(proposal["value"], building=self._building)
 
-    @observe("callback_listen", "callback_url", "webhook_key")
+    @observe("callback_listen", "callback_url")
     def _callbacks_changed(self, change: Any) -> None:  # opting in loads the session now, to say where it listens
         if self.shell is None:  # still being built (config applied in __init__): the session applies it later
             return
+        self.refresh_callbacks()
+
+    def refresh_callbacks(self) -> None:
+        """Make the session's callback receiver match the traits and the webhook key in force (one receiver)."""
         from .callback_mode import apply_callbacks
 
-        for line in apply_callbacks(self.session, self.callback_listen, self.callback_url, self._webhook_secret):
+        session = self.session  # made first: a new session applies the traits itself, and this changes nothing
+        for line in apply_callbacks(session, self.callback_listen, self.callback_url):
             print(line)
 
     @observe("poll_interval", "timeout")

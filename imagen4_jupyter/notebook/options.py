@@ -20,8 +20,9 @@ DEFAULT_ASPECT_RATIO = ""  # unset: the model's documented default (16:9 for fas
 DEFAULT_MODEL = "standard"
 DEFAULT_TIMEOUT = 900.0
 EMBED_MODES = ("preview", "full", "none")  # how images go into the notebook (Imagen4Magics.embed, --embed)
+# %imagen4 <subcommand>, in the help's order (subcommands.py runs them)
 SUBCOMMANDS = ("history", "show", "status", "resume", "wait", "credits", "spend", "panel", "batch", "key",
-               "simulator", "info")  # %imagen4 <subcommand>, in the help's order (subcommands.py runs them)
+               "webhook-key", "trust", "simulator", "info")
 
 AddArgument = Callable[..., Any]  # argparse's add_argument (of a parser or of a group)
 

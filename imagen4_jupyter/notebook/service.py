@@ -10,11 +10,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from IPython.core.error import StdinNotImplementedError
 
 from ..api import errors as E
-from ..api.credentials import NO_KEY_HELP, Credentials, enter_key, resolve
+from ..api.credentials import (
+    NO_KEY_HELP,
+    Credentials,
+    enter_key,
+    resolve,
+    shown_url,
+    trust_host,
+    untrusted_reason,
+)
 from ..records.location import credentials_start, find_notebook, history_path, where_line
 from .options import CellError
 
@@ -59,19 +68,26 @@ def describe_line(creds: Credentials, simulated: bool | None, where: str) -> str
     """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists). `simulated`
     None: not known yet (`%load_ext` asks nothing), said so for a base URL other than the real service's."""
     if simulated and creds.url_source == SIMULATOR:
-        service = f"the simulator at {creds.base_url} (simulated, nothing is billed; {SIMULATOR} --stop ends it)"
+        service = (f"the simulator at {shown_url(creds.base_url or '')} (simulated, nothing is billed; "
+                   f"{SIMULATOR} --stop ends it)")
     elif simulated:
         source = f"from {creds.url_source}; " if creds.url_source else ""
-        service = f"a simulator at {creds.base_url} ({source}it answers as one: simulated, nothing is billed)"
+        service = (f"a simulator at {shown_url(creds.base_url or '')} ({source}it answers as one: simulated, "
+                   "nothing is billed)")
     else:
         from ..api.credentials import DEFAULT_BASE_URL  # not the client: %load_ext loads no requests
 
         unknown = simulated is None and (creds.base_url or DEFAULT_BASE_URL) != DEFAULT_BASE_URL
         notes = [f"from {creds.url_source}"] * bool(creds.url_source) + ["a simulator or not: not asked yet"] * unknown
-        service = f"Apikley at {creds.base_url or DEFAULT_BASE_URL}" + (f" ({'; '.join(notes)})" if notes else "")
+        service = f"Apikley at {shown_url(creds.base_url or DEFAULT_BASE_URL)}" + (
+            f" ({'; '.join(notes)})" if notes else "")
+        if (reason := untrusted_reason(creds)) is not None:
+            host = urlsplit(creds.base_url or "").hostname or ""
+            service += f" [not trusted yet: %imagen4 trust {host}]" if host else f" [{reason}]"
     key = creds.describe_key() if creds.has_key else (
         "no key (set APIKLEY_API_KEY, put it in a .env beside the notebook, or run %imagen4 key)")
-    return f"imagen4: {service} · {key} · history: {where.removeprefix('imagen4 history: ')}"
+    ignored = "".join(f" · ignored {path}: above the project root" for path in creds.ignored)
+    return f"imagen4: {service} · {key} · history: {where.removeprefix('imagen4 history: ')}{ignored}"
 
 
 def load_line(user_ns: dict | None, notebook: str | None, history_folder: str | None) -> tuple[str, Path]:
@@ -121,6 +137,37 @@ def key_command(session: Session, say: Say) -> None:
     elif creds.key_source != "%imagen4 key":
         text += f" Note: {creds.describe_key()}, which comes first; remove it to use the typed key."
     say(text, "ok")
+
+
+WEBHOOK_PROMPT = "Apikley webhook HMAC key (hidden; kept in this kernel's memory only, never written): "
+
+
+def webhook_key_command(say: Say) -> bool:
+    """`%imagen4 webhook-key`: ask at a masked prompt, keep the key in memory; True if one was typed."""
+    import getpass
+
+    try:
+        typed = (getpass.getpass(WEBHOOK_PROMPT) or "").strip()
+    except (StdinNotImplementedError, EOFError, OSError) as exc:
+        err = E.ConfigurationError("This front-end cannot ask for the webhook key (it sends no input, as headless "
+                                   "runs do); set APIKLEY_WEBHOOK_KEY or put it in a .env beside the notebook.")
+        raise CellError(err) from exc
+    if not typed:
+        say("Nothing typed; no webhook key kept.", "error")
+        return False
+    enter_key(typed, "webhook")
+    say("Webhook key kept in memory for this kernel only (never written); callbacks must now be signed with it. "
+        "APIKLEY_WEBHOOK_KEY or a .env, if set, come first.", "ok")
+    return True
+
+
+def trust_command(session: Session, say: Say, host: str) -> None:
+    """`%imagen4 trust HOST`: this kernel may send the key to HOST although its address comes from a .env."""
+    try:
+        shown = trust_host(host)
+    except E.ConfigurationError as err:
+        raise CellError(err) from err
+    say(f"{shown} is trusted in this kernel: the key may go to it. " + describe(session), "ok")
 
 
 def simulator_command(session: Session, say: Say, *, stop: bool, if_no_key: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""`%imagen4 <subcommand>`: history, show, status, resume, wait, credits, panel, batch, key, simulator, info.
+"""`%imagen4 <subcommand>`: history, show, status, resume, wait, credits, panel, batch, key, webhook-key, trust,
+simulator, info.
 
 One parser, built once (`commands()`): an argparse sub-parser per subcommand whose `handler` default is the
 `Subcommands` method that runs it. The magic owns a `Subcommands` and calls `run(line)`; bad options are a
@@ -49,6 +50,8 @@ class Host(cellview.Host, Protocol):
     def request_defaults(self, args: Any) -> dict[str, Any]: ...
 
     def require_key(self) -> None: ...
+
+    def refresh_callbacks(self) -> None: ...
 
 
 class Subcommands:
@@ -269,6 +272,13 @@ class Subcommands:
     def key(self, args: Any) -> None:
         service.key_command(self.host.session, self.views.say)
 
+    def webhook_key(self, args: Any) -> None:
+        if service.webhook_key_command(self.views.say):
+            self.host.refresh_callbacks()
+
+    def trust(self, args: Any) -> None:
+        service.trust_command(self.host.session, self.views.say, args.host)
+
     def simulator(self, args: Any) -> None:
         service.simulator_command(self.host.session, self.views.say, stop=args.stop, if_no_key=args.if_no_key)
 
@@ -319,6 +329,11 @@ def commands() -> tuple[MagicArgumentParser, dict[str, Command]]:
     add_flow_flags(c.add, batch=True)
     command("key", Subcommands.key, "type the API key at a masked prompt (kept in this kernel's memory only; "
             "needs an interactive front-end)")
+    command("webhook-key", Subcommands.webhook_key, "type the webhook HMAC key at a masked prompt (kept in this "
+            "kernel's memory only; callbacks then must be signed with it)")
+    c = command("trust", Subcommands.trust, "let this kernel send the key to HOST, an address from a .env while the "
+                "key comes from elsewhere (APIKLEY_TRUSTED_HOSTS does the same for every kernel)")
+    c.add("host", metavar="HOST", help="The host name (or host:port) to trust, as the refusal names it.")
     c = command("simulator", Subcommands.simulator, "start a simulator of the service in this kernel and use it "
                 "(its own key; everything made says simulated)")
     c.add("--stop", action="store_true", help="Stop it and go back to the real service.")

@@ -17,6 +17,7 @@ created and nothing is guessed.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import threading
 import time
@@ -28,7 +29,7 @@ from ..api.callbacks import CallbackReceiver, Hint, unreachable_reason
 from ..api.job import Job
 from ..api.request import GenerationRequest
 from .history import History
-from .spend import Spending, callback_cost
+from .spend import Spending
 
 if TYPE_CHECKING:
     from ..api.client import Imagen4Client
@@ -57,15 +58,29 @@ class HubOwner(Protocol):
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """`"0.0.0.0:8765"`, `"127.0.0.1:0"`, `":8765"` or `"8765"` -> (host, port); a bad one is a ConfigurationError."""
+    """`"127.0.0.1:8765"`, `"0.0.0.0:8765"`, `":8765"` or `"8765"` -> (host, port); a bad one is a
+    ConfigurationError. No host means loopback: the receiver listens only where the user says."""
     host, _, port = str(listen).strip().rpartition(":")
     try:
         number = int(port)
     except ValueError:
         number = -1
     if not 0 <= number <= 65535:
-        raise E.ConfigurationError(f"callback_listen must look like 0.0.0.0:8765 (host:port), not {listen!r}.")
-    return host.strip("[]") or "0.0.0.0", number
+        raise E.ConfigurationError(f"callback_listen must look like 127.0.0.1:8765 (host:port), not {listen!r}.")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+def exposure(host: str) -> str | None:
+    """What listening on `host` opens to others (one line), or None for a loopback address."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return (f"the receiver listens on {host}, open to every network this machine is on: anyone who reaches the "
+            "port can send POSTs (unknown tokens are refused; a flood can delay genuine callbacks, never send "
+            "anything or show your key). Narrowest: listen on 127.0.0.1 behind a tunnel or reverse proxy")
 
 
 def ref_of(token: str) -> str:
@@ -88,6 +103,8 @@ class CallbackHub:
     def __init__(self, owner: HubOwner, public_url: str | None = None, *, listen: str = "127.0.0.1:0",
                  webhook_key: str | None = None, stretch: float = STRETCH):
         host, port = parse_listen(listen)
+        self.settings = (listen, public_url or None, webhook_key)  # what it was made for (`matches`)
+        self.exposure = exposure(host)  # what the listen address opens to others, or None (loopback)
         self.owner = owner
         self.stretch = stretch
         self._lock = threading.Lock()
@@ -98,7 +115,6 @@ class CallbackHub:
         self.hints = 0  # accepted callbacks
         self.ignored = 0  # accepted but for no task this kernel follows (or not its token's task)
         self.resolved: list[str] = []  # task ids found through a callback after an unknown outcome
-        self._costs: set[str] = set()  # task ids whose cost a signed callback gave (once each)
         key = webhook_key if webhook_key is not None else os.environ.get(WEBHOOK_KEY_ENV) or None
         self.receiver = CallbackReceiver(public_url or "http://127.0.0.1", self.on_hint, host=host, port=port,
                                          webhook_key=key)
@@ -114,6 +130,10 @@ class CallbackHub:
     @property
     def public_url(self) -> str:
         return self.receiver.public_url
+
+    def matches(self, listen: str, public_url: str | None, webhook_key: str | None) -> bool:
+        """True while running with exactly these settings (setting them again starts no second receiver)."""
+        return self.receiver.running and self.settings == (listen, public_url or None, webhook_key)
 
     @property
     def signed(self) -> bool:
@@ -209,23 +229,13 @@ class CallbackHub:
             self._resolve_soon(hint.token, hint.task_id, signed=hint.signed)
             return
         ours = followed[0] == hint.task_id
-        if ours and hint.signed and hint.consume_credits is not None:  # only a signed body's cost is believed
-            self._priced(hint)
+        # the body's figures (consumeCredits, remainedCredits) are not passed on: signed or not, they are the
+        # sender's word (the signature covers only the task id and time), never a measured cost or balance
         if not ours or not followed[1].poke(hint.task_id):
             with self._lock:  # another task's id, or a task this kernel no longer follows
                 self.ignored += 1
                 if ours:
                     self._tasks.pop(hint.token, None)
-
-    def _priced(self, hint: Hint) -> None:
-        """A signed callback said what its task cost: record it once, as measured."""
-        with self._lock:
-            if hint.task_id in self._costs:
-                return
-            self._costs.add(hint.task_id)
-        job = self.owner.jobs.get(hint.task_id)
-        if job is not None and hint.consume_credits is not None:
-            callback_cost(self.owner.history, self.owner.spending, job, hint.consume_credits, hint.remained_credits)
 
     def _resolve_soon(self, token: str, task_id: str, *, signed: bool) -> None:
         self.owner.client.poller.call_later(0.0, lambda: self._resolve(token, task_id, signed))

@@ -33,7 +33,7 @@ class TaskEntry:
     finished_at: float | None = None
     credits_before: float | None = None
     credits_after: float | None = None
-    credits: float | None = None  # what the task cost: measured (a balance delta, a signed callback) or estimated
+    credits: float | None = None  # what the task cost: measured (a balance delta) or estimated
     credits_measured: bool = False
     succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
     origin: str | None = None  # reused from another history of the folder: that file's name (`reused`, folder.py)

@@ -152,7 +152,7 @@ def export_history(history: Any, path: str | os.PathLike, *, format: str | None 
     Columns: time, task_id, model, prompt, negative_prompt, aspect_ratio, num_images, seed, state, error,
     cost_time_ms, finished, source, cell, batch, credits, credits_measured, credits_before, credits_after,
     image_paths, sha256s. `credits` is what the task cost (reused from another notebook: empty), measured
-    (`credits_measured` true: a balance delta or a signed callback) or an estimate (a price list).
+    (`credits_measured` true: a balance delta) or an estimate (a price list).
     Image paths are relative to the exported file's folder unless `absolute_paths=True`; in CSV, lists are
     joined with ';'. The file is replaced atomically.
     `copy_images_to=DIR`: every stored image is also copied into DIR with its provenance written inside

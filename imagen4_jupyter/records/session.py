@@ -11,7 +11,7 @@ from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
-from ..api.credentials import Credentials, resolve
+from ..api.credentials import Credentials, checked_target, resolve
 from ..api.job import Job
 from ..api.records import Result
 from ..api.request import GenerationRequest
@@ -22,8 +22,7 @@ from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
 from .history import History
-from .location import (credentials_start, find_notebook, history_path, unwritable_line, warn_unwritable,
-                       where_line)
+from .location import credentials_start, find_notebook, history_path, unwritable_line, warn_unwritable, where_line
 from .policies import REUSE_POLICIES
 from .sendlog import queue_hooks, resume_queue
 from .simulated import SimulatorMarks, settle_gone
@@ -112,8 +111,8 @@ class Session:
             self._marks.add(job.task_id, self._client.base_url if self._client else None)
 
     def _target(self) -> tuple[str, str | None]:
-        creds = self.credentials()
-        return (self._client_options.get("api_key", creds.key), self._client_options.get("base_url", creds.base_url))
+        # hkeys: code's options win; a key and an address from different places need the host trusted
+        return checked_target(self.credentials(), self._client_options)
 
     def _credentials_changed(self) -> bool:
         """True when this session's own client was built for another key or base URL than the ones in force."""

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.errors import BudgetExceededError, Imagen4Error, InvalidRequestError
-from ..api.job import Job
 from ..api.models import model_spec, short_name
 from ..api.request import GenerationRequest
 from ..api.spend import PriceBook, format_credits
@@ -81,23 +80,6 @@ class Spending:
             if counted is not None:
                 self.spent = max(0.0, self.spent + actual - counted)
                 self._charged[task_id] = actual
-
-
-def callback_cost(history: History, spending: Spending, job: Job, credits: float, balance: float | None) -> None:
-    """A signed callback's `consumeCredits` for a task this kernel created: the task's cost, measured (the
-    estimate or balance-delta figure it was counted at is corrected), and a measurement of its model's price.
-    Recorded as a `cost` event (`via: callback`, with `remainedCredits` as `balance`)."""
-    job.cost = (credits, True)
-    if job.task_id:
-        spending.correct(job.task_id, credits)
-    if job.request is not None:
-        spending.prices.learn(job.request.model, credits)
-    event = {"event": "cost", "task_id": job.task_id, "credits": credits, "measured": True, "via": "callback",
-             **({"balance": balance} if balance is not None else {})}
-    try:
-        history.append(event)
-    except OSError:
-        pass  # the estimate stays recorded
 
 
 class PriceProbe:
