@@ -15,8 +15,9 @@ State = Literal["pacing", "sending", "submitted",
 
 `pacing`: waiting in this process's send queue for a slot under the create limit, nothing sent yet (a `Job`
 only); `sending`: its createTask is on its way, no answer yet (a `Job` only); `submitted`: created, not checked
-yet (a `Job` only); `waiting`, `queuing`, `generating`: the service is working on it; `success`, `fail`: the service's last word; `error`: this client gave up on the job (timeout, download or
-connection problem; the task may still finish on the service, a `Job` only)."""
+yet (a `Job` only); `waiting`, `queuing`, `generating`: the service is working on it; `success`, `fail`: the
+service's last word; `error`: this client gave up on the job (timeout, download or connection problem; the task
+may still finish on the service, a `Job` only)."""
 STATES: tuple[State, ...] = get_args(State)
 RUNNING_STATES: tuple[State, ...] = STATES[STATES.index("waiting"):STATES.index("success")]  # the service is working
 FINAL_STATES: tuple[State, ...] = STATES[STATES.index("success"):STATES.index("error")]  # the service is done
