@@ -85,8 +85,9 @@ def test_a_batch_killed_with_4_creates_in_flight_and_run_again_creates_nothing_t
         evs = events(hist)
         assert not [e for e in evs if e["event"] in ("submitted", "outcome_unknown")]  # no answer was recorded
         sending = [e for e in evs if e["event"] == "sending"]
-        assert len(sending) == 4 and all(e["batch"]["id"] == batch_id([GenerationRequest.create(p) for p in PROMPTS])
-                                         for e in sending)
+        queued = {e["local_id"]: e for e in evs if e["event"] == "queued"}  # the request and its batch tag
+        bid = batch_id([GenerationRequest.create(p) for p in PROMPTS])
+        assert len(sending) == 4 and all(queued[e["local_id"]]["batch"]["id"] == bid for e in sending)
         wait_until(lambda: len(sim.tasks) == 4, what="the simulator creating the 4 late tasks")  # billed
 
         k2 = start(cwd, env)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imagen4_jupyter")
 
-SENDER_THREADS = 2  # a slow createTask answer does not hold up the next request's slot
+SENDER_THREADS = 4  # slow createTask answers (up to the read timeout) do not hold up the next requests
 
 
 def new_local_id() -> str:
