@@ -111,7 +111,7 @@ def test_a_batch_killed_with_4_creates_in_flight_and_run_again_creates_nothing_t
             assert resume.ok and "4 request(s) may have reached the service" in resume.text(), resume.text()
             unknown = [e for e in events(hist) if e["event"] == "outcome_unknown"]
             assert len(unknown) == 4 and {e["batch"]["index"] for e in unknown} == {
-                e["batch"]["index"] for e in sending}
+                queued[e["local_id"]]["batch"]["index"] for e in sending}
             # ... so the batch run once more still does not send them (and reuses the others)
             third = k2.execute(BATCH + "third = generate_many(prompts, concurrency=4, progress=False)\n"
                                        "print('lost', len(third.lost), 'reused', sum(i.origin == 'reused' "
