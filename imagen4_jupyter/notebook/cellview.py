@@ -330,22 +330,31 @@ class LiveViews:
                 settled(view.job, max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             interrupted = True
-        withdrawn = [v.job for v in views if interrupted and self.host.session.cancel(v.job)]  # never sent
+        withdrawn = self.withdraw([v.job for v in views]) if interrupted else []
         unfinished = [v.job for v in views if not v.release(error_raised=raises)]
+        self.say_unfinished(unfinished, "Interrupted" if interrupted else f"Still running after {limit:g} s")
         if withdrawn:
             self.say(f"Interrupted: {len(withdrawn)} request(s) still waiting to be sent were withdrawn; nothing "
                      "was sent for them and nothing will be.")
-        if unfinished:
-            why = "Interrupted" if interrupted else f"Still running after {limit:g} s"
-            sending = [j for j in unfinished if j.task_id is None]
-            ids = ", ".join(j.task_id for j in unfinished if j.task_id is not None)
-            if sending:
-                self.say(f"{why}: {len(sending)} request(s) were already on their way to the service; each one's "
-                         "outcome is recorded when the answer comes, and none is sent again.")
-            if ids:
-                self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
-                         "images will appear here; %imagen4 wait blocks again.")
         return [v.job for v in views]
+
+    def withdraw(self, jobs: list[Job]) -> list[Job]:
+        """After an interrupt: withdraw the requests still waiting to be sent (never sent, now or later); the
+        ones withdrawn."""
+        return [job for job in jobs if self.host.session.cancel(job)]
+
+    def say_unfinished(self, jobs: list[Job], why: str) -> None:
+        """One line about jobs a cell stopped waiting for: requests on their way (their outcome is recorded when
+        the answer comes) and tasks still running (their images will appear)."""
+        jobs = [j for j in jobs if not j.finished]
+        sending = [j for j in jobs if j.task_id is None]
+        ids = ", ".join(j.task_id for j in jobs if j.task_id is not None)
+        if sending:
+            self.say(f"{why}: {len(sending)} request(s) were already on their way to the service; each one's "
+                     "outcome is recorded when the answer comes, and none is sent again.")
+        if ids:
+            self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
+                     "images will appear here; %imagen4 wait blocks again.")
 
     def stop(self) -> None:
         """No more elapsed-time refreshes (the extension is unloaded); cards still change with each state."""

@@ -340,11 +340,18 @@ class Imagen4Magics(Magics):
         note = "" if followed is not job else (  # a second Shift+Enter while the first request is in flight
             "Follows the identical request already in flight (an earlier run of this cell or another): no new "
             "task, no new charge; --force makes a new one.")
-        view = self.views.open(job, embed=embed, deferred=blocking, note=note)
-        if blocking:
-            self.views.block_on([view], raises=True)
-            if job.done() and job.error is not None and not isinstance(job.error, E.CancelledError):
-                raise CellError(job.error) from job.error  # (a withdrawn request was said by block_on)
+        try:
+            view = self.views.open(job, embed=embed, deferred=blocking, note=note)
+            if blocking:
+                self.views.block_on([view], raises=True)
+        except KeyboardInterrupt:  # before the cell's wait began: the same one line as an interrupt during it
+            if self.views.withdraw([job]):
+                self.views.say("Interrupted: the request was withdrawn before it was sent; nothing will be sent.")
+            else:
+                self.views.say_unfinished([job], "Interrupted")
+            return None
+        if blocking and job.done() and job.error is not None and not isinstance(job.error, E.CancelledError):
+            raise CellError(job.error) from job.error  # (a withdrawn request was said by block_on)
         return None
 
     def require_key(self) -> None:
