@@ -9,13 +9,18 @@ import pytest
 from conftest import FAST_RETRY, KEY
 
 from imagen4_jupyter import Imagen4Client, PollSchedule
-from imagen4_jupyter.api.job import Job
+from imagen4_jupyter.api.job import Job, Ledger, stage_of
 from imagen4_jupyter.api.records import TaskRecord
 from imagen4_jupyter.api.request import GenerationRequest
 from imagen4_jupyter.api.schedules import SmartSchedule, seed_from_history
 from imagen4_jupyter.records.history import History
 from imagen4_jupyter.records.session import Session
 from imagen4_jupyter.simulator import Simulator
+
+
+def see(job: Job, rec: TaskRecord) -> None:
+    """What the poller does with a status answer: the job's ledger moves it to that record's stage."""
+    job.ledger.move(job, stage_of(rec.state), record=rec)
 
 
 def job(ratio="1:1", n=1, created=1000.0) -> Job:
@@ -37,7 +42,7 @@ def test_default_client_schedule_is_smart_and_starts_as_the_advice(tmp_path):
         assert s.next_delay(j, t) == advised.next_delay(j, t)
     s.learn("1:1", 1, 10.0)
     s.learn("1:1", 1, 10.5)  # two samples are not enough
-    j.record = record("generating", 1_000_000, 1_004_000)
+    see(j, record("generating", 1_000_000, 1_004_000))
     assert s.next_delay(j, 1005.0) == advised.next_delay(j, 1005.0) and s.window(j) is None
 
 
@@ -72,10 +77,10 @@ def test_polls_sparsely_while_queued_and_densely_only_near_the_predicted_end():
     for sec in (9.0, 10.0, 11.0):
         s.learn("1:1", 1, sec)
     j = job(created=1000.0)
-    j.record = record("queuing", 1_000_000, 1_000_000)
+    see(j, record("queuing", 1_000_000, 1_000_000))
     assert s.next_delay(j, 1001.0) == pytest.approx(0.8 * 8.9)  # no request until generation can have started
     # generation started at server time +4 s (updateTime); the clocks agree (createTime == created_at)
-    j.record = record("generating", 1_000_000, 1_004_000)
+    see(j, record("generating", 1_000_000, 1_004_000))
     assert s.next_delay(j, 1006.0) == pytest.approx(1004.0 + 8.9 - 1006.0)  # sleep until the earliest end
     assert j.generating_since_ms == 1_004_000
     assert s.next_delay(j, 1013.0) == 0.35 and s.next_delay(j, 1015.0) == 0.35  # inside the window
@@ -86,11 +91,12 @@ def test_polls_sparsely_while_queued_and_densely_only_near_the_predicted_end():
 def test_observe_learns_from_a_finished_job():
     s = SmartSchedule()
     j = job()
-    j.record = record("generating", 1_000_000, 1_004_000)
+    see(j, record("generating", 1_000_000, 1_004_000))
     s.next_delay(j, 1005.0)  # first sight of `generating` registers the done callback
-    j.record = TaskRecord(task_id="task_x", state="success", result_urls=["http://x/1.png"],
-                          create_time_ms=1_000_000, update_time_ms=1_014_000, complete_time_ms=1_014_000)
-    j.settle(images=[])
+    done = TaskRecord(task_id="task_x", state="success", result_urls=["http://x/1.png"],
+                      create_time_ms=1_000_000, update_time_ms=1_014_000, complete_time_ms=1_014_000)
+    see(j, done)
+    Ledger().move(j, "succeeded", images=[])
     assert s._samples[("1:1", 1, "google/imagen4")] == [10.0]
 
 

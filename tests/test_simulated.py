@@ -175,7 +175,7 @@ def test_a_grid_made_on_a_simulator_says_so_in_its_metadata_and_file(sim, real, 
             grid = prompt_seed_grid(["a fox"], [1, 2], model="fast", session=session, progress=False)
         finally:
             session.close()
-        _, meta = grid._repr_png_()
+        _, meta = grid._repr_mimebundle_()
         assert meta["imagen4"].get("simulated", False) is expected
         saved = read_provenance(grid.save(tmp_path / f"grid-{expected}.png"))
         assert saved.get("simulated", False) is expected
@@ -290,7 +290,7 @@ def test_a_simulated_task_whose_simulator_is_still_there_is_resumed_as_usual(sim
     path = tmp_path / ".imagen4" / "history.jsonl"
     sim.generation_time = (0.5, 0.5)
     old = session_on(sim, tmp_path, History(path))
-    job = old.submit(GenerationRequest.create("a patient heron", seed=8, model="fast"))
+    job = old.submit(GenerationRequest.create("a patient heron", seed=8, model="fast"), queue=False)
     left = path.read_bytes()
     old.client.poller.stop()
     old.close()

@@ -49,14 +49,14 @@ def test_the_card_says_what_a_task_cost_and_a_reuse_costs_nothing(ip, priced_sim
 
 
 def test_an_estimate_is_marked_with_a_tilde_on_the_card():
-    from imagen4_jupyter.api.job import Job
+    from imagen4_jupyter.api.job import Job, Ledger
 
     job = Job("task_1", GenerationRequest.create("a fox", model="ultra"))
     assert "credits" not in card_bundle(job)["text/plain"]  # a bare client's job: no price known
-    job.cost = (12.0, False)
+    Ledger().price(job, (12.0, False))
     assert "~12 credits" in card_bundle(job)["text/plain"]
     assert "~12&nbsp;credits" in card_bundle(job)["text/html"]  # never broken between its words
-    job.cost = (11.0, True)
+    Ledger().price(job, (11.0, True))
     plain = card_bundle(job)["text/plain"]
     assert "11 credits" in plain and "~" not in plain
 

@@ -46,9 +46,10 @@ def test_live_cards_refresh_without_a_ticker_thread(sim, tmp_path, monkeypatch):
             started = set(threading.enumerate()) - before
         assert len(calls) >= 3  # about every 0.1 s while the task ran
         # the refreshes ran on the client's poller workers (Poller.call_later), and the cell started no thread
-        # besides the client's poller and its workers (the simulator's request threads aside)
-        assert threads and all(t.name.startswith("imagen4-http") for t in threads), [t.name for t in threads]
-        others = [t.name for t in started if not t.name.startswith(("imagen4-http", "imagen4-poller"))
+        # besides the client's poller, its workers and its sender (the simulator's request threads aside)
+        assert threads and all(t.name.startswith(("imagen4-http", "imagen4-sender")) for t in threads), [  # state
+            t.name for t in threads]  # changes refresh from the thread that moved the job (sender or poller)
+        others = [t.name for t in started if not t.name.startswith(("imagen4-http", "imagen4-poller", "imagen4-sender"))
                   and "process_request_thread" not in t.name]
         assert others == [], others
         time.sleep(0.3)

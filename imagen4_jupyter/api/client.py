@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 from . import downloads as D
 from . import errors as E
 from .credentials import DEFAULT_BASE_URL, check_base_url, is_loopback, refuse_key_leak, remember_secret
-from .job import Job
+from .job import Job, Ledger
 from .pacing import ENV as LIMITS_ENV
 from .pacing import Limits, Pacer, limits_from_env, shared_pacer
 from .poller import Poller
 from .records import Result, TaskRecord
 from .request import GenerationRequest
 from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
-from .sending import Sender, SendHooks
+from .sending import Sender
 from .store import ImageStore
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
@@ -199,21 +199,22 @@ class Imagen4Client:
         return job if job is not None and not job.done() else None
 
     def submit_request(self, request: GenerationRequest, *, on_created: Callable[[Job], Any] | None = None,
-                       retry_rate_limits: bool = True, queue: bool = True, hooks: SendHooks | None = None,
+                       retry_rate_limits: bool = True, queue: bool = True, ledger: Ledger | None = None,
                        local_id: str | None = None, follow: bool = True) -> Job:
         """Queue a createTask for a validated request; `on_created(job)` runs before polling starts.
 
-        The Job comes back at once (status `pacing`, no task id yet) and the sender sends it when a slot under the
-        create limit is free; `hooks` (api/sending.py) hear of each step, `hooks.queued` first, in this thread
-        (raising there refuses the request). `queue=False` waits here until the request has left and been
-        answered, and raises its error if it created nothing (a batch's threads, which pause together on a
-        429). `retry_rate_limits=False`: a 429/455 ends the job at once instead of waiting and sending it again.
-        `follow`: a seeded request identical to a live one of this client is followed (that job is returned).
+        The Job comes back at once (stage `queued`, no task id yet) and the sender sends it when a slot under the
+        create limit is free. `ledger` writes each move of its life (a session's writes the history; the
+        `queued` move first, in this thread: if it cannot be written, the OSError propagates and nothing is
+        sent). `queue=False` waits here until the request has left and been answered, and raises its error if
+        it created nothing (a batch's threads, which pause together on a 429). `retry_rate_limits=False`: a
+        429/455 ends the job at once instead of waiting and sending it again. `follow`: a seeded request
+        identical to a live one of this client is followed (that job is returned).
         """
         if follow and (live := self.in_flight(request)) is not None:
             return live
-        hooks = hooks or SendHooks(created=on_created)
-        job = self.sender.enqueue(request, hooks, retry_rate_limits=retry_rate_limits, local_id=local_id)
+        ledger = ledger or (Ledger() if on_created is None else _OnCreated(on_created))
+        job = self.sender.enqueue(request, ledger, retry_rate_limits=retry_rate_limits, local_id=local_id)
         if request.seed is not None:
             key = request.key()
             with self._in_flight_lock:
@@ -236,7 +237,7 @@ class Imagen4Client:
             raise
 
     def cancel(self, job: Job, why: str = "cancelled") -> bool:
-        """Withdraw a queued request that has not left yet (never sent, recorded as cancelled by its hooks);
+        """Withdraw a queued request that has not left yet (never sent, recorded as cancelled by its ledger);
         False once it is being sent or has an answer: a task cannot be cancelled on the service."""
         return self.sender.cancel(job, why)
 
@@ -246,9 +247,10 @@ class Imagen4Client:
                 del self._in_flight[key]
 
     def track(self, task_id: str, request: GenerationRequest | None = None, *,
-              created_at: float | None = None) -> Job:
-        """Follow an existing task (for example one left unfinished by a kernel restart); creates nothing."""
-        job = Job(check_task_id(task_id), request, created_at=created_at)
+              created_at: float | None = None, ledger: Ledger | None = None) -> Job:
+        """Follow an existing task (for example one left unfinished by a kernel restart); creates nothing.
+        `ledger` writes the moves of its life from here on (a session's writes the history)."""
+        job = Job(check_task_id(task_id), request, created_at=created_at, ledger=ledger)
         self.poller.track(job)
         return job
 
@@ -415,6 +417,17 @@ class Imagen4Client:
                                  max_bytes=self.max_download_bytes, task_id=task_id)
 
         return D.with_fresh_link(url, fetch, lambda: self.fresh_link(url, task_id=task_id), task_id)
+
+
+class _OnCreated(Ledger):
+    """A bare client's ledger that calls `on_created(job)` once the task exists, before polling starts."""
+
+    def __init__(self, on_created: Callable[[Job], Any]):
+        self.on_created = on_created
+
+    def applied(self, job: Job, stage: str) -> None:
+        if stage == "created":
+            self.on_created(job)
 
 
 def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:

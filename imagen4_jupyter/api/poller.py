@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import errors as E
-from .job import Job
+from .job import Job, stage_of
 from .records import TaskRecord
 from .schedules import PollSchedule, Schedule
 from .store import StoredImage
@@ -55,8 +56,21 @@ class PollTarget(Protocol):
     def download(self, url: str, *, task_id: str | None = None) -> bytes: ...
 
 
+@dataclass
+class Follow:
+    """What the poller keeps about one task it follows (one record per task, not one dict per fact)."""
+
+    job: Job
+    errors: int = 0  # retryable errors in a row
+    fives: dict[str, tuple[int, int]] = field(default_factory=dict)  # "check" | "download" -> (500s in a row,
+    # the job's checks at the last one)
+    stretch: float = 1.0  # factor on its schedule's delays (a callback will come)
+    poked: bool = False  # poked while its check was in flight: the next check goes at once
+
+
 class Poller:
-    """Follows jobs in the background for one client. Threads start on first use."""
+    """Follows jobs in the background for one client, moving each through its ledger (`Job.ledger`). Threads
+    start on first use."""
 
     def __init__(self, client: PollTarget, max_workers: int = 3):
         self.client = client
@@ -67,13 +81,18 @@ class Poller:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stopped = False
-        self._errors: dict[str, int] = {}
-        self._fives: dict[tuple[str, str], tuple[int, int]] = {}  # (task id, "check" | "download") -> (500s in a
-        # row, job.checks at the last one)
-        self.active: dict[str, Job] = {}
+        self._follows: dict[str, Follow] = {}  # task id -> what is kept while it is followed
+        self._stretch: dict[str, float] = {}  # task id -> stretch asked for before it is tracked (a callback)
         self._busy = 0  # items handed to workers and not finished: dispatch waits for a free worker
-        self._stretch: dict[str, float] = {}  # task id -> factor on its schedule's delays (a callback will come)
-        self._poked: set[str] = set()  # poked while its check was in flight: the next check goes at once
+
+    @property
+    def active(self) -> dict[str, Job]:
+        """The jobs followed now, by task id."""
+        with self._cond:
+            return {tid: f.job for tid, f in self._follows.items()}
+
+    def _follow(self, job: Job) -> Follow:
+        return self._follows.get(job.task_id or "") or Follow(job)
 
     # -- public -------------------------------------------------------------------------------
     def track(self, job: Job, delay: float | None = None) -> None:
@@ -81,10 +100,10 @@ class Poller:
         for a job created more than a second ago, such as a resumed task)."""
         now = time.time()
         job.tracked_at = now
-        if delay is None:
-            delay = self._delay(job, now) if job.created_at > now - 1 else 0.0
         with self._cond:
-            self.active[job.task_id] = job
+            self._follows[job.task_id or ""] = Follow(job, stretch=self._stretch.pop(job.task_id or "", 1.0))
+            if delay is None:
+                delay = self._delay(job, now) if job.created_at > now - 1 else 0.0
             self._push(min(now + delay, self._deadline(job)), job, "check")
             self._ensure_started()
 
@@ -93,13 +112,13 @@ class Poller:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-            left = list(self.active.values())
-            self.active.clear()
+            left = [f.job for f in self._follows.values()]
+            self._follows.clear()
             self._heap.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for job in left:
-            job.settle(error=E.Imagen4TimeoutError(
+            job.ledger.move(job, "failed", error=E.Imagen4TimeoutError(
                 f"The client was closed while the task was still {job.status}; it may still finish on the "
                 "service. `client.track(task_id)` on a new client picks it up.", task_id=job.task_id))
 
@@ -115,7 +134,8 @@ class Poller:
         at once, and a check in flight is followed by one more at once, however many pokes came meanwhile.
         False if this poller does not follow `task_id` (a hint for someone else's task changes nothing)."""
         with self._cond:
-            if task_id not in self.active:
+            follow = self._follows.get(task_id)
+            if follow is None:
                 return False
             for i, (_, seq, job, action) in enumerate(self._heap):
                 if job is not None and job.task_id == task_id and action == "check":
@@ -123,17 +143,21 @@ class Poller:
                     heapq.heapify(self._heap)
                     self._cond.notify()
                     return True
-            self._poked.add(task_id)  # its check (or download) is in flight: ask once more when it is back
+            follow.poked = True  # its check (or download) is in flight: ask once more when it is back
             return True
 
     def expect_callback(self, task_id: str, stretch: float = 4.0) -> None:
         """A callback will say when `task_id` finished (`poke`): its status checks become a sparse safety net,
         the schedule's delays times `stretch`. Call before `track`."""
         with self._cond:
-            self._stretch[task_id] = max(1.0, stretch)
+            if task_id in self._follows:
+                self._follows[task_id].stretch = max(1.0, stretch)
+            else:
+                self._stretch[task_id] = max(1.0, stretch)
 
     def _delay(self, job: Job, now: float) -> float:
-        return self.client.schedule.next_delay(job, now) * self._stretch.get(job.task_id, 1.0)
+        follow = self._follows.get(job.task_id or "")
+        return self.client.schedule.next_delay(job, now) * (follow.stretch if follow else 1.0)
 
     # -- scheduler ----------------------------------------------------------------------------
     def _push(self, due: float, job: Job | None, action: str | Callable[[], None]) -> None:
@@ -225,10 +249,11 @@ class Poller:
                                                  task_id=job.task_id))
 
     def _check(self, job: Job) -> None:
+        assert job.task_id is not None
         record = self.client.get_task_once(job.task_id)
         job.checks += 1
-        self._errors.pop(job.task_id, None)
-        job.update(record.state, record)
+        self._follow(job).errors = 0
+        job.ledger.move(job, stage_of(record.state), record=record)
         if record.state == "success":
             self._download(job)
         elif record.state == "fail":
@@ -244,8 +269,8 @@ class Poller:
             else:
                 # never sleep past the overall limit: the last check happens at the deadline
                 with self._cond:
-                    poked = job.task_id in self._poked
-                    self._poked.discard(job.task_id)
+                    follow = self._follow(job)
+                    poked, follow.poked = follow.poked, False
                     due = now if poked else min(now + self._delay(job, now), self._deadline(job))
                     self._push(due, job, "check")
 
@@ -255,8 +280,8 @@ class Poller:
         assert job.record is not None
         urls = job.record.result_urls
         asked = job.request.num_images if job.request is not None else len(urls)
-        if len(urls) > asked:
-            job.extra_urls[:] = urls[asked:]
+        extra = urls[asked:]
+        if extra:
             logging.getLogger("imagen4_jupyter").warning(
                 "task %s: the service returned %d image URLs for %d asked for; the %d extra were not downloaded",
                 job.task_id, len(urls), asked, len(urls) - asked)
@@ -269,11 +294,12 @@ class Poller:
             if job.request is not None:
                 image.meta["request"] = job.request.to_dict()
             images.append(image)
-        self._end(job, images=images)
+        self._end(job, images=images, extra_urls=extra)
 
     def _retry_or_fail(self, job: Job, action: str, err: E.Imagen4Error) -> None:
-        count = self._errors.get(job.task_id, 0) + 1
-        self._errors[job.task_id] = count
+        follow = self._follow(job)
+        follow.errors += 1
+        count = follow.errors
         now = time.time()
         # The task keeps running on the service whatever happens here, so a transient failure (429, 455,
         # 5xx, connection) is retried with backoff until the overall limit rather than a fixed count.
@@ -283,10 +309,10 @@ class Poller:
                                   and not err.final and count <= PROTOCOL_RETRIES)
         if again and err.code == 500:  # retried until the overall limit, but not for 500s forever
             kind = "download" if isinstance(err, E.DownloadError) else "check"  # a failed download re-checks first
-            fives, checks = self._fives.get((job.task_id, kind), (0, job.checks))
+            fives, checks = follow.fives.get(kind, (0, job.checks))
             # a good status answer between two status 500s starts the count again
             fives = fives + 1 if kind == "download" or checks == job.checks else 1
-            self._fives[(job.task_id, kind)] = (fives, job.checks)
+            follow.fives[kind] = (fives, job.checks)
             if fives >= MAX_CONSECUTIVE_500:
                 return self._end(job, error=too_many_500s(job.task_id, kind, fives, err))
         if again and now < self._deadline(job):
@@ -299,15 +325,14 @@ class Poller:
     def _deadline(self, job: Job) -> float:
         return job.tracked_at + self.client.schedule.max_wait
 
-    def _end(self, job: Job, *, images: list[StoredImage] | None = None, error: E.Imagen4Error | None = None) -> None:
+    def _end(self, job: Job, *, images: list[StoredImage] | None = None, error: E.Imagen4Error | None = None,
+             extra_urls: list[str] | None = None) -> None:
         with self._cond:
-            self.active.pop(job.task_id, None)
-            self._errors.pop(job.task_id, None)
-            self._fives.pop((job.task_id, "check"), None)
-            self._fives.pop((job.task_id, "download"), None)
-            self._stretch.pop(job.task_id, None)
-            self._poked.discard(job.task_id)
-        job.settle(images=images, error=error)
+            self._follows.pop(job.task_id or "", None)
+        if error is not None:
+            job.ledger.move(job, "failed", error=error)
+        else:
+            job.ledger.move(job, "succeeded", images=images or [], extra_urls=extra_urls or [])
 
 
 def too_many_500s(task_id: str, kind: str, count: int, last: E.Imagen4Error) -> E.Imagen4Error:

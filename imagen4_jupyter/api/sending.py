@@ -1,13 +1,13 @@
 """The sender: every createTask of a client leaves from here, on the sender's own threads, in the order asked.
 
-A request is queued first (`Job.status == "pacing"`, no task id yet, `job.local_id` naming it) and its caller
-returns at once; a sender thread takes it when a slot under the account's create limit is free *at that moment*
-(the slot is counted when the request leaves, never when it is queued: "a slot is not a send"), and status checks
-never hold it up, since they run on the poller's workers. The hooks let the caller record each step before the
-next one happens: `queued` (nothing sent; raising there refuses the request), `sending` (the request may reach the
-service from now on; raising there leaves it unsent), then exactly one of `created` (the task exists; before
-polling starts), `unknown` (sent, no answer: never resent), `not_sent` (the service certainly created nothing) or
-`cancelled` (withdrawn while it waited). A kernel that dies in between leaves the history saying which.
+A request is queued first (stage `queued`, no task id yet, `job.local_id` naming it) and its caller returns at
+once; a sender thread takes it when a slot under the account's create limit is free *at that moment* (the slot is
+counted when the request leaves, never when it is queued: "a slot is not a send"), and status checks never hold it
+up, since they run on the poller's workers. Each step is a move of the job's `Ledger`, written before the next one
+happens: `queued` (written ahead, or the request is refused), `sending` (written ahead, or it is not sent), then
+exactly one of `created` (the task exists; before polling starts), `outcome_unknown` (sent, no answer: never
+resent), `not_sent` (the service certainly created nothing) or `cancelled` (withdrawn while it waited). A kernel
+that dies in between leaves the history saying which.
 
 A 429 or 455 answer, or a connection never made, created nothing: the request goes back to the head of the
 queue and every request of this client waits out one shared pause (the `RetryPolicy`'s delay, Retry-After within
@@ -22,17 +22,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import errors as E
-from .job import Job
+from .job import Job, Ledger, Stage
 
 if TYPE_CHECKING:
     from .pacing import SlidingWindow
     from .request import GenerationRequest
     from .schedules import RetryPolicy
-
-log = logging.getLogger("imagen4_jupyter")
 
 SENDER_THREADS = 4  # slow createTask answers (up to the read timeout) do not hold up the next requests
 
@@ -42,32 +40,8 @@ def new_local_id() -> str:
 
 
 @dataclass
-class SendHooks:
-    """Callbacks for each step of a createTask (any may be None). `queued` runs in the caller's thread and may
-    raise (the request is then refused, nothing sent); the others run in a sender thread."""
-
-    created: Callable[[Job], Any] | None = None
-    queued: Callable[[Job], Any] | None = None
-    sending: Callable[[Job], Any] | None = None
-    unknown: Callable[[Job, E.OutcomeUnknownError], Any] | None = None
-    not_sent: Callable[[Job, E.Imagen4Error], Any] | None = None
-    cancelled: Callable[[Job], Any] | None = None
-
-
-def _run(hook: Callable[..., Any] | None, *args: Any) -> None:
-    """A hook after the request could have left: a failure to record is logged, the request's life goes on."""
-    if hook is None:
-        return
-    try:
-        hook(*args)
-    except Exception:
-        log.exception("send hook failed")
-
-
-@dataclass
 class _Send:
     job: Job
-    hooks: SendHooks
     retry_rate_limits: bool
     attempts: int = 0
     leaving: bool = False  # taken by a sender thread: it can no longer be cancelled
@@ -90,18 +64,15 @@ class Sender:
         self._stopped = False
 
     # -- the caller's side ----------------------------------------------------------------------
-    def enqueue(self, request: GenerationRequest, hooks: SendHooks, *, retry_rate_limits: bool = True,
+    def enqueue(self, request: GenerationRequest, ledger: Ledger, *, retry_rate_limits: bool = True,
                 local_id: str | None = None) -> Job:
-        """Queue one createTask; the Job comes back at once (status `pacing`). `hooks.queued` runs here, first:
-        if it raises (the history cannot be written), nothing is queued and the error propagates."""
+        """Queue one createTask; the Job comes back at once (stage `queued`). Its `queued` move is written here,
+        first: if that raises (the history cannot be written), nothing is queued and the OSError propagates."""
         if self._stopped:
             raise E.ConfigurationError("This client was closed; make a new one to send requests.")
-        job = Job(None, request)
-        job.local_id = local_id or new_local_id()
-        job.mark_pacing()
-        if hooks.queued is not None:
-            hooks.queued(job)  # in the history before anything can be sent; raising refuses the request
-        item = _Send(job, hooks, retry_rate_limits, left=threading.Event())
+        job = Job(None, request, local_id=local_id or new_local_id(), ledger=ledger)
+        ledger.move(job, "queued", ahead=True)  # on disk before anything can be sent; raising refuses it
+        item = _Send(job, retry_rate_limits, left=threading.Event())
         with self._cond:
             if self._stopped:
                 raise E.ConfigurationError("This client was closed; make a new one to send requests.")
@@ -122,16 +93,16 @@ class Sender:
         return item.left.wait(timeout)
 
     def cancel(self, job: Job, why: str = "cancelled") -> bool:
-        """Withdraw a request that has not left yet: it is never sent (`hooks.cancelled`, then the job ends with
-        a not-sent error). False if it is already being sent (or done): its outcome will be recorded as usual."""
+        """Withdraw a request that has not left yet: it is never sent (stage `cancelled`, with a not-sent
+        error). False if it is already being sent (or done): its outcome will be recorded as usual."""
         with self._cond:
             item = self._by_job.get(id(job))
             if item is None or item.leaving:
                 return False
             self._queue.remove(item)
             del self._by_job[id(job)]
-        _run(item.hooks.cancelled, job)
-        job.settle(error=E.CancelledError(f"Not sent: {why} before it left; no task was created."))
+        job.ledger.move(job, "cancelled", error=E.CancelledError(f"Not sent: {why} before it left; no task was "
+                                                                  "created."))
         self._left(item)
         return True
 
@@ -149,9 +120,8 @@ class Sender:
             self._cond.notify_all()
         for item in left:
             self._by_job.pop(id(item.job), None)
-            _run(item.hooks.cancelled, item.job)
-            item.job.settle(error=E.CancelledError("Not sent: the client was closed before the request left; no "
-                                                   "task was created."))
+            item.job.ledger.move(item.job, "cancelled", error=E.CancelledError(
+                "Not sent: the client was closed before the request left; no task was created."))
             self._left(item)
 
     # -- the sender threads ---------------------------------------------------------------------
@@ -199,40 +169,32 @@ class Sender:
             try:
                 self._send(item)
             except BaseException:  # never lose a request to a bug: it has been recorded as sending
-                log.exception("sender failed")
+                logging.getLogger("imagen4_jupyter").exception("sender failed")
 
     def _send(self, item: _Send) -> None:
-        job, hooks = item.job, item.hooks
+        job, ledger = item.job, item.job.ledger
         assert job.request is not None
-        if hooks.sending is not None:
-            try:
-                hooks.sending(job)
-            except Exception as exc:  # no record ahead of it: it is not sent
-                err = E.RecordError(f"Not sent: its record could not be written ({exc}).", not_sent=True)
-                _run(hooks.not_sent, job, err)
-                return self._end(item, error=err)
-        job.mark_sending()
+        try:
+            ledger.move(job, "sending", ahead=True)
+        except OSError as exc:  # no record ahead of it: it is not sent
+            return self._end(item, "not_sent", E.RecordError(f"Not sent: its record could not be written ({exc}).",
+                                                             not_sent=True))
         item.attempts += 1
         try:
             task_id = self.create(job.request, retry_rate_limits=False, slot_taken=True)
         except E.OutcomeUnknownError as err:
-            _run(hooks.unknown, job, err)
-            return self._end(item, error=err)
+            return self._end(item, "outcome_unknown", err)
         except E.Imagen4Error as err:
             if item.retry_rate_limits and self._send_again(item, err):
                 return
-            _run(hooks.not_sent, job, err)
-            return self._end(item, error=err)
+            return self._end(item, "not_sent", err)
         except Exception as exc:  # a bug after sending: the task may exist, so it is never resent
-            err = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
-                                        + E.OutcomeUnknownError.hint)
-            _run(hooks.unknown, job, err)
-            return self._end(item, error=err)
-        job.assign(task_id)
+            return self._end(item, "outcome_unknown", E.OutcomeUnknownError(
+                f"Unexpected error while sending the task ({exc!r}). " + E.OutcomeUnknownError.hint))
         with self._cond:
             self._by_job.pop(id(job), None)
         try:
-            _run(hooks.created, job)
+            ledger.move(job, "created", task_id=task_id)
         finally:  # a paid task is followed even if recording it failed
             self.follow(job)
             self._left(item)
@@ -245,9 +207,8 @@ class Sender:
         policy = self.retry()
         if item.attempts >= policy.attempts:
             return False
-        _run(item.hooks.queued, item.job)  # waiting again, certainly not sent: a kernel dying now leaves it unsent
-        item.job.mark_pacing()
-        with self._cond:
+        item.job.ledger.move(item.job, "queued")  # waiting again, certainly not sent: a kernel dying now leaves
+        with self._cond:  # it unsent
             until = time.monotonic() + policy.delay(item.attempts - 1, err.retry_after)
             self._paused_until = max(self._paused_until, until)
             item.leaving = False
@@ -256,10 +217,10 @@ class Sender:
             self._cond.notify_all()
         return True
 
-    def _end(self, item: _Send, *, error: E.Imagen4Error) -> None:
+    def _end(self, item: _Send, stage: Stage, error: E.Imagen4Error) -> None:
         with self._cond:
             self._by_job.pop(id(item.job), None)
-        item.job.settle(error=error)
+        item.job.ledger.move(item.job, stage, error=error)
         self._left(item)
 
     @staticmethod

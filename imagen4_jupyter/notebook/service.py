@@ -55,7 +55,10 @@ def in_kernel(session: Session) -> bool:
 def is_simulator(session: Session) -> bool:
     """Whether the service in force answers as a simulator: known from an earlier answer, else asked once (a
     credits call). Without a key, or when the call fails, it is not known: False."""
-    client = session.client
+    try:
+        client = session.client
+    except E.Imagen4Error:  # no client can be made (an address not trusted yet, say): not known
+        return session.simulated
     if not session.simulated and client.has_key and client.simulated is None:
         try:
             client.credits()

@@ -50,7 +50,8 @@ class HubOwner(Protocol):
     @property
     def client(self) -> Imagen4Client: ...
 
-    def adopt(self, job: Job) -> None: ...
+    def follow(self, task_id: str, request: GenerationRequest | None, *, created_at: float | None = ...,
+               cost: tuple[float, bool] | None = ...) -> Job: ...
 
     def subscribe(self, fn: Callable[[Job], None]) -> None: ...
 
@@ -263,9 +264,8 @@ class CallbackHub:
         fields = {k: v for k, v in event.items() if k not in ("event", "message", "callback_ref")}
         self.owner.history.append({"event": "submitted", "task_id": task_id, **fields,
                                    "resolves": event["callback_ref"], "found_by": "callback"})
-        job = client.track(task_id, request, created_at=when)
+        self.owner.follow(task_id, request, created_at=when)
         with self._lock:
             self._tasks[token] = (task_id, client.poller)
             self.resolved.append(task_id)
-        self.owner.adopt(job)
         client.poller.poke(task_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..api import errors as E
-from ..api.job import Job
+from ..api.job import Job, Ledger
 from ..api.records import TaskRecord
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage
@@ -70,20 +70,23 @@ def entry_cost(entry: TaskEntry) -> tuple[float, bool] | None:
 
 
 def finished_job(entry: TaskEntry, images: list[StoredImage], *, reused: bool = False) -> Job:
-    """A finished Job rebuilt from a history entry and its stored images (nothing is sent). `reused`: shown in
-    place of a new task (set before it settles, so its Result says so too)."""
-    job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time())
-    job.reused = reused
-    job.cost = entry_cost(entry) if not reused else None  # a reused result costs nothing (the card says 0)
+    """A finished Job rebuilt from a history entry and its stored images (nothing is sent): `reused` when shown
+    in place of a new task (it then costs nothing: the card says 0), else as it ended."""
+    job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time(),
+              stage="asked")
+    ledger = Ledger()  # nothing to write: the history holds it already
+    when = {"finished_at": entry.finished_at} if entry.finished_at else {}  # elapsed: what it took then
     if entry.state == "success":
-        job.record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
-                                cost_time_ms=entry.cost_time_ms)
-        job.settle(images=images)
+        record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
+                            cost_time_ms=entry.cost_time_ms)
+        ledger.move(job, "reused" if reused else "succeeded", record=record, images=images,
+                    cost=None if reused else entry_cost(entry), **when)
     elif entry.error is not None:
-        cls = getattr(E, entry.error.get("kind") or "", E.Imagen4Error)
+        error = entry.error
+        cls = getattr(E, error.get("kind") or "", E.Imagen4Error)
         if not (isinstance(cls, type) and issubclass(cls, E.Imagen4Error)):
             cls = E.Imagen4Error
-        job.settle(error=cls(entry.error.get("message") or "failed"))
-    if entry.finished_at and job.finished:
-        job.finished_at = entry.finished_at  # elapsed = how long the task took then, not the time since
+        ledger.move(job, "failed", error=cls(error.get("message") or "failed"), cost=entry_cost(entry), **when)
+    else:  # not finished: a task still to follow
+        ledger.move(job, "created", cost=entry_cost(entry))
     return job

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..api import errors as E
-from ..api.job import Job
+from ..api.job import Job, Ledger
 from ..api.request import GenerationRequest
-from ..api.sending import SendHooks
 from .history import History
 from .location import warn_unwritable
 
@@ -33,7 +30,8 @@ class Resubmitter(Protocol):
                local_id: str | None = ...) -> Job: ...
 
 
-NOT_RECORDED = {  # what a step that could not be written means (a crash then loses what it would have said)
+NOT_RECORDED = {  # what a step that could not be written means (a crash then loses what it would have said),
+    # by the stage of the request's life (api/job.py) or the event
     "queued": "A request waiting again after a 429 is not recorded as waiting",
     "outcome_unknown": "The outcome of this createTask is not recorded",
     "not_sent": "A request that created nothing is not recorded as such",
@@ -46,47 +44,6 @@ def _write(history: History, event: dict) -> None:
     except OSError as err:
         warn_unwritable(history.path, err, NOT_RECORDED.get(event["event"], f"A step ({event['event']}) is "
                                                             "not recorded"))
-
-
-def queue_hooks(history: History, queued: dict[str, Job], lock: threading.Lock, common: dict,
-                created: Callable[[Job], None], on_end: Callable[[Job, bool], None] | None = None,
-                unknown_event: Callable[[dict], dict] | None = None) -> SendHooks:
-    """The hooks of one request: each step written to `history`; `queued` holds the job until it has an end.
-    The first `queued` record and every `sending` record are written ahead or the request is not sent: their
-    hooks raise OSError when the history cannot be written (the sender then refuses, or ends the request as
-    not sent). `on_end(job, may_have_been_sent)` hears of an end without a task (outcome unknown, not sent or
-    cancelled); `unknown_event` may add to the `outcome_unknown` event (a callback token's reference)."""
-    def on_queued(job: Job) -> None:
-        event = {"event": "queued", "local_id": job.local_id, **common, "pid": os.getpid(),
-                 "host": socket.gethostname()}
-        with lock:
-            again = (job.local_id or "") in queued
-        if again:  # waiting again after an answer that created nothing (a 429): its first record stands
-            _write(history, event)
-            return
-        history.append(event)  # raises: nothing is queued, nothing sent
-        with lock:
-            queued[job.local_id or ""] = job
-
-    def on_sending(job: Job) -> None:
-        history.append({"event": "sending", "local_id": job.local_id})  # raises: the sender does not send it
-
-    def on_unknown(job: Job, err: Exception) -> None:
-        event = {"event": "outcome_unknown", **common, "message": str(err)}
-        ended(job, unknown_event(event) if unknown_event is not None else event)
-
-    def ended(job: Job, event: dict) -> None:
-        _write(history, {**event, "local_id": job.local_id})
-        with lock:
-            queued.pop(job.local_id or "", None)
-        if on_end is not None:
-            on_end(job, event["event"] == "outcome_unknown")
-
-    return SendHooks(
-        created=created, queued=on_queued, sending=on_sending, unknown=on_unknown,
-        not_sent=lambda job, err: ended(job, {"event": "not_sent", "kind": type(err).__name__, "code": err.code,
-                                              "message": str(err)}),
-        cancelled=lambda job: ended(job, {"event": "cancelled", "message": "withdrawn before it was sent"}))
 
 
 def _alive_elsewhere(event: dict) -> bool:
@@ -121,9 +78,8 @@ def resume_queue(session: Resubmitter) -> list[Job]:
                       "message": "The kernel stopped while this createTask was being sent, so it is unknown "
                                  "whether a task was created. " + E.OutcomeUnknownError.hint}
             _write(session.history, record)
-            job = Job(None, request)
-            job.local_id = local_id
-            job.settle(error=E.OutcomeUnknownError(record["message"]))
+            job = Job(None, request, local_id=local_id)  # its life ended with the dead kernel: only said here
+            Ledger().move(job, "outcome_unknown", error=E.OutcomeUnknownError(record["message"]))
             jobs.append(job)
             continue
         jobs.append(session.submit(request, force=True, source=str(event.get("source") or "resume"),

@@ -4,16 +4,18 @@ Front-ends hold no protocol or history logic: they build a GenerationRequest and
 """
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
 from ..api.credentials import Credentials, checked_target, resolve
-from ..api.job import Job
-from ..api.records import Result
+from ..api.job import Job, Ledger, Stage, status_of
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
@@ -24,7 +26,7 @@ from .folder import folder_histories, origin_label, record_reuse
 from .history import History
 from .location import credentials_start, find_notebook, history_path, unwritable_line, warn_unwritable, where_line
 from .policies import REUSE_POLICIES
-from .sendlog import queue_hooks, resume_queue
+from .sendlog import NOT_RECORDED, resume_queue
 from .simulated import SimulatorMarks, settle_gone
 from .spend import PriceProbe, Spending
 
@@ -99,19 +101,29 @@ class Session:
     @property
     def simulated(self) -> bool:
         """True while the service in force is a simulator: the in-kernel one, or one that answered as one."""
-        client = None if self._credentials_changed() else self._client
-        return self._marks.load(self.history).service(client, lambda: self._target()[1])
+        try:
+            client = None if self._credentials_changed() else self._client
+        except E.Imagen4Error:  # an address not trusted yet: no client of it
+            client = None
+        return self._marks.load(self.history).service(
+            client, lambda: self._client_options.get("base_url", self.credentials().base_url))  # not checked:
+        # asking whether an address is a simulator's sends nothing to it
 
     def is_simulated(self, task_id: str) -> bool:
         """True for a task made on a simulator, in this kernel or an earlier one (`"simulated": true` events)."""
         return task_id in self._marks.load(self.history).ids
+
+    def marks_fields(self) -> dict[str, Any]:
+        """What a `submitted` event says about a simulator (from the client's word on its last answer)."""
+        return self._marks.fields(self.simulated, self.client)
 
     def _mark_simulated(self, job: Job) -> None:
         if self.simulated:
             self._marks.add(job.task_id, self._client.base_url if self._client else None)
 
     def _target(self) -> tuple[str, str | None]:
-        # hkeys: code's options win; a key and an address from different places need the host trusted
+        """The key and base URL to build a client for: code's options win; a key and an address from different
+        places need the host trusted (a ConfigurationError until then)."""
         return checked_target(self.credentials(), self._client_options)
 
     def _credentials_changed(self) -> bool:
@@ -224,57 +236,20 @@ class Session:
                 return live
 
         credits, measured = self.spending.reserve(request)  # over the budget: refused, nothing sent
-        before = self.probe.start(request, self.client.credits)
+        charge = Charge(self, request, credits, measured, self.probe.start(request, self.client.credits))
         common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
                   "cost": {"credits": credits, "measured": measured},
                   **self._marks.fields(self.simulated, self.client), **(extra or {})}
-
-        def ended(job: Job | None, spent: float | None) -> None:
-            price = self.probe.end(request, before, self.client.credits,
-                                   spent is not None and job is not None and bool(job.task_id))
-            self.spending.settle(credits, None if spent is None else price if price is not None else spent,
-                                 job.task_id if job is not None else None)
-            if price is not None and job is not None:  # measured: only a created task (with its id) teaches it
-                job.cost = (price, True)
-                try:
-                    self.history.append({"event": "cost", "task_id": job.task_id, "credits": price, "measured": True})
-                except OSError:
-                    pass  # a measured price is a nicety: the estimate stays recorded
-
-        def created(job: Job) -> None:
-            job.cost = (credits, measured)
-            local = {"local_id": job.local_id} if job.local_id else {}
-            try:
-                self.history.append({"event": "submitted", "task_id": job.task_id, **common, **local,
-                                     **self._marks.fields(self.simulated, self.client)})  # the answer's word
-            except OSError as err:  # the task exists and is paid for: follow it and name it, never drop it
-                warn_unwritable(self.history.path, err, f"Task {job.task_id} was created and is followed in "
-                                    "this kernel only (its `sending` record stands: it is never sent again)")
-            with self._lock:
-                self.queued.pop(job.local_id or "", None)
-            ended(job, credits)  # after `submitted`: a measured price follows it as a `cost` event
-            self.adopt(job)
-
-        def end(job: Job, sent: bool) -> None:  # the outcome unknown may have been billed: it counts
-            ended(job, credits if sent else None)
-
-        hooks = queue_hooks(self.history, self.queued, self._lock, common, created, on_end=end,
-                            unknown_event=lambda ev: ev if self.callbacks is None else  # keeps its token
-                            self.callbacks.outcome_unknown(request, ev))
+        ledger = HistoryLedger(self, common, charge)
         try:
             job = self.client.submit_request(request, retry_rate_limits=retry_rate_limits, queue=queue,
-                                             hooks=hooks, local_id=local_id, follow=False)
+                                             ledger=ledger, local_id=local_id, follow=False)
         except OSError as err:  # its `queued` record could not be written: nothing was sent
-            ended(None, None)
+            charge.settle(None, billed=False)
             raise E.RecordError(unwritable_line(self.history.path, err)) from None
         except E.Imagen4Error:
-            if not queue:  # it ended before it was created; its end has settled the spending already
-                raise
-            ended(None, None)
+            charge.settle(None, billed=False)  # (a no-op when its life's end settled it already)
             raise
-        if job.cost is None:  # still in the send queue: its estimate until it is created
-            job.cost = (credits, measured)
-        self._notify(job)
         return job
 
     def cancel(self, job: Job, why: str = "interrupted") -> bool:
@@ -297,43 +272,24 @@ class Session:
         hub.stop() if hub is not None else None  # a client still holding it gets no more callback URLs from it
 
     def adopt(self, job: Job) -> None:
-        """Make a job of this session's client (for example from `client.track`) one of the session's jobs:
-        its state changes and outcome are written to the history and the listeners hear of it."""
+        """Make a job one of the session's jobs (its life's moves are its ledger's to write): registered by task
+        id, its thumbnails prepared once done, and the listeners told."""
         with self._lock:
-            self.jobs[job.task_id] = job
+            self.jobs[job.task_id or ""] = job
+            self.queued.pop(job.local_id or "", None)
         self._mark_simulated(job)
-        job.on_change(self._record_change)
         job.add_done_callback(prepare_thumbnails)  # runs after the cell's display and the history record
         self._notify(job)
 
-    def _record_change(self, job: Job) -> None:
-        """A change callback: runs for the final state before the job is done, so waiters see it written. A
-        history that cannot be written is said once (a warning), not once per change."""
-        try:
-            self._write_change(job)
-        except OSError as err:
-            warn_unwritable(self.history.path, err, f"Task {job.task_id}'s progress is followed in this kernel "
-                            "only")
-        self._notify(job)
-
-    def _write_change(self, job: Job) -> None:
-        if not job.finished:
-            self.history.append({"event": "state", "task_id": job.task_id, "state": job.status})
-        elif job.error is None:
-            rec = job.record
-            self.history.append({
-                "event": "succeeded", "task_id": job.task_id, "urls": rec.result_urls if rec else [],
-                "images": [{**im.to_dict(), "path": self.history.relative(im.path)} for im in job.images],
-                "cost_time_ms": rec.cost_time_ms if rec else None,
-                "create_time_ms": rec.create_time_ms if rec else None,
-                "generating_since_ms": job.generating_since_ms,
-                "complete_time_ms": rec.complete_time_ms if rec else None,
-                **({"extra_urls": job.extra_urls} if job.extra_urls else {})})  # beyond num_images: not downloaded
-        else:
-            err = job.error
-            self.history.append({"event": "failed", "task_id": job.task_id, "kind": type(err).__name__,
-                                 "code": err.code, "message": str(err), "final": err.final,
-                                 "fail_code": getattr(err, "fail_code", None)})
+    def follow(self, task_id: str, request: GenerationRequest | None, *, created_at: float | None = None,
+               cost: tuple[float, bool] | None = None) -> Job:
+        """Follow an existing task (creates nothing): a job of this session whose moves are written to the
+        history from here on."""
+        ledger = HistoryLedger(self, {})
+        job = self.client.track(task_id, request, created_at=created_at, ledger=ledger)
+        ledger.price(job, cost)
+        self.adopt(job)
+        return job
 
     # -- history-backed jobs ------------------------------------------------------------------
     def job_from_history(self, entry: TaskEntry, *, reused: bool = False) -> Job:
@@ -356,10 +312,8 @@ class Session:
             live = self.jobs.get(entry.task_id)
             if live is not None and not live.done():
                 continue
-            job = self.client.track(entry.task_id, entry.generation_request(), created_at=entry.submitted_at)
-            job.cost = entry_cost(entry)
-            self.adopt(job)
-            resumed.append(job)
+            resumed.append(self.follow(entry.task_id, entry.generation_request(), created_at=entry.submitted_at,
+                                       cost=entry_cost(entry)))
         if entries is None:  # and what a dead kernel left in its send queue (api/sending.py)
             resumed += resume_queue(self)
         return resumed
@@ -382,19 +336,123 @@ class Session:
                 raise E.Imagen4TimeoutError(f"{len(pending)} task(s) still running after {timeout:g} s.")
             futures.wait(pending, remaining)  # then look again: jobs may have been added meanwhile
 
-    def result_of(self, task_id: str) -> Result | None:
-        """The Result of a finished, successful task of this session or its history; None otherwise."""
-        job = self.jobs.get(task_id)
-        if job is None:
-            entry = self.history.get(task_id)
-            job = self.job_from_history(entry) if entry and entry.state == "success" else None
-        return job.wait(0) if job is not None and job.done() and job.error is None else None
-
     def close(self) -> None:
         """Close the client (its poller stops; see `Imagen4Client.close`) and the callback receiver."""
         self.disable_callbacks()
         if self._client is not None:
             self._client.close()
+
+
+@dataclass
+class Charge:
+    """What one request reserved of the kernel's budget: settled once, when its task exists (billed) or its life
+    ended without one (billed only when the outcome is unknown: it may have been). A price measured from the
+    balance around it replaces the estimate (a `cost` event)."""
+
+    session: Session
+    request: GenerationRequest
+    credits: float
+    measured: bool
+    before: Any  # the balance the price probe read before sending (records/spend.PriceProbe)
+    settled: bool = False
+
+    def settle(self, job: Job | None, *, billed: bool) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        session = self.session
+        task_id = job.task_id if job is not None else None
+        price = session.probe.end(self.request, self.before, session.client.credits, billed and task_id is not None)
+        session.spending.settle(self.credits, (price if price is not None else self.credits) if billed else None,
+                                task_id)
+        if price is not None and job is not None:  # measured: only a created task (with its id) teaches it
+            job.ledger.price(job, (price, True))
+            try:
+                session.history.append({"event": "cost", "task_id": task_id, "credits": price, "measured": True})
+            except OSError:
+                pass  # a measured price is a nicety: the estimate stays recorded
+
+
+class HistoryLedger(Ledger):
+    """The session's ledger of one request (or one task followed again): every move of its life written to the
+    notebook's history before it is applied. `queued` and `sending` are written ahead or not at all (the request
+    is then refused, or not sent); a later step that cannot be written is said once and the life goes on (a paid
+    task is never dropped). `common` are the request's fields (request, key, cell, source, cost, batch tag...)."""
+
+    def __init__(self, session: Session, common: dict[str, Any], charge: Charge | None = None):
+        self.session, self.common, self.charge = session, common, charge
+
+    def write(self, job: Job, stage: Stage, facts: dict[str, Any]) -> None:
+        history = self.session.history
+        local = {"local_id": job.local_id} if job.local_id else {}
+        error = facts.get("error")
+        if stage == "queued":
+            event = {"event": "queued", **local, **self.common, "pid": os.getpid(), "host": socket.gethostname()}
+            if job.stage == "sending":  # waiting again after an answer that created nothing (a 429): best effort
+                try:
+                    history.append(event)
+                except OSError as err:
+                    self.unwritten(job, stage, err)
+                return
+            history.append(event)
+        elif stage == "sending":
+            history.append({"event": "sending", **local})
+        elif stage == "created":
+            history.append({"event": "submitted", "task_id": facts["task_id"], **self.common, **local,
+                            **self.session.marks_fields()})  # the createTask answer's word on "simulated"
+        elif stage in ("waiting", "generating"):
+            history.append({"event": "state", "task_id": job.task_id,
+                            "state": status_of(stage, facts.get("record") or job.record)})
+        elif stage == "succeeded":
+            rec = job.record
+            images = facts.get("images") or []
+            history.append({
+                "event": "succeeded", "task_id": job.task_id, "urls": rec.result_urls if rec else [],
+                "images": [{**im.to_dict(), "path": history.relative(im.path)} for im in images],
+                "cost_time_ms": rec.cost_time_ms if rec else None,
+                "create_time_ms": rec.create_time_ms if rec else None,
+                "generating_since_ms": job.generating_since_ms,
+                "complete_time_ms": rec.complete_time_ms if rec else None,
+                **({"extra_urls": facts["extra_urls"]} if facts.get("extra_urls") else {})})  # not downloaded
+        elif stage == "failed":
+            history.append({"event": "failed", "task_id": job.task_id, "kind": type(error).__name__,
+                            "code": getattr(error, "code", None), "message": str(error),
+                            "final": getattr(error, "final", False), "fail_code": getattr(error, "fail_code", None)})
+        elif stage == "outcome_unknown":
+            event = {"event": "outcome_unknown", **self.common, "message": str(error)}
+            hub = self.session.callbacks
+            history.append({**(hub.outcome_unknown(job.request, event) if hub is not None and job.request else event),
+                            **local})  # a callback's token may still name the task
+        elif stage == "not_sent":
+            history.append({"event": "not_sent", "kind": type(error).__name__, "code": getattr(error, "code", None),
+                            "message": str(error), **local})
+        elif stage == "cancelled":
+            history.append({"event": "cancelled", "message": "withdrawn before it was sent", **local})
+
+    def applied(self, job: Job, stage: Stage) -> None:
+        session = self.session
+        if stage == "queued":
+            with session._lock:
+                session.queued[job.local_id or ""] = job
+            if self.charge is not None and job.cost is None:  # its estimate until a price is measured
+                self.price(job, (self.charge.credits, self.charge.measured))
+        elif stage == "created":
+            if self.charge is not None:
+                self.charge.settle(job, billed=True)  # after `submitted`: a measured price follows as `cost`
+            session.adopt(job)
+            return  # adopt told the listeners
+        elif stage in ("outcome_unknown", "not_sent", "cancelled"):
+            with session._lock:
+                session.queued.pop(job.local_id or "", None)
+            if self.charge is not None:  # the outcome unknown may have been billed: it counts
+                self.charge.settle(job, billed=stage == "outcome_unknown")
+        session._notify(job)
+
+    def unwritten(self, job: Job, stage: Stage, err: OSError) -> None:
+        what = {"created": f"Task {job.task_id} was created and is followed in this kernel only (its `sending` "
+                           "record stands: it is never sent again)"}.get(stage) or NOT_RECORDED.get(stage) or (
+            f"Task {job.task_id}'s progress ({stage}) is followed in this kernel only")
+        warn_unwritable(self.session.history.path, err, what)
 
 
 _current: Session | None = None

@@ -340,9 +340,10 @@ class BatchRun:
             if err is not None and err.retryable and not err.final and item.follows < MAX_FOLLOWS:
                 # polling hit a transient error; the task lives on: follow it again (no new task)
                 item.follows += 1
-                again = self.client.track(job.task_id, item.request, created_at=job.created_at)
-                if self.session is not None:
-                    self.session.adopt(again)  # its state changes go to the history like any session job
+                assert job.task_id is not None
+                again = (self.session.follow(job.task_id, item.request, created_at=job.created_at)  # to the history
+                         if self.session is not None else
+                         self.client.track(job.task_id, item.request, created_at=job.created_at))
                 item.job = again
                 again.add_done_callback(lambda j, item=item: self._job_done(item, j))
                 return
