@@ -295,6 +295,8 @@ class Imagen4Magics(Magics):
         Images and an append-only history (.imagen4/ beside the notebook) are kept on disk; re-running a
         seeded request that succeeded before shows the stored images without a new task.
         """
+        if self._session is not None:  # each cell reads the key and address in force once (Session.begin)
+            self._session.begin()
         if cell is None:
             return self.commands.run(line)
         return self._generate(line, cell)
@@ -362,7 +364,7 @@ class Imagen4Magics(Magics):
                 return
             if not self.key_offered and not self.headless():
                 self.key_offered = True
-                if ask_key() and self.session.client.has_key:
+                if ask_key() and (self.session.begin() or self.session.client.has_key):
                     return
         except E.Imagen4Error as err:  # a bad base URL, say: one line, like every other failure of a cell
             raise CellError(err) from err

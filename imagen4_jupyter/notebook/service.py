@@ -133,6 +133,7 @@ def key_command(session: Session, say: Say) -> None:
     if not ask_key():
         say("Nothing typed; no key kept.", "error")
         return
+    session.begin()  # the typed key is in force from now on
     creds = session.credentials()
     text = "Key kept in memory for this kernel only (never written to the notebook or the history)."
     if in_kernel(session):
@@ -170,6 +171,7 @@ def trust_command(session: Session, say: Say, host: str) -> None:
         shown = trust_host(host)
     except E.ConfigurationError as err:
         raise CellError(err) from err
+    session.begin()
     say(f"{shown} is trusted in this kernel: the key may go to it. " + describe(session), "ok")
 
 

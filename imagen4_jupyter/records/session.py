@@ -54,6 +54,7 @@ class Session:
         self._client_made_for: tuple[str, str | None] | None = None
         self._client_lock = threading.Lock()
         self._service: Credentials | None = None  # set by `use_service` (the in-kernel simulator)
+        self._in_force: Credentials | None = None  # resolved once per cell, panel action or batch (`begin`)
         self._marks = SimulatorMarks()  # the in-kernel simulator in use, simulated tasks (records/simulated.py)
         self.jobs: dict[str, Job] = {}
         self.spending = Spending(PriceBook())  # this kernel's budget, spend and prices (records/spend.py)
@@ -84,18 +85,29 @@ class Session:
                 seed_from_history(client.schedule, self.history)
 
     # -- the service and its credentials, resolved again at each use ----------------------------
+    def begin(self) -> None:
+        """A new cell, panel action or batch: the key and base URL in force are read again once, at their next
+        use (the environment, the nearest .env, a key typed at `%imagen4 key`); between two `begin`s reading
+        `client` or `credentials()` does no I/O."""
+        self._in_force = None
+
     def credentials(self) -> Credentials:
-        """The key and base URL this session uses now: the simulator's while `use_service` points at it, else
-        resolved again (environment, the nearest .env from the notebook's folder upward, a key typed at
-        `%imagen4 key`), so a key set after the first failure works on the next call with no restart."""
+        """The key and base URL this session uses now: the simulator's while `use_service` points at it, else the
+        ones resolved since the last `begin` (environment, the nearest .env from the notebook's folder up to the
+        project root, a key typed at `%imagen4 key`), so a key set after the first failure works on the next
+        cell with no restart."""
         if self._service is not None:
             return self._service
-        return resolve(start=credentials_start(self.notebook))
+        in_force = self._in_force
+        if in_force is None:
+            in_force = self._in_force = resolve(start=credentials_start(self.notebook))
+        return in_force
 
     def use_service(self, credentials: Credentials | None, *, simulated: bool = False) -> None:
         """Point the session at other credentials (the in-kernel simulator: `simulated=True`), or back to the
         resolved ones (None). The next use builds a new client; running jobs keep following on the old one."""
         self._service = credentials
+        self._in_force = None
         self._marks.in_kernel = bool(simulated and credentials is not None)
 
     @property

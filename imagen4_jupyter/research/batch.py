@@ -96,6 +96,7 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     if session is None and client is None:
         session = default_session()
     if session is not None:
+        session.begin()  # a batch reads the key and address in force once
         from ..records.session import REUSE_POLICIES
 
         if reuse is not None and reuse not in REUSE_POLICIES:

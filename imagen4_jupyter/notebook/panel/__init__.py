@@ -159,7 +159,9 @@ class Panel(W.VBox):
 
     # == the key ===================================================================================
     def check_key(self) -> str:
-        """Show the missing-key banner (and turn Generate off, saying why) while the session has no key."""
+        """Show the missing-key banner (and turn Generate off, saying why) while the session has no key. A panel
+        action: the key and address in force are read again (`Session.begin`)."""
+        self.session.begin()
         self.controls.blocked = self.banner.check()
         self.controls.validate()
         return self.controls.blocked
