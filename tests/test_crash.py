@@ -114,18 +114,21 @@ def test_sigkill_with_20_in_flight_then_resume_recovers_all(fresh, tmp_path, poi
     try:
         if point == "submit":  # 20 in flight, then killed inside Session.submit of the next cell
             sim.generation_time = 2.0
-            assert k.execute(submit_loop(point, N)).ok
+            assert k.execute(submit_loop(point, N)).ok  # the cells return at once: the sender sends them
+            wait_until(lambda: len(set(sim.tasks) - before) >= N, what="20 tasks created")
             fault = sim.inject("createTask", times=1, code=429, retry_after=30)
             k.kc.execute(submit_loop(point, 5, first_seed=100))
             wait_until(lambda: fault.hits == 1, what="the createTask that is answered 429")
-            time.sleep(0.05)  # now sleeping in the retry backoff, inside submit
+            time.sleep(0.05)  # now waiting out the 429's pause in the sender's queue, with the 4 after it
         elif point == "polling":
             sim.generation_time = 2.0
             assert k.execute(submit_loop(point, N)).ok
+            wait_until(lambda: len(set(sim.tasks) - before) >= N, what="20 tasks created")
             wait_until(lambda: sim.count("recordInfo") >= checks0 + N, what="status checks")
         elif point == "download":
             sim.inject("image", times=None, delay=1.5)
             assert k.execute(submit_loop(point, N)).ok
+            wait_until(lambda: len(set(sim.tasks) - before) >= N, what="20 tasks created")
             wait_until(lambda: sim.count("image") >= images0 + 3, what="downloads under way")
         else:  # a burst of history writes: 20 `submitted` lines and the poller's state changes
             sim.queue_time, sim.generation_time = (0.05, 0.3), (0.3, 0.6)
@@ -167,13 +170,13 @@ def test_sigkill_with_20_in_flight_then_resume_recovers_all(fresh, tmp_path, poi
     finally:
         k2.close()
 
-    # resume created nothing for the tasks; killed in its 429 backoff, the next cell's request had certainly
-    # not been created (its `queued` event says so), so resume sends it, once
-    # (which may meet a 429 of its own: the account's create window still holds the first kernel's 21)
-    resent = 1 if point == "submit" else 0
+    # resume created nothing for the tasks; killed while the next cells' 5 requests waited in the sender's queue
+    # (the first in its 429 pause), none had been created (their `queued` events say so), so resume sends each
+    # of them, once (which may meet a 429 of its own: the account's create window still holds the first kernel's)
+    resent = 5 if point == "submit" else 0
     assert len(set(sim.tasks) - before) == N + resent
     if resent:
-        assert "1 request(s) a stopped kernel had not sent yet: sent now" in resume.text()
+        assert "5 request(s) a stopped kernel had not sent yet: sent now" in resume.text()
         created = set(sim.tasks) - before
     else:
         assert sim.count("createTask") == creates
@@ -198,7 +201,7 @@ def test_sigkill_with_20_in_flight_then_resume_recovers_all(fresh, tmp_path, poi
     assert KERNEL_KEY.encode() not in after
     FIGURES[point] = {"in_flight": N, "created": len(created), "recovered": recovered,
                       "unfinished_at_kill": unfinished, "created_twice": 0,
-                      "createTask_sent_by_resume": sim.count("createTask") - creates,  # 1 at "submit": never sent
+                      "createTask_sent_by_resume": sim.count("createTask") - creates,  # 5 at "submit": never sent
                       "torn_line_skipped": torn, "killed_after_s": round(killed_at, 2),
                       "seconds": round(time.monotonic() - t0, 2)}
 

@@ -74,7 +74,7 @@ def test_interactive_cell_returns_at_once_and_images_update_its_display_ids(kern
     created = first.display_ids()
     assert len(created) == 3  # status card + one slot per image
     card = first.displays()[0]["content"]["data"]
-    assert "imagen4-card" in card["text/html"] and "task_" in card["text/plain"]
+    assert "imagen4-card" in card["text/html"] and "not sent yet" in card["text/plain"]  # queued for the sender
 
     second = kernel.execute("print(40 + 2, slow.done())")
     assert second.ok and second.stdout.strip() == "42 False"  # the kernel was free while the task ran
@@ -93,6 +93,7 @@ def test_interactive_cell_returns_at_once_and_images_update_its_display_ids(kern
         assert len(meta["sha256"]) == 64 and meta["model"] == "google/imagen4"
         assert base64.b64decode(up["content"]["data"]["image/png"]).startswith(b"\x89PNG")
     card_updates = kernel.updates_for(created[:1])
+    assert any(task_id in m["content"]["data"]["text/plain"] for m in card_updates)  # attached once created
     assert any("generating" in m["content"]["data"]["text/plain"] for m in card_updates)
     assert "done" in card_updates[-1]["content"]["data"]["text/plain"]
     # the images never became new outputs of whichever cell ran later

@@ -144,6 +144,8 @@ def test_a_changed_key_rebuilds_the_client_and_running_jobs_finish_on_the_old_on
     old = ip.imagen4.session.client
     sim.api_keys = (KEY, "second-key-0123456789")
     monkeypatch.setenv("APIKLEY_API_KEY", "second-key-0123456789")
+    assert ip.imagen4.session.client is old  # between two cells the credentials are not read again (no I/O)
+    ip.imagen4.session.begin()  # what the next cell does first
     assert ip.imagen4.session.client is not old
     assert ip.user_ns["job"].wait(20).images  # followed to the end by the old client's poller
     assert sim.requests[-1].endpoint != "createTask"

@@ -163,7 +163,7 @@ def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[st
         label = "done" if finished else "downloading" if status == "success" else status
         if status == "pacing":  # in the local send queue (api/sending.py): nothing sent yet
             wait = max(0.0, (job.send_at or 0.0) - time.time())
-            label = f"waiting for a slot under the rate limit (~{wait:.0f} s)" if wait >= 1 else "about to be sent"
+            label = f"waiting for a slot under the rate limit (~{wait:.0f} s)" if wait >= 1 else "queued"
         shown_id = job.task_id or "not sent yet"
         spent = f", {cost}" if cost else ""
         text = f"[imagen4] {shown_id}: {label} ({job.elapsed:.1f} s{spent}) {shorten(prompt, 80)!r}"

@@ -44,7 +44,8 @@ def contact_sheet(items: Any, *, rows: int | None = None, cols: int | None = Non
     image, layout = compose(matrix, row_labels=row_labels, col_labels=col_labels, title=title, cell_size=cell_size,
                             captions=captions, **options)
     sheet = Grid(image, layout, row_labels=[str(x) for x in rows_], col_labels=[str(x) for x in cols_],
-                 cells=matrix, title=title, kind="contact sheet")
+                 cells=matrix, title=title, kind="contact sheet",
+                 simulated=any_simulated([it for row in matrix for it in row]))
     return sheet.to_png() if as_bytes else sheet
 
 
@@ -206,6 +207,15 @@ def _run_grid(row_values: list, col_values: list, make_item, *, row_label, col_l
     image, layout = compose(cells, row_labels=rows, col_labels=cols, title=title, cell_size=cell_size)
     return Grid(image, layout, row_labels=rows, col_labels=cols, cells=cells, batch=result, title=title, kind=kind,
                 simulated=made_on_simulator(result.items, batch_options))
+
+
+def any_simulated(items: Sequence[Any]) -> bool:
+    """Whether the kernel's session knows any of these items' tasks as made by a simulator (False without one)."""
+    from ..records.session import current_session
+
+    session = current_session()
+    return session is not None and any(
+        (tid := getattr(item, "task_id", None)) and session.is_simulated(tid) for item in items)
 
 
 def made_on_simulator(items: Sequence[Any], batch_options: dict) -> bool:
