@@ -133,10 +133,11 @@ class Job(futures.Future):
     identity from the moment it is asked for), `task_id` (attached once, when the service answers), `record`
     (the last TaskRecord), `images`, `error`, `reused` (shown from the history, no request sent), `checks`
     (status checks made), `first_generating_at` (local time generation was first seen), `generating_since_ms`
-    (server time generation started, from the record's `updateTime`; set by the learning schedule), `clock_offset` (seconds to add to a server time to get local time),
-    `created_at`, `tracked_at` (the overall timeout counts from here), `finished_at`, `extra_urls` (result URLs
-    beyond the `num_images` asked for: noted, never downloaded), `cost` ((credits, measured) when a session
-    priced the task: measured from the balance, else an estimate; None for a bare client).
+    (server time generation started, from the record's `updateTime`; set by the learning schedule),
+    `clock_offset` (seconds to add to a server time to get local time), `created_at`, `tracked_at` (the
+    overall timeout counts from here), `finished_at`, `extra_urls` (result URLs beyond the `num_images` asked
+    for: noted, never downloaded), `cost` ((credits, measured) when a session priced the task: measured from
+    the balance, else an estimate; None for a bare client).
     """
 
     def __init__(self, task_id: str | None, request: GenerationRequest | None, *, created_at: float | None = None,
