@@ -20,11 +20,11 @@ from .job import Job
 from .pacing import ENV as LIMITS_ENV
 from .pacing import Limits, Pacer, limits_from_env, shared_pacer
 from .poller import Poller
-from .records import Result, TaskRecord
 from .request import GenerationRequest
 from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
 from .sending import Sender, SendHooks
 from .store import ImageStore
+from .task import Result, TaskRecord
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
     import requests

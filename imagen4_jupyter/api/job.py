@@ -9,9 +9,9 @@ from concurrent import futures
 from typing import Any
 
 from .errors import Imagen4Error, Imagen4TimeoutError
-from .records import Result, State, TaskRecord
 from .request import GenerationRequest
 from .store import StoredImage
+from .task import Result, State, TaskRecord
 
 log = logging.getLogger("imagen4_jupyter")
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from . import errors as E
 from .job import Job
-from .records import TaskRecord
 from .schedules import PollSchedule, Schedule
 from .store import StoredImage
+from .task import TaskRecord
 
 __all__ = ["Backoff", "ImageSink", "PollSchedule", "PollTarget", "Poller"]  # PollSchedule lives in schedules.py
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from ..api import errors as E
 from ..api.job import Job
-from ..api.records import TaskRecord
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage
+from ..api.task import TaskRecord
 
 
 @dataclass

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from ..api import errors as E
 from ..api.credentials import Credentials, checked_target, resolve
 from ..api.job import Job
-from ..api.records import Result
 from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
 from ..api.store import ImageStore, prepare_thumbnails
+from ..api.task import Result
 from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
