@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
-from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
+from ..api.models import ASPECT_RATIOS, MAX_IMAGES, model_spec
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
 from .callback_mode import refuse_webhook_key
@@ -154,8 +154,6 @@ class Imagen4Magics(Magics):
     # -- traits -------------------------------------------------------------------------------
     @validate("model")
     def _check_model(self, proposal: Any) -> str:
-        from ..api.models import model_spec
-
         try:
             return model_spec(proposal["value"]).short  # 'google/imagen4-ultra' and 'Ultra' are kept as 'ultra'
         except E.InvalidRequestError as err:
