@@ -201,13 +201,3 @@ class Job(futures.Future):
         from .cards import job_html
 
         return job_html(self)
-
-
-def job_summary(job: Job) -> str:
-    """One plain-text line about a job, for terminals and logs."""
-    line = f"[imagen4] {job.task_id}: {job.status} ({job.elapsed:.1f} s)"
-    if job.error is not None:
-        line += f" - {job.error}"
-    elif job.images:
-        line += " - " + ", ".join(str(im.path) for im in job.images)
-    return line

@@ -67,13 +67,6 @@ class SlidingWindow:
                 return 0.0
             return max(0.0, self._slots[0] + self.window + self.margin - self.clock())
 
-    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Take a slot and sleep until it is due (for background threads only); returns the time slept."""
-        delay = self.reserve()
-        if delay > 0:
-            sleep(delay)
-        return delay
-
 
 @dataclass(frozen=True)
 class Limits:

@@ -17,7 +17,6 @@ from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
 from ..api.store import ImageStore, prepare_thumbnails
-from ..api.task import Result
 from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
@@ -381,14 +380,6 @@ class Session:
             if remaining == 0.0:
                 raise E.Imagen4TimeoutError(f"{len(pending)} task(s) still running after {timeout:g} s.")
             futures.wait(pending, remaining)  # then look again: jobs may have been added meanwhile
-
-    def result_of(self, task_id: str) -> Result | None:
-        """The Result of a finished, successful task of this session or its history; None otherwise."""
-        job = self.jobs.get(task_id)
-        if job is None:
-            entry = self.history.get(task_id)
-            job = self.job_from_history(entry) if entry and entry.state == "success" else None
-        return job.wait(0) if job is not None and job.done() and job.error is None else None
 
     def close(self) -> None:
         """Close the client (its poller stops; see `Imagen4Client.close`) and the callback receiver."""
