@@ -68,8 +68,6 @@ class CellView:
         self.note = note  # shown on the card for the whole life of the view (e.g. "follows …")
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
-        session = owner.host.session  # made by a simulator (a queued job has no task id yet)
-        self.simulated = session.simulated if job.task_id is None else session.is_simulated(job.task_id)
         self.finalized = False
         self.card: Any = None
         self.slots: list[Any] = []
@@ -79,8 +77,10 @@ class CellView:
 
     @property
     def simulated(self) -> bool:
-        """Made by a simulator (asked each time: a queued job has its task id only once it is created)."""
-        return bool(self.job.task_id) and self.owner.host.session.is_simulated(self.job.task_id)
+        """Made by a simulator (asked each time: a queued job has its task id only once it is created, and until
+        then it goes to a simulator if the session's service is one)."""
+        session = self.owner.host.session
+        return session.simulated if self.job.task_id is None else session.is_simulated(self.job.task_id)
 
     # -- kernel thread ------------------------------------------------------------------------
     def open(self) -> CellView:
