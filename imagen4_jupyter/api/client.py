@@ -378,11 +378,11 @@ class Imagen4Client:
                                     "trouble. Try again after a while.", task_id=task_id, code=status,
                                     retry_after=retry_after)
             raise E.ProtocolError(f"{where} answered HTTP {status} with {what}.", task_id=task_id)
-        code = body.get("code")
         try:
-            code = int(code)
+            code = int(body["code"])
         except (TypeError, ValueError):
-            raise E.ProtocolError(f"{where} answered with a non-numeric code {code!r}.", task_id=task_id) from None
+            raise E.ProtocolError(f"{where} answered with a non-numeric code {body.get('code')!r}.",
+                                  task_id=task_id) from None
         message = body.get("msg") if body.get("msg") is not None else body.get("message")
         if code == 200:
             return body.get("data")

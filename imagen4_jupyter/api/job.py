@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 from .errors import Imagen4Error, Imagen4TimeoutError
 from .request import GenerationRequest
@@ -16,7 +16,7 @@ from .task import Result, State, TaskRecord
 log = logging.getLogger("imagen4_jupyter")
 
 
-class Job(futures.Future):
+class Job(futures.Future[Result]):
     """A submitted task: a `concurrent.futures.Future` of its `Result`. Thread-safe; updated by the poller.
 
     As a Future: `done()`, `result(timeout)`, `exception(timeout)`, `add_done_callback(fn)`,
@@ -74,7 +74,7 @@ class Job(futures.Future):
         """Block until done; return the job's error (None if it succeeded). Raises `Imagen4TimeoutError` if it
         is not done within `timeout` seconds."""
         try:
-            return super().exception(timeout)
+            return cast("Imagen4Error | None", super().exception(timeout))  # settle() sets only Imagen4Errors
         except futures.TimeoutError:  # only the wait itself: the job's own error is returned, not raised
             raise Imagen4TimeoutError(f"Still {self.status} after waiting {timeout:g} s; call wait() again later.",
                                       task_id=self.task_id) from None
@@ -174,11 +174,12 @@ class Job(futures.Future):
                 self.images = list(images or [])
                 self.status = "success"
                 urls = self.record.result_urls if self.record else [im.url or "" for im in self.images]
+                assert self.task_id is not None  # a success comes from the service, which named the task
                 result = Result(task_id=self.task_id, request=self.request, state="success", result_urls=urls,
                                 images=self.images, record=self.record, reused=self.reused)
             callbacks = list(self._change_callbacks)
         self._fire(callbacks)  # the history's final event is written before anyone waiting wakes
-        if error is not None:
+        if result is None:  # the error was set
             super().set_exception(error)
         else:
             super().set_result(result)

@@ -44,9 +44,14 @@ class PollTarget(Protocol):
     """What the poller needs from a client (`Imagen4Client` is one): fetch a record once, download an image,
     store it, and the schedule and backoff to follow. The poller knows nothing else about the client."""
 
-    schedule: Schedule
-    retry: Backoff
-    store: ImageSink
+    @property
+    def schedule(self) -> Schedule: ...  # read-only here, so a client may hold a subtype (`SmartSchedule`)
+
+    @property
+    def retry(self) -> Backoff: ...
+
+    @property
+    def store(self) -> ImageSink: ...
 
     def get_task_once(self, task_id: str) -> TaskRecord: ...  # one request in a slot taken, no retrying
 
@@ -84,7 +89,7 @@ class Poller:
         if delay is None:
             delay = self._delay(job, now) if job.created_at > now - 1 else 0.0
         with self._cond:
-            self.active[job.task_id] = job
+            self.active[task_id_of(job)] = job
             self._push(min(now + delay, self._deadline(job)), job, "check")
             self._ensure_started()
 
@@ -103,7 +108,7 @@ class Poller:
                 f"The client was closed while the task was still {job.status}; it may still finish on the "
                 "service. `client.track(task_id)` on a new client picks it up.", task_id=job.task_id))
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
         """Run `fn()` on a worker after `delay` seconds: periodic work (the magic's elapsed-time refresh of
         live cards) shares these threads instead of starting its own."""
         with self._cond:
@@ -133,10 +138,10 @@ class Poller:
             self._stretch[task_id] = max(1.0, stretch)
 
     def _delay(self, job: Job, now: float) -> float:
-        return self.client.schedule.next_delay(job, now) * self._stretch.get(job.task_id, 1.0)
+        return self.client.schedule.next_delay(job, now) * self._stretch.get(task_id_of(job), 1.0)
 
     # -- scheduler ----------------------------------------------------------------------------
-    def _push(self, due: float, job: Job | None, action: str | Callable[[], None]) -> None:
+    def _push(self, due: float, job: Job | None, action: str | Callable[[], object]) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), job, action))
         self._cond.notify()
 
@@ -160,6 +165,7 @@ class Poller:
                     picked = self._next_due(time.time())
                 job, action = picked
                 self._busy += 1
+            assert self._pool is not None  # made with the thread, in _ensure_started
             try:
                 self._pool.submit(self._work, job, action)
             except RuntimeError:  # pool shut down
@@ -186,8 +192,13 @@ class Poller:
         if len(due) == 1:
             return self._take(due[0])
         priority = self.client.schedule.priority
-        best = max(due, key=lambda i: (priority(self._heap[i][2], now, self._heap[i][0]), -self._heap[i][1]))
-        return self._take(best)
+
+        def rank(i: int) -> tuple[float, int]:
+            at, seq, job, _ = self._heap[i]
+            assert job is not None  # every due entry is a status check here, and a check has its job
+            return priority(job, now, at), -seq
+
+        return self._take(max(due, key=rank))
 
     def _take(self, index: int) -> tuple[Job | None, Any]:
         _, _, job, action = self._heap[index]
@@ -198,7 +209,7 @@ class Poller:
         return job, action
 
     # -- work (in a pool thread) --------------------------------------------------------------
-    def _work(self, job: Job | None, action: str | Callable[[], None]) -> None:
+    def _work(self, job: Job | None, action: str | Callable[[], object]) -> None:
         try:
             self._do(job, action)
         finally:
@@ -206,13 +217,15 @@ class Poller:
                 self._busy -= 1
                 self._cond.notify()
 
-    def _do(self, job: Job | None, action: str | Callable[[], None]) -> None:
+    def _do(self, job: Job | None, action: str | Callable[[], object]) -> None:
         if job is None:  # call_later
+            assert callable(action)  # call_later pushes a function, with no job
             try:
                 action()
             except Exception:
                 logging.getLogger("imagen4_jupyter").exception("scheduled call failed")
             return
+        assert isinstance(action, str)  # a job's action: "check" or "download"
         try:
             if action == "check":
                 self._check(job)
@@ -225,9 +238,10 @@ class Poller:
                                                  task_id=job.task_id))
 
     def _check(self, job: Job) -> None:
-        record = self.client.get_task_once(job.task_id)
+        task_id = task_id_of(job)
+        record = self.client.get_task_once(task_id)
         job.checks += 1
-        self._errors.pop(job.task_id, None)
+        self._errors.pop(task_id, None)
         job.update(record.state, record)
         if record.state == "success":
             self._download(job)
@@ -244,8 +258,8 @@ class Poller:
             else:
                 # never sleep past the overall limit: the last check happens at the deadline
                 with self._cond:
-                    poked = job.task_id in self._poked
-                    self._poked.discard(job.task_id)
+                    poked = task_id in self._poked
+                    self._poked.discard(task_id)
                     due = now if poked else min(now + self._delay(job, now), self._deadline(job))
                     self._push(due, job, "check")
 
@@ -272,8 +286,9 @@ class Poller:
         self._end(job, images=images)
 
     def _retry_or_fail(self, job: Job, action: str, err: E.Imagen4Error) -> None:
-        count = self._errors.get(job.task_id, 0) + 1
-        self._errors[job.task_id] = count
+        task_id = task_id_of(job)
+        count = self._errors.get(task_id, 0) + 1
+        self._errors[task_id] = count
         now = time.time()
         # The task keeps running on the service whatever happens here, so a transient failure (429, 455,
         # 5xx, connection) is retried with backoff until the overall limit rather than a fixed count.
@@ -283,12 +298,12 @@ class Poller:
                                   and not err.final and count <= PROTOCOL_RETRIES)
         if again and err.code == 500:  # retried until the overall limit, but not for 500s forever
             kind = "download" if isinstance(err, E.DownloadError) else "check"  # a failed download re-checks first
-            fives, checks = self._fives.get((job.task_id, kind), (0, job.checks))
+            fives, checks = self._fives.get((task_id, kind), (0, job.checks))
             # a good status answer between two status 500s starts the count again
             fives = fives + 1 if kind == "download" or checks == job.checks else 1
-            self._fives[(job.task_id, kind)] = (fives, job.checks)
+            self._fives[(task_id, kind)] = (fives, job.checks)
             if fives >= MAX_CONSECUTIVE_500:
-                return self._end(job, error=too_many_500s(job.task_id, kind, fives, err))
+                return self._end(job, error=too_many_500s(task_id, kind, fives, err))
         if again and now < self._deadline(job):
             delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:
@@ -300,14 +315,23 @@ class Poller:
         return job.tracked_at + self.client.schedule.max_wait
 
     def _end(self, job: Job, *, images: list[StoredImage] | None = None, error: E.Imagen4Error | None = None) -> None:
+        task_id = task_id_of(job)
         with self._cond:
-            self.active.pop(job.task_id, None)
-            self._errors.pop(job.task_id, None)
-            self._fives.pop((job.task_id, "check"), None)
-            self._fives.pop((job.task_id, "download"), None)
-            self._stretch.pop(job.task_id, None)
-            self._poked.discard(job.task_id)
+            self.active.pop(task_id, None)
+            self._errors.pop(task_id, None)
+            self._fives.pop((task_id, "check"), None)
+            self._fives.pop((task_id, "download"), None)
+            self._stretch.pop(task_id, None)
+            self._poked.discard(task_id)
         job.settle(images=images, error=error)
+
+
+def task_id_of(job: Job) -> str:
+    """The task id of a job the poller follows: every one has one (a job still in the send queue is not
+    followed until the service named its task)."""
+    if job.task_id is None:
+        raise ValueError("a job is followed only once the service gave it a task id")
+    return job.task_id
 
 
 def too_many_500s(task_id: str, kind: str, count: int, last: E.Imagen4Error) -> E.Imagen4Error:

@@ -224,10 +224,10 @@ class Sender:
             _run(hooks.not_sent, job, err)
             return self._end(item, error=err)
         except Exception as exc:  # a bug after sending: the task may exist, so it is never resent
-            err = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
-                                        + E.OutcomeUnknownError.hint)
-            _run(hooks.unknown, job, err)
-            return self._end(item, error=err)
+            unknown = E.OutcomeUnknownError(f"Unexpected error while sending the task ({exc!r}). "
+                                            + E.OutcomeUnknownError.hint)
+            _run(hooks.unknown, job, unknown)
+            return self._end(item, error=unknown)
         job.assign(task_id)
         with self._cond:
             self._by_job.pop(id(job), None)

@@ -313,6 +313,7 @@ class Imagen4Magics(Magics):
         return request_fields(self, args)
 
     def _generate(self, line: str, cell: str) -> None:
+        assert self.shell is not None  # a cell runs in the shell the magics were registered with
         request, args = self.build_request(line, cell)
         blocking = self.blocking(wait_override(args))
         embed = args.embed or self.embed

@@ -65,6 +65,7 @@ class Session:
         """The client in force; a session that makes its own rebuilds it when the key or base URL changed."""
         if self._client is None or self._credentials_changed():
             self._rebuild_client()
+        assert self._client is not None  # made by _rebuild_client
         return self._client
 
     def configure_client(self, **options: Any) -> None:
@@ -101,8 +102,9 @@ class Session:
         client = None if self._credentials_changed() else self._client
         return self._marks.load(self.history).service(client, lambda: self._target()[1])
 
-    def is_simulated(self, task_id: str) -> bool:
-        """True for a task made on a simulator, in this kernel or an earlier one (`"simulated": true` events)."""
+    def is_simulated(self, task_id: str | None) -> bool:
+        """True for a task made on a simulator, in this kernel or an earlier one (`"simulated": true` events);
+        False for a request without a task yet."""
         return task_id in self._marks.load(self.history).ids
 
     def _mark_simulated(self, job: Job) -> None:
@@ -186,9 +188,9 @@ class Session:
         return folder_histories(self.history.folder).find_reusable(request, own=self.history.path,
                                                                    simulated=self.simulated)
 
-    def reused_from(self, task_id: str) -> str | None:
+    def reused_from(self, task_id: str | None) -> str | None:
         """Where a task reused from another notebook's history came from ("quickstart.ipynb's history")."""
-        entry = self.history.get(task_id)
+        entry = self.history.get(task_id) if task_id is not None else None
         return origin_label(entry.origin) if entry is not None and entry.origin else None
 
     def in_flight(self, request: GenerationRequest, reuse: str | None = None) -> Job | None:
@@ -298,6 +300,7 @@ class Session:
     def adopt(self, job: Job) -> None:
         """Make a job of this session's client (for example from `client.track`) one of the session's jobs:
         its state changes and outcome are written to the history and the listeners hear of it."""
+        assert job.task_id is not None  # an adopted job was created: the service named its task
         with self._lock:
             self.jobs[job.task_id] = job
         self._mark_simulated(job)

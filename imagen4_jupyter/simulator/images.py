@@ -72,7 +72,7 @@ def render_png(key: str, size: tuple[int, int], caption: str = "") -> bytes:
 
     # Background: a 3x3 grid of random colours upscaled -> smooth gradients.
     grid = Image.new("RGB", (3, 3))
-    grid.putdata([_colour(rng) for _ in range(9)])  # type: ignore[arg-type]
+    grid.putdata([_colour(rng) for _ in range(9)])
     img = grid.resize(size, Image.Resampling.BILINEAR)
 
     # A few soft shapes, drawn small, blurred and upscaled (cheap soft edges).
