@@ -68,6 +68,8 @@ class CellView:
         self.note = note  # shown on the card for the whole life of the view (e.g. "follows …")
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
+        # a queued request goes to the session's service: a simulator's until its task is created and marked
+        self._queued_simulated = job.task_id is None and owner.host.session.simulated
         self.finalized = False
         self.card: Any = None
         self.slots: list[Any] = []
@@ -77,10 +79,9 @@ class CellView:
 
     @property
     def simulated(self) -> bool:
-        """Made by a simulator (asked each time: a queued job has its task id only once it is created, and until
-        then it goes to a simulator if the session's service is one)."""
-        session = self.owner.host.session
-        return session.simulated if self.job.task_id is None else session.is_simulated(self.job.task_id)
+        """Made by a simulator (asked each time: a queued job has its task id only once it is created, and the
+        task's mark follows; until then, whether the session's service was a simulator when it was queued)."""
+        return self._queued_simulated or self.owner.host.session.is_simulated(self.job.task_id)
 
     # -- kernel thread ------------------------------------------------------------------------
     def open(self) -> CellView:
