@@ -4,6 +4,7 @@ Front-ends hold no protocol or history logic: they build a GenerationRequest and
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +18,6 @@ from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
 from ..api.store import ImageStore, prepare_thumbnails
-from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
 from .history import History
@@ -31,6 +31,32 @@ if TYPE_CHECKING:  # the client (and requests) load with the first task, not wit
     from ..api.client import Imagen4Client
     from .callback_hub import CallbackHub
 
+
+# -- the session's clients: what one was built for (a hash of the key, never the key), closing a replaced one ---
+def client_fingerprint(key: str, base_url: str | None) -> tuple[str, str | None]:
+    """What a client was built for, without keeping another copy of the key: its hash and the base URL."""
+    return hashlib.sha256((key or "").encode()).hexdigest(), base_url
+
+
+def close_when_done(client: Imagen4Client, jobs: list[Job]) -> None:
+    """Close a replaced client once the jobs it still follows are done (they keep its poller until then)."""
+    left = {id(j) for j in jobs}
+    lock = threading.Lock()
+
+    def close() -> None:
+        threading.Thread(target=client.close, name="imagen4-close-client", daemon=True).start()  # not the poller's
+
+    def one_done(job: Job) -> None:
+        with lock:
+            left.discard(id(job))
+            last = not left
+        if last:
+            close()
+
+    if not left:
+        close()
+    for job in jobs:
+        job.add_done_callback(one_done)
 
 
 class Session:
