@@ -28,7 +28,7 @@ from .backend import (
     json_reply,
 )
 from .faults import CODE_MESSAGES, Fault
-from .hostile import HUGE, as_jpeg, huge_png, pad_png
+from .images import HUGE, as_jpeg, huge_png, pad_png
 
 #: What Spring-style gateways answer when a required query parameter is missing (the live quirk).
 MISSING_TASK_ID = "Required request parameter 'taskId' for method parameter type String is not present"
