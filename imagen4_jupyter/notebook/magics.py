@@ -17,7 +17,6 @@ from ..api import errors as E
 from ..api.models import ASPECT_RATIOS, MAX_IMAGES, model_spec
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
-from .callback_mode import refuse_webhook_key
 from .options import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_MODEL,
@@ -36,7 +35,7 @@ from .options import (
     split_line,
     wait_override,
 )
-from .service import ask_key, load_line, raise_no_key
+from .service import apply_callbacks, ask_key, load_line, raise_no_key, refuse_webhook_key
 
 if TYPE_CHECKING:  # these load with the first cell or subcommand, not with %load_ext (tests/test_load_speed.py)
     from ..api.job import Job
@@ -187,8 +186,6 @@ class Imagen4Magics(Magics):
 
     def refresh_callbacks(self) -> None:
         """Make the session's callback receiver match the traits and the webhook key in force (one receiver)."""
-        from .callback_mode import apply_callbacks
-
         session = self.session  # made first: a new session applies the traits itself, and this changes nothing
         for line in apply_callbacks(session, self.callback_listen, self.callback_url):
             print(line)
