@@ -64,8 +64,8 @@ def unload_ipython_extension(ipython):  # pragma: no cover
 
 
 _LAZY = {  # name -> module, imported on first use (so %load_ext loads no client, requests or Pillow)
-    "Imagen4Client": "api.client", "RetryPolicy": "api.schedules", "Job": "api.job", "Result": "api.records",
-    "TaskRecord": "api.records", "GenerationRequest": "api.request", "PollSchedule": "api.schedules",
+    "Imagen4Client": "api.client", "RetryPolicy": "api.schedules", "Job": "api.job", "Result": "api.task",
+    "TaskRecord": "api.task", "GenerationRequest": "api.request", "PollSchedule": "api.schedules",
     "StoredImage": "api.store", "Panel": "notebook.panel", "cell_code": "notebook.panel",
     "generate_many": "research.batch",
     "BatchResult": "research.results", "contact_sheet": "research.grids", "prompt_seed_grid": "research.grids",

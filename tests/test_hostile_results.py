@@ -27,7 +27,7 @@ from imagen4_jupyter.api import errors as E
 from imagen4_jupyter.api.store import MAX_PIXELS, ImageStore, preview, thumbnail
 from imagen4_jupyter.records.history import History
 from imagen4_jupyter.records.session import Session
-from imagen4_jupyter.simulator.hostile import huge_png
+from imagen4_jupyter.simulator.images import huge_png
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -118,7 +118,7 @@ def complete_bomb(path: Path, width: int = 12000, height: int = 12000) -> Path:
     import struct
     import zlib
 
-    from imagen4_jupyter.simulator.hostile import PNG_SIGNATURE, chunk
+    from imagen4_jupyter.simulator.images import PNG_SIGNATURE, chunk
 
     packer, row, parts = zlib.compressobj(1), b"\x00" * (1 + 3 * width), []
     for _ in range(height):

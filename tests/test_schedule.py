@@ -10,9 +10,9 @@ from conftest import FAST_RETRY, KEY
 
 from imagen4_jupyter import Imagen4Client, PollSchedule
 from imagen4_jupyter.api.job import Job, Ledger, stage_of
-from imagen4_jupyter.api.records import TaskRecord
 from imagen4_jupyter.api.request import GenerationRequest
 from imagen4_jupyter.api.schedules import SmartSchedule, seed_from_history
+from imagen4_jupyter.api.task import TaskRecord
 from imagen4_jupyter.records.history import History
 from imagen4_jupyter.records.session import Session
 from imagen4_jupyter.simulator import Simulator

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import urlsplit
 
 from .credentials import remember_secret
@@ -107,7 +107,8 @@ class BoundedHTTPServer(HTTPServer):
         self._watchdog = threading.Thread(target=self._watch, name="imagen4-callback-watchdog", daemon=True)
         self._watchdog.start()
 
-    def process_request(self, request: socket.socket, client_address: tuple) -> None:  # type: ignore[override]
+    def process_request(self, request: socket.socket,  # type: ignore[override]  # TCP: the socket, never UDP's pair
+                        client_address: tuple) -> None:
         if not self.slots.acquire(blocking=False):
             self.dropped += 1
             self.shutdown_request(request)
@@ -210,7 +211,7 @@ class CallbackReceiver:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
+        return cast("tuple[str, int]", self._server.server_address[:2])  # an AF_INET(6) address: (host text, port)
 
     @property
     def running(self) -> bool:

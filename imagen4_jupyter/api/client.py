@@ -20,11 +20,11 @@ from .job import Job, Ledger
 from .pacing import ENV as LIMITS_ENV
 from .pacing import Limits, Pacer, limits_from_env, shared_pacer
 from .poller import Poller
-from .records import Result, TaskRecord
 from .request import GenerationRequest
 from .schedules import RetryPolicy, Schedule, SmartSchedule, parse_retry_after
 from .sending import Sender
 from .store import ImageStore
+from .task import Result, TaskRecord
 
 if TYPE_CHECKING:  # requests (and urllib3) cost ~55 ms to import: loaded with the first client, not by %load_ext
     import requests
@@ -380,11 +380,11 @@ class Imagen4Client:
                                     "trouble. Try again after a while.", task_id=task_id, code=status,
                                     retry_after=retry_after)
             raise E.ProtocolError(f"{where} answered HTTP {status} with {what}.", task_id=task_id)
-        code = body.get("code")
         try:
-            code = int(code)
+            code = int(body["code"])
         except (TypeError, ValueError):
-            raise E.ProtocolError(f"{where} answered with a non-numeric code {code!r}.", task_id=task_id) from None
+            raise E.ProtocolError(f"{where} answered with a non-numeric code {body.get('code')!r}.",
+                                  task_id=task_id) from None
         message = body.get("msg") if body.get("msg") is not None else body.get("message")
         if code == 200:
             return body.get("data")

@@ -37,7 +37,8 @@ def read_body(resp: requests.Response, *, deadline: float, limit: int) -> bytes:
     length = resp.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > limit:
         raise TooLarge()
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         if time.monotonic() > deadline:
             raise TooSlow()

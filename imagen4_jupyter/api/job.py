@@ -22,12 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent import futures
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from .errors import Imagen4Error, Imagen4TimeoutError
-from .records import Result, State, TaskRecord
 from .request import GenerationRequest
 from .store import StoredImage
+from .task import Result, State, TaskRecord
 
 log = logging.getLogger("imagen4_jupyter")
 
@@ -92,7 +92,7 @@ class Ledger:
         """A move that could not be recorded but is applied all the same (the task exists: never dropped)."""
         log.warning("imagen4: the %s step of %s could not be recorded (%s)", stage, job.task_id or job.local_id, err)
 
-    def move(self, job: Job, stage: Stage, *, ahead: bool = False, **facts: Any) -> bool:
+    def move(self, job: Job, stage: Stage, *, ahead: bool = False, **facts: Any) -> bool:  # facts: see below
         """Move `job` to `stage` with `facts` (task_id, record, images, error, cost, extra_urls, finished_at).
         False (nothing changes) if the job's life does not allow it, e.g. a late answer for a job already
         ended."""
@@ -119,7 +119,7 @@ class Ledger:
         job._priced(cost)
 
 
-class Job(futures.Future):
+class Job(futures.Future[Result]):
     """The read-only handle of one request's life: a `concurrent.futures.Future` of its `Result`. Thread-safe; only
     its `Ledger` moves it (the sender, the poller and the session call the ledger, never the job).
 
@@ -225,7 +225,7 @@ class Job(futures.Future):
         """Block until done; return the job's error (None if it succeeded). Raises `Imagen4TimeoutError` if it
         is not done within `timeout` seconds."""
         try:
-            return super().exception(timeout)
+            return cast("Imagen4Error | None", super().exception(timeout))  # a ledger sets only Imagen4Errors
         except futures.TimeoutError:  # only the wait itself: the job's own error is returned, not raised
             raise Imagen4TimeoutError(f"Still {self.status} after waiting {timeout:g} s; call wait() again later.",
                                       task_id=self.task_id) from None

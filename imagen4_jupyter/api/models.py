@@ -43,6 +43,8 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (STANDARD, FAST, ULTRA)}
 DEFAULT_MODEL = STANDARD.name
 SHORT_NAMES: dict[str, str] = {m.short: m.name for m in MODELS.values()}
 MODEL_CHOICES = tuple(SHORT_NAMES) + tuple(MODELS)  # what a user may type
+ASPECT_RATIOS = ("1:1", "16:9", "9:16", "3:4", "4:3")  # every model accepts these
+MAX_IMAGES = max(m.max_images for m in MODELS.values())  # the most images of one task (4; ultra makes one)
 MAX_INT_SEED = 2**31 - 1  # fast's seed is a JSON integer; its range is not documented, int32 is what is safe
 
 

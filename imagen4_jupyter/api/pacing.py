@@ -67,13 +67,6 @@ class SlidingWindow:
                 return 0.0
             return max(0.0, self._slots[0] + self.window + self.margin - self.clock())
 
-    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Take a slot and sleep until it is due (for background threads only); returns the time slept."""
-        delay = self.reserve()
-        if delay > 0:
-            sleep(delay)
-        return delay
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -119,7 +112,7 @@ def limits_from_env(value: str | None) -> Limits:
         return Limits()
     if text in ("off", "none", "0"):
         return Limits.off()
-    parts = dict(CREATE=CREATE_LIMIT, QUERY=QUERY_LIMIT)
+    parts: dict[str, tuple[int, float] | None] = dict(CREATE=CREATE_LIMIT, QUERY=QUERY_LIMIT)
     for item in text.split(","):
         name, _, spec = item.partition("=")
         name, spec = name.strip().upper(), spec.strip()
@@ -130,9 +123,10 @@ def limits_from_env(value: str | None) -> Limits:
                 parts[name] = None
             else:
                 count, window = spec.split("/")
-                parts[name] = (int(count), float(window))
-                if parts[name][0] < 1 or parts[name][1] <= 0:
+                limit = (int(count), float(window))
+                if limit[0] < 1 or limit[1] <= 0:
                     raise ValueError(spec)
+                parts[name] = limit
         except ValueError:
             from .errors import ConfigurationError
 

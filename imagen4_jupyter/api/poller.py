@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from . import errors as E
 from .job import Job, stage_of
-from .records import TaskRecord
 from .schedules import PollSchedule, Schedule
 from .store import StoredImage
+from .task import TaskRecord
 
 __all__ = ["Backoff", "ImageSink", "PollSchedule", "PollTarget", "Poller"]  # PollSchedule lives in schedules.py
 
@@ -45,9 +45,14 @@ class PollTarget(Protocol):
     """What the poller needs from a client (`Imagen4Client` is one): fetch a record once, download an image,
     store it, and the schedule and backoff to follow. The poller knows nothing else about the client."""
 
-    schedule: Schedule
-    retry: Backoff
-    store: ImageSink
+    @property
+    def schedule(self) -> Schedule: ...  # read-only here, so a client may hold a subtype (`SmartSchedule`)
+
+    @property
+    def retry(self) -> Backoff: ...
+
+    @property
+    def store(self) -> ImageSink: ...
 
     def get_task_once(self, task_id: str) -> TaskRecord: ...  # one request in a slot taken, no retrying
 
@@ -122,7 +127,7 @@ class Poller:
                 f"The client was closed while the task was still {job.status}; it may still finish on the "
                 "service. `client.track(task_id)` on a new client picks it up.", task_id=job.task_id))
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+    def call_later(self, delay: float, fn: Callable[[], object]) -> None:
         """Run `fn()` on a worker after `delay` seconds: periodic work (the magic's elapsed-time refresh of
         live cards) shares these threads instead of starting its own."""
         with self._cond:
@@ -160,7 +165,7 @@ class Poller:
         return self.client.schedule.next_delay(job, now) * (follow.stretch if follow else 1.0)
 
     # -- scheduler ----------------------------------------------------------------------------
-    def _push(self, due: float, job: Job | None, action: str | Callable[[], None]) -> None:
+    def _push(self, due: float, job: Job | None, action: str | Callable[[], object]) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), job, action))
         self._cond.notify()
 
@@ -184,6 +189,7 @@ class Poller:
                     picked = self._next_due(time.time())
                 job, action = picked
                 self._busy += 1
+            assert self._pool is not None  # made with the thread, in _ensure_started
             try:
                 self._pool.submit(self._work, job, action)
             except RuntimeError:  # pool shut down
@@ -210,8 +216,13 @@ class Poller:
         if len(due) == 1:
             return self._take(due[0])
         priority = self.client.schedule.priority
-        best = max(due, key=lambda i: (priority(self._heap[i][2], now, self._heap[i][0]), -self._heap[i][1]))
-        return self._take(best)
+
+        def rank(i: int) -> tuple[float, int]:
+            at, seq, job, _ = self._heap[i]
+            assert job is not None  # every due entry is a status check here, and a check has its job
+            return priority(job, now, at), -seq
+
+        return self._take(max(due, key=rank))
 
     def _take(self, index: int) -> tuple[Job | None, Any]:
         _, _, job, action = self._heap[index]
@@ -222,7 +233,7 @@ class Poller:
         return job, action
 
     # -- work (in a pool thread) --------------------------------------------------------------
-    def _work(self, job: Job | None, action: str | Callable[[], None]) -> None:
+    def _work(self, job: Job | None, action: str | Callable[[], object]) -> None:
         try:
             self._do(job, action)
         finally:
@@ -230,13 +241,15 @@ class Poller:
                 self._busy -= 1
                 self._cond.notify()
 
-    def _do(self, job: Job | None, action: str | Callable[[], None]) -> None:
+    def _do(self, job: Job | None, action: str | Callable[[], object]) -> None:
         if job is None:  # call_later
+            assert callable(action)  # call_later pushes a function, with no job
             try:
                 action()
             except Exception:
                 logging.getLogger("imagen4_jupyter").exception("scheduled call failed")
             return
+        assert isinstance(action, str)  # a job's action: "check" or "download"
         try:
             if action == "check":
                 self._check(job)
@@ -314,7 +327,7 @@ class Poller:
             fives = fives + 1 if kind == "download" or checks == job.checks else 1
             follow.fives[kind] = (fives, job.checks)
             if fives >= MAX_CONSECUTIVE_500:
-                return self._end(job, error=too_many_500s(job.task_id, kind, fives, err))
+                return self._end(job, error=too_many_500s(job.task_id or "", kind, fives, err))
         if again and now < self._deadline(job):
             delay = self.client.retry.delay(min(count - 1, 30), err.retry_after)
             with self._cond:

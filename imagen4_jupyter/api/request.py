@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 
 from .credentials import holds_secret
 from .errors import InvalidRequestError
-from .models import DEFAULT_MODEL, MAX_INT_SEED, ModelSpec, model_spec
-from .schema import ASPECT_RATIOS, MAX_IMAGES
+from .models import ASPECT_RATIOS, DEFAULT_MODEL, MAX_IMAGES, MAX_INT_SEED, ModelSpec, model_spec
 
 MODEL = DEFAULT_MODEL  # the default model (older code imports this name)
 MAX_PROMPT = 5000

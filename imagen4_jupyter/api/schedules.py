@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .job import Job
 from .models import DEFAULT_MODEL
+from .task import TaskRecord
 
 MIN_SAMPLES = 3
 
@@ -200,7 +201,7 @@ class SmartSchedule:
             return max(self.queue_interval, 0.8 * win[0])
         if rec.state != "generating":
             return self.fallback.next_delay(job, now)
-        start_local = self._generation_start(job, now)
+        start_local = self._generation_start(job, rec, now)
         win = self.window(job)
         if win is None:
             return self.fallback.next_delay(job, now)
@@ -227,7 +228,7 @@ class SmartSchedule:
             samples = list(samples)
         if len(samples) < MIN_SAMPLES:
             return 0.5
-        generating_for = now - self._generation_start(job, now) + self.margin
+        generating_for = now - self._generation_start(job, rec, now) + self.margin
         return sum(1 for s in samples if s <= generating_for) / len(samples)
 
     def priority(self, job: Job, now: float, due: float) -> float:
@@ -235,10 +236,9 @@ class SmartSchedule:
         a check overdue by a whole advised interval counts as much as a certain one (nobody starves)."""
         return self.likelihood(job, now) + overdue_share(job, now, due, self.fallback.next_delay(job, now))
 
-    def _generation_start(self, job: Job, now: float) -> float:
-        """Local time when generation started, from the record's server times (remembered on the job as
-        `generating_since_ms` and `clock_offset`, the server-to-local clock difference)."""
-        rec = job.record
+    def _generation_start(self, job: Job, rec: TaskRecord, now: float) -> float:
+        """Local time when generation started, from the record's server times (`rec`, the job's last record;
+        remembered on the job as `generating_since_ms` and `clock_offset`, the server-to-local difference)."""
         if job.generating_since_ms is None:
             server_start = rec.update_time_ms if rec.update_time_ms else None
             job.generating_since_ms = server_start if server_start else int(now * 1000)

@@ -32,6 +32,7 @@ def run_batch(host: Any, views: LiveViews, args: Any) -> None:
     if not args.dry_run:  # a plan sends nothing; without a key its balance is just unknown
         host.require_key()
     from ..research.batch import generate_many
+    from ..research.budget import BatchPlan
 
     try:
         result = generate_many(items, session=host.session, reuse=host.reuse, concurrency=args.concurrency,
@@ -40,7 +41,7 @@ def run_batch(host: Any, views: LiveViews, args: Any) -> None:
         raise UsageError(f"{label}: {err}") from None
     if args.out:
         host.shell.user_ns[args.out] = result
-    if args.dry_run:
+    if isinstance(result, BatchPlan):  # --dry-run: the plan, nothing sent
         display(result) if host.rich() else print(result.line(), flush=True)
         return
     if not result.items:

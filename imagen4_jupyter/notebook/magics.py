@@ -14,10 +14,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, observe, validate
 
 from ..api import errors as E
-from ..api.schema import ASPECT_RATIOS, MAX_IMAGES
+from ..api.models import ASPECT_RATIOS, MAX_IMAGES, model_spec
 from ..records.open_tasks import open_task_ids
 from ..records.policies import REUSE_POLICIES
-from .callback_mode import refuse_webhook_key
 from .options import (
     DEFAULT_ASPECT_RATIO,
     DEFAULT_MODEL,
@@ -36,7 +35,7 @@ from .options import (
     split_line,
     wait_override,
 )
-from .service import ask_key, load_line, raise_no_key
+from .service import apply_callbacks, ask_key, load_line, raise_no_key, refuse_webhook_key
 
 if TYPE_CHECKING:  # these load with the first cell or subcommand, not with %load_ext (tests/test_load_speed.py)
     from ..api.job import Job
@@ -154,8 +153,6 @@ class Imagen4Magics(Magics):
     # -- traits -------------------------------------------------------------------------------
     @validate("model")
     def _check_model(self, proposal: Any) -> str:
-        from ..api.models import model_spec
-
         try:
             return model_spec(proposal["value"]).short  # 'google/imagen4-ultra' and 'Ultra' are kept as 'ultra'
         except E.InvalidRequestError as err:
@@ -189,8 +186,6 @@ class Imagen4Magics(Magics):
 
     def refresh_callbacks(self) -> None:
         """Make the session's callback receiver match the traits and the webhook key in force (one receiver)."""
-        from .callback_mode import apply_callbacks
-
         session = self.session  # made first: a new session applies the traits itself, and this changes nothing
         for line in apply_callbacks(session, self.callback_listen, self.callback_url):
             print(line)
@@ -317,6 +312,7 @@ class Imagen4Magics(Magics):
         return request_fields(self, args)
 
     def _generate(self, line: str, cell: str) -> None:
+        assert self.shell is not None  # a cell runs in the shell the magics were registered with
         request, args = self.build_request(line, cell)
         blocking = self.blocking(wait_override(args))
         embed = args.embed or self.embed
@@ -364,8 +360,10 @@ class Imagen4Magics(Magics):
                 return
             if not self.key_offered and not self.headless():
                 self.key_offered = True
-                if ask_key() and (self.session.begin() or self.session.client.has_key):
-                    return
+                if ask_key():
+                    self.session.begin()  # the typed key is in force from now on
+                    if self.session.client.has_key:
+                        return
         except E.Imagen4Error as err:  # a bad base URL, say: one line, like every other failure of a cell
             raise CellError(err) from err
         raise_no_key()

@@ -182,7 +182,7 @@ class LazyArgumentsMagic:
         return self.build()[0]
 
     @property
-    def __doc__(self) -> str:  # type: ignore[override]
+    def __doc__(self) -> str:  # type: ignore[override]  # built on first use, so a property, not the attribute
         return self.build()[1]
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
@@ -255,8 +255,9 @@ class Choice(Enum):
     def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> Any:
         if error is not None:
             return super().error(obj, value, error, info)
-        shown = ", ".join(str(v) for v in self.values if v != "")
-        unset = " (or '' for the model's own default)" if "" in self.values else ""
+        values = self.values or ()  # always given: Choice(values, default)
+        shown = ", ".join(str(v) for v in values if v != "")
+        unset = " (or '' for the model's own default)" if "" in values else ""
         raise TraitError(f"{self.name} {value!r} is not supported; use one of {shown}{unset}.")
 
 

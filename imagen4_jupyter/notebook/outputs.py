@@ -19,8 +19,8 @@ from .options import EMBED_MODES  # noqa: F401 - defined with the flags (the mag
 
 if TYPE_CHECKING:
     from ..api.job import Job
-    from ..api.records import TaskRecord
     from ..api.store import StoredImage
+    from ..api.task import TaskRecord
     from ..records.history import History, TaskEntry
 
 NATIVE = ("image/png", "image/jpeg")

@@ -133,7 +133,8 @@ class Subcommands:
         for ev in self.host.session.history.unknown:
             if ev.get("callback_ref") in resolved:
                 continue
-            req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
+            req = ev.get("request")
+            req = req if isinstance(req, dict) else {}
             hay = " ".join(str(req.get(k) or "") for k in ("prompt", "negative_prompt", "seed")).lower()
             if text and text.lower() not in hay:
                 continue
@@ -227,7 +228,7 @@ class Subcommands:
         failed = [j for j in pending if j.error is not None]
         text = f"{len(pending)} task(s) finished: {len(pending) - len(failed)} succeeded"
         if failed:
-            text += f", {len(failed)} failed ({', '.join(j.task_id for j in failed)})"
+            text += f", {len(failed)} failed ({', '.join(j.task_id or 'not sent' for j in failed)})"
         self.views.say(text + ".", "error" if failed else "ok")
 
     def credits(self, args: Any) -> None:

@@ -190,15 +190,17 @@ class CallbackHub:
     def created(self, job: Job) -> None:
         """createTask answered with `job.task_id`: its token now stands for that task (before polling starts)."""
         poller = self.owner.client.poller
+        task_id = job.task_id
+        assert task_id is not None  # createTask answered: the service named the task
         with self._lock:
             token = self._take(job.request)
             if token is None:
                 return
-            self._tasks[token] = (job.task_id, poller)
+            self._tasks[token] = (task_id, poller)
             early = self._early.pop(token, None)
-        poller.expect_callback(job.task_id, self.stretch)
-        if early == job.task_id:  # the callback came before the createTask answer: check as soon as tracked
-            poller.call_later(0.0, lambda: poller.poke(job.task_id))
+        poller.expect_callback(task_id, self.stretch)
+        if early == task_id:  # the callback came before the createTask answer: check as soon as tracked
+            poller.call_later(0.0, lambda: poller.poke(task_id))
 
     def outcome_unknown(self, request: GenerationRequest, event: dict) -> dict:
         """The createTask answer was lost: keep the request's token, and return the history event naming it."""
@@ -229,6 +231,7 @@ class CallbackHub:
         if unknown:
             self._resolve_soon(hint.token, hint.task_id, signed=hint.signed)
             return
+        assert followed is not None  # neither an unknown outcome nor unfollowed: returned above
         ours = followed[0] == hint.task_id
         # the body's figures (consumeCredits, remainedCredits) are not passed on: signed or not, they are the
         # sender's word (the signature covers only the task id and time), never a measured cost or balance

@@ -8,9 +8,9 @@ from typing import Any
 
 from ..api import errors as E
 from ..api.job import Job, Ledger
-from ..api.records import TaskRecord
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage
+from ..api.task import TaskRecord
 
 
 @dataclass
@@ -75,7 +75,7 @@ def finished_job(entry: TaskEntry, images: list[StoredImage], *, reused: bool = 
     job = Job(entry.task_id, entry.generation_request(), created_at=entry.submitted_at or time.time(),
               stage="asked")
     ledger = Ledger()  # nothing to write: the history holds it already
-    when = {"finished_at": entry.finished_at} if entry.finished_at else {}  # elapsed: what it took then
+    when: dict[str, Any] = {"finished_at": entry.finished_at} if entry.finished_at else {}  # what it took then
     if entry.state == "success":
         record = TaskRecord(task_id=entry.task_id, state="success", result_urls=list(entry.urls),
                             cost_time_ms=entry.cost_time_ms)

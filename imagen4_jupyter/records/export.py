@@ -79,7 +79,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
     """
     hist = _as_history(history)
     entries = hist.entries()
-    tags: dict[str, Any] = {}
+    tags: dict[str | None, Any] = {}  # task id (None in a broken event) -> its batch tag
     unknown: list[dict] = []
     simulated = simulated_ids(hist) if hist.path.exists() else set()
     try:
@@ -109,7 +109,8 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
             image_paths=[path_of(im["path"], entry.task_id) for im in entry.images if im.get("path")],
             sha256s=[im.get("sha256") for im in entry.images])))
     for ev in unknown:
-        req = ev.get("request") if isinstance(ev.get("request"), dict) else {}
+        req = ev.get("request")
+        req = req if isinstance(req, dict) else {}
         rows.append((ev.get("time") or 0.0, _row(
             req, ev.get("batch"), ev.get("cell"), time=_iso(ev.get("time")), state="outcome-unknown",
             error=ev.get("message"), source=ev.get("source"), simulated=ev.get("simulated") is True,

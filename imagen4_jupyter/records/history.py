@@ -22,7 +22,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no fcntl on Windows: the history is written without a file lock
 
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage, store_digest, write_atomic

@@ -4,6 +4,7 @@ Front-ends hold no protocol or history logic: they build a GenerationRequest and
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -20,7 +21,6 @@ from ..api.request import GenerationRequest
 from ..api.schedules import seed_from_history
 from ..api.spend import PriceBook
 from ..api.store import ImageStore, prepare_thumbnails
-from .clients import client_fingerprint, close_when_done
 from .entries import TaskEntry, entry_cost, finished_job
 from .folder import folder_histories, origin_label, record_reuse
 from .history import History
@@ -34,6 +34,32 @@ if TYPE_CHECKING:  # the client (and requests) load with the first task, not wit
     from ..api.client import Imagen4Client
     from .callback_hub import CallbackHub
 
+
+# -- the session's clients: what one was built for (a hash of the key, never the key), closing a replaced one ---
+def client_fingerprint(key: str, base_url: str | None) -> tuple[str, str | None]:
+    """What a client was built for, without keeping another copy of the key: its hash and the base URL."""
+    return hashlib.sha256((key or "").encode()).hexdigest(), base_url
+
+
+def close_when_done(client: Imagen4Client, jobs: list[Job]) -> None:
+    """Close a replaced client once the jobs it still follows are done (they keep its poller until then)."""
+    left = {id(j) for j in jobs}
+    lock = threading.Lock()
+
+    def close() -> None:
+        threading.Thread(target=client.close, name="imagen4-close-client", daemon=True).start()  # not the poller's
+
+    def one_done(job: Job) -> None:
+        with lock:
+            left.discard(id(job))
+            last = not left
+        if last:
+            close()
+
+    if not left:
+        close()
+    for job in jobs:
+        job.add_done_callback(one_done)
 
 
 class Session:
@@ -69,6 +95,7 @@ class Session:
         """The client in force; a session that makes its own rebuilds it when the key or base URL changed."""
         if self._client is None or self._credentials_changed():
             self._rebuild_client()
+        assert self._client is not None  # made by _rebuild_client
         return self._client
 
     def configure_client(self, **options: Any) -> None:
@@ -121,8 +148,9 @@ class Session:
             client, lambda: self._client_options.get("base_url", self.credentials().base_url))  # not checked:
         # asking whether an address is a simulator's sends nothing to it
 
-    def is_simulated(self, task_id: str) -> bool:
-        """True for a task made on a simulator, in this kernel or an earlier one (`"simulated": true` events)."""
+    def is_simulated(self, task_id: str | None) -> bool:
+        """True for a task made on a simulator, in this kernel or an earlier one (`"simulated": true` events);
+        False for a request without a task yet."""
         return task_id in self._marks.load(self.history).ids
 
     def marks_fields(self) -> dict[str, Any]:
@@ -211,9 +239,9 @@ class Session:
         return folder_histories(self.history.folder).find_reusable(request, own=self.history.path,
                                                                    simulated=self.simulated)
 
-    def reused_from(self, task_id: str) -> str | None:
+    def reused_from(self, task_id: str | None) -> str | None:
         """Where a task reused from another notebook's history came from ("quickstart.ipynb's history")."""
-        entry = self.history.get(task_id)
+        entry = self.history.get(task_id) if task_id is not None else None
         return origin_label(entry.origin) if entry is not None and entry.origin else None
 
     def in_flight(self, request: GenerationRequest, reuse: str | None = None) -> Job | None:
@@ -286,6 +314,7 @@ class Session:
     def adopt(self, job: Job) -> None:
         """Make a job one of the session's jobs (its life's moves are its ledger's to write): registered by task
         id, its thumbnails prepared once done, and the listeners told."""
+        assert job.task_id is not None  # an adopted job was created: the service named its task
         with self._lock:
             self.jobs[job.task_id or ""] = job
             self.queued.pop(job.local_id or "", None)

@@ -181,7 +181,8 @@ def spend_summary(history: History, prices: PriceBook) -> SpendSummary:
         if kind == "reuse" and isinstance(ev.get("task_id"), str):  # shown again from this history
             tid = ev["task_id"]
             summary.reused_tasks += 1
-            summary.reused_images += ev.get("images") if isinstance(ev.get("images"), int) and ev["images"] else 1
+            images = ev.get("images")
+            summary.reused_images += images if isinstance(images, int) and images else 1
             summary.saved += costs[tid][0] if tid in costs else copied.get(tid, prices.price(None)[0])
         elif kind == "submitted" and isinstance(ev.get("task_id"), str) and ev.get("simulated") is True:
             simulated[ev["task_id"]] = task_cost(ev, prices)[0]

@@ -193,13 +193,14 @@ class Grid:
 def _run_grid(row_values: list, col_values: list, make_item, *, row_label, col_label, kind: str,
               title: str | None, cell_size: int, batch_options: dict) -> Any:
     from .batch import generate_many
+    from .budget import BatchPlan
 
     if not row_values or not col_values:
         raise ValueError("A grid needs at least one row and one column.")
     items = [make_item(r, c) for r in row_values for c in col_values]
     result = generate_many(items, **batch_options)
-    if batch_options.get("dry_run"):
-        return result  # the BatchPlan: nothing was sent, there is nothing to draw
+    if isinstance(result, BatchPlan):  # dry_run: nothing was sent, there is nothing to draw
+        return result
     n_cols = len(col_values)
     cells = [list(result.items[r * n_cols:(r + 1) * n_cols]) for r in range(len(row_values))]
     rows = [row_label(v) for v in row_values]

@@ -122,6 +122,7 @@ class ResumePlan:
         """A request of this item that waited in a send queue and was never sent: sent once, by this run, under
         its local id, unless its kernel still runs (it will send it) or this kernel still holds it."""
         local = event.get("local_id")
+        assert isinstance(local, str)  # a queued request is named by its local id (both callers checked it)
         assert self.session is not None
         if local in self.session.queued or process_alive(event):
             self.planned[idx] = (LOST, {**event, "alive": True})
@@ -140,7 +141,8 @@ class ResumePlan:
         for event in waiting:
             local = event.get("local_id")
             key = event.get("request_key")
-            if not isinstance(local, str) or local in self.claimed_locals or not open_items.get(key):
+            if not isinstance(local, str) or not isinstance(key, str) or local in self.claimed_locals \
+                    or not open_items.get(key):
                 continue
             idx = open_items[key].pop(0)
             if event.get("sending"):

@@ -257,6 +257,7 @@ class BatchResult:
             if remaining is not None and remaining <= 0:
                 raise E.Imagen4TimeoutError(f"{len(running)} item(s) still running after {timeout:g} s.")
             item = running[0]
+            assert item.job is not None  # `running` holds only items with a job
             try:
                 item.job.wait(min(0.5, remaining) if remaining is not None else 0.5)
             except E.Imagen4Error:

@@ -249,7 +249,7 @@ class BatchRun:
         item.job, item.origin, item.state = job, "followed", "running"
         item.started_at = time.time()
         self.stats["followed"] += 1
-        job.add_done_callback(lambda j, item=item: self._job_done(item, j))
+        job.add_done_callback(lambda j: self._job_done(item, j))
 
     def _create(self, item: BatchItem, local_id: str | None = None) -> None:
         """In a pool thread: one createTask; the outcome goes back under the lock. `local_id`: a request a dead
@@ -270,7 +270,7 @@ class BatchRun:
             self.stats["created"] += 1
             self.consecutive_429 = 0
             item.job, item.state = job, "running"
-        job.add_done_callback(lambda j, item=item: self._job_done(item, j))
+        job.add_done_callback(lambda j: self._job_done(item, j))
 
     def _create_failed(self, item: BatchItem, err: BaseException) -> None:
         self._free_slot()
@@ -337,7 +337,8 @@ class BatchRun:
         """Poller thread: a followed or created task finished (or its polling gave up)."""
         with self.cond:
             err = job.error
-            if err is not None and err.retryable and not err.final and item.follows < MAX_FOLLOWS:
+            if (err is not None and err.retryable and not err.final and item.follows < MAX_FOLLOWS
+                    and job.task_id is not None):  # (every job here was created: queue=False raised otherwise)
                 # polling hit a transient error; the task lives on: follow it again (no new task)
                 item.follows += 1
                 assert job.task_id is not None
@@ -345,7 +346,7 @@ class BatchRun:
                          if self.session is not None else
                          self.client.track(job.task_id, item.request, created_at=job.created_at))
                 item.job = again
-                again.add_done_callback(lambda j, item=item: self._job_done(item, j))
+                again.add_done_callback(lambda j: self._job_done(item, j))
                 return
             self._finish(item, job)
             self._free_slot()

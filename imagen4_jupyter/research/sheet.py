@@ -263,7 +263,7 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
     x_grid = pad + (label_w + pad if label_w else 0)
     y_grid = pad + title_h + col_h
     if title_lines:
-        y = pad
+        y: float = pad  # pixels down the sheet (a float: the row labels below are centred)
         for line in title_lines:
             draw.text((pad, y), line, fill=INK, font=title_font)
             y += font_size + 7
@@ -284,7 +284,9 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
             y += line_h
         layout.row_labels.append((pad, y0, pad + label_w, y0 + row_h))
     for r, row in enumerate(pictures):
-        cells, placed, caps = [], [], []
+        cells: list[tuple[int, int, int, int]] = []
+        placed: list[tuple[int, int, int, int] | None] = []
+        caps: list[tuple[int, int, int, int] | None] = []
         for c in range(n_cols):
             x0 = x_grid + c * (box_w + pad)
             y0 = y_grid + r * (row_h + pad)

@@ -16,12 +16,11 @@ import time
 from typing import Any
 
 from .backend import Reply, envelope, json_reply
-from .billing import Bank, as_number
+from .billing import Bank, Charge, as_number
 from .callbacks import Callbacks, Delivery, envelope_for
 from .faults import Fault, FaultSet, make_fault
 from .images import image_size
-from .knobs import Knobs
-from .limits import CREATE_LIMIT, QUERY_LIMIT, Limits, max_in_window
+from .limits import CREATE_LIMIT, QUERY_LIMIT, Limits, RateLimiter, WindowLimiter, max_in_window
 from .links import DEFAULT_LINK_TTL, DEFAULT_RETENTION, EXPIRED_STATUSES, Target
 from .media import Media
 from .models import GENERATION_TIME, MODELS, QUEUE_TIME
@@ -33,7 +32,7 @@ HOST = "127.0.0.1"
 DEFAULT_KEY = "test-key"
 
 
-class Simulator(Knobs):
+class Simulator:
     """Serve the Apikley Imagen 4 API on loopback, with scriptable behaviour.
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`). Durations, ``url_ttl``,
@@ -179,7 +178,82 @@ class Simulator(Knobs):
         """A key the simulator accepts."""
         return self.api_keys[0] if self.api_keys else DEFAULT_KEY
 
-    # -- settable state ----------------------------------------------------
+    # -- settable state: properties over bank (credits, prices, ledger), limits (429s), sender (callbacks) --
+    @property
+    def credits(self) -> float:
+        return self.bank.balance
+
+    @credits.setter
+    def credits(self, value: float) -> None:
+        self.bank.balance = value
+
+    @property
+    def prices(self) -> dict[str, float]:
+        """Credits per task by model (change entries in place or assign a new dict)."""
+        return self.bank.prices
+
+    @prices.setter
+    def prices(self, value: dict[str, float]) -> None:
+        self.bank.prices = dict(value)
+
+    @property
+    def cost_per_image(self) -> float | None:
+        """When set, every model costs this much per image instead of ``prices`` per task."""
+        return self.bank.cost_per_image
+
+    @cost_per_image.setter
+    def cost_per_image(self, value: float | None) -> None:
+        self.bank.cost_per_image = value
+
+    @property
+    def charges(self) -> list[Charge]:
+        """The ledger: one ``(task_id, model, credits)`` per task charged, in order."""
+        return self.bank.ledger
+
+    @property
+    def webhook_key(self) -> str | None:
+        """The key callbacks are signed with (None: unsigned)."""
+        return self.sender.webhook_key
+
+    @webhook_key.setter
+    def webhook_key(self, value: str | None) -> None:
+        self.sender.webhook_key = value
+
+    @property
+    def enforce_limits(self) -> bool:
+        """Whether the documented createTask / recordInfo windows answer 429."""
+        return self.limits.enforce
+
+    @enforce_limits.setter
+    def enforce_limits(self, value: bool) -> None:
+        self.limits.enforce = bool(value)
+
+    @property
+    def rate_limit(self) -> tuple[float, float] | None:
+        return self.limits.bucket.spec
+
+    @rate_limit.setter
+    def rate_limit(self, value: tuple[float, float] | None) -> None:
+        self.limits.bucket = RateLimiter(value)
+
+    @property
+    def create_limit(self) -> tuple[float, float]:
+        """(count, window seconds) of createTask per account, when ``enforce_limits``."""
+        return self.limits.create.spec or CREATE_LIMIT
+
+    @create_limit.setter
+    def create_limit(self, value: tuple[float, float]) -> None:
+        self.limits.create = WindowLimiter(value)
+
+    @property
+    def query_limit(self) -> tuple[float, float]:
+        """(count, window seconds) of recordInfo per key, when ``enforce_limits``."""
+        return self.limits.query.spec or QUERY_LIMIT
+
+    @query_limit.setter
+    def query_limit(self, value: tuple[float, float]) -> None:
+        self.limits.query = WindowLimiter(value)
+
     # -- recording -----------------------------------------------------------
     @property
     def requests(self) -> list[Recorded]:

@@ -5,6 +5,14 @@ printed small, all derived from a hash of the request, so the same
 (prompt, negative prompt, aspect ratio, seed, index, size) always yields
 byte-identical PNG bytes. Rendering uses only PIL operations (no per-pixel
 Python loops): a 1024x1024 image takes a few tens of milliseconds.
+
+Also the hostile or broken image bodies of the ``image`` faults ``huge_png``, ``oversize`` and ``mislabeled``:
+
+* :func:`huge_png`: a valid-looking PNG of a few hundred bytes whose IHDR declares a huge size (default
+  12000x12000) over a tiny, truncated IDAT: opening it is cheap, decoding it is a bomb.
+* :func:`pad_png`: the same picture, still a valid PNG, made at least N bytes long by a private
+  ancillary chunk before IEND (decoders skip it).
+* :func:`as_jpeg`: the picture re-encoded as JPEG, to be served as ``image/png``.
 """
 
 from __future__ import annotations
@@ -13,8 +21,10 @@ import hashlib
 import io
 import json
 import random
+import struct
 import textwrap
 import threading
+import zlib
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -72,7 +82,7 @@ def render_png(key: str, size: tuple[int, int], caption: str = "") -> bytes:
 
     # Background: a 3x3 grid of random colours upscaled -> smooth gradients.
     grid = Image.new("RGB", (3, 3))
-    grid.putdata([_colour(rng) for _ in range(9)])  # type: ignore[arg-type]
+    grid.putdata([_colour(rng) for _ in range(9)])
     img = grid.resize(size, Image.Resampling.BILINEAR)
 
     # A few soft shapes, drawn small, blurred and upscaled (cheap soft edges).
@@ -148,3 +158,36 @@ class ImageCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+# -- hostile or broken bodies (the image faults) ----------------------------------------------------------------
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HUGE = (12000, 12000)
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def huge_png(width: int = HUGE[0], height: int = HUGE[1]) -> bytes:
+    """A small file declaring ``width`` x ``height`` RGB pixels (8 bits), with one row of real data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = b"\x00" + b"\x80" * (3 * min(width, 64))
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row)) + chunk(b"IEND", b"")
+
+
+def pad_png(data: bytes, size: int) -> bytes:
+    """``data`` (a PNG) grown to at least ``size`` bytes with a private ``prVt`` chunk before IEND."""
+    iend = chunk(b"IEND", b"")
+    if not data.endswith(iend) or len(data) >= size:
+        return data
+    filler = max(0, size - len(data) - 12)
+    return data[: -len(iend)] + chunk(b"prVt", b"\x00" * filler) + iend
+
+
+def as_jpeg(data: bytes) -> bytes:
+    """The picture of ``data`` (a PNG) as JPEG bytes."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(out, "JPEG", quality=80)
+    return out.getvalue()

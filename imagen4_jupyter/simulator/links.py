@@ -33,7 +33,7 @@ class Target(NamedTuple):
     """One image a URL points at: the task's token and the image's 1-based index."""
 
     token: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index (a method), which nothing here calls
 
 
 class Link(NamedTuple):

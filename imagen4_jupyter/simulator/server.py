@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from .backend import (
@@ -28,7 +28,7 @@ from .backend import (
     json_reply,
 )
 from .faults import CODE_MESSAGES, Fault
-from .hostile import HUGE, as_jpeg, huge_png, pad_png
+from .images import HUGE, as_jpeg, huge_png, pad_png
 
 #: What Spring-style gateways answer when a required query parameter is missing (the live quirk).
 MISSING_TASK_ID = "Required request parameter 'taskId' for method parameter type String is not present"
@@ -66,7 +66,8 @@ class SimHTTPServer(ThreadingHTTPServer):
         stopper.start()
         while stopper.is_alive():
             try:
-                socket.create_connection(self.server_address[:2], timeout=0.2).close()
+                address = cast("tuple[str, int]", self.server_address[:2])  # AF_INET(6): (host text, port)
+                socket.create_connection(address, timeout=0.2).close()
             except OSError:
                 pass
             stopper.join(0.01)
@@ -131,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

@@ -80,8 +80,8 @@ class Panel(W.VBox):
 
         self.generate.on_click(lambda _b: self.click_generate())
         self.insert.on_click(lambda _b: self.insert_code())
-        self.gallery.reuse.on_click(lambda _b: self.gallery.selected and self.reuse_settings(
-            self.gallery.selected[0].request))
+        self.gallery.reuse.on_click(lambda _b: self.reuse_settings(self.gallery.selected[0].request)
+                                    if self.gallery.selected else None)
         self.gallery.copy_seed.on_click(lambda _b: self.copy_selected_seed())
         self.history_tab.reuse.on_click(lambda _b: self._reuse_picked())
         self.history_tab.show.on_click(lambda _b: self._show_picked())

@@ -129,7 +129,7 @@ class InsertAsCode(W.VBox):
             self.status.value = "Inserted the cell below. The code is also here:" + self.note
             if self.later is not None:
                 try:
-                    self.later(FADE_AFTER, lambda t=token: self.fade(t))
+                    self.later(FADE_AFTER, lambda: self.fade(token))
                 except Exception:  # no client to time it: the notice stays
                     pass
         else:

@@ -24,7 +24,7 @@ class KeyBanner(W.VBox):
     """`check()` shows or hides the banner and returns the reason Generate is off ('' with a key). `insert_key`
     puts the `%imagen4 key` cell below the panel; `start_simulator` starts the in-kernel simulator."""
 
-    def __init__(self, session: Any, insert_key: Callable[[], None], start_simulator: Callable[[], str]):
+    def __init__(self, session: Any, insert_key: Callable[[], object], start_simulator: Callable[[], str]):
         self.session = session
         self.start_simulator = start_simulator
         self.text = W.HTML()
@@ -49,7 +49,7 @@ class KeyBanner(W.VBox):
         self.enter.on_click(lambda _b: insert_key())
         self.simulate.on_click(lambda _b: self._simulate())
         self.reason = ""
-        self.on_change: Callable[[], None] | None = None  # the panel revalidates its controls
+        self.on_change: Callable[[], object] | None = None  # the panel revalidates its controls
         self.again.on_click(lambda _b: self._changed())
 
     def has_key(self) -> tuple[bool, str]:

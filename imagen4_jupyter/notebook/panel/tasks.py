@@ -110,7 +110,7 @@ class TaskList(W.VBox):
     """
 
     def __init__(self, later: Callable[[float, Callable[[], None]], None], expected: Callable[[Job], float],
-                 simulated: Callable[[str], bool] | None = None):
+                 simulated: Callable[[str | None], bool] | None = None):
         self.later = later
         self.expected = expected
         self.simulated = simulated or (lambda _task_id: False)
@@ -157,7 +157,8 @@ class TaskList(W.VBox):
                 self.items[key] = job
                 self.hidden.discard(key)
                 if job.reused:
-                    self.reuses[job.task_id] = self.reuses.get(job.task_id, 0) + 1
+                    tid = job.task_id or ""  # as _row reads it
+                    self.reuses[tid] = self.reuses.get(tid, 0) + 1
             if mine:
                 self.mine.add(key)
             if job.status == "generating":
@@ -263,7 +264,7 @@ class TaskList(W.VBox):
                 "origin": "panel" if key in self.mine else "cell", "reused": item.reused, "reuses": reuses,
                 "simulated": self._is_simulated(item.task_id)}
 
-    def _is_simulated(self, task_id: str) -> bool:
+    def _is_simulated(self, task_id: str | None) -> bool:
         try:
             return bool(self.simulated(task_id))
         except Exception:  # an unreadable history must not break the list
