@@ -55,7 +55,7 @@ class Session:
         self._marks = SimulatorMarks()  # the in-kernel simulator in use, simulated tasks (records/simulated.py)
         self.jobs: dict[str, Job] = {}
         self.spending = Spending(PriceBook())  # this kernel's budget, spend and prices (records/spend.py)
-        self.probe = PriceProbe(self.spending.prices)  # learns prices from the balance when it is cheap
+        self.probe = PriceProbe(self.spending.prices, self.history)  # prices from the balance (hpace: + history)
         self.queued: dict[str, Job] = {}  # local id -> a job waiting in the client's send queue (no task id yet)
         self._listeners: list[Callable[[Job], None]] = []
         self._lock = threading.Lock()
@@ -224,7 +224,7 @@ class Session:
                 return live
 
         credits, measured = self.spending.reserve(request)  # over the budget: refused, nothing sent
-        before = self.probe.start(request, self.client.credits)
+        before = self.probe.start(request, self.client.credits, self.client.pacer.others_sent)  # hpace: neighbours
         common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
                   "cost": {"credits": credits, "measured": measured},
                   **self._marks.fields(self.simulated, self.client), **(extra or {})}
