@@ -34,6 +34,7 @@ log = logging.getLogger("imagen4_jupyter")
 CREATE_LIMIT = (20, 10.0)  # createTask: 20 per 10 s per account
 QUERY_LIMIT = (10, 1.0)  # recordInfo: 10 per second per key
 MARGIN = 0.05  # seconds added to each window: requests reach the service a little later or sooner than sent
+SHARED_MARGIN = 0.1  # the same across processes: more threads between a slot taken and its request's arrival
 
 
 class SlidingWindow:
@@ -117,7 +118,7 @@ class SharedWindow(SlidingWindow):
     (`others_between`). Any failure to use the file (no such folder, read-only, no fcntl) falls back to this
     process's own window, with one log line."""
 
-    def __init__(self, count: int, window: float, path: str | os.PathLike, *, margin: float = MARGIN,
+    def __init__(self, count: int, window: float, path: str | os.PathLike, *, margin: float = SHARED_MARGIN,
                  keep: float | None = None, owner: str | None = None):
         super().__init__(count, window, margin=margin, clock=time.time)
         self.path = Path(path)
