@@ -133,6 +133,10 @@ def test_two_processes_of_one_account_send_30_each_within_the_limits_together(tm
         creates = creates_by_worker(sim)
         first = {name: next(t for t, who in creates if who == name) for name in reports}
         start = min(t for t, _ in creates)
+        print("first createTask after the first:", {n: round(t - start, 3) for n, t in first.items()},
+              "submit max:", {n: round(max(r["took"]), 4) for n, r in reports.items()},
+              "429:", sim.count_429(), "max create/10 s:", sim.max_in_window("createTask", 10.0),
+              "max recordInfo/1 s:", sim.max_in_window("recordInfo", 1.0))
         assert max(first.values()) - start < 2.0  # both start sending at once: neither waits for the other
 
 
@@ -144,6 +148,7 @@ def test_a_third_process_gets_its_turn_while_another_sends_a_large_batch(tmp_pat
             assert max(rep["took"]) < 1.0, (name, max(rep["took"]))
         check_limits(sim)
         creates = [who for _, who in creates_by_worker(sim)]
+        print("order after the first 20:", creates[20:])
         assert creates[:20] == ["batch"] * 20  # the batch had the window to itself
         # then the slots go round in waiting order: the cells that came 2 s later are not left behind the whole
         # batch (unfair: first at index 26 and 27), each is served within the first four slots that free up
