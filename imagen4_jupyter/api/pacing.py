@@ -99,7 +99,8 @@ def process_owner() -> str:
     global _OWNER
     pid = os.getpid()
     if _OWNER is None or _OWNER[0] != pid:
-        _OWNER = (pid, f"{socket.gethostname()}-{pid}-{secrets.token_hex(4)}")
+        host = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in socket.gethostname())
+        _OWNER = (pid, f"{host[:60] or 'host'}-{pid}-{secrets.token_hex(4)}")  # a file name, and a lease's
     return _OWNER[1]
 
 
