@@ -123,11 +123,23 @@ def test_a_batch_killed_with_4_creates_in_flight_and_run_again_creates_nothing_t
         assert KERNEL_KEY.encode() not in hist.read_bytes()
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has ended (what a killed kernel leaves in its `queued` events)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+LEASE_HOLDER = ("import sys, time\nfrom imagen4_jupyter.records.lease import hold_lease\n"
+                "print(hold_lease(sys.argv[1]).name, flush=True)\ntime.sleep(float(sys.argv[2]))\n")
+
+
+def _lease_holder(folder: Path, seconds: float) -> tuple[subprocess.Popen, str]:
+    """Another process that takes its lease in `folder` (records/lease.py) and holds it `seconds`: (it, its name)."""
+    proc = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(folder), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def _dead_pid(folder: Path) -> tuple[int, str]:
+    """The pid and lease name of a process that has ended (what a killed kernel leaves in its `queued` events)."""
+    proc, owner = _lease_holder(folder, 0)
     proc.wait()
-    return proc.pid
+    return proc.pid, owner
 
 
 def test_a_request_a_dead_kernel_queued_but_never_sent_is_sent_once_by_the_batch(sim, tmp_path):
@@ -140,12 +152,12 @@ def test_a_request_a_dead_kernel_queued_but_never_sent_is_sent_once_by_the_batch
     prompts = ["queued one", "sent one", "fresh one"]
     requests = [GenerationRequest.create(p) for p in prompts]
     bid = batch_id(requests)
-    pid, host = _dead_pid(), socket.gethostname()
+    (pid, owner), host = _dead_pid(tmp_path), socket.gethostname()
     history.append({"event": "queued", "local_id": "q-dead-1", "request": requests[0].to_dict(),
                     "request_key": requests[0].key(), "source": "batch", "pid": pid, "host": host,
-                    "batch": {"id": bid, "index": 0}})
+                    "owner": owner, "batch": {"id": bid, "index": 0}})
     history.append({"event": "sending", "local_id": "s-dead-2", "request": requests[1].to_dict(),  # a cell's
-                    "request_key": requests[1].key(), "source": "magic", "pid": pid, "host": host})
+                    "request_key": requests[1].key(), "source": "magic", "pid": pid, "host": host, "owner": owner})
     session = Session(client=client, history=History(tmp_path / "history.jsonl"))
     try:
         plan = generate_many(prompts, session=session, dry_run=True)
@@ -172,10 +184,10 @@ def test_a_request_queued_by_a_kernel_still_running_is_left_to_it(sim, tmp_path)
     client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
                            cache_dir=tmp_path / "images", timeout=(2.0, 5.0))
     request = GenerationRequest.create("held elsewhere", seed="4")
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other, owner = _lease_holder(tmp_path, 60)
     History(tmp_path / "history.jsonl").append(
         {"event": "queued", "local_id": "q-live-1", "request": request.to_dict(), "request_key": request.key(),
-         "source": "magic", "pid": other.pid, "host": socket.gethostname()})
+         "source": "magic", "pid": other.pid, "host": socket.gethostname(), "owner": owner})
     session = Session(client=client, history=History(tmp_path / "history.jsonl"))
     try:
         held = generate_many([request], session=session, progress=False)

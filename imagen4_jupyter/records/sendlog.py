@@ -1,22 +1,25 @@
 """What the history records of requests that waited in the local send queue, and what resume does with them.
 
-Events (each with the request's `local_id`): `queued` (with the request, the process id and host: nothing sent
-yet; written before the request is accepted, or it is refused), `sending` (written before the request leaves, or
+Events (each with the request's `local_id`): `queued` (with the request, the process id and host, and `owner`,
+the name of the kernel's lease (records/lease.py): nothing sent yet; written before the request is accepted, or
+it is refused), `sending` (written before the request leaves, or
 it does not leave: from here on it may reach the service), then `submitted` (it has a task id),
 `outcome_unknown`, `not_sent` or `cancelled` (withdrawn while it waited: never sent, never sent later).
-After a crash, `%imagen4 resume` sends again what was certainly never sent (`queued` without `sending`) and
-reports as outcome unknown what may have been (`sending` without an end): nothing is sent twice.
+After a crash, `%imagen4 resume` sends again what was certainly never sent (`queued` without `sending`) once its
+owner's lease has lapsed (a live kernel, here or on another machine sharing the folder, sends its own queue;
+in doubt nothing is sent and resume says so), and reports as outcome unknown what may have been (`sending`
+without an end): nothing is sent twice.
 """
 from __future__ import annotations
 
-import os
-import socket
+import warnings
 from typing import Any, Protocol
 
 from ..api import errors as E
 from ..api.job import Job, Ledger
 from ..api.request import GenerationRequest
 from .history import History
+from .lease import held_line, hold_lease, owner_state
 from .location import warn_unwritable
 
 
@@ -46,26 +49,34 @@ def _write(history: History, event: dict) -> None:
                                                             "not recorded"))
 
 
-def _alive_elsewhere(event: dict) -> bool:
-    """True if the kernel that queued this request is another process still running on this machine."""
-    pid = event.get("pid")
-    if event.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
+def owner_fields(history: History) -> dict:
+    """The `owner` of this process's queued requests in this history's folder: its lease's name (none if the
+    lease cannot be written: such a request is then never sent by another kernel's resume)."""
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError, OSError):
-        return False
-    return True
+        return {"owner": hold_lease(history.folder).name}
+    except OSError as err:
+        warn_unwritable(history.folder, err, "This kernel's lease is not written (its queued requests are never "
+                        "sent by another kernel's resume)")
+        return {}
 
 
-def resume_queue(session: Resubmitter) -> list[Job]:
-    """Requests a dead kernel left in its send queue: those certainly never sent are sent now; those that may
-    have been come back as jobs already failed with an OutcomeUnknownError (and the history says so)."""
+def resume_queue(session: Resubmitter, held: list[dict] | None = None) -> list[Job]:
+    """Requests a dead kernel left in its send queue: those certainly never sent are sent now, if their owner's
+    lease has lapsed (records/lease.py); those that may have been come back as jobs already failed with an
+    OutcomeUnknownError (and the history says so). Requests whose owner may still live are left to it: added to
+    `held` if given, else named in one warning."""
     jobs = []
+    left_alone: list[dict] = []
     for event in session.history.waiting():
         local_id = event.get("local_id")
-        if not isinstance(local_id, str) or local_id in session.queued or _alive_elsewhere(event):
-            continue  # this kernel's own queue, or another live kernel's
+        if not isinstance(local_id, str) or local_id in session.queued:
+            continue  # this kernel's own queue
+        state = owner_state(event, session.history.folder)
+        if state == "mine" or (state == "alive" and event.get("sending")):
+            continue  # this process's, or being sent by a live kernel that records its outcome itself
+        if state != "lapsed" and not event.get("sending"):
+            left_alone.append(event)  # another kernel's, alive or in doubt: it may still send it
+            continue
         try:
             request = GenerationRequest.from_dict(event.get("request") or {})
         except E.InvalidRequestError:
@@ -84,6 +95,10 @@ def resume_queue(session: Resubmitter) -> list[Job]:
             continue
         jobs.append(session.submit(request, force=True, source=str(event.get("source") or "resume"),
                                    cell=event.get("cell"), local_id=local_id))
+    if held is not None:
+        held.extend(left_alone)
+    elif left_alone:
+        warnings.warn("imagen4: " + held_line(left_alone), RuntimeWarning, stacklevel=3)
     return jobs
 
 

@@ -26,7 +26,7 @@ from .folder import folder_histories, origin_label, record_reuse
 from .history import History
 from .location import credentials_start, find_notebook, history_path, unwritable_line, warn_unwritable, where_line
 from .policies import REUSE_POLICIES
-from .sendlog import NOT_RECORDED, resume_queue
+from .sendlog import NOT_RECORDED, owner_fields, resume_queue
 from .simulated import SimulatorMarks, settle_gone
 from .spend import PriceProbe, Spending
 
@@ -84,7 +84,7 @@ class Session:
         self._marks = SimulatorMarks()  # the in-kernel simulator in use, simulated tasks (records/simulated.py)
         self.jobs: dict[str, Job] = {}
         self.spending = Spending(PriceBook())  # this kernel's budget, spend and prices (records/spend.py)
-        self.probe = PriceProbe(self.spending.prices)  # learns prices from the balance when it is cheap
+        self.probe = PriceProbe(self.spending.prices, self.history)  # prices from the balance (hpace: + history)
         self.queued: dict[str, Job] = {}  # local id -> a job waiting in the client's send queue (no task id yet)
         self._listeners: list[Callable[[Job], None]] = []
         self._lock = threading.Lock()
@@ -276,7 +276,8 @@ class Session:
                 return live
 
         credits, measured = self.spending.reserve(request)  # over the budget: refused, nothing sent
-        charge = Charge(self, request, credits, measured, self.probe.start(request, self.client.credits))
+        charge = Charge(self, request, credits, measured, self.probe.start(  # neighbours' spending: no price
+            request, self.client.credits, self.client.pacer.others_sent))
         common = {"request": request.to_dict(), "request_key": request.key(), "cell": cell, "source": source,
                   "cost": {"credits": credits, "measured": measured},
                   **self._marks.fields(self.simulated, self.client), **(extra or {})}
@@ -428,7 +429,8 @@ class HistoryLedger(Ledger):
         local = {"local_id": job.local_id} if job.local_id else {}
         error = facts.get("error")
         if stage == "queued":
-            event = {"event": "queued", **local, **self.common, "pid": os.getpid(), "host": socket.gethostname()}
+            event = {"event": "queued", **local, **self.common, "pid": os.getpid(), "host": socket.gethostname(),
+                     **owner_fields(history)}  # whose lease holds it (records/lease.py)
             if job.stage == "sending":  # waiting again after an answer that created nothing (a 429): best effort
                 try:
                     history.append(event)

@@ -3,8 +3,9 @@ balance, and the notebook's spend from its history.
 
 How sure each figure is:
 - a *measured* price is a balance delta around one createTask while no other createTask of this kernel was in
-  flight (the service bills at creation; another process of the same account spending at that moment would
-  skew it, so a model's price is the median of its last few measurements);
+  flight and nothing shows anyone else spending meanwhile (the service bills at creation; a neighbour's
+  createTask in the shared pacing state or in the history, or a balance that does not fall or keeps moving,
+  discards the measurement); a model's price is the median of its last few measurements;
 - otherwise the price is an *estimate*: a configured override or the public list price (`api/spend.py`);
 - the notebook's spend adds each created task's recorded cost; reused results cost nothing; tasks a simulator
   made (`"simulated": true`) are added apart, never into real spending, and one whose simulator was gone before
@@ -13,7 +14,9 @@ How sure each figure is:
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,18 +85,37 @@ class Spending:
                 self._charged[task_id] = actual
 
 
+@dataclass
+class ProbeReading:
+    """What `PriceProbe.start` read: its ticket, the balance, when (wall clock), and who to ask about neighbours."""
+
+    ticket: int
+    balance: float
+    started: float
+    others: Callable[[float, float], bool | None] | None = None
+
+
 class PriceProbe:
     """Measures a model's price from the balance around one createTask: only while its price is not measured
-    yet and no other createTask of this kernel is in flight (cheap: two balance reads per model, once)."""
+    yet and no other createTask of this kernel is in flight (cheap: a few balance reads per model, once).
 
-    def __init__(self, prices: PriceBook):
+    A measurement is discarded, never averaged in, when anyone else may have spent meanwhile: another process of
+    this account took a create slot in the shared pacing state (`others`, api/pacing.py), the history shows
+    another request `sending` in that time (a kernel elsewhere sharing the folder), or the balance moved in a way
+    one task cannot explain (it did not fall, or it still moves right after). `discarded` counts them."""
+
+    def __init__(self, prices: PriceBook, history: History | None = None):
         self.prices = prices
+        self.history = history
+        self.discarded = 0
         self._in_flight = 0
         self._starts = 0  # createTasks begun: another one begun (and maybe ended) meanwhile spoils a measurement
         self._lock = threading.Lock()
 
-    def start(self, request: GenerationRequest, balance: Callable[[], float]) -> tuple[int, float] | None:
-        """Before sending: (a ticket, the balance) if this createTask can teach its model's price."""
+    def start(self, request: GenerationRequest, balance: Callable[[], float],
+              others: Callable[[float, float], bool | None] | None = None) -> ProbeReading | None:
+        """Before sending: a reading if this createTask can teach its model's price. `others(start, end)`: did
+        another process of this account send a createTask in that time (None: cannot tell)."""
         with self._lock:
             self._in_flight += 1
             self._starts += 1
@@ -101,26 +123,65 @@ class PriceProbe:
         if not alone or self.prices.price(request.model)[1]:
             return None
         try:
-            return ticket, balance()
+            started = time.time()
+            return ProbeReading(ticket, balance(), started, others)
         except Imagen4Error:
             return None
 
-    def end(self, request: GenerationRequest, before: tuple[int, float] | None, balance: Callable[[], float],
+    def end(self, request: GenerationRequest, before: ProbeReading | None, balance: Callable[[], float],
             created: bool) -> float | None:
         """After the answer: the measured price (None if this one could not teach it)."""
         with self._lock:
-            alone = before is not None and self._starts == before[0] and self._in_flight == 1
+            alone = before is not None and self._starts == before.ticket and self._in_flight == 1
             self._in_flight -= 1
         if before is None or not created or not alone:
             return None
         try:
             after = balance()
             with self._lock:
-                if self._starts != before[0]:  # another createTask began while the balance was read
+                if self._starts != before.ticket:  # another createTask began while the balance was read
                     return None
-            return self.prices.learn_from_balances(request.model, before[1], after)
+            if self._neighbour(before, after, balance):
+                with self._lock:
+                    self.discarded += 1
+                return None
+            return self.prices.learn_from_balances(request.model, before.balance, after)
         except (Imagen4Error, InvalidRequestError):
             return None
+
+    def _neighbour(self, before: ProbeReading, after: float, balance: Callable[[], float]) -> bool:
+        """True if someone else may have spent between the two balance reads (the reading is then discarded)."""
+        end = time.time()
+        if before.others is not None and before.others(before.started, end):
+            return True  # another process of this account sent a createTask meanwhile (shared pacing state)
+        if self.history is not None and _sends_between(self.history, before.started, end) > 1:
+            return True  # another request than this one was being sent meanwhile (a kernel sharing the folder)
+        if before.balance - after <= 0:
+            return True  # a task that cost nothing, or a top-up: not one task's price
+        return abs(balance() - after) > 1e-9  # still moving right after: someone else is spending
+
+
+def _sends_between(history: History, start: float, end: float, tail: int = 1 << 18) -> int:
+    """How many `sending` events the end of the history holds between `start` and `end` (wall clock)."""
+    try:
+        with open(history.path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - tail))
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    count = 0
+    for line in lines:
+        if b'"sending"' not in line:
+            continue
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        t = ev.get("time") if isinstance(ev, dict) else None
+        if ev.get("event") == "sending" and isinstance(t, (int, float)) and start - 0.002 <= t <= end + 0.002:
+            count += 1
+    return count
 
 
 @dataclass

@@ -8,9 +8,9 @@ killed kernel was sending it: its `sending` event has no end, records/sendlog.py
 """
 from __future__ import annotations
 
-import os
-import socket
 from typing import TYPE_CHECKING, Any
+
+from ..records.lease import owner_state
 
 if TYPE_CHECKING:
     from ..records.history import TaskEntry
@@ -18,19 +18,6 @@ if TYPE_CHECKING:
     from .results import BatchItem
 
 REUSE, FOLLOW, LOST, CREATE = "reuse", "follow", "lost", "create"
-
-
-def process_alive(event: dict) -> bool:
-    """True if the kernel that wrote this `queued` event is another process still running on this machine (it
-    will send the request itself)."""
-    pid = event.get("pid")  # as `%imagen4 resume` judges it (records/sendlog.py)
-    if event.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError, OSError):
-        return False
-    return True
 
 
 class ResumePlan:
@@ -120,11 +107,12 @@ class ResumePlan:
 
     def _plan_queued(self, idx: int, event: dict) -> None:
         """A request of this item that waited in a send queue and was never sent: sent once, by this run, under
-        its local id, unless its kernel still runs (it will send it) or this kernel still holds it."""
+        its local id, unless this kernel still holds it or its kernel's lease has not lapsed (records/lease.py:
+        that kernel may still send it; in doubt it is not sent)."""
         local = event.get("local_id")
         assert isinstance(local, str)  # a queued request is named by its local id (both callers checked it)
         assert self.session is not None
-        if local in self.session.queued or process_alive(event):
+        if local in self.session.queued or owner_state(event, self.session.history.folder) != "lapsed":
             self.planned[idx] = (LOST, {**event, "alive": True})
         else:
             self.planned[idx] = (CREATE, local)

@@ -39,8 +39,9 @@ def lost_message(event: Any) -> str:
     """Why an item is not sent again: an earlier createTask of it has no known outcome (or a live kernel holds
     it in its send queue), with what to do."""
     if isinstance(event, dict) and event.get("alive"):
-        return ("A kernel that is still running (this one or another on this machine) holds this request in its "
-                "send queue and will send it; not sent again here. Wait for it, then run the batch again.")
+        return ("A kernel that is still running, or may be (this one, or another whose lease on this folder has not "
+                "lapsed), holds this request in its send queue and will send it; not sent again here. Wait for it, "
+                "then run the batch again.")
     if isinstance(event, dict) and event.get("event") == "sending":
         why = "A kernel was sending this request when it stopped (or it is still on its way), with no answer recorded."
     else:
