@@ -214,7 +214,8 @@ def grid(prompt: str, x: Mapping[str, Any], y: Mapping[str, Any] | None = None, 
                                 captions=[caption(f) for row in facts for f in row], footer=sheet_summary)
         sheets.append(Grid(image, layout, row_labels=rows, col_labels=cols, cells=cells, batch=result,
                            title=sheet_title, kind=" x ".join(axis_names[a] for a in ("x", "y") if a in axis_names),
-                           simulated=simulated, facts=facts, summary=sheet_summary, axes=axes_meta))
+                           simulated=simulated, facts=facts, summary=sheet_summary, axes=axes_meta,
+                           template=prompt))
     if "z" in axis_names:
         return GridSet(sheets, batch=result, summary=summary)
     return sheets[0]

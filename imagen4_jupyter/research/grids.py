@@ -61,7 +61,7 @@ class Grid:
     def __init__(self, image: Any, layout: Layout, *, row_labels: list[str], col_labels: list[str],
                  cells: list[list[Any]], batch: Any = None, title: str | None = None, kind: str = "grid",
                  simulated: bool = False, facts: list[list[dict[str, Any] | None]] | None = None,
-                 summary: list[str] | None = None, axes: dict[str, Any] | None = None):
+                 summary: list[str] | None = None, axes: dict[str, Any] | None = None, template: str | None = None):
         self.image = image
         self.layout = layout
         self.row_labels = row_labels
@@ -74,6 +74,7 @@ class Grid:
         self.facts = facts  # per cell (grid()): model, credits, measured, seconds, images, reused
         self.summary = list(summary or [])  # one line per model (grid() with model on an axis)
         self.axes = axes  # grid(): which field or placeholder each axis is, with its values
+        self.template = template  # grid(): the prompt template
         self._png: bytes | None = None
 
     @property
