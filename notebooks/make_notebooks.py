@@ -14,8 +14,8 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the cell helpers and the panel notebook's cells beside this file
-from nbcells import build, code, md, setup_cells  # noqa: E402
 from experiments_notebook import EXPERIMENTS  # noqa: E402
+from nbcells import build, code, md, setup_cells  # noqa: E402
 from panel_notebook import PANEL  # noqa: E402
 
 RESEARCH = [

@@ -99,7 +99,7 @@ def test_every_notebook_runs_anywhere_with_no_key_on_the_simulator(no_key_env, t
     assert all(g.get("simulated") is True for g in grids)  # a grid made on the simulator says so
     if name in ("batch-and-grids.ipynb", "experiments.ipynb"):
         assert grids
-    if name not in ("batch-and-grids.ipynb", "experiments.ipynb"):  # the batch notebook shows tables and grids only, no %%imagen4 outputs
+    if name not in ("batch-and-grids.ipynb", "experiments.ipynb"):  # tables and grids only, no %%imagen4 outputs
         assert tagged
         assert "simulated: made by a simulator" in json.dumps([c.get("outputs") for c in nb.cells])
 
