@@ -76,10 +76,17 @@ def _from_history(hist: History) -> list[_Task]:
     return tasks
 
 
+def _grids(source: Any) -> list[Any]:
+    """The sheets of a Grid or a GridSet (a list of Grids); [] for anything else."""
+    if isinstance(source, list) and source and all(hasattr(g, "cells") for g in source):
+        return list(source)
+    return [source] if hasattr(source, "cells") and hasattr(source, "layout") else []
+
+
 def _items_of(source: Any) -> tuple[list[Any], list[dict[str, Any]], bool | None]:
     """The batch items of a BatchResult, Grid or GridSet, with each one's axis values (grids), and whether the
     grid says a simulator made them (None: it does not say)."""
-    grids = list(source) if isinstance(source, list) else [source] if hasattr(source, "cells") else []
+    grids = _grids(source)
     if grids:
         items, extras, simulated = [], [], False
         for k, g in enumerate(grids):
@@ -264,7 +271,7 @@ def dataset_card(rows: list[dict[str, Any]], *, templates: list[str], left_out: 
 
 
 def _templates(source: Any, rows: list[dict[str, Any]]) -> list[str]:
-    grids = list(source) if isinstance(source, list) else [source] if hasattr(source, "cells") else []
+    grids = _grids(source)
     found = [g.template for g in grids if getattr(g, "template", None)]
     if found:
         return list(dict.fromkeys(found))

@@ -224,5 +224,5 @@ def grid(prompt: str, x: Mapping[str, Any], y: Mapping[str, Any] | None = None, 
 def _title(prompt: str, axis_names: dict[str, str], fixed: Mapping[str, Any]) -> str:
     """`model x animal · style=watercolor, seed=7` (the prompt template follows when it is short)."""
     parts = " x ".join(axis_names[a] for a in ("x", "y") if a in axis_names)
-    shared = ", ".join(f"{k}={v}" for k, v in fixed.items() if v is not None)
+    shared = ", ".join(f"{k}={v}" for k, v in fixed.items() if v is not None and k != "callback_url")
     return f"{parts}{f' · {shared}' if shared else ''} · {prompt}"
