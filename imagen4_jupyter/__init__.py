@@ -44,7 +44,8 @@ __all__ = [
     "ServerError", "GenerationFailedError", "FeatureDisabledError", "ProtocolError", "TransportError",
     "OutcomeUnknownError", "CancelledError", "RecordError", "Imagen4TimeoutError", "DownloadError",
     "Panel", "generate_many", "BatchResult",
-    "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "export_history", "get_session", "cell_code",
+    "contact_sheet", "prompt_seed_grid", "prompt_ratio_grid", "Grid", "grid", "GridSet", "export_history",
+    "export_dataset", "history_frame", "get_session", "cell_code",
     "load_ipython_extension",
     "unload_ipython_extension",
     "read_provenance",
@@ -70,6 +71,8 @@ _LAZY = {  # name -> module, imported on first use (so %load_ext loads no client
     "generate_many": "research.batch",
     "BatchResult": "research.results", "contact_sheet": "research.grids", "prompt_seed_grid": "research.grids",
     "prompt_ratio_grid": "research.grids", "Grid": "research.grids", "export_history": "records.export",
+    "grid": "research.experiments", "GridSet": "research.experiments", "export_dataset": "research.dataset",
+    "history_frame": "records.export",
     "get_session": "records.session", "read_provenance": "api.provenance",
 }
 

@@ -1,4 +1,5 @@
-"""Writes notebooks/reproducible-research.ipynb, batch-and-grids.ipynb and panel.ipynb (committed).
+"""Writes notebooks/reproducible-research.ipynb, batch-and-grids.ipynb, panel.ipynb and experiments.ipynb
+(committed).
 
 Edit here, then run: python notebooks/make_notebooks.py
 Both run top to bottom headlessly against the simulator:
@@ -13,6 +14,7 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the cell helpers and the panel notebook's cells beside this file
+from experiments_notebook import EXPERIMENTS  # noqa: E402
 from nbcells import build, code, md, setup_cells  # noqa: E402
 from panel_notebook import PANEL  # noqa: E402
 
@@ -339,7 +341,7 @@ sheet
 
 
 NOTEBOOKS = {"reproducible-research.ipynb": (RESEARCH, "research"), "batch-and-grids.ipynb": (BATCH, "batch"),
-             "panel.ipynb": (PANEL, "panel")}
+             "panel.ipynb": (PANEL, "panel"), "experiments.ipynb": (EXPERIMENTS, "experiments")}
 
 if __name__ == "__main__":
     for name, (cells, prefix) in NOTEBOOKS.items():

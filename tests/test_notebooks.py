@@ -81,7 +81,7 @@ def test_every_notebook_starts_with_the_cell_that_picks_the_service():
 
 
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "reproducible-research.ipynb", "batch-and-grids.ipynb",
-                                  "panel.ipynb"])
+                                  "panel.ipynb", "experiments.ipynb"])
 def test_every_notebook_runs_anywhere_with_no_key_on_the_simulator(no_key_env, tmp_path, monkeypatch, name):
     """Top to bottom with no APIKLEY_* at all: the first cell starts the in-kernel simulator (an error in any cell
     fails `execute`), and the notebook says its images are simulated."""
@@ -97,9 +97,9 @@ def test_every_notebook_runs_anywhere_with_no_key_on_the_simulator(no_key_env, t
              for md in (o.get("metadata") or {}, (o.get("metadata") or {}).get("image/png") or {})
              if isinstance(md.get("imagen4"), dict) and "grid" in md["imagen4"]]
     assert all(g.get("simulated") is True for g in grids)  # a grid made on the simulator says so
-    if name == "batch-and-grids.ipynb":
+    if name in ("batch-and-grids.ipynb", "experiments.ipynb"):
         assert grids
-    if name != "batch-and-grids.ipynb":  # the batch notebook shows tables and grids only, no %%imagen4 outputs
+    if name not in ("batch-and-grids.ipynb", "experiments.ipynb"):  # tables and grids only, no %%imagen4 outputs
         assert tagged
         assert "simulated: made by a simulator" in json.dumps([c.get("outputs") for c in nb.cells])
 
@@ -159,3 +159,28 @@ def test_panel_notebook_runs_and_its_cell_reuses_the_panel_task(fast_kernel_env,
     assert len(widget_views) >= 2  # `%imagen4 panel` and the scripted Panel()
     assert "same task, nothing spent" in texts(nb)
     assert sim.count("createTask") == 1
+
+
+def test_experiments_notebook_compares_models_exports_a_dataset_and_reruns_for_free(fast_kernel_env, tmp_path,
+                                                                                     monkeypatch):
+    sim = fast_kernel_env
+    folder = tmp_path / "exp"
+    nb = execute("experiments.ipynb", folder, monkeypatch)
+    sheets = [o["metadata"]["imagen4"] for c in nb.cells for o in c.get("outputs", [])
+              if "image/png" in (o.get("data") or {}) and "imagen4" in (o.get("metadata") or {})]
+    assert len(sheets) == 1
+    meta = sheets[0]
+    assert meta["cols"] == ["fast", "standard", "ultra"] and meta["rows"] == ["fox", "owl"]
+    assert all(c > 0 for row in meta["credits"] for c in row) and all(s > 0 for row in meta["seconds"] for s in row)
+    assert [line.split(":")[0] for line in meta["summary"]] == ["fast", "standard", "ultra"]
+    created = sim.count("createTask")
+    assert created == 6 + 6
+    rows = [json.loads(x) for x in (folder / "fox-owl-dataset" / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["simulated"] for r in rows)  # the simulator announces itself
+    assert (folder / "fox-owl-dataset" / "README.md").read_text().startswith("# SIMULATED: 6 of these 6 images")
+    assert (folder / "fox-owl.parquet").stat().st_size > 1000
+    text = texts(nb)
+    assert "imagen4 batch plan: 6 items" in text and "6 rows in fox-owl.parquet" in text
+
+    execute("experiments.ipynb", folder, monkeypatch)  # every request is seeded: nothing is created again
+    assert sim.count("createTask") == created

@@ -179,3 +179,40 @@ def export_history(history: Any, path: str | os.PathLike, *, format: str | None 
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, text.encode("utf-8"))
     return target
+
+
+def history_frame(notebook: Any = None, *, absolute_paths: bool = True) -> Any:
+    """The history as a pandas DataFrame, one row per task (and per createTask whose outcome is unknown), in the
+    columns and order of `export_history`'s CSV: `time` and `finished` as timezone-aware datetimes, `image_paths`
+    and `sha256s` as lists. Needs pandas.
+
+    notebook: None for this kernel's notebook, a notebook's name or path (its history beside it in `.imagen4/`),
+    or a `History`, a `Session` or a history .jsonl path.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("history_frame() needs pandas (pip install pandas); export_history(history, "
+                          "'history.csv') writes the same table without it.") from None
+    rows = history_rows(_frame_source(notebook), base=None if absolute_paths else Path.cwd())
+    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+    for column in ("time", "finished"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    return frame
+
+
+def _frame_source(notebook: Any) -> Any:
+    if notebook is None:
+        from .session import get_session
+
+        return get_session().history
+    if isinstance(notebook, (str, os.PathLike)) and Path(notebook).suffix == ".jsonl":
+        return notebook
+    if isinstance(notebook, (str, os.PathLike)):
+        from .location import history_path
+
+        path = history_path(Path(notebook).expanduser().resolve())
+        if not path.is_file():
+            raise FileNotFoundError(f"No history for {notebook} (looked for {path}).")
+        return path
+    return notebook

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..api import errors as E
@@ -25,6 +26,7 @@ from .plan import ResumePlan
 from .progress import Progress
 from .results import BatchItem, BatchResult
 from .runner import ABORTING, MAX_CONSECUTIVE_429, MAX_FOLLOWS, BatchRun
+from .templates import expand, placeholders
 
 if TYPE_CHECKING:
     from ..api.client import Imagen4Client
@@ -51,7 +53,8 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
                   concurrency: int = 4, force: bool = False, reuse: str | None = None, progress: bool = True,
                   timeout: float | None = None, name: str | None = None, wait: bool = True,
                   model: str | None = None, dry_run: bool = False, budget: float | None = None,
-                  prices: PriceBook | None = None, **defaults: Any) -> BatchResult | BatchPlan:
+                  prices: PriceBook | None = None, values: Mapping[str, Any] | None = None,
+                  sample: int | None = None, sample_seed: int = 0, **defaults: Any) -> BatchResult | BatchPlan:
     """Generate images for many prompts or requests; blocks until all are done and returns a `BatchResult`.
 
     items: prompts (str), dicts of request fields, GenerationRequests, a pandas Series or DataFrame (its
@@ -59,6 +62,11 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
     (aspect_ratio=, num_images=, seed=, negative_prompt=) apply to str and dict items. `model`: the model of
     every str and dict item without its own (`fast`, `standard`, `ultra` or a full name; default standard).
     All items are validated, each for its model, before anything is sent.
+
+    A prompt template instead of items: `generate_many("A {animal} at {time}", values={"animal": [...],
+    "time": [...]})` makes one item per combination of the lists (`values` may also hold lists of request fields:
+    model, seed, aspect_ratio, negative_prompt, num_images); `sample=N` draws N distinct combinations with
+    `random.Random(sample_seed)`, balanced across each list's values (the same seed, the same sample).
 
     concurrency: tasks in flight at once. One shared backoff: a 429 pauses every submission for the client's
     `RetryPolicy` pause (its Retry-After, up to `max_retry_after`). A createTask with an unknown outcome is
@@ -90,6 +98,11 @@ def generate_many(items: Any, *, session: Session | None = None, client: Imagen4
         raise E.InvalidRequestError(f"budget must be a number of credits of at least 0 (or None), not {budget!r}.")
     if model is not None:
         defaults["model"] = model
+    if isinstance(items, str) and (values is not None or placeholders(items)):
+        items = expand(items, values or {}, sample=sample, sample_seed=sample_seed)
+    elif values is not None or sample is not None:
+        raise E.InvalidRequestError("values= and sample= go with a prompt template: a str with {name} placeholders "
+                                    "as the first argument.")
     requests = build_requests(items, **defaults)
     if session is not None and client is not None and session.client is not client:
         raise E.InvalidRequestError("Pass either session= or client=, not both (the session has its own client).")

@@ -61,7 +61,8 @@ class Grid:
 
     def __init__(self, image: Any, layout: Layout, *, row_labels: list[str], col_labels: list[str],
                  cells: list[list[Any]], batch: Any = None, title: str | None = None, kind: str = "grid",
-                 simulated: bool = False):
+                 simulated: bool = False, facts: list[list[dict[str, Any] | None]] | None = None,
+                 summary: list[str] | None = None, axes: dict[str, Any] | None = None, template: str | None = None):
         self.image = image
         self.layout = layout
         self.row_labels = row_labels
@@ -71,6 +72,10 @@ class Grid:
         self.title = title
         self.kind = kind
         self.simulated = simulated
+        self.facts = facts  # per cell (grid()): model, credits, measured, seconds, images, reused
+        self.summary = list(summary or [])  # one line per model (grid() with model on an axis)
+        self.axes = axes  # grid(): which field or placeholder each axis is, with its values
+        self.template = template  # grid(): the prompt template
         self._png: bytes | None = None
 
     @property
@@ -91,7 +96,17 @@ class Grid:
                 "cells": [[{"task_id": getattr(it, "task_id", None), "state": getattr(it, "state", None),
                             "request": it.request.to_dict() if getattr(it, "request", None) else None,
                             "sha256": [im.sha256 for im in getattr(it, "images", [])]}
-                           for it in row] for row in self.cells], **({"simulated": True} if self.simulated else {})}
+                           for it in row] for row in self.cells], **self._experiment(),
+                **({"simulated": True} if self.simulated else {})}
+
+    def _experiment(self) -> dict[str, Any]:
+        """What `grid()` adds: per cell the credits and seconds, the axes and the summary per model."""
+        if self.facts is None:
+            return {}
+        return {"credits": [[f and f["credits"] for f in row] for row in self.facts],
+                "credits_measured": [[f and f["measured"] for f in row] for row in self.facts],
+                "seconds": [[f and f["seconds"] for f in row] for row in self.facts],
+                "axes": self.axes, "summary": self.summary}
 
     def describe(self) -> str:
         """One line in words for image viewers (the PNG's `Description`): what the sheet is and its task ids."""
@@ -161,7 +176,8 @@ class Grid:
             "mime": mime, "width": self.image.width, "height": self.image.height,
             "embedded_sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
             "grid": {"kind": self.kind, "rows": self.row_labels, "cols": self.col_labels,
-                     "task_ids": self.task_ids}, **({"simulated": True} if self.simulated else {})}
+                     "task_ids": self.task_ids}, **self._experiment(),
+            **({"simulated": True} if self.simulated else {})}
         return meta
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
@@ -187,7 +203,8 @@ class Grid:
     def __repr__(self) -> str:
         failed = sum(1 for row in self.cells for it in row if getattr(it, "state", "success") != "success")
         return (f"<Grid {self.kind} {len(self.row_labels)}x{len(self.col_labels)} "
-                f"{self.image.width}x{self.image.height}px{f', {failed} without images' if failed else ''}>")
+                f"{self.image.width}x{self.image.height}px{f', {failed} without images' if failed else ''}>"
+                + "".join(f"\n  {line}" for line in self.summary))
 
 
 def _run_grid(row_values: list, col_values: list, make_item, *, row_label, col_label, kind: str,

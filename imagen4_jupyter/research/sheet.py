@@ -146,6 +146,7 @@ class Layout:
     title: tuple[int, int, int, int] | None = None
     captions: list[list[tuple[int, int, int, int] | None]] = field(default_factory=list)  # under each cell
     caption_texts: list[list[str | None]] = field(default_factory=list)
+    footer: tuple[int, int, int, int] | None = None  # the summary lines under the cells
 
 
 def cell_model(item: Any) -> str | None:
@@ -204,8 +205,10 @@ def as_matrix(items: Any, rows: int | None, cols: int | None, n_row_labels: int,
 def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
             row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
             title: str | None = None, cell_size: int = 256, padding: int = 8,
-            label_width: int | None = None, font_size: int = 13, captions: Any = None) -> tuple[Any, Layout]:
-    """Draw a contact sheet; returns (PIL image, Layout of the boxes). `captions`: see `contact_sheet`."""
+            label_width: int | None = None, font_size: int = 13, captions: Any = None,
+            footer: Sequence[str] | None = None) -> tuple[Any, Layout]:
+    """Draw a contact sheet; returns (PIL image, Layout of the boxes). `captions`: see `contact_sheet`;
+    `footer`: lines of text under the cells (a grid's summary per model)."""
     from PIL import Image, ImageDraw
 
     if not 16 <= cell_size <= 1024:
@@ -255,7 +258,9 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
     width = pad + (label_w + pad if label_w else 0) + grid_w + pad
     title_lines = _wrap(title, title_font, width - 2 * pad, 2) if title else []
     title_h = len(title_lines) * (font_size + 7) + pad if title_lines else 0
-    height = pad + title_h + col_h + n_rows * row_h + (n_rows - 1) * pad + pad
+    footer_lines = [line for text in (footer or []) for line in _wrap(text, font, width - 2 * pad, 2)]
+    footer_h = len(footer_lines) * line_h + pad if footer_lines else 0
+    height = pad + title_h + col_h + n_rows * row_h + (n_rows - 1) * pad + pad + footer_h
 
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -313,6 +318,11 @@ def compose(items: Any, *, rows: int | None = None, cols: int | None = None,
         if cap_texts:
             layout.captions.append(caps)
             layout.caption_texts.append(list(cap_texts[r]))
+    if footer_lines:
+        y0 = height - pad - footer_h + pad
+        for i, line in enumerate(footer_lines):
+            draw.text((pad, y0 + i * line_h), line, fill=INK, font=font)
+        layout.footer = (pad, y0, width - pad, y0 + len(footer_lines) * line_h)
     return sheet, layout
 
 
