@@ -197,3 +197,27 @@ def test_top_level_await_of_a_job_in_a_real_kernel(sim, tmp_path):
         kernel.execute("client.close()")
     finally:
         kernel.close()
+
+
+def test_jobs_history_entries_and_batch_items_speak_one_stage_vocabulary(sim, make_client, tmp_path):
+    """A job's stage, its history entry's stage and its batch item's stage are the same names (api/job.py),
+    each view mapping its own words onto them in one place."""
+    from imagen4_jupyter import generate_many
+    from imagen4_jupyter.api.job import STAGES
+    from imagen4_jupyter.records.entries import ENTRY_STAGES
+    from imagen4_jupyter.records.history import History
+    from imagen4_jupyter.records.session import Session
+    from imagen4_jupyter.research.results import STATE_VIEWS
+
+    assert set(ENTRY_STAGES.values()) <= set(STAGES)
+    assert {view.stage for view in STATE_VIEWS.values()} <= set(STAGES)
+    session = Session(client=make_client(), history=History(tmp_path / ".imagen4" / "one.jsonl"))
+    try:
+        batch = generate_many(["one vocabulary"], session=session, progress=False)
+        (item,) = batch.items
+        entry = session.history.get(item.task_id)
+        assert item.job.stage == item.stage == entry.stage == "succeeded"
+        again = generate_many(["one vocabulary"], session=session, progress=False, reuse="always")
+        assert again.items[0].stage == "reused" and again.items[0].job.reused
+    finally:
+        session.close()

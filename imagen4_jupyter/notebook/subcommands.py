@@ -139,7 +139,8 @@ class Subcommands:
             if text and text.lower() not in hay:
                 continue
             rows.append(TaskEntry(task_id="(no task id)", request=req, submitted_at=ev.get("time"),
-                                  state="outcome unknown: check the Apikley dashboard before resubmitting"))
+                                  state="outcome unknown",  # a stage's words (`outcome_unknown`), not a sentence
+                                  error={"message": "check the Apikley dashboard before resubmitting"}))
         return rows
 
     def show(self, args: Any) -> None:

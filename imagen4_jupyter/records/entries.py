@@ -7,10 +7,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..api import errors as E
-from ..api.job import Job, Ledger
+from ..api.job import Job, Ledger, Stage
 from ..api.request import GenerationRequest
 from ..api.store import StoredImage
 from ..api.task import TaskRecord
+
+ENTRY_STAGES: dict[str, Stage] = {  # a history entry's `state` (the service's words, the fold's) -> its stage
+    "submitted": "created", "waiting": "waiting", "queuing": "waiting", "generating": "generating",
+    "downloading": "generating", "success": "succeeded", "fail": "failed", "error": "failed",
+    "outcome unknown": "outcome_unknown"}
 
 
 @dataclass
@@ -37,6 +42,13 @@ class TaskEntry:
     credits_measured: bool = False
     succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
     origin: str | None = None  # reused from another history of the folder: that file's name (`reused`, folder.py)
+
+    @property
+    def stage(self) -> Stage:
+        """The task's place in a request's life (`api/job.py`), from the history's words by one mapping."""
+        if self.succeeded:
+            return "succeeded"
+        return ENTRY_STAGES.get(self.state, "created")
 
     @property
     def finished(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..api import errors as E
 from ..api.cards import BLUE, FG, GREEN, RED, esc, shorten, thumb_html
-from ..api.job import Job
+from ..api.job import Job, Stage
 from ..api.models import short_name
 from ..api.request import GenerationRequest
 
@@ -20,26 +20,28 @@ PARAM_FIELDS = ("negative_prompt", "aspect_ratio", "num_images", "seed")
 @dataclass(frozen=True)
 class StateView:
     """How a batch item's state reads everywhere (table, progress line, summaries, sheets): `label` (words),
-    `tone` (its colour class: ok, bad, warn, muted, active) and `bucket` (the count it adds to)."""
+    `tone` (its colour class: ok, bad, warn, muted, active), `bucket` (the count it adds to), and `stage`: where
+    the item is in a request's life, in the vocabulary every front-end shares (`api/job.py`)."""
 
     label: str
     tone: str
     bucket: str
     final: bool
+    stage: Stage = "asked"
 
 
 # The one mapping from a batch item's `state` to its views. A state name is a word, never a sentence (the
 # sentence is the item's `note` or `error`). Point this table at a new state vocabulary and every view follows.
-STATE_VIEWS: dict[str, StateView] = {
-    "pending": StateView("pending", "active", "pending", False),
-    "submitting": StateView("sending", "active", "running", False),
-    "running": StateView("running", "active", "running", False),
-    "success": StateView("success", "ok", "success", True),
-    "fail": StateView("failed", "bad", "failed", True),  # the service could not generate it
-    "error": StateView("error", "bad", "failed", True),
-    "lost-unknown": StateView("outcome unknown", "warn", "lost", True),  # sent, no answer: never resent
-    "not-submitted": StateView("not sent", "muted", "not_sent", True),  # stopped, interrupted, timed out
-    "over-budget": StateView("not sent (budget)", "muted", "budget", True),  # `budget=`: never a failure
+STATE_VIEWS: dict[str, StateView] = {  # a batch item's state -> words, tone, count, and its stage in a request's life
+    "pending": StateView("pending", "active", "pending", False, "asked"),
+    "submitting": StateView("sending", "active", "running", False, "queued"),
+    "running": StateView("running", "active", "running", False, "created"),
+    "success": StateView("success", "ok", "success", True, "succeeded"),
+    "fail": StateView("failed", "bad", "failed", True, "failed"),  # the service could not generate it
+    "error": StateView("error", "bad", "failed", True, "failed"),
+    "lost-unknown": StateView("outcome unknown", "warn", "lost", True, "outcome_unknown"),  # never resent
+    "not-submitted": StateView("not sent", "muted", "not_sent", True, "not_sent"),  # stopped, interrupted, timed out
+    "over-budget": StateView("not sent (budget)", "muted", "budget", True, "not_sent"),  # `budget=`: not a failure
 }
 # the counts of a batch (progress line, summaries) in the order they are said, with their words
 BUCKETS: dict[str, str] = {"success": "success", "running": "running", "failed": "failed",
@@ -75,6 +77,13 @@ class BatchItem:
     finished_at: float | None = None
     follows: int = 0
     note: str = ""
+
+    @property
+    def stage(self) -> Stage:
+        """Where the item is in a request's life (`api/job.py`): its job's stage once it has one, else its state's."""
+        if self.job is not None and self.job.stage != "asked":
+            return self.job.stage
+        return state_view(self.state).stage
 
     @property
     def task_id(self) -> str | None:
