@@ -21,6 +21,16 @@ FAST_POLL = PollSchedule.fixed(0.02, max_wait=30.0)
 FAST_RETRY = RetryPolicy(attempts=5, base=0.01, cap=0.05, max_retry_after=0.2)
 
 
+def session_on(sim, folder, *, poll=FAST_POLL, retry=FAST_RETRY, history=None):
+    """A Session on its own client against `sim` (fast polling and retries), its history in `folder`."""
+    from imagen4_jupyter.records.history import History
+    from imagen4_jupyter.records.session import Session
+
+    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=poll, retry=retry, cache_dir=folder / "images",
+                           timeout=(2.0, 5.0))
+    return Session(client=client, history=history or History(folder / "history.jsonl"))
+
+
 @pytest.fixture
 def sim():
     """A fast simulator: tasks finish in ~50 ms with tiny images. The documented limits are off here (tests that

@@ -21,6 +21,17 @@ REPO = Path(imagen4_jupyter.__file__).resolve().parents[1]
 FAST_CONFIG = "%config Imagen4Magics.poll_interval = 0.05"
 
 
+def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `cond()` until it is truthy (its value is returned) or raise after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def kernel_env(base_url: str, key: str, ipython_dir: Path) -> dict[str, str]:
     """The test process's environment plus the simulator, a private IPYTHONDIR and this checkout."""
     env = dict(os.environ)

@@ -7,19 +7,12 @@ import types
 from collections import Counter
 
 import pytest
-from conftest import FAST_POLL, FAST_RETRY, KEY
+from conftest import KEY
+from conftest import session_on as make_session
 
-from imagen4_jupyter import Imagen4Client, InvalidRequestError, PollSchedule, RetryPolicy, generate_many
+from imagen4_jupyter import InvalidRequestError, PollSchedule, RetryPolicy, generate_many
 from imagen4_jupyter.api.request import GenerationRequest
-from imagen4_jupyter.records.history import History
-from imagen4_jupyter.records.session import Session
 from imagen4_jupyter.simulator import Simulator
-
-
-def make_session(sim, folder, *, poll=FAST_POLL, retry=FAST_RETRY) -> Session:
-    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=poll, retry=retry, cache_dir=folder / "images",
-                           timeout=(2.0, 5.0))
-    return Session(client=client, history=History(folder / "history.jsonl"))
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

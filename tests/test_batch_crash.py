@@ -12,13 +12,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import FAST_POLL, FAST_RETRY, KEY
-from kernel_util import FAST_CONFIG, Kernel, kernel_env
+from kernel_util import FAST_CONFIG, Kernel, kernel_env, wait_until
 from reliability_util import KERNEL_KEY
 
 from imagen4_jupyter import Imagen4Client, OutcomeUnknownError, generate_many
@@ -36,15 +35,6 @@ BATCH = f"from imagen4_jupyter import generate_many\nprompts = {PROMPTS!r}\n"
 def events(path: Path) -> list[dict]:
     return [json.loads(raw) for raw in path.read_bytes().splitlines() if raw.strip()]
 
-
-def wait_until(cond, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def creates_per_key(sim) -> Counter:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from kernel_util import FAST_CONFIG, Kernel, image_outputs, kernel_env, make_notebook, run_notebook
+from kernel_util import FAST_CONFIG, Kernel, image_outputs, kernel_env, make_notebook, run_notebook, wait_until
 from reliability_util import KERNEL_KEY, REPO, write_figures
 
 from imagen4_jupyter.records.history import History
@@ -78,15 +78,6 @@ def events(path: Path) -> list[dict]:
             pass
     return out
 
-
-def wait_until(cond, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def save_outputs(kernel: Kernel, path: Path) -> None:

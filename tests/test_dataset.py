@@ -10,10 +10,10 @@ import struct
 
 import pandas as pd
 import pytest
-from conftest import FAST_POLL, FAST_RETRY, KEY
+from conftest import KEY
+from conftest import session_on as make_session
 
 from imagen4_jupyter import (
-    Imagen4Client,
     InvalidRequestError,
     export_dataset,
     export_history,
@@ -28,11 +28,6 @@ from imagen4_jupyter.simulator import Simulator
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-def make_session(sim, folder) -> Session:
-    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
-                           cache_dir=folder / "images", timeout=(2.0, 5.0))
-    return Session(client=client, history=History(folder / "history.jsonl"))
 
 
 def without_provenance(data: bytes) -> bytes:

@@ -6,19 +6,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import FAST_POLL, FAST_RETRY, KEY
+from conftest import session_on as make_session
 
-from imagen4_jupyter import Imagen4Client, InvalidRequestError, generate_many, grid
-from imagen4_jupyter.records.history import History
-from imagen4_jupyter.records.session import Session
+from imagen4_jupyter import InvalidRequestError, generate_many, grid
 from imagen4_jupyter.research.budget import BatchPlan
 from imagen4_jupyter.research.experiments import GridSet
-
-
-def make_session(sim, folder) -> Session:
-    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
-                           cache_dir=folder / "images", timeout=(2.0, 5.0))
-    return Session(client=client, history=History(folder / "history.jsonl"))
 
 
 @pytest.fixture

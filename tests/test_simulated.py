@@ -12,7 +12,8 @@ import time
 
 import pytest
 import requests
-from conftest import FAST_POLL, FAST_RETRY, KEY
+from conftest import FAST_RETRY, KEY
+from conftest import session_on as shared_session_on
 from test_magics import ip, run  # noqa: F401
 
 from imagen4_jupyter import GenerationRequest
@@ -50,9 +51,7 @@ def real():
 
 
 def session_on(service, folder, history: History | None = None) -> Session:
-    client = Imagen4Client(api_key=KEY, base_url=service.url, schedule=FAST_POLL, retry=FAST_RETRY,
-                           cache_dir=folder / "images", timeout=(2.0, 5.0))
-    return Session(client=client, history=history or History(folder / ".imagen4" / "history.jsonl"))
+    return shared_session_on(service, folder, history=history or History(folder / ".imagen4" / "history.jsonl"))
 
 
 def said(r) -> str:

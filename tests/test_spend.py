@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import FAST_POLL, FAST_RETRY, KEY
+from conftest import KEY, session_on
 
-from imagen4_jupyter import Imagen4Client, InvalidRequestError, generate_many
+from imagen4_jupyter import InvalidRequestError, generate_many
 from imagen4_jupyter.api.request import GenerationRequest
 from imagen4_jupyter.api.spend import PriceBook, default_price_book, estimate, total_credits
-from imagen4_jupyter.records.history import History
-from imagen4_jupyter.records.session import Session
 from imagen4_jupyter.research.budget import BatchPlan
 from imagen4_jupyter.simulator import Simulator
 
@@ -23,11 +21,6 @@ def billing():
                    enforce_limits=False, credits=1000, announce=False) as s:  # real spending
         yield s
 
-
-def session_on(sim, folder) -> Session:
-    client = Imagen4Client(api_key=KEY, base_url=sim.url, schedule=FAST_POLL, retry=FAST_RETRY,
-                           cache_dir=folder / "images", timeout=(2.0, 5.0))
-    return Session(client=client, history=History(folder / "history.jsonl"))
 
 
 @pytest.fixture
