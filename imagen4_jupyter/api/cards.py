@@ -41,8 +41,13 @@ LINE_STYLE = (f"color:{FG2};display:inline-block;max-width:100%;overflow:hidden;
 # wrapping row. Without this style (an untrusted notebook), they stack at that width.
 _AREA = ".jp-OutputArea:has(>.jp-OutputArea-child .imagen4-card)"
 _IMAGE = ".jp-OutputArea-child:has(.jp-RenderedImage)"
+# A live card animates only for LIVE_SECONDS after its last update (each update draws it anew): a card nobody
+# updates any more (kernel restarted, page reloaded, notebook saved) stops turning by itself, and its "stopped
+# changing?" line (hidden while the card is fresh; shown where styles are dropped) says what to run.
+LIVE_SECONDS = 8
 CELL_CSS = (
     "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
+    "@keyframes imagen4-fresh{from,to{visibility:hidden}}"
     # the outputs flow in a wrapping row, indented as one block by the prompt's width (the empty prompts of
     # display outputs are hidden, so an image that wraps onto a new line lines up with the one above)
     f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:4px 8px;"
@@ -85,16 +90,14 @@ def shown_path(path: Any, base: Any = None) -> str:
 
 
 def params_text(request: Any) -> str:
-    """`16:9 · 2 images · seed 7` for a GenerationRequest or its dict; `ultra · ` first for another model than
-    the standard one."""
+    """`standard · 16:9 · 2 images · seed 7` for a GenerationRequest or its dict: every card and row names its
+    model (a dict without one is the standard model's)."""
     if request is None:
         return ""
     get = request.get if isinstance(request, dict) else (lambda k, d=None: getattr(request, k, d))
     n = int(get("num_images", 1) or 1)
     parts = [str(get("aspect_ratio", "1:1")), plural(n, "image")]
-    model = get("model")
-    if model and model != DEFAULT_MODEL:
-        parts.insert(0, short_name(model))
+    parts.insert(0, short_name(get("model") or DEFAULT_MODEL))
     if get("seed") not in (None, ""):
         parts.append(f"seed {get('seed')}")
     if get("negative_prompt"):
@@ -112,7 +115,7 @@ def mark_html(status: str, colour: str) -> str:
     base = "display:inline-block;box-sizing:border-box;width:10px;height:10px;border-radius:50%;margin-right:6px;"
     if status in RUNNING:
         return (f"<span class='imagen4-mark' style='{base}border:2px solid {colour};border-right-color:transparent;"
-                "animation:imagen4-spin 1s linear infinite'></span>")
+                f"animation:imagen4-spin 1s linear {LIVE_SECONDS}'></span>")
     return f"<span class='imagen4-mark' style='{base}background:{colour}'></span>"
 
 
@@ -133,9 +136,28 @@ def simulated_line(simulated: bool) -> tuple[str, str]:
                                    f"{esc(SIMULATED_NOTE.removeprefix('simulated'))}</span>")
 
 
-def _card(job: Any, status: str, body: str) -> str:
+def stale_hint(job: Any) -> str:
+    """What to run when a running task's card stops changing (its kernel restarted, or the page reloaded)."""
+    if job.task_id:
+        return f"%imagen4 show {job.task_id} (after a kernel restart: %imagen4 resume)"
+    return "%imagen4 wait (after a kernel restart: %imagen4 resume)"
+
+
+def stale_line(job: Any, updated: float) -> tuple[str, str]:
+    """A running card's last line, as (text, html): when it was last updated, and what to run if it stopped
+    changing (the html hides that part while the card is fresh: see LIVE_SECONDS)."""
+    at = time.strftime("%H:%M:%S", time.localtime(updated))
+    hint = stale_hint(job)
+    return (f"\nupdated {at}; if it stops changing: {hint}",
+            f"<br/><span class='imagen4-updated' style='color:{FG2};font-size:12px'>updated {at}"
+            f"<span class='imagen4-stale' style='animation:imagen4-fresh {LIVE_SECONDS}s steps(1) 1'>; stopped "
+            f"changing? run <code>{esc(hint)}</code></span></span>")
+
+
+def _card(job: Any, status: str, body: str, updated: float | None = None) -> str:
     colour = STATE_COLOURS.get(status, GREY)
-    return (f"{CELL_CSS}<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}' "
+    stamp = f" data-updated='{round(updated * 1000)}'" if updated is not None else ""
+    return (f"{CELL_CSS}<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}'{stamp} "
             f"style='{CARD_STYLE.format(colour=colour)}'>{body}</div>")
 
 
@@ -175,7 +197,12 @@ def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[st
         text += f"\n{note}"
         body += f"<br/><span style='color:{FG2}'>{esc(note)}</span>"
     sim_text, sim_html = simulated_line(simulated)
-    return {"text/plain": text + sim_text, "text/html": _card(job, status, body + sim_html)}
+    text, body = text + sim_text, body + sim_html
+    updated = time.time()
+    if job.error is None and not (status == "success" and job.finished):  # still running: it may stop changing
+        stale_text, stale_html = stale_line(job, updated)
+        text, body = text + stale_text, body + stale_html
+    return {"text/plain": text, "text/html": _card(job, status, body, updated)}
 
 
 def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = None, *,

@@ -68,8 +68,6 @@ class CellView:
         self.note = note  # shown on the card for the whole life of the view (e.g. "follows …")
         self.embed, self.preview_size = embed, preview_size
         self.deferred = deferred
-        session = owner.host.session  # made by a simulator (a queued job has no task id yet)
-        self.simulated = session.simulated if job.task_id is None else session.is_simulated(job.task_id)
         self.finalized = False
         self.card: Any = None
         self.slots: list[Any] = []
@@ -87,8 +85,9 @@ class CellView:
         expected = self.job.request.num_images if self.job.request else 1
         if self.rich:
             self._last_card = self.card_bundle()
-            self.card = display(self._last_card, raw=True, display_id=True)
-            self.slots = [display(C.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
+            key = self.display_key()  # stable per request: a later view of it (resume, show) updates this one too
+            self.card = display(self._last_card, raw=True, display_id=key)
+            self.slots = [display(C.slot_bundle(), raw=True, display_id=f"{key}-image-{i}") for i in range(expected)]
         else:
             self._print_state()
         self.owner._track_view(self)
@@ -167,6 +166,20 @@ class CellView:
         for slot in self.slots[len(images) if job.error is None else 0:]:
             slot.update({"text/plain": ""}, raw=True)
         self.card.update(self.card_bundle(note="; ".join(problems + ([note] if note else []))), raw=True)
+
+    def display_key(self) -> str:
+        """The display id of this request's card (its image slots add `-image-N`): derived from the request's
+        local id (the history keeps it with the task id), else the task id, so `%imagen4 resume` after a restart,
+        or `%imagen4 show`, updates the old cell's card in place where the front-end still knows that id."""
+        job = self.job
+        local = job.local_id
+        if local is None and job.task_id:
+            try:
+                entry = self.owner.host.session.history.tasks.get(job.task_id)
+            except Exception:  # no history yet: the task id names it
+                entry = None
+            local = getattr(entry, "local_id", None)
+        return f"imagen4-{local or job.task_id or id(job)}"
 
     def card_bundle(self, note: str = "") -> dict[str, str]:
         """The job's status card; a simulated task's says so."""
