@@ -72,6 +72,58 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
 
 
+# -- pieces of tables that fit the space they get (history, batch, panel) ----------------------------
+# A cell's text on one line, cut with an ellipsis where its column ends (the whole text on hover).
+CLIP = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap;min-width:0"
+TID_STYLE = "font-family:var(--jp-code-font-family,monospace);font-size:11px;color:inherit"
+
+
+def task_id_html(task_id: str | None, tail: int = 6) -> str:
+    """A task id that never breaks mid-token: where it does not fit, its middle gives way to an ellipsis
+    (`task_goo…087861`). The whole id is its title (hover) and its text (a copy takes all of it)."""
+    if not task_id:
+        return ""
+    head, end = (task_id[:-tail], task_id[-tail:]) if len(task_id) > tail + 3 else (task_id, "")
+    return (f"<span class='imagen4-tid' title='{esc(task_id)}' style='display:inline-flex;max-width:100%;"
+            f"vertical-align:bottom;{TID_STYLE}'><span style='{CLIP};flex:0 1 auto'>{esc(head)}</span>"
+            f"<span style='flex:none;white-space:nowrap'>{esc(end)}</span></span>")
+
+
+def when_html(ts: float | None) -> str:
+    """A date and time on one line (`2026-12-06 21:40`); the seconds on hover."""
+    if not ts:
+        return "?"
+    return (f"<span title='{esc(when(ts))}' style='white-space:nowrap'>"
+            f"{esc(time.strftime('%Y-%m-%d %H:%M', time.localtime(ts)))}</span>")
+
+
+def clip_line(text: str, limit: int = 300, style: str = "") -> str:
+    """`text` on one line that ends in an ellipsis where the width ends; the whole text on hover."""
+    return (f"<div style='{CLIP};{style}' title='{esc(shorten(text, 2000))}'>{esc(shorten(text, limit))}</div>")
+
+
+def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: str) -> str:
+    """A table as wide as its output and never wider: `columns` are (header, width); the one with an empty
+    width (the prompt) takes what the others leave and gives way first, its lines ending in an ellipsis. The
+    key columns keep their fixed widths, so they stay in view beside a file browser."""
+    cell = (f"text-align:left;vertical-align:top;padding:3px 4px;color:{FG};overflow:hidden;"
+            "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
+    cols = "".join(f"<col style='width:{w}'/>" if w else "<col/>" for _h, w in columns)
+    head = "".join(f"<th style='{cell};font-weight:600;white-space:nowrap;text-overflow:ellipsis'>{esc(h)}</th>"
+                   for h, _w in columns)
+    body = "".join("<tr>" + "".join(f"<td style='{cell}'>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return (f"<table class='{css_class}' style='border-collapse:collapse;table-layout:fixed;width:100%;"
+            f"font-size:12px;margin-top:4px'><colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def thumbs_html(paths: list[Any], alts: list[str] | None = None) -> str:
+    """A row's thumbnails in a 76 px column: one at 72 px, more as a 2×2 grid of 34 px; each whole, at its ratio."""
+    side = 72 if len(paths) <= 1 else 34
+    alts = alts or [""] * len(paths)
+    return "".join(thumb_html(p, side, alt) for p, alt in zip(paths[:4], alts, strict=False))
+
+
 def plural(n: int, word: str) -> str:
     """`1 task`, `2 tasks`."""
     return f"{n} {word}{'' if n == 1 else 's'}"
@@ -242,7 +294,8 @@ def thumb_html(path: Any, side: int = 72, alt: str = "") -> str:
     try:
         data, mime = thumbnail(path, side)
         return (f"<img src='data:{mime};base64,{base64.b64encode(data).decode()}' "
-                f"style='max-width:{side}px;max-height:{side}px;margin:1px' alt='{esc(alt or Path(path).name)}'/>")
+                f"style='max-width:{side}px;max-height:{side}px;width:auto;height:auto;margin:1px;vertical-align:top' "
+                f"alt='{esc(alt or Path(path).name)}'/>")
     except Exception:
         return f"<span style='color:{FG2}'>(missing)</span>"
 
