@@ -48,6 +48,7 @@ LIVE_SECONDS = 8
 CELL_CSS = (
     "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
     "@keyframes imagen4-fresh{from,to{visibility:hidden}}"
+    "@keyframes imagen4-still{to{border-right-color:var(--imagen4-ring)}}"
     # the outputs flow in a wrapping row, indented as one block by the prompt's width (the empty prompts of
     # display outputs are hidden, so an image that wraps onto a new line lines up with the one above)
     f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:4px 8px;"
@@ -89,12 +90,19 @@ def task_id_html(task_id: str | None, tail: int = 6) -> str:
             f"<span style='flex:none;white-space:nowrap'>{esc(end)}</span></span>")
 
 
-def when_html(ts: float | None) -> str:
-    """A date and time on one line (`2026-12-06 21:40`); the seconds on hover."""
+def short_when(ts: float | None) -> str:
+    """`6 Dec 21:40` this year, `6 Dec 2025` before: a date that fits a narrow column."""
     if not ts:
         return "?"
-    return (f"<span title='{esc(when(ts))}' style='white-space:nowrap'>"
-            f"{esc(time.strftime('%Y-%m-%d %H:%M', time.localtime(ts)))}</span>")
+    at = time.localtime(ts)
+    day = f"{at.tm_mday} {time.strftime('%b', at)}"
+    return f"{day} {time.strftime('%H:%M', at)}" if at.tm_year == time.localtime().tm_year else f"{day} {at.tm_year}"
+
+
+def when_html(ts: float | None) -> str:
+    """A date on one line that never wraps (`6 Dec 21:40`); the whole date and time on hover."""
+    return (f"<span class='imagen4-when' title='{esc(when(ts))}' style='white-space:nowrap'>"
+            f"{esc(short_when(ts))}</span>")
 
 
 def clip_line(text: str, limit: int = 300, style: str = "") -> str:
@@ -117,9 +125,13 @@ def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: 
             f"<tbody>{body}</tbody></table>")
 
 
+THUMBS_WIDTH = "60px"  # a table's thumbnails column
+
+
 def thumbs_html(paths: list[Any], alts: list[str] | None = None) -> str:
-    """A row's thumbnails in a 76 px column: one at 72 px, more as a 2×2 grid of 34 px; each whole, at its ratio."""
-    side = 72 if len(paths) <= 1 else 34
+    """A row's thumbnails in a THUMBS_WIDTH column: one at 52 px, more as a 2×2 grid of 25 px; each whole, at its
+    ratio."""
+    side = 52 if len(paths) <= 1 else 25
     alts = alts or [""] * len(paths)
     return "".join(thumb_html(p, side, alt) for p, alt in zip(paths[:4], alts, strict=False))
 
@@ -166,8 +178,10 @@ def mark_html(status: str, colour: str) -> str:
     """The state's small shape before its word: a turning ring while the task runs, a dot once it ended."""
     base = "display:inline-block;box-sizing:border-box;width:10px;height:10px;border-radius:50%;margin-right:6px;"
     if status in RUNNING:
+        # turns for LIVE_SECONDS, then closes into a still ring (nothing updates the card: it is not turning)
         return (f"<span class='imagen4-mark' style='{base}border:2px solid {colour};border-right-color:transparent;"
-                f"animation:imagen4-spin 1s linear {LIVE_SECONDS}'></span>")
+                f"--imagen4-ring:{colour};animation:imagen4-spin 1s linear {LIVE_SECONDS},"
+                f"imagen4-still 0s {LIVE_SECONDS}s forwards'></span>")
     return f"<span class='imagen4-mark' style='{base}background:{colour}'></span>"
 
 
@@ -188,22 +202,20 @@ def simulated_line(simulated: bool) -> tuple[str, str]:
                                    f"{esc(SIMULATED_NOTE.removeprefix('simulated'))}</span>")
 
 
-def stale_hint(job: Any) -> str:
-    """What to run when a running task's card stops changing (its kernel restarted, or the page reloaded)."""
-    if job.task_id:
-        return f"%imagen4 show {job.task_id} (after a kernel restart: %imagen4 resume)"
-    return "%imagen4 wait (after a kernel restart: %imagen4 resume)"
+def stale_hint(job: Any) -> tuple[str, str]:
+    """What to run when a running task's card stops changing: (now, after a kernel restart)."""
+    return (f"%imagen4 show {job.task_id}" if job.task_id else "%imagen4 wait"), "%imagen4 resume"
 
 
 def stale_line(job: Any, updated: float) -> tuple[str, str]:
     """A running card's last line, as (text, html): when it was last updated, and what to run if it stopped
     changing (the html hides that part while the card is fresh: see LIVE_SECONDS)."""
     at = time.strftime("%H:%M:%S", time.localtime(updated))
-    hint = stale_hint(job)
-    return (f"\nupdated {at}; if it stops changing: {hint}",
+    now, restarted = stale_hint(job)
+    return (f"\nupdated {at}; if it stops changing: {now} (after a kernel restart: {restarted})",
             f"<br/><span class='imagen4-updated' style='color:{FG2};font-size:12px'>updated {at}"
             f"<span class='imagen4-stale' style='animation:imagen4-fresh {LIVE_SECONDS}s steps(1) 1'>; stopped "
-            f"changing? run <code>{esc(hint)}</code></span></span>")
+            f"changing? run <code>{esc(now)}</code>, or <code>{restarted}</code> after a kernel restart</span></span>")
 
 
 def _card(job: Any, status: str, body: str, updated: float | None = None) -> str:
@@ -228,7 +240,7 @@ def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[st
         text = f"[imagen4] {title}: {job.error}" + (f" ({cost})" if cost else "")
         tid = "" if job.task_id is None or job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
         body = (f"{mark_html(status, colour)}<b>✗ {esc(title)}</b>: {esc(job.error)}"
-                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f} s · {shown}</span>"
+                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f}&nbsp;s · {shown}</span>"
                 f"<br/>{prompt_line(prompt)}")
         if job.task_id is not None and job.task_id not in text:
             text += f" (task {job.task_id})"
@@ -244,7 +256,7 @@ def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[st
         turning = "generating" if label == "downloading" else status  # the ring turns until the images are in
         body = (f"{mark_html(turning, colour)}"
                 f"<b>{'✓ ' if finished else ''}{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
-                f"{job.elapsed:.1f} s · {shown}<br/>{prompt_line(prompt)}")
+                f"{job.elapsed:.1f}&nbsp;s · {shown}<br/>{prompt_line(prompt)}")
     if note:
         text += f"\n{note}"
         body += f"<br/><span style='color:{FG2}'>{esc(note)}</span>"

@@ -13,6 +13,7 @@ from ..api.cards import (
     CLIP,
     FG,
     FG2,
+    THUMBS_WIDTH,
     clip_line,
     esc,
     fit_table,
@@ -127,11 +128,10 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
     return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, metadata)
 
 
-# The history table's columns (header, width): the prompt (with the parameters and any error below it) takes
-# what the others leave and gives way first; date, state, credits, task id and thumbnails keep their widths, so
-# they stay in view in a notebook about 480 px wide (an 800 px window with the file browser open).
-COLUMNS = [("time", "7.6em"), ("prompt", ""), ("state", "5.6em"), ("credits", "3.6em"), ("task id", "7.6em"),
-           ("images", "80px")]
+# The history table's columns (header, width): the task (its date, prompt, parameters and any error, a line
+# each) takes what the others leave and gives way first; state, credits, task id and thumbnails keep their widths,
+# so they stay in view in an output about 370 px wide (an 800 px window with the file browser open).
+COLUMNS = [("task", ""), ("state", "64px"), ("credits", "58px"), ("task id", "84px"), ("images", THUMBS_WIDTH)]
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
@@ -160,9 +160,10 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         sim = e.task_id in simulated
         mark = "<br/><span class='imagen4-simulated' style='font-style:italic'>simulated</span>" if sim else ""
         tip = "measured" if cost and cost[1] else "an estimate (the price list)" if cost else ""
-        what = (clip_line(prompt, 200) + clip_line(params_text(req), style=f"color:{FG2}")
+        what = (f"<div style='{CLIP};color:{FG2}'>{when_html(e.submitted_at)}</div>" + clip_line(prompt, 200)
+                + clip_line(params_text(req), style=f"color:{FG2}")
                 + (clip_line(f"{e.state}: {message}", style=f"color:{FG}") if message else ""))
-        rows.append([when_html(e.submitted_at), what, f"<span style='overflow-wrap:anywhere'>{esc(state)}</span>{mark}",
+        rows.append([what, f"<span style='overflow-wrap:anywhere'>{esc(state)}</span>{mark}",
                      f"<span title='{tip}' style='white-space:nowrap'>{esc(credits)}</span>",
                      task_id_html(e.task_id), thumbs])
         shown_state = f"{e.state}: {shorten(message, 80)}" if message else state

@@ -8,7 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..api import errors as E
-from ..api.cards import BLUE, FG, FG2, GREEN, RED, clip_line, esc, fit_table, shorten, task_id_html, thumbs_html
+from ..api.cards import (
+    BLUE,
+    FG,
+    FG2,
+    GREEN,
+    RED,
+    THUMBS_WIDTH,
+    clip_line,
+    esc,
+    fit_table,
+    shorten,
+    task_id_html,
+    thumbs_html,
+)
 from ..api.job import Job
 from ..api.models import short_name
 from ..api.request import GenerationRequest
@@ -320,7 +333,7 @@ class BatchResult:
                          task_id_html(item.task_id), thumbs_html([im.path for im in item.images[:4]])])
         if len(self.items) > max_rows:
             rows.append(["…", f"{len(self.items) - max_rows} more rows (see .rows)", "", "", ""])
-        columns = [("#", "2.4em"), ("prompt", ""), ("state", "7.4em"), ("task id", "7.6em"), ("images", "80px")]
+        columns = [("#", "28px"), ("prompt", ""), ("state", "84px"), ("task id", "84px"), ("images", THUMBS_WIDTH)]
         return (f"<div class='imagen4-batch' style='color:{FG};max-width:100%'><div "
                 f"title='{esc(self.summary())}'><b>imagen4 batch</b>: {esc(self.summary())}</div>"
                 f"{fit_table(columns, rows, 'imagen4-batch-table')}</div>")

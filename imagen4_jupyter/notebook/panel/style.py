@@ -61,8 +61,12 @@ RULES = [
     ".imagen4-task-line > span, .imagen4-task-line > code { flex: 0 1 auto; min-width: 0; " + ELLIPSIS + " }",
     ".imagen4-task-line > code, .imagen4-task-line > .imagen4-origin { flex: 0 0 auto; }",
     # the task id gives way in its middle (`task_go…087861`) before it would be cut at its end
-    ".imagen4-task-line > .imagen4-tid { flex: 0 1 auto; min-width: 9ch; }",
-    ".imagen4-task-line > .imagen4-prompt-text { flex: 1 1 0; min-width: 4em; color: " + FG2 + "; }",
+    ".imagen4-task-line > .imagen4-tid { flex: 0 1 auto; min-width: 8ch; }",
+    # a narrow panel (an 800 px window with the file browser open): the progress bar gives its width to the task
+    ".imagen4-panel { container-type: inline-size; }",
+    "@container (max-width: 520px) { .imagen4-bar.widget-progress { width: 36px !important; }"
+    " .imagen4-task-line > .imagen4-note { display: none; } }",
+    ".imagen4-task-line > .imagen4-prompt-text { flex: 1 1 0; min-width: 0; color: " + FG2 + "; }",
     ".imagen4-task-info .imagen4-err { display: block; white-space: normal; }",
     ".imagen4-task-info .imagen4-note { color: " + FG2 + "; }",
     ".imagen4-task .imagen4-badge { display:inline-block; min-width:64px; padding:0 6px; border-radius:8px;"
