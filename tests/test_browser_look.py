@@ -81,7 +81,8 @@ TASK_IDS_JS = """(sel) => Array.from(document.querySelectorAll(sel + ' .imagen4-
   const cell = t.closest('td, .imagen4-task-line') || t.parentElement;
   const c = cell.getBoundingClientRect();
   return {title: t.title, text: t.textContent, lines: t.getClientRects().length, height: box.height,
-          tailIn: tail.width > 0 && tail.right <= c.right + 1, headWidth: t.firstElementChild.clientWidth};
+          tailIn: tail.width > 0 && tail.right <= c.right + 1, headWidth: t.firstElementChild.clientWidth,
+          cut: t.firstElementChild.scrollWidth > t.firstElementChild.clientWidth + 1};
 })"""
 
 # Images shown whole: each <img>'s box has the ratio of its pixels, or object-fit contain draws it whole inside
@@ -162,6 +163,7 @@ def test_tables_panel_and_gallery_fit_in_light_and_dark_at_1400_and_800_with_the
             two.click()
             time.sleep(0.5)
             assert panel.locator(".imagen4-num button.mod-active").inner_text().strip() == "1"
+            assert "imagen4-error" not in panel.locator(".imagen4-reason").inner_html()  # a hint, not an error
             panel.locator(".imagen4-model button", has_text="standard").click()
             # the panel's textareas: their right border inside the panel
             for sel in (".imagen4-prompt", ".imagen4-negative"):
@@ -205,6 +207,8 @@ def test_tables_panel_and_gallery_fit_in_light_and_dark_at_1400_and_800_with_the
                             assert t["text"] == t["title"] and t["title"].startswith("task_"), (name, sel, t)
                             assert t["lines"] == 1 and t["height"] < 24 and t["tailIn"], (name, sel, t)
                             assert t["headWidth"] >= 20, (name, sel, t)  # more than a sliver of its start
+                            if width == 1400 and sel != ".imagen4-tasks":
+                                assert not t["cut"], (name, sel, t)  # room enough: the whole id
                     # the panel: nothing runs out of it, nothing scrolls sideways, no label cut short
                     assert truncated_labels(page) == [], (name, truncated_labels(page))
                     scroll = page.evaluate("() => { const p = document.querySelector('.imagen4-panel');"

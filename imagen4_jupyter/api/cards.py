@@ -47,7 +47,7 @@ _IMAGE = ".jp-OutputArea-child:has(.jp-RenderedImage)"
 LIVE_SECONDS = 8
 CELL_CSS = (
     "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
-    "@keyframes imagen4-fresh{from,to{visibility:hidden}}"
+    "@keyframes imagen4-fresh{from,to{visibility:hidden;display:none}}"
     "@keyframes imagen4-still{to{border-right-color:var(--imagen4-ring)}}"
     # the outputs flow in a wrapping row, indented as one block by the prompt's width (the empty prompts of
     # display outputs are hidden, so an image that wraps onto a new line lines up with the one above)
@@ -126,6 +126,7 @@ def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: 
 
 
 THUMBS_WIDTH = "60px"  # a table's thumbnails column
+TASK_ID_WIDTH = "max(84px,18%)"  # a table's task id column: the whole id in a wide output, its ends in a narrow one
 
 
 def thumbs_html(paths: list[Any], alts: list[str] | None = None) -> str:

@@ -14,6 +14,7 @@ from ..api.cards import (
     FG2,
     GREEN,
     RED,
+    TASK_ID_WIDTH,
     THUMBS_WIDTH,
     clip_line,
     esc,
@@ -333,7 +334,8 @@ class BatchResult:
                          task_id_html(item.task_id), thumbs_html([im.path for im in item.images[:4]])])
         if len(self.items) > max_rows:
             rows.append(["…", f"{len(self.items) - max_rows} more rows (see .rows)", "", "", ""])
-        columns = [("#", "28px"), ("prompt", ""), ("state", "84px"), ("task id", "84px"), ("images", THUMBS_WIDTH)]
+        columns = [("#", "28px"), ("prompt", ""), ("state", "84px"), ("task id", TASK_ID_WIDTH),
+                   ("images", THUMBS_WIDTH)]
         return (f"<div class='imagen4-batch' style='color:{FG};max-width:100%'><div "
                 f"title='{esc(self.summary())}'><b>imagen4 batch</b>: {esc(self.summary())}</div>"
                 f"{fit_table(columns, rows, 'imagen4-batch-table')}</div>")

@@ -108,7 +108,10 @@ class Controls(W.VBox):
 
     def _typed(self, change: dict) -> None:
         if change.get("owner") is self.num and int(change["new"]) > self.max_images():
+            touched = self.touched
             self.num.value = str(self.max_images())  # a button the model cannot take (shown disabled): no change
+            self.touched = touched
+            self.validate()
             return
         self.version += 1
         if change.get("new"):
