@@ -266,8 +266,8 @@ def unreplaced_note(text: str) -> str:
     left = unreplaced(text)
     if not left:
         return ""
-    shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
-    return f"Left as written in the prompt: {shown} (only {{name}} and {{name.attr}} are replaced)."
+    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    return f"Left as written: {shown} (only {{name}} and {{name.attr}} are replaced)."
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:

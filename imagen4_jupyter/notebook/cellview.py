@@ -357,8 +357,8 @@ class LiveViews:
                 self.say(f"{why}: {len(sending)} request(s) were already on their way to the service; each one's "
                          "outcome is recorded when the answer comes, and none is sent again.")
             if ids:
-                self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
-                         "images will appear here; %imagen4 wait blocks again.")
+                self.say_until(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
+                               "images will appear here; %imagen4 wait blocks again.", unfinished)
         return [v.job for v in views]
 
     def stop(self) -> None:
@@ -378,6 +378,24 @@ class LiveViews:
             display(C.message_bundle(text, kind), raw=True)
         else:
             print(f"[imagen4] {text}", file=sys.stderr if kind == "error" else sys.stdout, flush=True)
+
+    def say_until(self, text: str, jobs: list[Job]) -> None:
+        """`say` a note that holds only while `jobs` run: once they are all done (their images are in the cell),
+        the note is removed (rich outputs; a text line cannot be taken back)."""
+        if not self.host.rich():
+            return self.say(text)
+        handle = display(C.message_bundle(text), raw=True, display_id=True)
+        left = {id(job) for job in jobs}
+        lock = threading.Lock()
+
+        def finished(job: Job) -> None:
+            with lock:
+                left.discard(id(job))
+                if left:
+                    return
+            handle.update({"text/plain": ""}, raw=True)  # the note no longer applies
+        for job in jobs:
+            job.add_done_callback(finished)
 
     def show_finished(self, job: Job, embed: str, note: str = "") -> None:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""
