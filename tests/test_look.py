@@ -116,8 +116,12 @@ def test_a_request_keeps_one_display_id_that_a_later_view_of_it_shares(ip, sim):
     card_id = first.display_ids(created=True)[0]
     assert card_id == f"imagen4-{job.local_id}" and first.display_ids(created=True)[1] == f"{card_id}-image-0"
     ip.imagen4.session.client.wait_sent(job, 10)
+    deadline = time.monotonic() + 5
+    while job.task_id not in ip.imagen4.session.jobs and time.monotonic() < deadline:  # adopted by the session
+        time.sleep(0.01)
+    assert not job.done(), (job.status, job.error)
     again = run(ip, f"%imagen4 show {job.task_id}")  # a second view of the running task: the same display id
-    assert again.display_ids(created=True)[0] == card_id
+    assert again.display_ids(created=True)[:1] == [card_id], (again.outputs, again.text)
     job.wait(20)
     # the history keeps the local id with the task id, so a view opened from the history (resume) finds it too
     assert ip.imagen4.session.history.get(job.task_id).local_id == job.local_id
