@@ -330,7 +330,7 @@ def test_panel_in_light_and_dark_at_1400_and_800(lab, chromium):
         page.locator(".imagen4-viewer img").wait_for()
         assert page.locator(".imagen4-tile.imagen4-selected").count() == 1
         captions = page.locator(".imagen4-caption").all_inner_texts()
-        assert sorted(captions) == ["16:9 · seed 11 · 1/2", "16:9 · seed 11 · 2/2"], captions
+        assert sorted(captions) == ["standard · 16:9 · seed 11 · 1/2", "standard · 16:9 · seed 11 · 2/2"], captions
         results = {}
         for theme in ("JupyterLab Light", "JupyterLab Dark"):
             if theme != "JupyterLab Light":

@@ -82,7 +82,7 @@ def test_table_thumbnails_keep_their_ratio(tmp_path):
     Image.new("RGB", (900, 1600), "blue").save(tall)
     html = C.thumbs_html([wide, tall], ["w", "t"])
     assert html.count("<img ") == 2 and html.count("width:auto;height:auto") == 2
-    assert "object-fit" not in html and "max-width:25px;max-height:25px" in html
+    assert "object-fit" not in html and "max-width:24px;max-height:24px" in html
 
 
 def test_unreplaced_placeholders_are_named_and_plain_ones_are_not():

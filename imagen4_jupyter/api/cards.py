@@ -110,31 +110,44 @@ def clip_line(text: str, limit: int = 300, style: str = "") -> str:
     return (f"<div style='{CLIP};{style}' title='{esc(shorten(text, 2000))}'>{esc(shorten(text, limit))}</div>")
 
 
+# Where the output is wide enough (a container query; `<style>` holds in trusted outputs, the inline widths are
+# the narrow layout everywhere else), the task id column shows the whole id and thumbnails grow.
+WIDE_OUTPUT = 640  # px of the table's container
+THUMBS_WIDTH = "60px"  # a table's thumbnails column (narrow; WIDE_THUMBS wide)
+WIDE_THUMBS = 124
+TASK_ID_WIDTH = "84px"  # a table's task id column: its two ends in a narrow output (the whole id when wide)
+WIDE_TASK_ID = 186
+
+
 def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: str) -> str:
     """A table as wide as its output and never wider: `columns` are (header, width); the one with an empty
     width (the prompt) takes what the others leave and gives way first, its lines ending in an ellipsis. The
-    key columns keep their fixed widths, so they stay in view beside a file browser."""
+    key columns keep their fixed widths, so they stay in view beside a file browser; in an output wider than
+    WIDE_OUTPUT px the task id column shows the whole id and the thumbnails are larger."""
     cell = (f"text-align:left;vertical-align:top;padding:3px 4px;color:{FG};overflow:hidden;"
             "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
-    cols = "".join(f"<col style='width:{w}'/>" if w else "<col/>" for _h, w in columns)
+    kinds = {"task id": "imagen4-col-tid", "images": "imagen4-col-images"}
+    cols = "".join(f"<col class='{kinds.get(h, '')}' style='width:{w}'/>" if w else "<col/>" for h, w in columns)
     head = "".join(f"<th style='{cell};font-weight:600;white-space:nowrap;text-overflow:ellipsis'>{esc(h)}</th>"
                    for h, _w in columns)
     body = "".join("<tr>" + "".join(f"<td style='{cell}'>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return (f"<table class='{css_class}' style='border-collapse:collapse;table-layout:fixed;width:100%;"
-            f"font-size:12px;margin-top:4px'><colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>")
-
-
-THUMBS_WIDTH = "60px"  # a table's thumbnails column
-TASK_ID_WIDTH = "max(84px,18%)"  # a table's task id column: the whole id in a wide output, its ends in a narrow one
+    t = f"table.{css_class}"
+    wide = (f"<style>.imagen4-fit{{container-type:inline-size}}@container (min-width:{WIDE_OUTPUT}px){{"
+            f"{t} col.imagen4-col-tid{{width:{WIDE_TASK_ID}px!important}}"
+            f"{t} col.imagen4-col-images{{width:{WIDE_THUMBS}px!important}}"
+            f"{t} img.imagen4-small{{max-width:56px!important;max-height:56px!important}}"
+            f"{t} img.imagen4-small:only-child{{max-width:110px!important;max-height:110px!important}}}}</style>")
+    return (f"{wide}<div class='imagen4-fit'><table class='{css_class}' style='border-collapse:collapse;"
+            "table-layout:fixed;width:100%;font-size:12px;margin-top:4px'>"
+            f"<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def thumbs_html(paths: list[Any], alts: list[str] | None = None) -> str:
-    """A row's thumbnails in a THUMBS_WIDTH column: one at 52 px, more as a 2×2 grid of 25 px; each whole, at its
+    """A row's thumbnails in a THUMBS_WIDTH column: one at 50 px, more as a 2×2 grid of 24 px; each whole, at its
     ratio."""
-    side = 52 if len(paths) <= 1 else 25
+    side = 50 if len(paths) <= 1 else 24
     alts = alts or [""] * len(paths)
-    return "".join(thumb_html(p, side, alt) for p, alt in zip(paths[:4], alts, strict=False))
+    return "".join(thumb_html(p, 120, alt, shown=side) for p, alt in zip(paths[:4], alts, strict=False))
 
 
 def plural(n: int, word: str) -> str:
@@ -302,12 +315,15 @@ def message_bundle(text: str, kind: str = "info") -> dict[str, str]:
 
 
 # -- thumbnails and rich reprs of Job and Result ---------------------------------------------
-def thumb_html(path: Any, side: int = 72, alt: str = "") -> str:
-    """An inline <img> of a small preview (cached, see `thumbnail`); its alt text is `alt`, else the file's name."""
+def thumb_html(path: Any, side: int = 72, alt: str = "", shown: int | None = None) -> str:
+    """An inline <img> of a small preview (cached, see `thumbnail`) of `side` px, shown at most `shown` px (its
+    ratio kept); its alt text is `alt`, else the file's name."""
+    shown = shown or side
     try:
         data, mime = thumbnail(path, side)
-        return (f"<img src='data:{mime};base64,{base64.b64encode(data).decode()}' "
-                f"style='max-width:{side}px;max-height:{side}px;width:auto;height:auto;margin:1px;vertical-align:top' "
+        return (f"<img class='imagen4-small' src='data:{mime};base64,{base64.b64encode(data).decode()}' "
+                f"style='max-width:{shown}px;max-height:{shown}px;width:auto;height:auto;margin:1px;"
+                "vertical-align:top' "
                 f"alt='{esc(alt or Path(path).name)}'/>")
     except Exception:
         return f"<span style='color:{FG2}'>(missing)</span>"

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from ..api.cards import (
     CLIP,
     FG,
-    FG2,
     TASK_ID_WIDTH,
     THUMBS_WIDTH,
     clip_line,
@@ -132,7 +131,7 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
 # The history table's columns (header, width): the task (its date, prompt, parameters and any error, a line
 # each) takes what the others leave and gives way first; state, credits, task id and thumbnails keep their widths,
 # so they stay in view in an output about 370 px wide (an 800 px window with the file browser open).
-COLUMNS = [("task", ""), ("state", "64px"), ("credits", "58px"), ("task id", TASK_ID_WIDTH), ("images", THUMBS_WIDTH)]
+COLUMNS = [("task", ""), ("state", "72px"), ("credits", "58px"), ("task id", TASK_ID_WIDTH), ("images", THUMBS_WIDTH)]
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
@@ -161,8 +160,8 @@ def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails
         sim = e.task_id in simulated
         mark = "<br/><span class='imagen4-simulated' style='font-style:italic'>simulated</span>" if sim else ""
         tip = "measured" if cost and cost[1] else "an estimate (the price list)" if cost else ""
-        what = (f"<div style='{CLIP};color:{FG2}'>{when_html(e.submitted_at)}</div>" + clip_line(prompt, 200)
-                + clip_line(params_text(req), style=f"color:{FG2}")
+        what = (f"<div style='{CLIP};font-size:11px'>{when_html(e.submitted_at)}</div>" + clip_line(prompt, 200)
+                + clip_line(params_text(req), style="font-size:11px")
                 + (clip_line(f"{e.state}: {message}", style=f"color:{FG}") if message else ""))
         rows.append([what, f"<span style='overflow-wrap:anywhere'>{esc(state)}</span>{mark}",
                      f"<span title='{tip}' style='white-space:nowrap'>{esc(credits)}</span>",

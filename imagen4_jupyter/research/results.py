@@ -11,7 +11,6 @@ from ..api import errors as E
 from ..api.cards import (
     BLUE,
     FG,
-    FG2,
     GREEN,
     RED,
     TASK_ID_WIDTH,
@@ -328,7 +327,7 @@ class BatchResult:
             dot = (f"<span style='display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:5px;"
                    f"background:{colour}'></span>")
             why = _error_text(item.error) or item.note or ""
-            what = (clip_line(req.prompt, 200) + clip_line(" · ".join(params), style=f"color:{FG2}")
+            what = (clip_line(req.prompt, 200) + clip_line(" · ".join(params), style="font-size:11px")
                     + (clip_line(why) if why else ""))
             rows.append([str(item.index), what, f"{dot}<span style='overflow-wrap:anywhere'>{esc(state)}</span>",
                          task_id_html(item.task_id), thumbs_html([im.path for im in item.images[:4]])])
