@@ -80,7 +80,8 @@ TASK_IDS_JS = """(sel) => Array.from(document.querySelectorAll(sel + ' .imagen4-
   const tail = t.lastElementChild.getBoundingClientRect(), box = t.getBoundingClientRect();
   const cell = t.closest('td, .imagen4-task-line') || t.parentElement;
   const c = cell.getBoundingClientRect();
-  return {title: t.title, text: t.textContent, lines: t.getClientRects().length, height: box.height,
+  return {title: t.title, text: t.textContent, height: box.height,
+          lines: new Set(Array.from(t.getClientRects()).map(r => Math.round(r.top))).size,
           tailIn: tail.width > 0 && tail.right <= c.right + 1, headWidth: t.firstElementChild.clientWidth,
           cut: t.firstElementChild.scrollWidth > t.firstElementChild.clientWidth + 1};
 })"""
@@ -96,7 +97,8 @@ IMAGES_JS = """(sel) => Array.from(document.querySelectorAll(sel)).filter(i => i
 
 # The dates of the history table: each on one line
 DATES_JS = """() => Array.from(document.querySelectorAll('.imagen4-history .imagen4-when'))
-  .map(s => ({text: s.textContent, lines: s.getClientRects().length, height: s.getBoundingClientRect().height}))"""
+  .map(s => ({text: s.textContent, height: s.getBoundingClientRect().height,
+              lines: new Set(Array.from(s.getClientRects()).map(r => Math.round(r.top))).size}))"""
 
 # Animations still running inside outputs (a card that turns)
 RUNNING_JS = """() => document.getAnimations().filter(a => a.playState === 'running' && a.effect && a.effect.target
