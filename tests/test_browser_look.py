@@ -77,10 +77,12 @@ KEY_COLUMNS_JS = """([sel, keys]) => {
 
 # Task ids: never broken over two lines, their end always in view, the whole id in the title and the text
 TASK_IDS_JS = """(sel) => Array.from(document.querySelectorAll(sel + ' .imagen4-tid')).map(t => {
-  const tail = t.lastElementChild.getBoundingClientRect(), box = t.getBoundingClientRect();
+  const range = document.createRange();
+  range.selectNodeContents(t.lastChild);  // the id's end: a text node after the head that gives way
+  const tail = range.getBoundingClientRect(), box = t.getBoundingClientRect();
   const cell = t.closest('td, .imagen4-task-line') || t.parentElement;
   const c = cell.getBoundingClientRect();
-  return {title: t.title, text: t.textContent, height: box.height,
+  return {title: t.title, text: t.textContent, inner: t.innerText, height: box.height,
           lines: new Set(Array.from(t.getClientRects()).map(r => Math.round(r.top))).size,
           tailIn: tail.width > 0 && tail.right <= c.right + 1, headWidth: t.firstElementChild.clientWidth,
           cut: t.firstElementChild.scrollWidth > t.firstElementChild.clientWidth + 1};
@@ -207,6 +209,7 @@ def test_tables_panel_and_gallery_fit_in_light_and_dark_at_1400_and_800_with_the
                         assert ids, (name, sel)
                         for t in ids:
                             assert t["text"] == t["title"] and t["title"].startswith("task_"), (name, sel, t)
+                            assert t["inner"] == t["title"], (name, sel, t)  # what a copy takes: the whole id
                             assert t["lines"] == 1 and t["height"] < 24 and t["tailIn"], (name, sel, t)
                             assert t["headWidth"] >= 20, (name, sel, t)  # more than a sliver of its start
                             if width == 1400 and sel != ".imagen4-tasks":

@@ -85,9 +85,11 @@ def task_id_html(task_id: str | None, tail: int = 6) -> str:
     if not task_id:
         return ""
     head, end = (task_id[:-tail], task_id[-tail:]) if len(task_id) > tail + 3 else (task_id, "")
-    return (f"<span class='imagen4-tid' title='{esc(task_id)}' style='display:inline-flex;max-width:100%;"
-            f"vertical-align:bottom;{TID_STYLE}'><span style='{CLIP};flex:0 1 auto'>{esc(head)}</span>"
-            f"<span style='flex:none;white-space:nowrap'>{esc(end)}</span></span>")
+    # inline boxes only (no flex): a copy, and innerText, give the id on one line, whole
+    return (f"<span class='imagen4-tid' title='{esc(task_id)}' style='display:inline-block;max-width:100%;"
+            f"white-space:nowrap;vertical-align:bottom;{TID_STYLE}'><span style='display:inline-block;"
+            f"max-width:calc(100% - {len(end) + 0.2}ch);overflow:hidden;text-overflow:ellipsis;white-space:nowrap;"
+            f"vertical-align:bottom'>{esc(head)}</span>{esc(end)}</span>")
 
 
 def short_when(ts: float | None) -> str:
