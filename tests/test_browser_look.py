@@ -85,7 +85,7 @@ TASK_IDS_JS = """(sel) => Array.from(document.querySelectorAll(sel + ' .imagen4-
   return {title: t.title, text: t.textContent, inner: t.innerText, height: box.height,
           lines: new Set(Array.from(t.getClientRects()).map(r => Math.round(r.top))).size,
           tailIn: tail.width > 0 && tail.right <= c.right + 1, headWidth: t.firstElementChild.clientWidth,
-          cut: t.firstElementChild.scrollWidth > t.firstElementChild.clientWidth + 1};
+          cut: t.firstElementChild.scrollWidth > t.firstElementChild.clientWidth};
 })"""
 
 # Images shown whole: each <img>'s box has the ratio of its pixels, or object-fit contain draws it whole inside
@@ -201,6 +201,15 @@ def test_tables_panel_and_gallery_fit_in_light_and_dark_at_1400_and_800_with_the
                     if files:
                         assert any(c[0] for c in clipped), (name, clipped)  # a long prompt is cut at 800 px
                     dates = page.evaluate(DATES_JS)
+                    cut_dates = page.evaluate("() => Array.from(document.querySelectorAll('.imagen4-history "
+                                              ".imagen4-when')).filter(s => s.parentElement.scrollWidth > "
+                                              "s.parentElement.clientWidth).length")
+                    assert cut_dates == 0, name  # a date is never cut short, even where the prompt gives way
+                    cut_heads = page.evaluate("() => Array.from(document.querySelectorAll('.imagen4-history th, "
+                                              ".imagen4-batch-table th')).filter(h => h.textContent !== 'task' && "
+                                              "h.textContent !== 'prompt' && h.scrollWidth > h.clientWidth)"
+                                              ".map(h => h.textContent)")
+                    assert cut_heads == [], (name, cut_heads)  # the key columns' headers read whole
                     assert len(dates) == history["rows"], (name, dates)
                     for d in dates:
                         assert d["lines"] == 1 and d["height"] < 24, (name, d)

@@ -88,7 +88,7 @@ def task_id_html(task_id: str | None, tail: int = 6) -> str:
     # inline boxes only (no flex): a copy, and innerText, give the id on one line, whole
     return (f"<span class='imagen4-tid' title='{esc(task_id)}' style='display:inline-block;max-width:100%;"
             f"white-space:nowrap;vertical-align:bottom;{TID_STYLE}'><span style='display:inline-block;"
-            f"max-width:calc(100% - {len(end) + 0.2}ch);overflow:hidden;text-overflow:ellipsis;white-space:nowrap;"
+            f"max-width:calc(100% - {len(end)}ch);overflow:hidden;text-overflow:ellipsis;white-space:nowrap;"
             f"vertical-align:bottom'>{esc(head)}</span>{esc(end)}</span>")
 
 
@@ -130,8 +130,8 @@ def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: 
             "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
     kinds = {"task id": "imagen4-col-tid", "images": "imagen4-col-images"}
     cols = "".join(f"<col class='{kinds.get(h, '')}' style='width:{w}'/>" if w else "<col/>" for h, w in columns)
-    head = "".join(f"<th style='{cell};font-weight:600;white-space:nowrap;text-overflow:ellipsis'>{esc(h)}</th>"
-                   for h, _w in columns)
+    th = f"{cell};font-weight:600;font-size:11px;white-space:nowrap;text-overflow:ellipsis"
+    head = "".join(f"<th style='{th}'>{esc(h)}</th>" for h, _w in columns)
     body = "".join("<tr>" + "".join(f"<td style='{cell}'>{c}</td>" for c in row) + "</tr>" for row in rows)
     t = f"table.{css_class}"
     wide = (f"<style>.imagen4-fit{{container-type:inline-size}}@container (min-width:{WIDE_OUTPUT}px){{"

@@ -131,7 +131,7 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
 # The history table's columns (header, width): the task (its date, prompt, parameters and any error, a line
 # each) takes what the others leave and gives way first; state, credits, task id and thumbnails keep their widths,
 # so they stay in view in an output about 370 px wide (an 800 px window with the file browser open).
-COLUMNS = [("task", ""), ("state", "72px"), ("credits", "58px"), ("task id", TASK_ID_WIDTH), ("images", THUMBS_WIDTH)]
+COLUMNS = [("task", ""), ("state", "68px"), ("credits", "54px"), ("task id", TASK_ID_WIDTH), ("images", THUMBS_WIDTH)]
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
