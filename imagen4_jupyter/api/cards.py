@@ -116,7 +116,7 @@ def clip_line(text: str, limit: int = 300, style: str = "") -> str:
 # the narrow layout everywhere else), the task id column shows the whole id and thumbnails grow.
 WIDE_OUTPUT = 640  # px of the table's container
 THUMBS_WIDTH = "60px"  # a table's thumbnails column (narrow; WIDE_THUMBS wide)
-WIDE_THUMBS = 124
+WIDE_THUMBS = 84
 TASK_ID_WIDTH = "84px"  # a table's task id column: its two ends in a narrow output (the whole id when wide)
 WIDE_TASK_ID = 186
 
@@ -137,8 +137,8 @@ def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: 
     wide = (f"<style>.imagen4-fit{{container-type:inline-size}}@container (min-width:{WIDE_OUTPUT}px){{"
             f"{t} col.imagen4-col-tid{{width:{WIDE_TASK_ID}px!important}}"
             f"{t} col.imagen4-col-images{{width:{WIDE_THUMBS}px!important}}"
-            f"{t} img.imagen4-small{{max-width:56px!important;max-height:56px!important}}"
-            f"{t} img.imagen4-small:only-child{{max-width:110px!important;max-height:110px!important}}}}</style>")
+            f"{t} img.imagen4-small{{max-width:36px!important;max-height:36px!important}}"
+            f"{t} img.imagen4-small:only-child{{max-width:72px!important;max-height:72px!important}}}}</style>")
     return (f"{wide}<div class='imagen4-fit'><table class='{css_class}' style='border-collapse:collapse;"
             "table-layout:fixed;width:100%;font-size:12px;margin-top:4px'>"
             f"<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
@@ -149,7 +149,7 @@ def thumbs_html(paths: list[Any], alts: list[str] | None = None) -> str:
     ratio."""
     side = 50 if len(paths) <= 1 else 24
     alts = alts or [""] * len(paths)
-    return "".join(thumb_html(p, 120, alt, shown=side) for p, alt in zip(paths[:4], alts, strict=False))
+    return "".join(thumb_html(p, 72, alt, shown=side) for p, alt in zip(paths[:4], alts, strict=False))
 
 
 def plural(n: int, word: str) -> str:
