@@ -249,7 +249,8 @@ def run_headless(args: argparse.Namespace) -> int:
         _say(f"The partly executed notebook was saved to {_display_path(out_nb)}.")
         return 1
     _say("")
-    _say(f"Open it:            {_jupyter_command()} lab {_display_path(out_nb)}")
+    root = " --allow-root" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""  # Jupyter refuses root without it
+    _say(f"Open it:            {_jupyter_command()} lab{root} {_display_path(out_nb)}")
     _say("Interactive, wired to a simulator:  ./scripts/demo --lab")
     return 0
 

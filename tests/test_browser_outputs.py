@@ -116,9 +116,9 @@ def test_cell_outputs_in_light_and_dark_at_1400_and_800(lab):
             widths = page.evaluate("""() => {
               const row = document.querySelector('.imagen4-history tbody tr');
               const cells = Array.from(row.children);
-              return {prompt: cells[1].getBoundingClientRect().width, id: cells[5].getBoundingClientRect().width,
-                      align: cells.map(c => getComputedStyle(c).textAlign), credits: cells[4].innerText,
-                      font: getComputedStyle(cells[5].querySelector('code')).fontFamily};
+              return {prompt: cells[0].getBoundingClientRect().width, id: cells[3].getBoundingClientRect().width,
+                      align: cells.map(c => getComputedStyle(c).textAlign), credits: cells[2].innerText,
+                      font: getComputedStyle(cells[3].querySelector('.imagen4-tid')).fontFamily};
             }""")
             assert widths["prompt"] > 2 * widths["id"], widths
             assert widths["credits"].strip().lstrip("~").isdigit(), widths  # what the task cost (~: an estimate)
@@ -146,7 +146,7 @@ def test_cell_outputs_in_light_and_dark_at_1400_and_800(lab):
                         .children).map(c => { const r = c.getBoundingClientRect();
                           return [r.left, r.right, c.scrollWidth <= c.clientWidth + 1]; })""")
                     spans = [c[1] - c[0] for c in cells]
-                    assert spans[1] >= 118 and spans[1] == max(spans), (name, cells)  # the prompt is widest
+                    assert spans[0] >= 118 and spans[0] == max(spans), (name, cells)  # the prompt is widest
                     assert all(c[2] for c in cells), (name, cells)  # no cell's text runs over its neighbour
                     wrap = table.bounding_box()
                     assert page.locator(".imagen4-history").bounding_box()["width"] <= wrap["width"] + 1, name

@@ -234,7 +234,7 @@ def test_panel_in_jupyterlab(lab, chromium):
         box = panel.bounding_box()
         clip = {"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": box["height"] + 16}
         page.screenshot(path=str(ARTIFACTS / "lab-panel-history-dark.png"), clip=clip)
-        low = page.evaluate(CONTRAST_JS, [".imagen4-history-table td", ".imagen4-task-info code",
+        low = page.evaluate(CONTRAST_JS, [".imagen4-history-table td", ".imagen4-task-info .imagen4-tid",
                                           ".imagen4-tasks-head", ".imagen4-count", ".imagen4-history-pick select"])
         page.locator(".imagen4-tabs .lm-TabBar-tab", has_text="Gallery").click()
         time.sleep(0.3)
@@ -330,7 +330,7 @@ def test_panel_in_light_and_dark_at_1400_and_800(lab, chromium):
         page.locator(".imagen4-viewer img").wait_for()
         assert page.locator(".imagen4-tile.imagen4-selected").count() == 1
         captions = page.locator(".imagen4-caption").all_inner_texts()
-        assert sorted(captions) == ["16:9 · seed 11 · 1/2", "16:9 · seed 11 · 2/2"], captions
+        assert sorted(captions) == ["standard · 16:9 · seed 11 · 1/2", "standard · 16:9 · seed 11 · 2/2"], captions
         results = {}
         for theme in ("JupyterLab Light", "JupyterLab Dark"):
             if theme != "JupyterLab Light":

@@ -687,9 +687,12 @@ def test_loading_is_quick_and_imports_no_widgets(tmp_path):
     line = [x for x in out.stdout.splitlines() if x.startswith("ms ")][0].split()
     assert float(line[1]) < 1000 and line[2:] == ["False", "False"], out.stdout
     assert f"from {Path(M.__file__).resolve().parents[1] / '__init__.py'}" in out.stdout
-    assert "imagen4: Apikley at http://127.0.0.1:9 (from APIKLEY_BASE_URL; a simulator or not: not asked yet) · " \
-        "key set (from APIKLEY_API_KEY) · " \
-        f"history: {tmp_path.resolve() / '.imagen4' / 'history.jsonl'}" in out.stdout, out.stdout
+    # one part a line when they do not fit 100 characters together, broken at word boundaries only
+    assert "imagen4: Apikley at http://127.0.0.1:9 (from APIKLEY_BASE_URL; a simulator or not: not asked yet)\n" \
+        "  key set (from APIKLEY_API_KEY)\n" \
+        f"  history: {tmp_path.resolve() / '.imagen4' / 'history.jsonl'}" in out.stdout, out.stdout
+    said = out.stdout.split("\nms ")[0].splitlines()
+    assert all(len(ln) <= 100 or " " not in ln.strip() for ln in said), said
     assert KEY not in out.stdout
 
 
@@ -721,7 +724,8 @@ def test_history_goes_beside_the_detected_notebook(sim, tmp_path, monkeypatch, h
     try:
         with capture_output() as cap:
             M.load(shell)
-        assert f"{tmp_path / 'sub' / '.imagen4' / 'story.jsonl'} (notebook found through {how})" in cap.stdout
+        said = " ".join(cap.stdout.split())  # the line breaks at word boundaries where it passes 100 characters
+        assert f"{tmp_path / 'sub' / '.imagen4' / 'story.jsonl'} (notebook found through {how})" in said
     finally:
         shell.user_ns.pop("__vsc_ipynb_file__", None)
         M.unload(shell)

@@ -15,7 +15,7 @@ from imagen4_jupyter import read_provenance
 from imagen4_jupyter.api.request import MAX_PROMPT, GenerationRequest
 from imagen4_jupyter.notebook.outputs import history_bundle
 from imagen4_jupyter.notebook.panel import DEBOUNCE, Panel, cell_code, code_problem
-from imagen4_jupyter.notebook.panel.gallery import COVER
+from imagen4_jupyter.notebook.panel.gallery import THUMB_SCALE
 from imagen4_jupyter.records.history import History
 from imagen4_jupyter.records.session import Session
 
@@ -103,7 +103,7 @@ def test_generate_two_images_16_9_gallery_and_history(panel, session, sim):
         thumb = card.children[0].children[0]
         assert "imagen4-thumb" in thumb._dom_classes and thumb.value[:4] == b"\x89PNG"
         # the store's one thumbnail cache made it (a file beside the image), not a cache of the panel's own
-        side = round(panel.gallery.thumb_size * COVER)
+        side = round(panel.gallery.thumb_size * THUMB_SCALE)
         assert (Path(image.path).parent / ".thumbs" / f"{image.sha256}-{side}").is_file()
     wait_for(lambda: "done" in panel.tasks.text(), what="task row done")
     assert job.task_id in panel.tasks.text()
@@ -207,9 +207,14 @@ def test_model_chooser_sends_the_model(panel, sim):
     panel.num.value = "3"
     panel.model.value = "ultra"
     assert panel.num.value == "1"  # ultra makes one image
+    # the counts ultra cannot take look disabled and say why on hover; picking one changes nothing
+    assert "imagen4-max-1" in panel.num._dom_classes
+    assert panel.num.tooltips[1:] == ("ultra makes at most 1 image a task",) * 3
     panel.num.value = "2"
-    assert panel.generate.disabled and "ultra" in panel.reason.value.lower()
-    panel.num.value = "1"
+    assert panel.num.value == "1" and not panel.generate.disabled
+    panel.model.value = "fast"
+    assert "imagen4-max-1" not in panel.num._dom_classes and panel.num.tooltips[3] == "4 images"
+    panel.model.value = "ultra"
     rec = panel.submit(wait=True)
     assert rec["request"].model == "google/imagen4-ultra"
     (body,) = [json.loads(r.body) for r in sim.requests if r.endpoint == "createTask"]

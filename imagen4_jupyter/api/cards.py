@@ -41,8 +41,14 @@ LINE_STYLE = (f"color:{FG2};display:inline-block;max-width:100%;overflow:hidden;
 # wrapping row. Without this style (an untrusted notebook), they stack at that width.
 _AREA = ".jp-OutputArea:has(>.jp-OutputArea-child .imagen4-card)"
 _IMAGE = ".jp-OutputArea-child:has(.jp-RenderedImage)"
+# A live card animates only for LIVE_SECONDS after its last update (each update draws it anew): a card nobody
+# updates any more (kernel restarted, page reloaded, notebook saved) stops turning by itself, and its "stopped
+# changing?" line (hidden while the card is fresh; shown where styles are dropped) says what to run.
+LIVE_SECONDS = 8
 CELL_CSS = (
     "<style>@keyframes imagen4-spin{to{transform:rotate(360deg)}}"
+    "@keyframes imagen4-fresh{from,to{visibility:hidden;display:none}}"
+    "@keyframes imagen4-still{to{border-right-color:var(--imagen4-ring)}}"
     # the outputs flow in a wrapping row, indented as one block by the prompt's width (the empty prompts of
     # display outputs are hidden, so an image that wraps onto a new line lines up with the one above)
     f"{_AREA}{{display:flex;flex-flow:row wrap;align-items:flex-start;gap:4px 8px;"
@@ -67,6 +73,85 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
 
 
+# -- pieces of tables that fit the space they get (history, batch, panel) ----------------------------
+# A cell's text on one line, cut with an ellipsis where its column ends (the whole text on hover).
+CLIP = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap;min-width:0"
+TID_STYLE = "font-family:var(--jp-code-font-family,monospace);font-size:11px;color:inherit"
+
+
+def task_id_html(task_id: str | None, tail: int = 6) -> str:
+    """A task id that never breaks mid-token: where it does not fit, its middle gives way to an ellipsis
+    (`task_goo…087861`). The whole id is its title (hover) and its text (a copy takes all of it)."""
+    if not task_id:
+        return ""
+    head, end = (task_id[:-tail], task_id[-tail:]) if len(task_id) > tail + 3 else (task_id, "")
+    # inline boxes only (no flex): a copy, and innerText, give the id on one line, whole
+    return (f"<span class='imagen4-tid' title='{esc(task_id)}' style='display:inline-block;max-width:100%;"
+            f"white-space:nowrap;vertical-align:bottom;{TID_STYLE}'><span style='display:inline-block;"
+            f"max-width:calc(100% - {len(end)}ch);overflow:hidden;text-overflow:ellipsis;white-space:nowrap;"
+            f"vertical-align:bottom'>{esc(head)}</span>{esc(end)}</span>")
+
+
+def short_when(ts: float | None) -> str:
+    """`6 Dec 21:40` this year, `6 Dec 2025` before: a date that fits a narrow column."""
+    if not ts:
+        return "?"
+    at = time.localtime(ts)
+    day = f"{at.tm_mday} {time.strftime('%b', at)}"
+    return f"{day} {time.strftime('%H:%M', at)}" if at.tm_year == time.localtime().tm_year else f"{day} {at.tm_year}"
+
+
+def when_html(ts: float | None) -> str:
+    """A date on one line that never wraps (`6 Dec 21:40`); the whole date and time on hover."""
+    return (f"<span class='imagen4-when' title='{esc(when(ts))}' style='white-space:nowrap'>"
+            f"{esc(short_when(ts))}</span>")
+
+
+def clip_line(text: str, limit: int = 300, style: str = "") -> str:
+    """`text` on one line that ends in an ellipsis where the width ends; the whole text on hover."""
+    return (f"<div style='{CLIP};{style}' title='{esc(shorten(text, 2000))}'>{esc(shorten(text, limit))}</div>")
+
+
+# Where the output is wide enough (a container query; `<style>` holds in trusted outputs, the inline widths are
+# the narrow layout everywhere else), the task id column shows the whole id and thumbnails grow.
+WIDE_OUTPUT = 640  # px of the table's container
+THUMBS_WIDTH = "60px"  # a table's thumbnails column (narrow; WIDE_THUMBS wide)
+WIDE_THUMBS = 84
+TASK_ID_WIDTH = "84px"  # a table's task id column: its two ends in a narrow output (the whole id when wide)
+WIDE_TASK_ID = 186
+
+
+def fit_table(columns: list[tuple[str, str]], rows: list[list[str]], css_class: str) -> str:
+    """A table as wide as its output and never wider: `columns` are (header, width); the one with an empty
+    width (the prompt) takes what the others leave and gives way first, its lines ending in an ellipsis. The
+    key columns keep their fixed widths, so they stay in view beside a file browser; in an output wider than
+    WIDE_OUTPUT px the task id column shows the whole id and the thumbnails are larger."""
+    cell = (f"text-align:left;vertical-align:top;padding:3px 4px;color:{FG};overflow:hidden;"
+            "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
+    kinds = {"task id": "imagen4-col-tid", "images": "imagen4-col-images"}
+    cols = "".join(f"<col class='{kinds.get(h, '')}' style='width:{w}'/>" if w else "<col/>" for h, w in columns)
+    th = f"{cell};font-weight:600;font-size:11px;white-space:nowrap;text-overflow:ellipsis"
+    head = "".join(f"<th style='{th}'>{esc(h)}</th>" for h, _w in columns)
+    body = "".join("<tr>" + "".join(f"<td style='{cell}'>{c}</td>" for c in row) + "</tr>" for row in rows)
+    t = f"table.{css_class}"
+    wide = (f"<style>.imagen4-fit{{container-type:inline-size}}@container (min-width:{WIDE_OUTPUT}px){{"
+            f"{t} col.imagen4-col-tid{{width:{WIDE_TASK_ID}px!important}}"
+            f"{t} col.imagen4-col-images{{width:{WIDE_THUMBS}px!important}}"
+            f"{t} img.imagen4-small{{max-width:36px!important;max-height:36px!important}}"
+            f"{t} img.imagen4-small:only-child{{max-width:72px!important;max-height:72px!important}}}}</style>")
+    return (f"{wide}<div class='imagen4-fit'><table class='{css_class}' style='border-collapse:collapse;"
+            "table-layout:fixed;width:100%;font-size:12px;margin-top:4px'>"
+            f"<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def thumbs_html(paths: list[Any], alts: list[str] | None = None) -> str:
+    """A row's thumbnails in a THUMBS_WIDTH column: one at 50 px, more as a 2×2 grid of 24 px; each whole, at its
+    ratio."""
+    side = 50 if len(paths) <= 1 else 24
+    alts = alts or [""] * len(paths)
+    return "".join(thumb_html(p, 72, alt, shown=side) for p, alt in zip(paths[:4], alts, strict=False))
+
+
 def plural(n: int, word: str) -> str:
     """`1 task`, `2 tasks`."""
     return f"{n} {word}{'' if n == 1 else 's'}"
@@ -85,16 +170,14 @@ def shown_path(path: Any, base: Any = None) -> str:
 
 
 def params_text(request: Any) -> str:
-    """`16:9 · 2 images · seed 7` for a GenerationRequest or its dict; `ultra · ` first for another model than
-    the standard one."""
+    """`standard · 16:9 · 2 images · seed 7` for a GenerationRequest or its dict: every card and row names its
+    model (a dict without one is the standard model's)."""
     if request is None:
         return ""
     get = request.get if isinstance(request, dict) else (lambda k, d=None: getattr(request, k, d))
     n = int(get("num_images", 1) or 1)
     parts = [str(get("aspect_ratio", "1:1")), plural(n, "image")]
-    model = get("model")
-    if model and model != DEFAULT_MODEL:
-        parts.insert(0, short_name(model))
+    parts.insert(0, short_name(get("model") or DEFAULT_MODEL))
     if get("seed") not in (None, ""):
         parts.append(f"seed {get('seed')}")
     if get("negative_prompt"):
@@ -111,8 +194,10 @@ def mark_html(status: str, colour: str) -> str:
     """The state's small shape before its word: a turning ring while the task runs, a dot once it ended."""
     base = "display:inline-block;box-sizing:border-box;width:10px;height:10px;border-radius:50%;margin-right:6px;"
     if status in RUNNING:
+        # turns for LIVE_SECONDS, then closes into a still ring (nothing updates the card: it is not turning)
         return (f"<span class='imagen4-mark' style='{base}border:2px solid {colour};border-right-color:transparent;"
-                "animation:imagen4-spin 1s linear infinite'></span>")
+                f"--imagen4-ring:{colour};animation:imagen4-spin 1s linear {LIVE_SECONDS},"
+                f"imagen4-still 0s {LIVE_SECONDS}s forwards'></span>")
     return f"<span class='imagen4-mark' style='{base}background:{colour}'></span>"
 
 
@@ -133,9 +218,26 @@ def simulated_line(simulated: bool) -> tuple[str, str]:
                                    f"{esc(SIMULATED_NOTE.removeprefix('simulated'))}</span>")
 
 
-def _card(job: Any, status: str, body: str) -> str:
+def stale_hint(job: Any) -> tuple[str, str]:
+    """What to run when a running task's card stops changing: (now, after a kernel restart)."""
+    return (f"%imagen4 show {job.task_id}" if job.task_id else "%imagen4 wait"), "%imagen4 resume"
+
+
+def stale_line(job: Any, updated: float) -> tuple[str, str]:
+    """A running card's last line, as (text, html): when it was last updated, and what to run if it stopped
+    changing (the html hides that part while the card is fresh: see LIVE_SECONDS)."""
+    at = time.strftime("%H:%M:%S", time.localtime(updated))
+    now, restarted = stale_hint(job)
+    return (f"\nupdated {at}; if it stops changing: {now} (after a kernel restart: {restarted})",
+            f"<br/><span class='imagen4-updated' style='color:{FG2};font-size:12px'>updated {at}"
+            f"<span class='imagen4-stale' style='animation:imagen4-fresh {LIVE_SECONDS}s steps(1) 1'>; stopped "
+            f"changing? run <code>{esc(now)}</code>, or <code>{restarted}</code> after a kernel restart</span></span>")
+
+
+def _card(job: Any, status: str, body: str, updated: float | None = None) -> str:
     colour = STATE_COLOURS.get(status, GREY)
-    return (f"{CELL_CSS}<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}' "
+    stamp = f" data-updated='{round(updated * 1000)}'" if updated is not None else ""
+    return (f"{CELL_CSS}<div class='imagen4-card imagen4-{esc(status)}' data-task-id='{esc(job.task_id)}'{stamp} "
             f"style='{CARD_STYLE.format(colour=colour)}'>{body}</div>")
 
 
@@ -154,7 +256,7 @@ def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[st
         text = f"[imagen4] {title}: {job.error}" + (f" ({cost})" if cost else "")
         tid = "" if job.task_id is None or job.task_id in str(job.error) else f"task <code>{esc(job.task_id)}</code> · "
         body = (f"{mark_html(status, colour)}<b>✗ {esc(title)}</b>: {esc(job.error)}"
-                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f} s · {shown}</span>"
+                f"<br/><span style='color:{FG2}'>{tid}{job.elapsed:.1f}&nbsp;s · {shown}</span>"
                 f"<br/>{prompt_line(prompt)}")
         if job.task_id is not None and job.task_id not in text:
             text += f" (task {job.task_id})"
@@ -170,12 +272,17 @@ def card_bundle(job: Any, *, note: str = "", simulated: bool = False) -> dict[st
         turning = "generating" if label == "downloading" else status  # the ring turns until the images are in
         body = (f"{mark_html(turning, colour)}"
                 f"<b>{'✓ ' if finished else ''}{esc(label)}</b> · <code>{esc(shown_id)}</code> · "
-                f"{job.elapsed:.1f} s · {shown}<br/>{prompt_line(prompt)}")
+                f"{job.elapsed:.1f}&nbsp;s · {shown}<br/>{prompt_line(prompt)}")
     if note:
         text += f"\n{note}"
         body += f"<br/><span style='color:{FG2}'>{esc(note)}</span>"
     sim_text, sim_html = simulated_line(simulated)
-    return {"text/plain": text + sim_text, "text/html": _card(job, status, body + sim_html)}
+    text, body = text + sim_text, body + sim_html
+    updated = time.time()
+    if job.error is None and not (status == "success" and job.finished):  # still running: it may stop changing
+        stale_text, stale_html = stale_line(job, updated)
+        text, body = text + stale_text, body + stale_html
+    return {"text/plain": text, "text/html": _card(job, status, body, updated)}
 
 
 def reused_bundle(job: Any, submitted_at: float | None, origin: str | None = None, *,
@@ -210,12 +317,16 @@ def message_bundle(text: str, kind: str = "info") -> dict[str, str]:
 
 
 # -- thumbnails and rich reprs of Job and Result ---------------------------------------------
-def thumb_html(path: Any, side: int = 72, alt: str = "") -> str:
-    """An inline <img> of a small preview (cached, see `thumbnail`); its alt text is `alt`, else the file's name."""
+def thumb_html(path: Any, side: int = 72, alt: str = "", shown: int | None = None) -> str:
+    """An inline <img> of a small preview (cached, see `thumbnail`) of `side` px, shown at most `shown` px (its
+    ratio kept); its alt text is `alt`, else the file's name."""
+    shown = shown or side
     try:
         data, mime = thumbnail(path, side)
-        return (f"<img src='data:{mime};base64,{base64.b64encode(data).decode()}' "
-                f"style='max-width:{side}px;max-height:{side}px;margin:1px' alt='{esc(alt or Path(path).name)}'/>")
+        return (f"<img class='imagen4-small' src='data:{mime};base64,{base64.b64encode(data).decode()}' "
+                f"style='max-width:{shown}px;max-height:{shown}px;width:auto;height:auto;margin:1px;"
+                "vertical-align:top' "
+                f"alt='{esc(alt or Path(path).name)}'/>")
     except Exception:
         return f"<span style='color:{FG2}'>(missing)</span>"
 

@@ -75,7 +75,7 @@ class CancelledError(Imagen4Error):
 
     final_by_kind = True
     title = "Cancelled"
-    hint = "Not sent; no task was created. Run the cell again to send it."
+    hint = "Not sent; no task was created. Submit it again to send it."
 
     def __init__(self, message: str = "", **kw: Any):
         kw.setdefault("not_sent", True)

@@ -164,7 +164,7 @@ def _check_num_images(value: Any, spec: ModelSpec) -> int:
     if number > spec.max_images:
         raise InvalidRequestError(
             f"{spec.title} ({spec.short}) makes one image per task, so it cannot make {number}. For several, "
-            "give each its own seed (one cell or item per seed) or run a batch "
+            "give each its own seed (one request per seed) or run a batch "
             f"(%imagen4 batch ... -m {spec.short}, or generate_many(..., model='{spec.short}')).")
     return number
 
@@ -240,6 +240,33 @@ _NAME = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9
 
 def _environ_like(value: Any) -> bool:
     return value is os.environ or value is getattr(os, "environb", None) or isinstance(value, type(os.environ))
+
+
+_BRACED = re.compile(r"\{\{|\}\}|\{\s*[A-Za-z_][^{}]*\}")
+
+
+def unreplaced(text: str) -> list[str]:
+    """The `{…}` placeholders `interpolate` leaves as written: ones that start like a name but are not `{name}` or
+    `{name.attr}` (`{subject.upper()}`, `{subject!r}`, `{x:>5}`, `{name[0]}`, `{ x }`); JSON and code braces
+    that do not start with a name are not counted. Each is named once, in order."""
+    found: list[str] = []
+    for match in _BRACED.finditer(text):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        plain = _NAME.fullmatch(token)
+        if (plain is None or plain.group(2)) and token not in found:
+            found.append(token)
+    return found
+
+
+def unreplaced_note(text: str) -> str:
+    """One short line naming what `unreplaced` finds ('' if nothing)."""
+    left = unreplaced(text)
+    if not left:
+        return ""
+    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    return f"Left as written: {shown} (only {{name}} and {{name.attr}} are replaced)."
 
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 
 from ..api import errors as E
 from ..api.models import DEFAULT_MODEL, model_spec
-from ..api.request import GenerationRequest, interpolate
+from ..api.request import GenerationRequest, interpolate, unreplaced_note
 from .options import check_wait_out, split_body
 
 
@@ -28,6 +28,7 @@ def cell_request(host: Host, args: Any, cell: str) -> GenerationRequest:
     prompt, negative = split_body(cell)
     if negative is not None and args.negative is not None:
         raise UsageError("Give the negative prompt either below a --- line or with --negative, not both.")
+    note = unreplaced_note("\n".join(t for t in (prompt, negative) if t))
     try:
         prompt = interpolate(prompt, host.shell.user_ns)
         fields = request_fields(host, args)
@@ -36,9 +37,16 @@ def cell_request(host: Host, args: Any, cell: str) -> GenerationRequest:
         callback_url = args.callback_url
         if callback_url is not None:
             callback_url = interpolate(callback_url, host.shell.user_ns)
-        return GenerationRequest.create(prompt, callback_url=callback_url, **fields)
+        request = GenerationRequest.create(prompt, callback_url=callback_url, **fields)
     except E.InvalidRequestError as err:
         raise UsageError(str(err)) from None
+    if note:  # never dropped silently: say what stays as written (the request is still valid)
+        views = getattr(host, "views", None)
+        if views is not None:
+            views.say(note)
+        else:
+            print(f"[imagen4] {note}", flush=True)
+    return request
 
 
 def request_fields(host: Host, args: Any) -> dict[str, Any]:

@@ -86,8 +86,9 @@ class CellView:
         expected = self.job.request.num_images if self.job.request else 1
         if self.rich:
             self._last_card = self.card_bundle()
-            self.card = display(self._last_card, raw=True, display_id=True)
-            self.slots = [display(C.slot_bundle(), raw=True, display_id=True) for _ in range(expected)]
+            key = self.display_key()  # stable per request: a later view of it (resume, show) updates this one too
+            self.card = display(self._last_card, raw=True, display_id=key)
+            self.slots = [display(C.slot_bundle(), raw=True, display_id=f"{key}-image-{i}") for i in range(expected)]
         else:
             self._print_state()
         self.owner._track_view(self)
@@ -166,6 +167,20 @@ class CellView:
         for slot in self.slots[len(images) if job.error is None else 0:]:
             slot.update({"text/plain": ""}, raw=True)
         self.card.update(self.card_bundle(note="; ".join(problems + ([note] if note else []))), raw=True)
+
+    def display_key(self) -> str:
+        """The display id of this request's card (its image slots add `-image-N`): derived from the request's
+        local id (the history keeps it with the task id), else the task id, so `%imagen4 resume` after a restart,
+        or `%imagen4 show`, updates the old cell's card in place where the front-end still knows that id."""
+        job = self.job
+        local = job.local_id
+        if local is None and job.task_id:
+            try:
+                entry = self.owner.host.session.history.tasks.get(job.task_id)
+            except Exception:  # no history yet: the task id names it
+                entry = None
+            local = getattr(entry, "local_id", None)
+        return f"imagen4-{local or job.task_id or id(job)}"
 
     def card_bundle(self, note: str = "") -> dict[str, str]:
         """The job's status card; a simulated task's says so."""
@@ -353,8 +368,8 @@ class LiveViews:
             self.say(f"{why}: {len(sending)} request(s) were already on their way to the service; each one's "
                      "outcome is recorded when the answer comes, and none is sent again.")
         if ids:
-            self.say(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
-                     "images will appear here; %imagen4 wait blocks again.")
+            self.say_until(f"{why}: stopped waiting for {ids}. The task continues in the background and its "
+                           "images will appear here; %imagen4 wait blocks again.", jobs)
 
     def stop(self) -> None:
         """No more elapsed-time refreshes (the extension is unloaded); cards still change with each state."""
@@ -373,6 +388,24 @@ class LiveViews:
             display(C.message_bundle(text, kind), raw=True)
         else:
             print(f"[imagen4] {text}", file=sys.stderr if kind == "error" else sys.stdout, flush=True)
+
+    def say_until(self, text: str, jobs: list[Job]) -> None:
+        """`say` a note that holds only while `jobs` run: once they are all done (their images are in the cell),
+        the note is removed (rich outputs; a text line cannot be taken back)."""
+        if not self.host.rich():
+            return self.say(text)
+        handle = display(C.message_bundle(text), raw=True, display_id=True)
+        left = {id(job) for job in jobs}
+        lock = threading.Lock()
+
+        def finished(job: Job) -> None:
+            with lock:
+                left.discard(id(job))
+                if left:
+                    return
+            handle.update({"text/plain": ""}, raw=True)  # the note no longer applies
+        for job in jobs:
+            job.add_done_callback(finished)
 
     def show_finished(self, job: Job, embed: str, note: str = "") -> None:
         """A finished job's card (or reuse line) and its images, displayed now (kernel thread)."""

@@ -9,7 +9,24 @@ import hashlib
 import io
 from typing import TYPE_CHECKING, Any
 
-from ..api.cards import FG, esc, message_bundle, params_text, plural, shorten, shown_path, thumb_html, when
+from ..api.cards import (
+    CLIP,
+    FG,
+    TASK_ID_WIDTH,
+    THUMBS_WIDTH,
+    clip_line,
+    esc,
+    fit_table,
+    message_bundle,
+    params_text,
+    plural,
+    shorten,
+    shown_path,
+    task_id_html,
+    thumbs_html,
+    when,
+    when_html,
+)
 from ..api.request import MODEL
 from ..api.spend import cost_text
 from ..api.store import preview
@@ -111,63 +128,57 @@ def image_output(job: "Job", image: "StoredImage", embed: str = "preview",
     return ({mime: base64.b64encode(data).decode("ascii"), "text/plain": f"<image {path}>"}, metadata)
 
 
-CELL = (f"text-align:left;vertical-align:top;padding:3px 4px;color:{FG};"
-        "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
-# per column: a prompt that keeps its width (a word a line no more), a task id that may wrap anywhere
-COLUMNS = (("time", "min-width:5em"), ("prompt", "min-width:10em;width:45%"),
-           ("parameters", "min-width:6em"), ("state", "min-width:6em"), ("credits", "min-width:3em"),
-           ("task id", "min-width:5.5em"), ("images", "min-width:76px"))
-TASK_ID = "font-family:var(--jp-code-font-family,monospace);font-size:11px;word-break:break-all;color:inherit"
+# The history table's columns (header, width): the task (its date, prompt, parameters and any error, a line
+# each) takes what the others leave and gives way first; state, credits, task id and thumbnails keep their widths,
+# so they stay in view in an output about 370 px wide (an 800 px window with the file browser open).
+COLUMNS = [("task", ""), ("state", "68px"), ("credits", "54px"), ("task id", TASK_ID_WIDTH), ("images", THUMBS_WIDTH)]
 
 
 def history_bundle(entries: list["TaskEntry"], history: "History", *, thumbnails: bool = True,
                    title: str = "", base: Any = None) -> dict[str, str]:
-    """A table of history entries: time, prompt, parameters, state (`simulated` when a simulator made the task:
-    its credits were never billed), credits (`~6`: an estimate), task id, thumbnails; the text form names the
-    image files (relative to `base`, the notebook's folder, when inside it). Text columns are left-aligned, the
-    prompt is the widest and shows all of itself on hover, the task id is monospace."""
+    """A table of history entries: time, prompt (its parameters and any error below it), state (`simulated`
+    when a simulator made the task: its credits were never billed), credits (`~6`: an estimate), task id,
+    thumbnails; the text form names the image files (relative to `base`, the notebook's folder, when inside
+    it). Long text ends in an ellipsis (whole on hover); the task id gives way in its middle."""
     rows, lines = [], []
-    styles = [f"{CELL};{extra}" for _name, extra in COLUMNS]
     simulated = simulated_ids(history) if entries and history.path.exists() else set()
     for e in entries:
         req = e.request or {}
         prompt = req.get("prompt") or ""
-        state = e.state
+        state, message = e.state, ""
         if e.error is not None:
             message = str(e.error.get("message") or "")
             if "The service said:" in message:  # the service's own words say more than our hint
                 message = message.split("The service said:", 1)[1]
-            state = f"{e.state}: {shorten(message, 80)}"
+            message = " ".join(message.split())
         thumbs = ""
         if thumbnails and e.state == "success":
-            thumbs = "".join(thumb_html(im.path, alt=f"image {im.index + 1} of {e.task_id}")
-                             for im in history.stored_images(e))  # content-addressed only
+            stored = list(history.stored_images(e))  # content-addressed only
+            thumbs = thumbs_html([im.path for im in stored], [f"image {im.index + 1} of {e.task_id}" for im in stored])
         cost = entry_cost(e)
         credits = cost_text(cost, unit=False) if cost else "reused" if e.origin else ""
         sim = e.task_id in simulated
         mark = "<br/><span class='imagen4-simulated' style='font-style:italic'>simulated</span>" if sim else ""
-        cells = [esc(when(e.submitted_at)), esc(shorten(prompt, 200)), esc(params_text(req)), esc(state) + mark,
-                 esc(credits), f"<code style='{TASK_ID}'>{esc(e.task_id)}</code>", thumbs]
-        tips = ["", f" title='{esc(shorten(prompt, 2000))}'", "", "",
-                " title='measured'" if cost and cost[1] else " title='an estimate (the price list)'" if cost else "",
-                "", ""]
-        rows.append("<tr>" + "".join(f"<td style='{st}'{tip}>{c}</td>"
-                                     for st, tip, c in zip(styles, tips, cells, strict=True)) + "</tr>")
+        tip = "measured" if cost and cost[1] else "an estimate (the price list)" if cost else ""
+        what = (f"<div style='{CLIP};font-size:11px'>{when_html(e.submitted_at)}</div>" + clip_line(prompt, 200)
+                + clip_line(params_text(req), style="font-size:11px")
+                + (clip_line(f"{e.state}: {message}", style=f"color:{FG}") if message else ""))
+        rows.append([what, f"<span style='overflow-wrap:anywhere'>{esc(state)}</span>{mark}",
+                     f"<span title='{tip}' style='white-space:nowrap'>{esc(credits)}</span>",
+                     task_id_html(e.task_id), thumbs])
+        shown_state = f"{e.state}: {shorten(message, 80)}" if message else state
         paths = ", ".join(shown_path(history.resolve(im["path"]), base) for im in e.images)
-        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {state}{' (simulated)' if sim else ''}  {params_text(req)}"
-                     f"{'  ' + cost_text(cost) if cost else ''}  "
+        lines.append(f"{when(e.submitted_at)}  {e.task_id}  {shown_state}{' (simulated)' if sim else ''}  "
+                     f"{params_text(req)}{'  ' + cost_text(cost) if cost else ''}  "
                      f"{shorten(prompt, 60)!r}" + (f"  {paths}" if paths else ""))
     where = shown_path(history.path, base)
     head = title or f"{plural(len(entries), 'task')} in {where}"
     if not entries:
         return message_bundle(f"No tasks found in {where}.")
-    header = "".join(f"<th style='{st};font-weight:600'>{name}</th>"
-                     for st, (name, _extra) in zip(styles, COLUMNS, strict=True))
-    table = ("<table class='imagen4-history' style='border-collapse:collapse;table-layout:auto;font-size:12px;"
-             f"width:100%;margin-top:4px'><thead><tr>{header}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    table = fit_table(COLUMNS, rows, "imagen4-history")
     return {"text/plain": head + "\n" + "\n".join(lines),
-            "text/html": f"<div class='imagen4-history-wrap' style='color:{FG};max-width:100%;overflow-x:auto'>"
-                         f"<div>{esc(head)}</div>{table}</div>"}
+            "text/html": f"<div class='imagen4-history-wrap' style='color:{FG};max-width:100%'>"
+                         f"<div style='{CLIP}' title='{esc(head)}'>{esc(head)}</div>{table}</div>"}
 
 
 def record_bundle(record: "TaskRecord", *, simulated: bool = False) -> dict[str, str]:

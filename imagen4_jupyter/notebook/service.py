@@ -12,6 +12,7 @@ The key is never shown: lines name where it came from (`Credentials.describe_key
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -73,6 +74,24 @@ def is_simulator(session: Session) -> bool:
     return session.simulated
 
 
+LINE_WIDTH = 100  # a message's line in a notebook: longer ones break at word boundaries
+
+
+def fit_lines(parts: list[str], width: int = LINE_WIDTH, sep: str = " · ") -> str:
+    """`parts` on one line joined by `sep` when that fits `width` characters; else one part a line (the ones
+    after the first indented by two spaces), each broken at word boundaries, never mid-word."""
+    parts = [p for p in parts if p]
+    line = sep.join(parts)
+    if len(line) <= width:
+        return line
+    out = []
+    for i, part in enumerate(parts):
+        indent = "" if i == 0 else "  "
+        out.append(textwrap.fill(part, width, initial_indent=indent, subsequent_indent="    ",
+                                 break_long_words=False, break_on_hyphens=False))
+    return "\n".join(out)
+
+
 def describe_line(creds: Credentials, simulated: bool | None, where: str) -> str:
     """The line of `describe`, from its parts (so `%load_ext` can say it before any session exists). `simulated`
     None: not known yet (`%load_ext` asks nothing), said so for a base URL other than the real service's."""
@@ -95,8 +114,8 @@ def describe_line(creds: Credentials, simulated: bool | None, where: str) -> str
             service += f" [not trusted yet: %imagen4 trust {host}]" if host else f" [{reason}]"
     key = creds.describe_key() if creds.has_key else (
         "no key (set APIKLEY_API_KEY, put it in a .env beside the notebook, or run %imagen4 key)")
-    ignored = "".join(f" · ignored {path}: above the project root" for path in creds.ignored)
-    return f"imagen4: {service} · {key} · history: {where.removeprefix('imagen4 history: ')}{ignored}"
+    ignored = [f"ignored {path}: above the project root" for path in creds.ignored]
+    return fit_lines([f"imagen4: {service}", key, f"history: {where.removeprefix('imagen4 history: ')}", *ignored])
 
 
 def load_line(user_ns: dict | None, notebook: str | None, history_folder: str | None) -> tuple[str, Path]:

@@ -250,6 +250,11 @@ class Subcommands:
         session = self.host.session
         summary = spend_summary(session.history, session.spending.prices)
         where = C.shown_path(session.history.path, self.views.output_base())
+        if not session.history.entries() and not summary.reused_tasks:  # no task at all: nothing to tabulate
+            budget = session.spending.budget
+            left = "" if budget is None else f"; the kernel's budget of {budget:g} credits is untouched"
+            self.views.say(f"Nothing spent yet: no tasks in {where}{left}.")
+            return
         display(spend_bundle(summary, where, session.spending), raw=True)
 
     def panel(self, args: Any) -> None:

@@ -42,6 +42,7 @@ class TaskEntry:
     credits_measured: bool = False
     succeeded: bool = False  # only a `succeeded` event (images stored) makes a task done; `state: success` does not
     origin: str | None = None  # reused from another history of the folder: that file's name (`reused`, folder.py)
+    local_id: str | None = None  # the request's local id while it was queued (names its card's display id)
 
     @property
     def stage(self) -> Stage:

@@ -229,6 +229,7 @@ class History:
             entry.request, entry.request_key = req, ev.get("request_key")
             entry.submitted_at, entry.cell, entry.source = ev.get("time"), ev.get("cell"), ev.get("source")
             entry.credits_before = ev.get("credits_before")
+            entry.local_id = ev.get("local_id") if isinstance(ev.get("local_id"), str) else None
             cost = recorded_cost(ev.get("cost"))
             if cost is not None and not ev.get("from"):  # a reuse from another history cost this one nothing
                 entry.credits, entry.credits_measured = cost

@@ -8,7 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..api import errors as E
-from ..api.cards import BLUE, FG, GREEN, RED, esc, shorten, thumb_html
+from ..api.cards import (
+    BLUE,
+    FG,
+    GREEN,
+    RED,
+    TASK_ID_WIDTH,
+    THUMBS_WIDTH,
+    clip_line,
+    esc,
+    fit_table,
+    shorten,
+    task_id_html,
+    thumbs_html,
+)
 from ..api.job import Job, Stage
 from ..api.models import short_name
 from ..api.request import GenerationRequest
@@ -308,15 +321,10 @@ class BatchResult:
         return pd.DataFrame.from_records(records, columns=columns).set_index("index")
 
     def _repr_html_(self, max_rows: int = 200) -> str:
-        # theme colours (JupyterLab's variables), text left-aligned, the prompt widest, the task id monospace;
-        # a state's colour marks a dot before its word, never the text (readable in light and dark themes)
-        cell = (f"text-align:left;vertical-align:top;padding:3px 6px;color:{FG};"
-                "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)")
-        widths = {"prompt": "min-width:14em;width:40%", "parameters": "min-width:8em", "task id": "min-width:7em"}
-        names = ("#", "prompt", "parameters", "state", "task id", "images", "error")
-        head = ("<tr>" + "".join(f"<th style='{cell};font-weight:600;{widths.get(h, '')}'>{h}</th>" for h in names)
-                + "</tr>")
-        body = []
+        # theme colours (JupyterLab's variables); the prompt (parameters and any error or note below it) takes
+        # what the other columns leave and gives way first; state, task id and thumbnails keep their widths; a
+        # state's colour marks a dot before its word, never the text (readable in light and dark themes)
+        rows = []
         for item in self.items[:max_rows]:
             req = item.request
             params = [short_name(req.model), req.aspect_ratio, f"{req.num_images} img"]
@@ -324,20 +332,19 @@ class BatchResult:
                 params.append(f"seed {req.seed}")
             if req.negative_prompt:
                 params.append("neg: " + shorten(req.negative_prompt, 30))
-            thumbs = "".join(thumb_html(im.path, 64) for im in item.images[:4])
             state = item.label + (f" ({item.origin})" if item.origin in ("reused", "followed") else "")
             colour = TONE_COLOURS.get(item.view.tone, BLUE)
             dot = (f"<span style='display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:5px;"
                    f"background:{colour}'></span>")
-            body.append(
-                f"<tr><td style='{cell}'>{item.index}</td><td style='{cell}' title='{esc(req.prompt)}'>"
-                f"{esc(shorten(req.prompt, 80))}</td><td style='{cell}'>{esc(' · '.join(params))}</td>"
-                f"<td style='{cell};white-space:nowrap'>{dot}{esc(state)}</td><td style='{cell}'>"
-                f"<code style='font-size:11px;word-break:break-all;color:inherit'>{esc(item.task_id or '')}</code>"
-                f"</td><td style='{cell}'>{thumbs}</td>"
-                f"<td style='{cell}'>{esc(_error_text(item.error) or item.note or '')}</td></tr>")
-        more = "" if len(self.items) <= max_rows else (
-            f"<tr><td colspan=7 style='{cell}'>… {len(self.items) - max_rows} more rows (see .rows)</td></tr>")
-        return (f"<div style='color:{FG};max-width:100%;overflow-x:auto'><b>imagen4 batch</b>: {esc(self.summary())}"
-                "<table style='font-size:12px;border-collapse:collapse;table-layout:auto;width:100%'>"
-                f"{head}{''.join(body)}{more}</table></div>")
+            why = _error_text(item.error) or item.note or ""
+            what = (clip_line(req.prompt, 200) + clip_line(" · ".join(params), style="font-size:11px")
+                    + (clip_line(why) if why else ""))
+            rows.append([str(item.index), what, f"{dot}<span style='overflow-wrap:anywhere'>{esc(state)}</span>",
+                         task_id_html(item.task_id), thumbs_html([im.path for im in item.images[:4]])])
+        if len(self.items) > max_rows:
+            rows.append(["…", f"{len(self.items) - max_rows} more rows (see .rows)", "", "", ""])
+        columns = [("#", "28px"), ("prompt", ""), ("state", "84px"), ("task id", TASK_ID_WIDTH),
+                   ("images", THUMBS_WIDTH)]
+        return (f"<div class='imagen4-batch' style='color:{FG};max-width:100%'><div "
+                f"title='{esc(self.summary())}'><b>imagen4 batch</b>: {esc(self.summary())}</div>"
+                f"{fit_table(columns, rows, 'imagen4-batch-table')}</div>")

@@ -39,6 +39,9 @@ HISTORY_TAB = 1
 DEBOUNCE = 1.0  # seconds: a second click on Generate this soon, with the controls unchanged, is a double click
 
 
+KEY_RECHECK = 2.0  # seconds between looks for a key while the missing-key banner shows
+
+
 class Panel(W.VBox):
     """Explore Imagen 4 with controls; tasks, images and history are the kernel session's (shared with %%imagen4).
 
@@ -53,6 +56,7 @@ class Panel(W.VBox):
         self.session = session or get_session()
         self.submissions: list[dict] = []  # every Generate of this panel, oldest first
         self._closed = False
+        self._key_watch = False  # a look for a key is scheduled (`_watch_key`)
         self._lock = threading.Lock()
         self._submitting: set[int] = set()  # threads inside session.submit for this panel (its listener calls
         # come from there, so a job is known to be the panel's from its first row)
@@ -145,7 +149,10 @@ class Panel(W.VBox):
 
     def cost_line(self, model: str) -> tuple[str, bool]:
         """What a task of `model` would cost (`~`: an estimate until the price is measured) and what is left of
-        the kernel's budget (`%config Imagen4Magics.budget`); True when it would pass it."""
+        the kernel's budget (`%config Imagen4Magics.budget`); True when it would pass it. `reused, 0 credits` when
+        the controls' seeded settings will be taken from the history (no request sent)."""
+        if self._will_reuse():
+            return "reused, 0 credits: already in the history, nothing is sent", False
         spending = self.session.spending
         credits, measured = spending.prices.price(model)
         text = cost_text((credits, measured))
@@ -157,6 +164,16 @@ class Panel(W.VBox):
                  + (" (raise it with %config Imagen4Magics.budget = N)" if over else ""))
         return text, over
 
+    def _will_reuse(self) -> bool:
+        """Whether Generate would take the controls' request from the history: a typed seed (an empty box gets
+        a new random one) and a stored result the session's reuse policy allows."""
+        if not self.controls.seed.value.strip():
+            return False
+        try:
+            return self.session.find_reusable(self.controls.current_request()) is not None
+        except Exception:  # not a valid request yet (the reason line says why), or no history
+            return False
+
     # == the key ===================================================================================
     def check_key(self) -> str:
         """Show the missing-key banner (and turn Generate off, saying why) while the session has no key. A panel
@@ -164,7 +181,28 @@ class Panel(W.VBox):
         self.session.begin()
         self.controls.blocked = self.banner.check()
         self.controls.validate()
+        if self.controls.blocked:
+            self._watch_key()
         return self.controls.blocked
+
+    def _watch_key(self) -> None:
+        """While the banner shows, look for a key every KEY_RECHECK seconds (on the poller), so the banner clears
+        by itself once a key works (set in a cell, a `.env` file, `%imagen4 key`); no thread of its own."""
+        with self._lock:
+            if self._key_watch or self._closed:
+                return
+            self._key_watch = True
+
+        def again() -> None:
+            with self._lock:
+                self._key_watch = False
+            if not self._closed:
+                self.check_key()
+        try:
+            self._later(KEY_RECHECK, again)
+        except Exception:  # no client can be made (the banner says why): "Check again" still works
+            with self._lock:
+                self._key_watch = False
 
     def _start_simulator(self) -> str:
         """`%imagen4 simulator` for this panel's session; what it said."""

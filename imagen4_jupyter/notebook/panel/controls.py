@@ -33,7 +33,7 @@ class Controls(W.VBox):
     valid (and disables Generate) or clears the reason."""
 
     def __init__(self) -> None:
-        full = W.Layout(width="100%")
+        full = W.Layout(width="auto")  # stretched by the style (`align-self`): 100% plus margins would clip a border
         self.touched = False  # the user typed something or clicked Generate: from then on, reasons are errors
         self.blocked = ""  # why Generate is off whatever the controls say (no API key), set by the panel
         self.version = 0  # counts the changes of the controls (a click after a change is never a double click)
@@ -41,7 +41,8 @@ class Controls(W.VBox):
         self.prompt.add_class("imagen4-prompt")
         self.prompt_count = W.HTML()
         self.prompt_count.add_class("imagen4-count")
-        self.negative = W.Textarea(placeholder="Negative prompt (optional): what to leave out", rows=1, layout=full)
+        self.negative = W.Textarea(placeholder="Negative prompt (optional): what to leave out", rows=1,
+                                   layout=W.Layout(width="auto"))
         self.negative.add_class("imagen4-negative")
         self.negative_count = W.HTML()
         self.negative_count.add_class("imagen4-count")
@@ -101,10 +102,17 @@ class Controls(W.VBox):
         for w in (self.prompt, self.negative, self.seed, self.ratio, self.num):
             w.observe(self._typed, names="value")
         self.model.observe(self._model_changed, names="value")
+        self._limit_num()
         self.random_seed.on_click(lambda _b: self.new_seed())
         self.validate()
 
     def _typed(self, change: dict) -> None:
+        if change.get("owner") is self.num and int(change["new"]) > self.max_images():
+            touched, num = self.touched, change["owner"]
+            num.value = str(self.max_images())  # a button the model cannot take (shown disabled): no change
+            self.touched = touched
+            self.validate()
+            return
         self.version += 1
         if change.get("new"):
             self.touched = True
@@ -115,7 +123,24 @@ class Controls(W.VBox):
         spec = next((m for m in MODELS.values() if m.short == change["new"]), None)
         if spec is not None and int(self.num.value) > spec.max_images:
             self.num.value = str(spec.max_images)  # ultra makes one image
+        self._limit_num()
         self.validate()
+
+    def max_images(self) -> int:
+        spec = next((m for m in MODELS.values() if m.short == self.model.value), None)
+        return spec.max_images if spec is not None else MAX_IMAGES
+
+    def _limit_num(self) -> None:
+        """The image counts the chosen model cannot take look disabled (the style dims them: class
+        `imagen4-max-N`) and say why on hover; a click on one changes nothing."""
+        top = self.max_images()
+        for n in range(1, MAX_IMAGES + 1):
+            self.num.remove_class(f"imagen4-max-{n}")
+        if top < MAX_IMAGES:
+            self.num.add_class(f"imagen4-max-{top}")
+        self.num.tooltips = [f"{i} image{'s' if i > 1 else ''}" if i <= top else
+                             f"{self.model.value} makes at most {top} image{'s' if top > 1 else ''} a task"
+                             for i in range(1, MAX_IMAGES + 1)]
 
     def current_request(self, seed: str | None = None) -> GenerationRequest:
         """The request the controls describe (raises InvalidRequestError saying what to fix)."""

@@ -1,8 +1,9 @@
 """The panel's gallery: thumbnails of finished images (newest first) and a larger view of one, with Save as.
 
-Thumbnails come from the image store's one cache (`api.store.thumbnail`, small files beside the images) and fill
-square tiles (cropped, never letterboxed); the caption names the ratio, the seed and the image's place in its task
-("16:9 · seed 11 · 1/2"). The larger view is a bounded preview of the one image shown; its tile is marked.
+Thumbnails come from the image store's one cache (`api.store.thumbnail`, small files beside the images) and show
+the whole image at its ratio in a square tile (letterboxed in the theme's background: a 9:16 or 16:9 image is
+never cropped); the caption names the model, the ratio, the seed and the image's place in its task
+("standard · 16:9 · seed 11 · 1/2"). The larger view is a bounded preview of the one image shown; its tile is marked.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ...api.store import StoredImage, preview, thumbnail
 
 MAX_GALLERY = 48  # newest images kept in the grid
 VIEW_SIDE = 768  # longer side of the larger view, in pixels
-COVER = 1.8  # thumbnails are made this much larger than the tile, so a 16:9 image still fills a square one
+THUMB_SCALE = 1.5  # thumbnails are made this much larger than the tile (sharp on high-density screens)
 EMPTY_NOTE = "<i>Images appear here as tasks finish. Click one for a larger view.</i>"
 
 
@@ -91,7 +92,7 @@ class Gallery(W.VBox):
 
     def _card(self, job: Job, image: StoredImage) -> W.Widget:
         try:
-            data, mime = thumbnail(image.path, round(self.thumb_size * COVER))
+            data, mime = thumbnail(image.path, round(self.thumb_size * THUMB_SCALE))
         except Exception:  # file gone or unreadable: still show the card
             data, mime = b"", "image/png"
         text = caption(job, image)
@@ -99,7 +100,7 @@ class Gallery(W.VBox):
         tip = f"{text}: {prompt[:300]}" if prompt else text
         side = f"{self.thumb_size}px"
         img = W.Image(value=data, format=mime.split("/")[-1],
-                      layout=W.Layout(width="100%", height=side, object_fit="cover"))
+                      layout=W.Layout(width="100%", height=side, object_fit="contain"))
         img.add_class("imagen4-thumb")
         zoom = W.Button(tooltip=f"Larger view of image {image.index + 1}")  # user text only in escaped HTML
         zoom.add_class("imagen4-zoom")
@@ -140,7 +141,7 @@ class Gallery(W.VBox):
         self.big.value = data
         req = job.request
         count = len(job.images) or 1
-        model = f"{short_name(req.model)} · " if req and req.model != DEFAULT_MODEL else ""
+        model = f"{short_name(req.model or DEFAULT_MODEL)} · " if req else ""
         prompt = req.prompt if req else ""
         self.big_info.value = (
             f"<code>{esc(job.task_id)}</code> · image {image.index + 1}/{count} · {image.width}×{image.height} · "
@@ -183,12 +184,11 @@ class Gallery(W.VBox):
 
 
 def caption(job: Job, image: StoredImage) -> str:
-    """`16:9 · seed 11 · 1/2`: ratio, seed and the image's place among its task's images (`ultra · ` first for
-    another model than the standard one)."""
+    """`standard · 16:9 · seed 11 · 1/2`: model, ratio, seed and the image's place among its task's images."""
     req = job.request
     count = max(len(job.images), image.index + 1)
     place = f"{image.index + 1}/{count}"
     if req is None:
         return place
-    model = f"{short_name(req.model)} · " if req.model != DEFAULT_MODEL else ""
+    model = f"{short_name(req.model or DEFAULT_MODEL)} · "
     return f"{model}{req.aspect_ratio} · seed {req.seed or '—'} · {place}"

@@ -66,7 +66,7 @@ class KeyBanner(W.VBox):
             self.layout.display = "none"
             self.reason = ""
             return ""
-        self.reason = problem or NO_KEY
+        self.reason = " ".join((problem or NO_KEY).split())
         self.text.value = (f"<b>{esc(self.reason)}</b> Set <code>{ENV_KEY}</code> (in a cell: "
                            f"<code>os.environ[{ENV_KEY!r}] = ...</code>), put it in a <code>.env</code> file beside "
                            f"the notebook, or type it with <code>{KEY_CELL}</code> (kept in memory only). "

@@ -4,7 +4,7 @@ more), state colours on borders and shapes. Labels wrap rather than truncate; lo
 (its whole text on hover)."""
 from __future__ import annotations
 
-from ...api.request import ASPECT_RATIOS
+from ...api.request import ASPECT_RATIOS, MAX_IMAGES
 
 # the drawn shape of each ratio (width, height in px), shown before the label of its toggle button
 RATIO_SHAPES = {"1:1": (13, 13), "16:9": (20, 11), "9:16": (9, 16), "3:4": (12, 16), "4:3": (16, 12)}
@@ -22,6 +22,9 @@ RULES = [
     ".imagen4-panel .widget-toggle-buttons { flex-wrap: wrap; height: auto; }",
     ".imagen4-panel .widget-toggle-buttons .widget-toggle-button { flex: 0 0 auto; }",
     ".imagen4-row { gap: 6px 8px; }",
+    # the text boxes fill the panel's width inside their margins (100% plus margins would clip the right border)
+    ".imagen4-controls > .widget-textarea { align-self: stretch; width: auto; box-sizing: border-box; }",
+    ".imagen4-controls > .widget-textarea textarea { box-sizing: border-box; width: 100%; }",
     ".imagen4-group { gap: 6px; margin-right: 12px; flex-wrap: wrap; }",
     ".imagen4-label { font-size: var(--jp-ui-font-size1, 13px); font-weight: 600; color: " + FG + ";"
     " white-space: nowrap; }",
@@ -57,7 +60,13 @@ RULES = [
     ".imagen4-task-line { display: flex; flex-wrap: nowrap; gap: 0 8px; align-items: center; min-width: 0; }",
     ".imagen4-task-line > span, .imagen4-task-line > code { flex: 0 1 auto; min-width: 0; " + ELLIPSIS + " }",
     ".imagen4-task-line > code, .imagen4-task-line > .imagen4-origin { flex: 0 0 auto; }",
-    ".imagen4-task-line > .imagen4-prompt-text { flex: 1 1 0; min-width: 4em; color: " + FG2 + "; }",
+    # the task id gives way in its middle (`task_go…087861`) before it would be cut at its end
+    ".imagen4-task-line > .imagen4-tid { flex: 0 1 auto; min-width: 8ch; }",
+    # a narrow panel (an 800 px window with the file browser open): the progress bar gives its width to the task
+    ".imagen4-panel { container-type: inline-size; }",
+    "@container (max-width: 520px) { .imagen4-bar.widget-progress { width: 36px !important; }"
+    " .imagen4-task-line > .imagen4-note { display: none; } }",
+    ".imagen4-task-line > .imagen4-prompt-text { flex: 1 1 0; min-width: 0; color: " + FG2 + "; }",
     ".imagen4-task-info .imagen4-err { display: block; white-space: normal; }",
     ".imagen4-task-info .imagen4-note { color: " + FG2 + "; }",
     ".imagen4-task .imagen4-badge { display:inline-block; min-width:64px; padding:0 6px; border-radius:8px;"
@@ -81,7 +90,9 @@ RULES = [
     ".imagen4-thumb-box { position: relative; overflow: hidden; border-radius: 4px; }",
     ".imagen4-thumb-box .imagen4-zoom { position:absolute; top:0; left:0; width:100%; height:100%; opacity:0;"
     " margin:0; cursor: zoom-in; }",
-    ".imagen4-thumb { object-fit: cover; display: block; }",
+    # the whole image at its ratio, letterboxed in the theme's background (never cropped)
+    ".imagen4-thumb-box { background: var(--jp-layout-color2, #eee); }",
+    ".imagen4-thumb { object-fit: contain; display: block; }",
     ".imagen4-tile { padding: 3px; border-radius: 6px; border: 2px solid transparent; }",
     ".imagen4-tile.imagen4-selected { border-color: var(--jp-brand-color1, #1976d2);"
     " background: var(--jp-layout-color2, #eee); }",
@@ -96,8 +107,10 @@ RULES = [
 
 
 def style_html() -> str:
-    """The `<style>` element: the rules above plus one shape per aspect ratio button."""
-    shapes = []
+    """The `<style>` element: the rules above, one shape per aspect ratio button, and the image counts a model
+    cannot take dimmed (`imagen4-max-N` on the count buttons: the ones after N)."""
+    shapes = [f".imagen4-num.imagen4-max-{n} .widget-toggle-button:nth-of-type(n+{n + 1}) {{ opacity: 0.4;"
+              " cursor: not-allowed; box-shadow: none; }" for n in range(1, MAX_IMAGES)]
     for i, ratio in enumerate(ASPECT_RATIOS, start=1):
         w, h = RATIO_SHAPES[ratio]
         shapes.append(f".imagen4-ratio .widget-toggle-button:nth-of-type({i})::before {{ width:{w}px; height:{h}px; }}")

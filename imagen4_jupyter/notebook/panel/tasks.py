@@ -17,7 +17,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ...api.cards import esc, plural
+from ...api.cards import esc, plural, task_id_html
 from ...api.errors import OutcomeUnknownError
 from ...api.job import Job
 
@@ -96,7 +96,7 @@ class TaskRow(W.HBox):
         if row.get("simulated"):
             extra += "<span class='imagen4-note'>simulated</span>"
         error = f"<span class='imagen4-err'>{esc(row['error'])}</span>" if row["error"] else ""
-        tid = f"<code>{esc(row['task_id'])}</code>" if row["task_id"] else ""
+        tid = task_id_html(row["task_id"])  # gives way in its middle: `task_go…087861`, whole on hover and copy
         self.info.value = (f"<div class='imagen4-task-line'><span class='imagen4-origin'>{esc(row['origin'])}</span>"
                            f"{tid}{extra}<span class='imagen4-prompt-text' title='{esc(row['prompt'][:2000])}'>"
                            f"{esc(row['prompt'][:300])}</span></div>{error}")
