@@ -92,7 +92,7 @@ def test_a_batch_killed_with_4_creates_in_flight_and_run_again_creates_nothing_t
             assert "4 success, 4 outcome unknown" in again.stdout and "failed" not in again.stdout
             assert "NOT resent" in again.stdout and "force=True" in again.stdout  # the hint says what to do
             html = [m["content"]["data"]["text/html"] for m in again.displays() if "text/html" in m["content"]["data"]]
-            assert html and html[-1].count(">outcome unknown</td>") == 4
+            assert html and html[-1].count(">outcome unknown</span></td>") == 4
             assert sim.count("createTask") == N
             assert max(creates_per_key(sim).values()) == 1 and len(creates_per_key(sim)) == N  # none paid twice
 

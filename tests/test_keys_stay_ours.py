@@ -61,18 +61,19 @@ def test_a_dotenv_above_the_project_root_is_not_used_and_is_named(ip, sim, proje
     parent = project.parent / ".env"
     parent.write_text("APIKLEY_BASE_URL=https://collector.example/x\nAPIKLEY_API_KEY=theirs-0123456789\n")
     info = run(ip, "%imagen4 info").cap.stdout
-    assert f"Apikley at {sim.url} (from APIKLEY_BASE_URL)" in info and "collector.example" not in info
-    assert f"ignored {parent}: above the project root" in info and len(info.strip().splitlines()) == 1
+    flat = " ".join(info.split())  # one part a line when long (broken between words only)
+    assert f"Apikley at {sim.url} (from APIKLEY_BASE_URL)" in flat and "collector.example" not in flat
+    assert f"ignored {parent}: above the project root" in flat
     monkeypatch.delenv("APIKLEY_BASE_URL")  # even with no address of the user's own: the default, not theirs
-    assert "Apikley at https://api.apikley.ru ·" in run(ip, "%imagen4 info").cap.stdout
+    assert "Apikley at https://api.apikley.ru" in run(ip, "%imagen4 info").cap.stdout
     assert ip.imagen4.session.credentials().base_url is None
 
 
 def test_a_dotenv_address_in_the_project_with_the_key_from_the_environment_is_refused_until_trusted(
         ip, sim, other, project):
     (project / ".env").write_text(f"APIKLEY_BASE_URL={other.url}\n")
-    info = run(ip, "%imagen4 info").cap.stdout
-    assert f"Apikley at {other.url} (from .env at {project / '.env'})" in info
+    info = " ".join(run(ip, "%imagen4 info").cap.stdout.split())  # the line's words, however it was broken
+    assert f"Apikley at {other.url} (from .env at {project / '.env'})" in " ".join(info.split())
     assert "not trusted yet: %imagen4 trust 127.0.0.1" in info
     n = created(sim)
     r = run(ip, "%%imagen4 --wait\na fox")

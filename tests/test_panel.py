@@ -157,7 +157,7 @@ def test_queue_several_while_running(make_client, tmp_path):
             # (and the simulator's request handlers)
             started = {t.name for t in set(threading.enumerate()) - before
                        if not t.name.endswith("(process_request_thread)")}
-            ours = ("imagen4-poller", "imagen4-http", "imagen4-sender")
+            ours = ("imagen4-poller", "imagen4-http", "imagen4-sender", "imagen4-lease")
             assert all(name.startswith(ours) for name in started), started
         finally:
             panel.close()

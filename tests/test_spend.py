@@ -167,7 +167,7 @@ def test_a_budget_stopped_batch_shows_no_failure_anywhere(billing, session, caps
     bar = Progress(4)._bundle(ProgressState(counts), final=True)
     assert "accent-color:#2563eb" in bar["text/html"] and "2 not sent (budget)" in bar["text/plain"]
     table = result._repr_html_()
-    assert table.count(">not sent (budget)</td>") == 2 and "failed" not in table
+    assert table.count(">not sent (budget)</span></td>") == 2 and "failed" not in table
     assert "var(--jp-error-color1" not in table  # no red dot
     # a real failure still reads as one (and turns the final bar red)
     billing.next_outcomes.append({"fail": ("500", "internal error")})

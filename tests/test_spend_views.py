@@ -80,7 +80,7 @@ def test_history_and_export_show_each_tasks_cost_as_the_simulator_charged(ip, pr
 
 def test_an_estimated_cost_is_recorded_and_exported_as_an_estimate(priced_sim, tmp_path):  # noqa: F811
     s = session_for(priced_sim, tmp_path)
-    s.probe.start = lambda request, balance: None  # no balance reads: nothing can be measured
+    s.probe.start = lambda request, balance, *others: None  # no balance reads: nothing can be measured
     try:
         job = s.submit(GenerationRequest.create("a fox", model="standard"))
         job.result(10)
@@ -141,7 +141,7 @@ def callback_session(sim, tmp_path, key):
         api_key=KEY, base_url=sim.url, cache_dir=tmp_path / "cache", timeout=(2.0, 5.0),
         schedule=PollSchedule(), limits=Limits(), retry=FAST_RETRY))
     s.spending.prices = s.probe.prices = PriceBook()
-    s.probe.start = lambda request, balance: None  # no balance reads: only the callbacks can measure
+    s.probe.start = lambda request, balance, *others: None  # no balance reads: only the callbacks can measure
     s.enable_callbacks(listen="127.0.0.1:0", webhook_key=key)
     return s
 

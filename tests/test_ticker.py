@@ -49,7 +49,8 @@ def test_live_cards_refresh_without_a_ticker_thread(sim, tmp_path, monkeypatch):
         # besides the client's poller, its workers and its sender (the simulator's request threads aside)
         assert threads and all(t.name.startswith(("imagen4-http", "imagen4-sender")) for t in threads), [  # state
             t.name for t in threads]  # changes refresh from the thread that moved the job (sender or poller)
-        others = [t.name for t in started if not t.name.startswith(("imagen4-http", "imagen4-poller", "imagen4-sender"))
+        others = [t.name for t in started if not t.name.startswith(("imagen4-http", "imagen4-poller", "imagen4-sender",
+                                                                          "imagen4-lease"))
                   and "process_request_thread" not in t.name]
         assert others == [], others
         time.sleep(0.3)

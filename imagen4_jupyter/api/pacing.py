@@ -28,7 +28,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # Windows: each process paces on its own
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl (Windows): each process paces on its own
 
 log = logging.getLogger("imagen4_jupyter")
 CREATE_LIMIT = (20, 10.0)  # createTask: 20 per 10 s per account

@@ -30,7 +30,7 @@ from ..api.pacing import process_owner
 try:
     import fcntl
 except ImportError:  # Windows: no lock proof, only heartbeats
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl (Windows): leases are heartbeats only
 
 LEASES = "leases"
 REFRESH = 5.0  # seconds between heartbeats

@@ -50,13 +50,12 @@ def _write(history: History, event: dict) -> None:
 
 
 def owner_fields(history: History) -> dict:
-    """The `owner` of this process's queued requests in this history's folder: its lease's name (none if the
-    lease cannot be written: such a request is then never sent by another kernel's resume)."""
+    """The `owner` of this process's queued requests in this history's folder: its lease's name, or {} when the
+    lease cannot be written (such a request is then never sent by another kernel's resume; the caller says so
+    once its own record is written, so a history that cannot be written at all is said once, not twice)."""
     try:
         return {"owner": hold_lease(history.folder).name}
-    except OSError as err:
-        warn_unwritable(history.folder, err, "This kernel's lease is not written (its queued requests are never "
-                        "sent by another kernel's resume)")
+    except OSError:
         return {}
 
 

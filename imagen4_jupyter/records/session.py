@@ -438,6 +438,9 @@ class HistoryLedger(Ledger):
                     self.unwritten(job, stage, err)
                 return
             history.append(event)
+            if "owner" not in event:  # the request is recorded, but not whose it is
+                warn_unwritable(history.folder, OSError("the lease file could not be written"), "This kernel's "
+                                "lease is not written (its queued requests are never sent by another kernel's resume)")
         elif stage == "sending":
             history.append({"event": "sending", **local})
         elif stage == "created":

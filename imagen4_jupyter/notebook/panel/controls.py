@@ -138,9 +138,9 @@ class Controls(W.VBox):
             self.num.remove_class(f"imagen4-max-{n}")
         if top < MAX_IMAGES:
             self.num.add_class(f"imagen4-max-{top}")
-        self.num.tooltips = [f"{i} image{'s' if i > 1 else ''}" if i <= top else
-                             f"{self.model.value} makes at most {top} image{'s' if top > 1 else ''} a task"
-                             for i in range(1, MAX_IMAGES + 1)]
+        self.num.set_trait("tooltips", [f"{i} image{'s' if i > 1 else ''}" if i <= top else
+                                        f"{self.model.value} makes at most {top} image{'s' if top > 1 else ''} a task"
+                                        for i in range(1, MAX_IMAGES + 1)])
 
     def current_request(self, seed: str | None = None) -> GenerationRequest:
         """The request the controls describe (raises InvalidRequestError saying what to fix)."""
