@@ -175,6 +175,28 @@ def run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def run_cell_done(page, index: int, timeout: float = 60_000) -> None:
+    """`run_cell`, then wait until the cell's prompt shows its execution count (the kernel ran it)."""
+    run_cell(page, index)
+    page.wait_for_function(f"() => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[{index}]"
+                           ".querySelector('.jp-InputPrompt').textContent)", timeout=timeout)
+
+
+@contextmanager
+def lab_on_simulator(base: Path, key: str, **sim_options):
+    """A started `LabServer` whose kernels talk to a fresh simulator (`server.sim`) with `key`; stopped after."""
+    from imagen4_jupyter.simulator import Simulator
+
+    with Simulator(api_keys=(key,), **sim_options) as sim:
+        server = LabServer(base, {"APIKLEY_BASE_URL": sim.url, "APIKLEY_API_KEY": key})
+        server.sim = sim
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 def has_chromium() -> bool:
     return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
 

@@ -16,7 +16,8 @@ from lab_util import (
     artifacts_on_failure,
     browser,
     browser_marks,
-    run_cell,
+    lab_on_simulator,
+    run_cell_done,
     set_theme,
     shot,
     truncated_labels,
@@ -109,14 +110,9 @@ RUNNING_JS = """() => document.getAnimations().filter(a => a.playState === 'runn
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with Simulator(api_keys=(KEY,), queue_time=(0.1, 0.2), generation_time=(0.3, 0.5), image_scale=0.25) as sim:
-        server = LabServer(tmp_path_factory.mktemp("lab-look"), {"APIKLEY_BASE_URL": sim.url, "APIKLEY_API_KEY": KEY})
-        server.sim = sim
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with lab_on_simulator(tmp_path_factory.mktemp("lab-look"), KEY, queue_time=(0.1, 0.2), generation_time=(0.3, 0.5),
+                          image_scale=0.25) as server:
+        yield server
 
 
 def _cell(page, i):
@@ -124,9 +120,7 @@ def _cell(page, i):
 
 
 def _run(page, i):
-    run_cell(page, i)
-    page.wait_for_function(f"() => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[{i}]"
-                           ".querySelector('.jp-InputPrompt').textContent)", timeout=90_000)
+    run_cell_done(page, i, timeout=90_000)
 
 
 def _file_browser(page, shown: bool) -> None:

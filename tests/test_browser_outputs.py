@@ -11,19 +11,17 @@ import time
 import pytest
 from conftest import KEY
 from lab_util import (
-    LabServer,
     artifacts_on_failure,
     browser,
     browser_marks,
+    lab_on_simulator,
     low_contrast,
-    run_cell,
+    run_cell_done,
     set_theme,
     shot,
     wait_lab_kernel_idle,
     watch_console,
 )
-
-from imagen4_jupyter.simulator import Simulator
 
 pytestmark = browser_marks(300)
 
@@ -42,14 +40,9 @@ OUTPUT_ROOTS = [".imagen4-card", ".imagen4-message", ".imagen4-history-wrap"]
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with Simulator(api_keys=(KEY,), queue_time=(0.1, 0.2), generation_time=(0.3, 0.5), image_scale=0.25) as sim:
-        server = LabServer(tmp_path_factory.mktemp("lab-out"), {"APIKLEY_BASE_URL": sim.url, "APIKLEY_API_KEY": KEY})
-        server.sim = sim
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with lab_on_simulator(tmp_path_factory.mktemp("lab-out"), KEY, queue_time=(0.1, 0.2), generation_time=(0.3, 0.5),
+                          image_scale=0.25) as server:
+        yield server
 
 
 def _cell(page, i):
@@ -57,9 +50,7 @@ def _cell(page, i):
 
 
 def _run(page, i):
-    run_cell(page, i)
-    page.wait_for_function(f"() => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Notebook .jp-Cell')[{i}]"
-                           ".querySelector('.jp-InputPrompt').textContent)", timeout=60_000)
+    run_cell_done(page, i, timeout=60_000)
 
 
 def test_cell_outputs_in_light_and_dark_at_1400_and_800(lab):

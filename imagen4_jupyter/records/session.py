@@ -444,8 +444,10 @@ class HistoryLedger(Ledger):
         elif stage == "sending":
             history.append({"event": "sending", **local})
         elif stage == "created":
-            history.append({"event": "submitted", "task_id": facts["task_id"], **self.common, **local,
-                            **self.session.marks_fields()})  # the createTask answer's word on "simulated"
+            marks = self.session.marks_fields()  # the createTask answer's word on "simulated"
+            history.append({"event": "submitted", "task_id": facts["task_id"], **self.common, **local, **marks})
+            if marks:  # known as simulated before anyone can read the task id (a card's refresh, say)
+                self.session._marks.add(facts["task_id"], marks.get("simulator"))
         elif stage in ("waiting", "generating"):
             history.append({"event": "state", "task_id": job.task_id,
                             "state": status_of(stage, facts.get("record") or job.record)})
