@@ -92,7 +92,7 @@ class Ledger:
         """A move that could not be recorded but is applied all the same (the task exists: never dropped)."""
         log.warning("imagen4: the %s step of %s could not be recorded (%s)", stage, job.task_id or job.local_id, err)
 
-    def move(self, job: Job, stage: Stage, *, ahead: bool = False, **facts: Any) -> bool:  # facts: see below
+    def move(self, job: Job, stage: Stage, *, ahead: bool = False, **facts: Any) -> bool:
         """Move `job` to `stage` with `facts` (task_id, record, images, error, cost, extra_urls, finished_at).
         False (nothing changes) if the job's life does not allow it, e.g. a late answer for a job already
         ended."""

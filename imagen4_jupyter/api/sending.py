@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import errors as E
@@ -45,7 +45,7 @@ class _Send:
     retry_rate_limits: bool
     attempts: int = 0
     leaving: bool = False  # taken by a sender thread: it can no longer be cancelled
-    left: threading.Event | None = None  # set once the request has an end or a task id (for waiting callers)
+    left: threading.Event = field(default_factory=threading.Event)  # set once it has an end or a task id
 
 
 class Sender:
@@ -72,7 +72,7 @@ class Sender:
             raise E.ConfigurationError("This client was closed; make a new one to send requests.")
         job = Job(None, request, local_id=local_id or new_local_id(), ledger=ledger)
         ledger.move(job, "queued", ahead=True)  # on disk before anything can be sent; raising refuses it
-        item = _Send(job, retry_rate_limits, left=threading.Event())
+        item = _Send(job, retry_rate_limits)
         with self._cond:
             if self._stopped:
                 raise E.ConfigurationError("This client was closed; make a new one to send requests.")
@@ -88,7 +88,7 @@ class Sender:
         timeout. A KeyboardInterrupt here reaches the caller, who may `cancel` the request."""
         with self._cond:
             item = self._by_job.get(id(job))
-        if item is None or item.left is None:
+        if item is None:
             return True
         return item.left.wait(timeout)
 
@@ -225,5 +225,4 @@ class Sender:
 
     @staticmethod
     def _left(item: _Send) -> None:
-        if item.left is not None:
-            item.left.set()
+        item.left.set()

@@ -39,7 +39,8 @@ def _iso(ts: Any) -> str | None:
     return _dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
-def _as_history(history: Any) -> History:
+def as_history(history: Any) -> History:
+    """The History a caller named: a History, a Session (its history) or the path of a `.jsonl` file."""
     if isinstance(history, History):
         return history
     if hasattr(history, "history") and isinstance(history.history, History):  # a Session
@@ -49,7 +50,7 @@ def _as_history(history: Any) -> History:
         if not path.is_file():
             raise FileNotFoundError(f"No history file at {path} (it is the .jsonl file in the .imagen4/ folder).")
         return History(path)
-    raise TypeError(f"export_history needs a History, a Session or a path, not {type(history).__name__}.")
+    raise TypeError(f"Give a History, a Session or a history path, not {type(history).__name__}.")
 
 
 def _event_cost(ev: dict) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def history_rows(history: Any, *, base: str | os.PathLike | None = None,
     Image paths are relative to `base` (a folder) when given, else absolute. `copies` ((task id, stored path)
     -> file, from `copy_images`): those images are named by their copies instead.
     """
-    hist = _as_history(history)
+    hist = as_history(history)
     entries = hist.entries()
     tags: dict[str | None, Any] = {}  # task id (None in a broken event) -> its batch tag
     unknown: list[dict] = []
@@ -124,7 +125,7 @@ def copy_images(history: Any, folder: str | os.PathLike) -> dict[tuple[str, str]
     its provenance inside the file (`read_provenance(path)`: task id, model, request, the original's sha256,
     index, simulated); the originals in `.imagen4/images/` are left as they are. Returns (task id, stored
     path) -> copy. Images whose file is missing are skipped."""
-    hist = _as_history(history)
+    hist = as_history(history)
     out = Path(folder).expanduser()
     simulated = simulated_ids(hist)
     copies: dict[tuple[str, str], Path] = {}

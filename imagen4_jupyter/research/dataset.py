@@ -23,6 +23,7 @@ from ..api import errors as E
 from ..api import provenance
 from ..api.models import model_spec, short_name
 from ..api.store import StoredImage, write_atomic
+from ..records.export import as_history
 from ..records.history import History
 from ..records.simulated import simulated_ids
 
@@ -53,15 +54,8 @@ class _Task:
 
 # -- sources ------------------------------------------------------------------------------------------
 def _history_of(source: Any, session: Any) -> History:
-    if isinstance(source, History):
-        return source
-    if hasattr(source, "history") and isinstance(getattr(source, "history", None), History):
-        return source.history
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"No history file at {path} (it is the .jsonl file in the .imagen4/ folder).")
-        return History(path)
+    if source is not None:
+        return as_history(source)
     assert session is not None  # export_dataset makes the default session when given no source
     return session.history
 
